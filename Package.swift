@@ -1,0 +1,91 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "buildd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "buildd-master", targets: ["buildd-master"]),
+        .executable(name: "buildd-agent", targets: ["buildd-agent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+    ],
+    targets: [
+        // C libraries, each through a system library module.
+        .systemLibrary(
+            name: "CRabbitMQ",
+            path: "Sources/Shared/CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"]), .brew(["rabbitmq-c"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            path: "Sources/Shared/CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
+        ),
+        // Shared by both daemons: wire messages, configuration, logging, threads, SHA-256, a tiny HTTP client.
+        .target(
+            name: "BuilddShared",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            path: "Sources/Shared/BuilddShared"
+        ),
+        // The only code that touches librabbitmq.
+        .target(
+            name: "AMQP",
+            dependencies: ["CRabbitMQ", "BuilddShared", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Shared/AMQP"
+        ),
+        // The only code that touches libpq.
+        .target(
+            name: "Postgres",
+            dependencies: ["CLibPQ", "BuilddShared", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Master/Postgres"
+        ),
+        .target(
+            name: "BuilddMaster",
+            dependencies: [
+                "BuilddShared", "AMQP", "Postgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Sources/Master/BuilddMaster"
+        ),
+        .executableTarget(
+            name: "buildd-master",
+            dependencies: [
+                "BuilddMaster", "BuilddShared",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Master/buildd-master"
+        ),
+        .target(
+            name: "BuilddAgent",
+            dependencies: ["BuilddShared", "AMQP", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/SlaveAgent/BuilddAgent"
+        ),
+        .executableTarget(
+            name: "buildd-agent",
+            dependencies: [
+                "BuilddAgent", "BuilddShared",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/SlaveAgent/buildd-agent"
+        ),
+        .testTarget(
+            name: "UnitTests",
+            dependencies: ["BuilddShared", "BuilddMaster", "BuilddAgent", "AMQP"],
+            path: "Tests/UnitTests"
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["BuilddShared", "BuilddMaster", "BuilddAgent", "AMQP", "Postgres"],
+            path: "Tests/IntegrationTests"
+        ),
+    ]
+)

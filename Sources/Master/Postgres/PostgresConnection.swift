@@ -1,0 +1,246 @@
+import BuilddShared
+import CLibPQ
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A value bound to a statement parameter, sent in text format.
+public protocol PostgresBindable: Sendable {
+    var postgresText: String { get }
+}
+
+extension String: PostgresBindable { public var postgresText: String { self } }
+extension Int: PostgresBindable { public var postgresText: String { String(self) } }
+extension Int32: PostgresBindable { public var postgresText: String { String(self) } }
+extension Int64: PostgresBindable { public var postgresText: String { String(self) } }
+extension Double: PostgresBindable { public var postgresText: String { String(self) } }
+extension Bool: PostgresBindable { public var postgresText: String { self ? "t" : "f" } }
+
+/// One row of a result, values as text (NULL is nil).
+public struct PostgresRow: Sendable {
+    public let columns: [String: Int]
+    public let values: [String?]
+
+    public subscript(_ column: String) -> String? {
+        guard let index = columns[column] else { return nil }
+        return values[index]
+    }
+
+    public func string(_ column: String) throws -> String {
+        guard let value = self[column] else {
+            throw PostgresError(.decoding, message: "column \(column) is NULL or missing")
+        }
+        return value
+    }
+
+    public func int64(_ column: String) throws -> Int64 {
+        guard let value = Int64(try string(column)) else {
+            throw PostgresError(.decoding, message: "column \(column) is not an integer")
+        }
+        return value
+    }
+
+    public func int(_ column: String) throws -> Int { Int(try int64(column)) }
+
+    public func double(_ column: String) throws -> Double {
+        guard let value = Double(try string(column)) else {
+            throw PostgresError(.decoding, message: "column \(column) is not a number")
+        }
+        return value
+    }
+
+    public func bool(_ column: String) throws -> Bool { try string(column) == "t" }
+
+    public func optionalInt64(_ column: String) -> Int64? { self[column].flatMap { Int64($0) } }
+    public func optionalDouble(_ column: String) -> Double? { self[column].flatMap { Double($0) } }
+}
+
+/// The rows of a statement and how many rows it changed.
+public struct PostgresResult: Sendable {
+    public let rows: [PostgresRow]
+    public let affectedRows: Int
+
+    public var first: PostgresRow? { rows.first }
+}
+
+/// A NOTIFY received on a LISTENed channel.
+public struct PostgresNotification: Sendable, Equatable {
+    public let channel: String
+    public let payload: String
+}
+
+/// One libpq connection. Not thread-safe: ``ConfinedWorker`` keeps it on one thread.
+public final class PostgresConnection: ReconnectableResource {
+    private var handle: OpaquePointer?
+
+    /// Connects with a libpq URL (`postgresql://user:password@host:port/db?sslmode=...`) or keyword string.
+    public init(url: String, applicationName: String = "buildd") throws {
+        handle = PQconnectdb(url)
+        guard let handle else { throw PostgresError(.connection, message: "out of memory") }
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let message = Self.errorText(handle)
+            PQfinish(handle)
+            self.handle = nil
+            throw PostgresError(.connection, message: "cannot connect to PostgreSQL: \(message)")
+        }
+        buildd_pq_silence_notices(handle)
+        _ = try execute("SELECT set_config('application_name', $1, false)", [applicationName])
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+    }
+
+    public var isBroken: Bool {
+        guard let handle else { return true }
+        return PQstatus(handle) != CONNECTION_OK
+    }
+
+    /// The socket, for `poll(2)`.
+    public var socketDescriptor: Int32 { handle.map { PQsocket($0) } ?? -1 }
+
+    static func errorText(_ handle: OpaquePointer?) -> String {
+        guard let handle, let text = PQerrorMessage(handle) else { return "unknown error" }
+        return String(cString: text).trimmingTrailingNewlines()
+    }
+
+    /// Runs one statement with parameters ($1, $2, ...); values are never spliced into the SQL.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) throws -> PostgresResult {
+        guard let handle else { throw PostgresError(.connection, message: "connection is closed") }
+        let texts = parameters.map { $0?.postgresText }
+        var cStrings: [UnsafeMutablePointer<CChar>?] = texts.map { $0.flatMap { strdup($0) } }
+        defer { cStrings.forEach { free($0) } }
+        let result: OpaquePointer? = cStrings.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) {
+                PQexecParams(handle, sql, Int32(texts.count), nil, texts.isEmpty ? nil : $0, nil, nil, 0)
+            }
+        }
+        guard let result else {
+            throw PostgresError(.connection, message: Self.errorText(handle))
+        }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        switch status {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK:
+            break
+        default:
+            func field(_ code: Int32) -> String? {
+                PQresultErrorField(result, code).map { String(cString: $0) }
+            }
+            let sqlState = field(Int32(UInt8(ascii: "C")))
+            let message = field(Int32(UInt8(ascii: "M"))) ?? Self.errorText(handle)
+            let detail = field(Int32(UInt8(ascii: "D")))
+            let kind: PostgresError.Kind = (PQstatus(handle) != CONNECTION_OK || sqlState == nil) ? .connection : .server
+            throw PostgresError(kind, sqlState: sqlState, message: message, detail: detail)
+        }
+        let rowCount = Int(PQntuples(result))
+        let columnCount = Int(PQnfields(result))
+        var columns: [String: Int] = [:]
+        for column in 0..<columnCount {
+            columns[String(cString: PQfname(result, Int32(column)))] = column
+        }
+        var rows: [PostgresRow] = []
+        rows.reserveCapacity(rowCount)
+        for row in 0..<rowCount {
+            var values: [String?] = []
+            values.reserveCapacity(columnCount)
+            for column in 0..<columnCount {
+                if PQgetisnull(result, Int32(row), Int32(column)) != 0 {
+                    values.append(nil)
+                } else {
+                    values.append(String(cString: PQgetvalue(result, Int32(row), Int32(column))))
+                }
+            }
+            rows.append(PostgresRow(columns: columns, values: values))
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return PostgresResult(rows: rows, affectedRows: affected)
+    }
+
+    /// Runs a statement and returns how many rows it changed.
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) throws -> Int {
+        try query(sql, parameters).affectedRows
+    }
+
+    /// Runs several statements with no parameters (a migration).
+    public func executeScript(_ sql: String) throws {
+        guard let handle else { throw PostgresError(.connection, message: "connection is closed") }
+        guard let result = PQexec(handle, sql) else {
+            throw PostgresError(.connection, message: Self.errorText(handle))
+        }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else {
+            let sqlState = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+            throw PostgresError(.server, sqlState: sqlState, message: message ?? Self.errorText(handle))
+        }
+    }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body(self)
+            try execute("COMMIT")
+            return value
+        } catch {
+            if !isBroken { _ = try? execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Starts listening on a channel.
+    public func listen(_ channel: String) throws {
+        guard let handle else { throw PostgresError(.connection, message: "connection is closed") }
+        guard let quoted = PQescapeIdentifier(handle, channel, channel.utf8.count) else {
+            throw PostgresError(.connection, message: Self.errorText(handle))
+        }
+        defer { PQfreemem(quoted) }
+        try execute("LISTEN \(String(cString: quoted))")
+    }
+
+    /// Waits up to `timeoutMilliseconds` for notifications and returns those that arrived.
+    public func waitForNotifications(timeoutMilliseconds: Int32) throws -> [PostgresNotification] {
+        guard let handle else { throw PostgresError(.connection, message: "connection is closed") }
+        var notifications = drainNotifications()
+        if !notifications.isEmpty { return notifications }
+        var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, timeoutMilliseconds)
+        if ready > 0 {
+            guard PQconsumeInput(handle) == 1 else {
+                throw PostgresError(.connection, message: Self.errorText(handle))
+            }
+        }
+        if PQstatus(handle) != CONNECTION_OK {
+            throw PostgresError(.connection, message: Self.errorText(handle))
+        }
+        notifications = drainNotifications()
+        return notifications
+    }
+
+    private func drainNotifications() -> [PostgresNotification] {
+        guard let handle else { return [] }
+        var result: [PostgresNotification] = []
+        while let notify = PQnotifies(handle) {
+            result.append(PostgresNotification(channel: String(cString: notify.pointee.relname),
+                                               payload: String(cString: notify.pointee.extra)))
+            PQfreemem(notify)
+        }
+        return result
+    }
+}
+
+extension String {
+    func trimmingTrailingNewlines() -> String {
+        var text = self
+        while let last = text.last, last.isNewline || last == " " { text.removeLast() }
+        return text
+    }
+}

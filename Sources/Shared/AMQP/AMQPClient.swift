@@ -1,0 +1,262 @@
+import BuilddShared
+import Logging
+import Synchronization
+
+/// A broker connection on a thread of its own, reconnecting with backoff, bridged to async code.
+///
+/// Channel 1 publishes in confirm mode; channel 2 consumes (``AMQPClient/consumeChannel``). After every
+/// (re)connect the `setup` closure runs on the connection's thread to declare topology and start
+/// consumers. The thread keeps calling into librabbitmq (at least twice per heartbeat interval), so
+/// heartbeats flow even when the application is quiet.
+public final class AMQPClient: @unchecked Sendable {
+    /// Channel used for publishing (confirm mode) and declarations.
+    public static let publishChannel: UInt16 = 1
+    /// Channel used for consumers.
+    public static let consumeChannel: UInt16 = 2
+
+    public enum ConnectionEvent: Sendable {
+        case connected(generation: Int)
+        case disconnected(reason: String)
+    }
+
+    private struct PendingPublish {
+        let messageID: String
+        var returned: (code: Int, text: String)?
+        let continuation: CheckedContinuation<Void, Error>
+    }
+
+    public let configuration: AMQPConfiguration
+    public let deliveries: AsyncStream<Delivery>
+    public let connectionEvents: AsyncStream<ConnectionEvent>
+    private let deliveryContinuation: AsyncStream<Delivery>.Continuation
+    private let eventContinuation: AsyncStream<ConnectionEvent>.Continuation
+    private let setup: @Sendable (AMQPConnection) throws -> Void
+    private let mailbox = Mailbox()
+    private let logger: Logger
+    private let stopping = Mutex(false)
+    private let connectedGeneration = Mutex<Int?>(nil)
+    private let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
+    private let threadDone = Mutex(false)
+
+    // Confined to the connection thread:
+    private var connection: AMQPConnection?
+    private var generation = 0
+    private var pending: [UInt64: PendingPublish] = [:]
+    private var publishCounter: UInt64 = 0
+
+    public init(configuration: AMQPConfiguration, logger: Logger,
+                setup: @escaping @Sendable (AMQPConnection) throws -> Void = { _ in }) {
+        self.configuration = configuration
+        self.logger = logger
+        self.setup = setup
+        (deliveries, deliveryContinuation) = AsyncStream.makeStream(of: Delivery.self)
+        (connectionEvents, eventContinuation) = AsyncStream.makeStream(of: ConnectionEvent.self)
+    }
+
+    /// Starts the connection thread. Call once.
+    public func start() {
+        startThread(name: "amqp-\(configuration.connectionName)") { [self] in self.loop() }
+    }
+
+    /// The generation of the live connection, if one is up.
+    public var currentGeneration: Int? { connectedGeneration.withLock { $0 } }
+
+    /// Waits until a connection is up (or `timeout` passes).
+    public func waitUntilConnected(timeout: Duration = .seconds(30)) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while currentGeneration == nil {
+            if clock.now > deadline {
+                throw AMQPError(.notConnected, text: "broker not reachable within \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    // MARK: Thread
+
+    private func loop() {
+        var backoff = Duration.milliseconds(250)
+        while !stopping.withLock({ $0 }) {
+            if connection == nil {
+                do {
+                    generation += 1
+                    let fresh = try AMQPConnection(configuration: configuration, generation: generation)
+                    try fresh.openChannel(Self.publishChannel)
+                    try fresh.confirmSelect(channel: Self.publishChannel)
+                    try fresh.openChannel(Self.consumeChannel)
+                    try setup(fresh)
+                    connection = fresh
+                    publishCounter = 0
+                    backoff = .milliseconds(250)
+                    connectedGeneration.withLock { $0 = generation }
+                    logger.info("broker connected", metadata: [
+                        "broker.url": "\(configuration.url)", "amqp.generation": "\(generation)"])
+                    eventContinuation.yield(.connected(generation: generation))
+                } catch {
+                    logger.warning("broker connection failed", metadata: [
+                        "broker.url": "\(configuration.url)", "error": "\(error)"])
+                    runJobs()  // fail what was queued meanwhile
+                    let jitter = Double.random(in: 0.8...1.2)
+                    let wait = backoff * jitter
+                    mailbox.wait(timeoutMilliseconds: Int32(wait.components.seconds * 1000
+                        + wait.components.attoseconds / 1_000_000_000_000_000))
+                    backoff = min(backoff * 2, .seconds(10))
+                    continue
+                }
+            }
+            runJobs()
+            guard let current = connection else { continue }
+            do {
+                try pump(current)
+                if !current.hasBufferedInput && !mailbox.hasJobs {
+                    let heartbeatMs = max(100, Int32(configuration.heartbeat.components.seconds * 1000 / 3))
+                    if mailbox.wait(timeoutMilliseconds: min(heartbeatMs, 1000),
+                                    extraDescriptor: current.socketDescriptor) || true {
+                        try pump(current)
+                    }
+                }
+            } catch {
+                drop(reason: "\(error)")
+            }
+        }
+        runJobs()
+        connection?.close()
+        if connection != nil { drop(reason: "shutdown") }
+        connection = nil
+        deliveryContinuation.finish()
+        eventContinuation.finish()
+        threadDone.withLock { $0 = true }
+        finished.withLock { $0?.resume(); $0 = nil }
+    }
+
+    private func runJobs() {
+        for job in mailbox.drain() { job() }
+        if let current = connection, current.isBroken { drop(reason: "connection broken") }
+    }
+
+    private func pump(_ current: AMQPConnection) throws {
+        while let event = try current.nextEvent(timeout: .zero) {
+            handle(event)
+        }
+    }
+
+    private func handle(_ event: AMQPEvent) {
+        switch event {
+        case .delivery(let delivery):
+            deliveryContinuation.yield(delivery)
+        case .confirm(let channel, let tag, let multiple, let ack):
+            guard channel == Self.publishChannel else { return }
+            let settled = multiple ? pending.keys.filter { $0 <= tag } : [tag]
+            for key in settled.sorted() {
+                guard let entry = pending.removeValue(forKey: key) else { continue }
+                if !ack {
+                    entry.continuation.resume(throwing: AMQPError(.nacked, text: "broker refused the message"))
+                } else if let returned = entry.returned {
+                    entry.continuation.resume(throwing: AMQPError(.unroutable, code: returned.code, text: returned.text))
+                } else {
+                    entry.continuation.resume()
+                }
+            }
+        case .returned(_, let messageID, let code, let text):
+            if let key = pending.filter({ $0.value.messageID == messageID && $0.value.returned == nil }).keys.min() {
+                pending[key]?.returned = (code, text)
+            }
+        case .consumerCancelled(_, let tag):
+            logger.warning("broker cancelled consumer", metadata: ["amqp.consumer": "\(tag)"])
+            // Re-running setup on a fresh connection restores consumers of queues that exist again.
+            connection?.close()
+            drop(reason: "consumer \(tag) cancelled by broker")
+        }
+    }
+
+    private func drop(reason: String) {
+        connection?.close()
+        connection = nil
+        connectedGeneration.withLock { $0 = nil }
+        let failed = pending
+        pending.removeAll()
+        for (_, entry) in failed {
+            entry.continuation.resume(throwing: AMQPError(.notConnected, text: "connection lost before confirm: \(reason)"))
+        }
+        if !stopping.withLock({ $0 }) {
+            logger.warning("broker connection lost", metadata: ["error": "\(reason)"])
+        }
+        eventContinuation.yield(.disconnected(reason: reason))
+    }
+
+    // MARK: API
+
+    /// Runs `body` on the connection thread with the live connection.
+    public func perform<T: Sendable>(_ body: @escaping @Sendable (AMQPConnection) throws -> T) async throws -> T {
+        if threadDone.withLock({ $0 }) { throw AMQPError(.notConnected, text: "client stopped") }
+        return try await withCheckedThrowingContinuation { continuation in
+            mailbox.post { [self] in
+                guard let current = connection, !current.isBroken else {
+                    continuation.resume(throwing: AMQPError(.notConnected, text: "not connected to the broker"))
+                    return
+                }
+                continuation.resume(with: Result { try body(current) })
+            }
+        }
+    }
+
+    /// Publishes a persistent message and returns once the broker confirmed it.
+    /// With `mandatory`, a message that no queue takes fails with ``AMQPError/Kind/unroutable``.
+    public func publish(exchange: String, routingKey: String, body: [UInt8], properties: MessageProperties = .init(),
+                        mandatory: Bool = false) async throws {
+        if threadDone.withLock({ $0 }) { throw AMQPError(.notConnected, text: "client stopped") }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            mailbox.post { [self] in
+                guard let current = connection, !current.isBroken else {
+                    continuation.resume(throwing: AMQPError(.notConnected, text: "not connected to the broker"))
+                    return
+                }
+                publishCounter += 1
+                var properties = properties
+                let messageID = properties.messageID ?? "m\(generation).\(publishCounter)"
+                properties.messageID = messageID
+                do {
+                    let tag = try current.publish(exchange: exchange, routingKey: routingKey, body: body,
+                                                  properties: properties, mandatory: mandatory,
+                                                  channel: Self.publishChannel)
+                    pending[tag] = PendingPublish(messageID: messageID, returned: nil, continuation: continuation)
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a delivery. A delivery of a dropped connection needs no ack: the broker requeued it.
+    public func ack(_ delivery: Delivery) async throws {
+        try await settle(delivery) { try $0.ack(deliveryTag: delivery.deliveryTag, channel: Self.consumeChannel) }
+    }
+
+    /// Rejects a delivery; without requeue it is dead-lettered.
+    public func reject(_ delivery: Delivery, requeue: Bool) async throws {
+        try await settle(delivery) {
+            try $0.reject(deliveryTag: delivery.deliveryTag, requeue: requeue, channel: Self.consumeChannel)
+        }
+    }
+
+    private func settle(_ delivery: Delivery, _ body: @escaping @Sendable (AMQPConnection) throws -> Void) async throws {
+        try await perform { connection in
+            guard connection.generation == delivery.generation else { return }
+            try body(connection)
+        }
+    }
+
+    /// Closes the connection and stops the thread; pending publishes fail.
+    public func shutdown() async {
+        stopping.withLock { $0 = true }
+        mailbox.post {}
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = threadDone.withLock { done -> Bool in
+                if !done { finished.withLock { $0 = continuation } }
+                return done
+            }
+            if done { continuation.resume() }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+/// The status of a build, with Launchpad's names.
+public enum BuildStatus: String, Codable, Sendable, CaseIterable {
+    case needsBuild = "NEEDSBUILD"
+    case fullyBuilt = "FULLYBUILT"
+    case failedToBuild = "FAILEDTOBUILD"
+    case manualDepWait = "MANUALDEPWAIT"
+    case chrootWait = "CHROOTWAIT"
+    case superseded = "SUPERSEDED"
+    case building = "BUILDING"
+    case failedToUpload = "FAILEDTOUPLOAD"
+    case uploading = "UPLOADING"
+    case cancelling = "CANCELLING"
+    case cancelled = "CANCELLED"
+    case gathering = "GATHERING"
+
+    /// FULLYBUILT and SUPERSEDED never change again.
+    public var isTerminal: Bool { self == .fullyBuilt || self == .superseded }
+
+    /// Failed or cancelled states that may only go back to NEEDSBUILD (a retry).
+    public var isRetryable: Bool {
+        switch self {
+        case .failedToBuild, .manualDepWait, .chrootWait, .failedToUpload, .cancelled: return true
+        default: return false
+        }
+    }
+
+    /// Whether the build still needs or holds a builder.
+    public var isActive: Bool {
+        switch self {
+        case .needsBuild, .building, .cancelling, .gathering, .uploading: return true
+        default: return false
+        }
+    }
+
+    /// Whether a build may move from `self` to `next`.
+    public func canTransition(to next: BuildStatus) -> Bool {
+        if self == next { return false }
+        if isTerminal { return false }
+        if isRetryable { return next == .needsBuild }
+        switch self {
+        case .needsBuild:
+            return [.building, .cancelled, .superseded, .failedToBuild].contains(next)
+        case .building:
+            return [.gathering, .needsBuild, .failedToBuild, .manualDepWait, .chrootWait,
+                    .cancelling, .cancelled].contains(next)
+        case .gathering:
+            return [.uploading, .fullyBuilt, .failedToBuild, .manualDepWait, .failedToUpload,
+                    .needsBuild].contains(next)
+        case .uploading:
+            return [.fullyBuilt, .failedToUpload, .needsBuild].contains(next)
+        case .cancelling:
+            return [.cancelled, .needsBuild, .failedToBuild, .gathering, .manualDepWait, .chrootWait].contains(next)
+        default:
+            return false
+        }
+    }
+}
+
+/// A builder's verdict on a build (launchpad-buildd's `BuildStatus.*`).
+public enum BuilderResult: String, Codable, Sendable, CaseIterable {
+    case ok = "OK"
+    case packageFail = "PACKAGEFAIL"
+    case depFail = "DEPFAIL"
+    case chrootFail = "CHROOTFAIL"
+    case builderFail = "BUILDERFAIL"
+    case givenBack = "GIVENBACK"
+    case aborted = "ABORTED"
+
+    /// How a build command's exit status maps to a result, the way sbuild's does:
+    /// 0 OK; 1 and 2 PACKAGEFAIL; 3 DEPFAIL; anything else (a signal, 127 for a missing command) BUILDERFAIL.
+    public static func fromExitStatus(_ status: Int32) -> BuilderResult {
+        switch status {
+        case 0: return .ok
+        case 1, 2: return .packageFail
+        case 3: return .depFail
+        default: return .builderFail
+        }
+    }
+}
+
+/// What the master does with a builder's result (DESIGN.md's table).
+public enum ResultDisposition: Equatable, Sendable {
+    /// The build ends in this status (after its files are gathered, for OK).
+    case finish(BuildStatus)
+    /// An infrastructure failure: count it against the job and the builder, then retry.
+    case countFailure
+}
+
+extension BuilderResult {
+    /// The disposition of this result; `wasCancelling` says whether the build had been asked to stop.
+    public func disposition(wasCancelling: Bool) -> ResultDisposition {
+        switch self {
+        case .ok: return .finish(.fullyBuilt)
+        case .packageFail: return .finish(.failedToBuild)
+        case .depFail: return .finish(.manualDepWait)
+        case .chrootFail: return .finish(.chrootWait)
+        case .builderFail, .givenBack: return .countFailure
+        case .aborted: return wasCancelling ? .finish(.cancelled) : .countFailure
+        }
+    }
+}

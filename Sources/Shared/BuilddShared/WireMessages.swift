@@ -1,0 +1,287 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The version of the JSON messages this build speaks. A message with another `v` is refused.
+public let wireVersion = 1
+
+/// Largest message either side accepts, in bytes.
+public let maxMessageBytes = 256 * 1024
+
+/// A file with its digest.
+public struct FileDigest: Codable, Sendable, Equatable {
+    public var name: String
+    public var sha256: String
+    public var size: Int64
+
+    public init(name: String, sha256: String, size: Int64) {
+        self.name = name
+        self.sha256 = sha256
+        self.size = size
+    }
+}
+
+/// A job: master -> agents, on `buildd.jobs` with the processor as routing key.
+public struct JobMessage: Codable, Sendable, Equatable {
+    public var v: Int = wireVersion
+    public var kind: String = "job"
+    public var buildID: Int64
+    public var attempt: Int32
+    public var processor: String
+    public var buildType: String
+    public var distribution: String
+    public var series: String
+    public var archTag: String
+    public var sourceName: String
+    public var sourceVersion: String
+    public var sourceFiles: [FileDigest]
+    /// Where the agent uploads results: `<master>/artifacts/<build>/<attempt>/`.
+    public var uploadURL: String
+    /// A per-attempt secret for the uploads; only its hash is stored.
+    public var uploadToken: String
+    public var leaseSeconds: Int
+
+    enum CodingKeys: String, CodingKey {
+        case v, kind, attempt, processor, distribution, series
+        case buildID = "build_id", buildType = "build_type", archTag = "arch_tag"
+        case sourceName = "source_name", sourceVersion = "source_version", sourceFiles = "source_files"
+        case uploadURL = "upload_url", uploadToken = "upload_token", leaseSeconds = "lease_seconds"
+    }
+
+    public init(buildID: Int64, attempt: Int32, processor: String, buildType: String, distribution: String,
+                series: String, archTag: String, sourceName: String, sourceVersion: String,
+                sourceFiles: [FileDigest], uploadURL: String, uploadToken: String, leaseSeconds: Int) {
+        self.buildID = buildID
+        self.attempt = attempt
+        self.processor = processor
+        self.buildType = buildType
+        self.distribution = distribution
+        self.series = series
+        self.archTag = archTag
+        self.sourceName = sourceName
+        self.sourceVersion = sourceVersion
+        self.sourceFiles = sourceFiles
+        self.uploadURL = uploadURL
+        self.uploadToken = uploadToken
+        self.leaseSeconds = leaseSeconds
+    }
+}
+
+/// The events an agent sends, on `buildd.status` with routing key `<builder>.<event>`.
+public enum AgentEventKind: String, Codable, Sendable, CaseIterable {
+    /// The agent is up (or back) and idle or busy as `state` says.
+    case hello
+    /// The agent took the job (build, attempt).
+    case accepted
+    /// Periodic: state, current build and log tail.
+    case heartbeat
+    /// The build ended with `result`; its files are already in the artifact store.
+    case finished
+}
+
+/// What an agent is doing.
+public enum AgentState: String, Codable, Sendable {
+    case idle = "IDLE"
+    case building = "BUILDING"
+    case aborting = "ABORTING"
+}
+
+/// One agent event. Fields that do not apply to a kind are absent.
+public struct AgentEvent: Codable, Sendable, Equatable {
+    public var v: Int = wireVersion
+    public var kind: AgentEventKind
+    public var builder: String
+    /// Random per agent process; with `seq` it lets a master drop replays.
+    public var session: String
+    /// Increases by one with every event of a session.
+    public var seq: Int64
+    public var state: AgentState?
+    public var buildID: Int64?
+    public var attempt: Int32?
+    public var logTail: String?
+    public var result: BuilderResult?
+    public var files: [FileDigest]?
+    /// The build log, already uploaded, with its digest.
+    public var log: FileDigest?
+    public var processors: [String]?
+    public var message: String?
+
+    enum CodingKeys: String, CodingKey {
+        case v, kind, builder, session, seq, state, attempt, result, files, log, processors, message
+        case buildID = "build_id", logTail = "log_tail"
+    }
+
+    public init(kind: AgentEventKind, builder: String, session: String, seq: Int64, state: AgentState? = nil,
+                buildID: Int64? = nil, attempt: Int32? = nil, logTail: String? = nil, result: BuilderResult? = nil,
+                files: [FileDigest]? = nil, log: FileDigest? = nil, processors: [String]? = nil,
+                message: String? = nil) {
+        self.kind = kind
+        self.builder = builder
+        self.session = session
+        self.seq = seq
+        self.state = state
+        self.buildID = buildID
+        self.attempt = attempt
+        self.logTail = logTail
+        self.result = result
+        self.files = files
+        self.log = log
+        self.processors = processors
+        self.message = message
+    }
+}
+
+/// Master -> one agent, on `buildd.control` with the builder name as routing key.
+public struct ControlMessage: Codable, Sendable, Equatable {
+    public enum Command: String, Codable, Sendable {
+        case abort, clean, shutdown
+    }
+
+    public var v: Int = wireVersion
+    public var command: Command
+    public var buildID: Int64?
+    public var attempt: Int32?
+    public var reason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case v, command, attempt, reason
+        case buildID = "build_id"
+    }
+
+    public init(command: Command, buildID: Int64? = nil, attempt: Int32? = nil, reason: String? = nil) {
+        self.command = command
+        self.buildID = buildID
+        self.attempt = attempt
+        self.reason = reason
+    }
+}
+
+/// Why a message could not be read. The description is safe to log and to dead-letter.
+public struct WireError: Error, CustomStringConvertible, Equatable {
+    public enum Code: String, Sendable {
+        case tooLarge, malformed, unsupportedVersion, invalidField
+    }
+
+    public let code: Code
+    public let detail: String
+    public var description: String { "\(code.rawValue): \(detail)" }
+
+    public init(_ code: Code, _ detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+}
+
+private struct Versioned: Decodable { let v: Int? }
+
+/// Encodes and decodes wire messages, checking size, version and fields.
+public enum WireCodec {
+    public static func encode<T: Encodable>(_ message: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Encoding our own value types cannot fail.
+        return Array(try! encoder.encode(message))
+    }
+
+    static func decodeChecked<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        guard bytes.count <= maxMessageBytes else {
+            throw WireError(.tooLarge, "\(bytes.count) bytes, limit \(maxMessageBytes)")
+        }
+        let data = Data(bytes)
+        let version: Int?
+        do {
+            version = try JSONDecoder().decode(Versioned.self, from: data).v
+        } catch {
+            throw WireError(.malformed, "not a JSON object")
+        }
+        guard let version else { throw WireError(.malformed, "missing field v") }
+        guard version == wireVersion else {
+            throw WireError(.unsupportedVersion, "version \(version), this build speaks \(wireVersion)")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw WireError(.malformed, "missing field \(key.stringValue)")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw WireError(.malformed, "wrong type at \(context.codingPath.map(\.stringValue).joined(separator: "."))")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw WireError(.malformed, "bad value at \(context.codingPath.map(\.stringValue).joined(separator: "."))")
+        } catch {
+            throw WireError(.malformed, "undecodable")
+        }
+    }
+
+    /// Decodes an agent event and checks its fields for its kind.
+    public static func decodeEvent(_ bytes: [UInt8]) throws -> AgentEvent {
+        let event = try decodeChecked(AgentEvent.self, from: bytes)
+        guard Naming.isValidName(event.builder) else { throw WireError(.invalidField, "builder name") }
+        guard event.seq >= 0 else { throw WireError(.invalidField, "seq") }
+        switch event.kind {
+        case .accepted, .finished:
+            guard let id = event.buildID, id > 0, let attempt = event.attempt, attempt > 0 else {
+                throw WireError(.invalidField, "\(event.kind.rawValue) needs build_id and attempt")
+            }
+            if event.kind == .finished {
+                guard event.result != nil else { throw WireError(.invalidField, "finished needs result") }
+                for file in event.files ?? [] {
+                    guard Naming.isValidFileName(file.name), Naming.isValidSHA256(file.sha256), file.size >= 0 else {
+                        throw WireError(.invalidField, "file entry")
+                    }
+                }
+            }
+        case .heartbeat, .hello:
+            guard event.state != nil else { throw WireError(.invalidField, "\(event.kind.rawValue) needs state") }
+        }
+        if let tail = event.logTail, tail.utf8.count > 16 * 1024 {
+            throw WireError(.invalidField, "log_tail too long")
+        }
+        return event
+    }
+
+    public static func decodeJob(_ bytes: [UInt8]) throws -> JobMessage {
+        let job = try decodeChecked(JobMessage.self, from: bytes)
+        guard job.buildID > 0, job.attempt > 0 else { throw WireError(.invalidField, "build_id/attempt") }
+        guard Naming.isValidName(job.processor), Naming.isValidName(job.buildType) else {
+            throw WireError(.invalidField, "processor/build_type")
+        }
+        return job
+    }
+
+    public static func decodeControl(_ bytes: [UInt8]) throws -> ControlMessage {
+        try decodeChecked(ControlMessage.self, from: bytes)
+    }
+}
+
+/// Rules for names that end up in routing keys, queue names and file paths.
+public enum Naming {
+    /// Builder, processor, distribution, series and build-type names: `[a-z0-9][a-z0-9.+_-]{0,63}`.
+    public static func isValidName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...64).contains(bytes.count) else { return false }
+        for (index, byte) in bytes.enumerated() {
+            let alnum = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x61 && byte <= 0x7a)
+            if index == 0 { guard alnum else { return false }; continue }
+            guard alnum || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+")
+                || byte == UInt8(ascii: "_") else { return false }
+        }
+        return true
+    }
+
+    /// A file name that cannot leave its folder: no slash, not `.`/`..`, no leading dot, no control bytes.
+    public static func isValidFileName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...255).contains(bytes.count), bytes[0] != UInt8(ascii: ".") else { return false }
+        for byte in bytes {
+            let ok = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || "._+~-:".utf8.contains(byte)
+            guard ok else { return false }
+        }
+        return true
+    }
+
+    public static func isValidSHA256(_ digest: String) -> Bool {
+        digest.utf8.count == 64 && digest.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+}
