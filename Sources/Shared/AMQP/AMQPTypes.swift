@@ -20,10 +20,12 @@ public struct MessageProperties: Sendable, Equatable {
     public var userID: String?
     public var type: String?
     public var timestamp: UInt64?
+    /// Per-message TTL in milliseconds, as a decimal string.
+    public var expiration: String?
     public var headers: [String: AMQPValue]
 
     public init(persistent: Bool = true, contentType: String? = "application/json", messageID: String? = nil,
-                userID: String? = nil, type: String? = nil, timestamp: UInt64? = nil,
+                userID: String? = nil, type: String? = nil, timestamp: UInt64? = nil, expiration: String? = nil,
                 headers: [String: AMQPValue] = [:]) {
         self.persistent = persistent
         self.contentType = contentType
@@ -31,6 +33,7 @@ public struct MessageProperties: Sendable, Equatable {
         self.userID = userID
         self.type = type
         self.timestamp = timestamp
+        self.expiration = expiration
         self.headers = headers
     }
 }
@@ -122,6 +125,10 @@ final class CArena {
             raw.timestamp = timestamp
             flags |= UInt32(AMQP_BASIC_TIMESTAMP_FLAG)
         }
+        if let expiration = properties.expiration {
+            raw.expiration = bytes(expiration)
+            flags |= UInt32(AMQP_BASIC_EXPIRATION_FLAG)
+        }
         if !properties.headers.isEmpty {
             raw.headers = table(properties.headers)
             flags |= UInt32(AMQP_BASIC_HEADERS_FLAG)
@@ -171,6 +178,7 @@ extension MessageProperties {
             userID: has(AMQP_BASIC_USER_ID_FLAG) ? raw.user_id.string : nil,
             type: has(AMQP_BASIC_TYPE_FLAG) ? raw.type.string : nil,
             timestamp: has(AMQP_BASIC_TIMESTAMP_FLAG) ? raw.timestamp : nil,
+            expiration: has(AMQP_BASIC_EXPIRATION_FLAG) ? raw.expiration.string : nil,
             headers: headers
         )
     }

@@ -1,0 +1,116 @@
+import BuilddShared
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Result files and logs on disk, content-addressed: `<root>/sha256/ab/abcdef...`.
+///
+/// Uploads go to `<root>/tmp/` first and are renamed into place only after their size and digest
+/// were checked, so a reader never sees a partial file.
+public struct ArtifactStore: Sendable {
+    public let root: String
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(root: String) throws {
+        self.root = root
+        try Self.makeDirectories(root + "/tmp")
+        try Self.makeDirectories(root + "/sha256")
+    }
+
+    static func makeDirectories(_ path: String) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw Failure(description: "cannot create \(current): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// Where a blob with this digest lives.
+    public func path(sha256: String) -> String {
+        "\(root)/sha256/\(sha256.prefix(2))/\(sha256)"
+    }
+
+    public func exists(sha256: String) -> Bool {
+        access(path(sha256: sha256), F_OK) == 0
+    }
+
+    /// Starts an upload into a temporary file.
+    public func beginUpload() throws -> Upload {
+        let temporary = "\(root)/tmp/upload-\(randomHexToken(bytes: 12))"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw Failure(description: "cannot create upload file: \(String(cString: strerror(errno)))")
+        }
+        return Upload(store: self, temporaryPath: temporary, descriptor: descriptor)
+    }
+
+    /// One upload in progress. Call ``commit(expectedSHA256:)`` or ``discard()`` exactly once.
+    public final class Upload {
+        let store: ArtifactStore
+        let temporaryPath: String
+        private var descriptor: Int32
+        private var hasher = SHA256()
+        public private(set) var size: Int64 = 0
+
+        init(store: ArtifactStore, temporaryPath: String, descriptor: Int32) {
+            self.store = store
+            self.temporaryPath = temporaryPath
+            self.descriptor = descriptor
+        }
+
+        deinit { discard() }
+
+        /// Appends bytes (local disk writes of one chunk; short enough to run inline).
+        public func write(_ bytes: UnsafeRawBufferPointer) throws {
+            hasher.update(bytes)
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw Failure(description: "write failed: \(String(cString: strerror(errno)))")
+                }
+                offset += written
+            }
+            size += Int64(bytes.count)
+        }
+
+        /// Checks the digest, makes the file durable and moves it into place. Returns the digest.
+        public func commit(expectedSHA256: String) throws -> String {
+            let digest = hasher.finalizeHex()
+            guard digest == expectedSHA256 else {
+                discard()
+                throw Failure(description: "sha256 mismatch: got \(digest), expected \(expectedSHA256)")
+            }
+            guard fsync(descriptor) == 0 else {
+                discard()
+                throw Failure(description: "fsync failed: \(String(cString: strerror(errno)))")
+            }
+            close(descriptor)
+            descriptor = -1
+            let final = store.path(sha256: digest)
+            try ArtifactStore.makeDirectories(String(final.dropLast(digest.count + 1)))
+            if rename(temporaryPath, final) != 0 {
+                let reason = String(cString: strerror(errno))
+                unlink(temporaryPath)
+                throw Failure(description: "cannot store artifact: \(reason)")
+            }
+            return digest
+        }
+
+        /// Drops the upload.
+        public func discard() {
+            if descriptor >= 0 {
+                close(descriptor)
+                descriptor = -1
+                unlink(temporaryPath)
+            }
+        }
+    }
+}

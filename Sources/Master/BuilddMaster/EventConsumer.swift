@@ -1,0 +1,139 @@
+import AMQP
+import BuilddShared
+import Logging
+import Postgres
+
+/// Applies agent events from the status shards, in order, one transaction each.
+///
+/// A message that cannot be read, or may not be applied, is rejected without requeue and so
+/// dead-lettered to `buildd.dead`. A message that fails for a transient reason (database down) is
+/// retried in place, keeping the builder's order, and acked only after its transaction committed.
+public final class EventConsumer: Sendable {
+    let store: BuilddStore
+    let broker: AMQPClient
+    let configuration: MasterConfiguration
+    let logger: Logger
+    let onApplied: @Sendable () -> Void
+
+    public init(store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration, logger: Logger,
+                onApplied: @escaping @Sendable () -> Void) {
+        self.store = store
+        self.broker = broker
+        self.configuration = configuration
+        self.logger = logger
+        self.onApplied = onApplied
+    }
+
+    public func run() async {
+        for await delivery in broker.deliveries {
+            await handle(delivery)
+        }
+    }
+
+    func handle(_ delivery: Delivery) async {
+        let event: AgentEvent
+        do {
+            event = try WireCodec.decodeEvent(delivery.body)
+        } catch {
+            await deadLetter(delivery, reason: "\(error)")
+            return
+        }
+        let expectedPrefix = event.builder + "."
+        guard delivery.routingKey.hasPrefix(expectedPrefix) else {
+            await deadLetter(delivery, reason: "routing key \(delivery.routingKey) does not match builder \(event.builder)")
+            return
+        }
+        var metadata: Logger.Metadata = ["builder.name": "\(event.builder)", "event.kind": "\(event.kind.rawValue)",
+                                         "event.seq": "\(event.seq)"]
+        if let id = event.buildID { metadata["build.id"] = "\(id)" }
+        if let attempt = event.attempt { metadata["build.attempt"] = "\(attempt)" }
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                let outcome = try await store.apply(event, userID: delivery.properties.userID,
+                                                    leaseSeconds: configuration.leaseSeconds)
+                switch outcome {
+                case .applied(let what):
+                    if event.kind != .heartbeat { logger.info("event applied: \(what)", metadata: metadata) }
+                case .ignored(let why):
+                    logger.info("event ignored: \(why)", metadata: metadata)
+                case .abort(let buildID, let attempt, let reason):
+                    logger.warning("telling agent to abort: \(reason)", metadata: metadata)
+                    await sendAbort(builder: event.builder, buildID: buildID, attempt: attempt, reason: reason)
+                case .rejected(let reason):
+                    await deadLetter(delivery, reason: reason)
+                    return
+                }
+                try await broker.ack(delivery)
+                if case .applied = outcome { onApplied() }
+                return
+            } catch {
+                // Transient (database or broker trouble): keep the message, wait, try again.
+                logger.warning("event not applied, will retry", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                if broker.currentGeneration != delivery.generation { return }  // redelivered on the new connection
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    private func deadLetter(_ delivery: Delivery, reason: String) async {
+        logger.warning("event dead-lettered", metadata: ["reason": "\(reason)", "routing.key": "\(delivery.routingKey)",
+                                                          "amqp.user": "\(delivery.properties.userID ?? "")"])
+        try? await broker.reject(delivery, requeue: false)
+    }
+
+    func sendAbort(builder: String, buildID: Int64, attempt: Int32, reason: String) async {
+        let message = ControlMessage(command: .abort, buildID: buildID, attempt: attempt, reason: reason)
+        do {
+            try await broker.publish(exchange: BrokerTopology.controlExchange, routingKey: builder,
+                                     body: WireCodec.encode(message), properties: MessageProperties(type: "control"))
+        } catch {
+            logger.warning("abort not sent", metadata: ["builder.name": "\(builder)", "error": "\(error)"])
+        }
+    }
+}
+
+/// Returns expired claims to the queue and fails builds whose lease ran out.
+public final class Watchdog: Sendable {
+    let store: BuilddStore
+    let consumer: EventConsumer
+    let configuration: MasterConfiguration
+    let logger: Logger
+    let onChange: @Sendable () -> Void
+
+    public init(store: BuilddStore, consumer: EventConsumer, configuration: MasterConfiguration, logger: Logger,
+                onChange: @escaping @Sendable () -> Void) {
+        self.store = store
+        self.consumer = consumer
+        self.configuration = configuration
+        self.logger = logger
+        self.onChange = onChange
+    }
+
+    public func run() async {
+        while !Task.isCancelled {
+            do {
+                try await checkOnce()
+            } catch {
+                logger.warning("watchdog pass failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: configuration.tick)
+        }
+    }
+
+    public func checkOnce() async throws {
+        let reclaimed = try await store.expireClaims(olderThanSeconds: configuration.acceptTimeoutSeconds)
+        for build in reclaimed {
+            logger.warning("job not accepted in time, queued again", metadata: ["build.id": "\(build)"])
+        }
+        let expired = try await store.expireLeases()
+        for lease in expired {
+            logger.warning("lease expired, build requeued", metadata: [
+                "build.id": "\(lease.buildID)", "build.attempt": "\(lease.attempt)", "builder.name": "\(lease.builder)"])
+            await consumer.sendAbort(builder: lease.builder, buildID: lease.buildID, attempt: Int32(lease.attempt),
+                                     reason: "lease expired")
+        }
+        if !reclaimed.isEmpty || !expired.isEmpty { onChange() }
+    }
+}

@@ -1,0 +1,128 @@
+import AMQP
+import BuilddShared
+import HTTPTypes
+import Hummingbird
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The master's HTTP side: the artifact store agents upload to, downloads, build JSON and health.
+///
+/// | route | what |
+/// |---|---|
+/// | `PUT /v1/builds/{id}/attempts/{attempt}/files/{name}?kind=result\|log` | upload; `Authorization: Bearer <token>`, `X-Checksum-Sha256` |
+/// | `GET /v1/builds/{id}/files/{name}` | download a stored file |
+/// | `GET /v1/builds/{id}` | a build as JSON |
+/// | `GET /healthz` | 200 when the database and the broker answer, else 503 |
+public struct HTTPAPI: Sendable {
+    let store: BuilddStore
+    let artifacts: ArtifactStore
+    let broker: AMQPClient?
+    let maxArtifactBytes: Int64
+
+    public static let checksumHeader = HTTPField.Name("X-Checksum-Sha256")!
+
+    public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64) {
+        self.store = store
+        self.artifacts = artifacts
+        self.broker = broker
+        self.maxArtifactBytes = maxArtifactBytes
+    }
+
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/healthz") { _, _ in try await self.health() }
+        router.put("/v1/builds/:id/attempts/:attempt/files/:name") { request, context in
+            try await self.upload(request, context)
+        }
+        router.get("/v1/builds/:id/files/:name") { _, context in try await self.download(context) }
+        router.get("/v1/builds/:id") { _, context in
+            let id = try context.parameters.require("id", as: Int64.self)
+            do {
+                return Self.json(try await self.store.build(id))
+            } catch let error as StoreError where error.code == .notFound {
+                throw HTTPError(.notFound, message: error.message)
+            }
+        }
+        return router
+    }
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: WireCodec.encode(value))))
+    }
+
+    func health() async throws -> Response {
+        var problems: [String] = []
+        do { _ = try await store.database.query("SELECT 1") } catch { problems.append("database: \(error)") }
+        if let broker, broker.currentGeneration == nil { problems.append("broker: not connected") }
+        if problems.isEmpty { return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        return Response(status: .serviceUnavailable,
+                        body: ResponseBody(byteBuffer: ByteBuffer(string: problems.joined(separator: "\n") + "\n")))
+    }
+
+    func upload(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let buildID = try context.parameters.require("id", as: Int64.self)
+        let attempt = try context.parameters.require("attempt", as: Int32.self)
+        let name = try context.parameters.require("name")
+        guard Naming.isValidFileName(name) else { throw HTTPError(.badRequest, message: "invalid file name") }
+        let kind = request.uri.queryParameters["kind"].map(String.init) ?? "result"
+        guard kind == "result" || kind == "log" else { throw HTTPError(.badRequest, message: "kind must be result or log") }
+        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") else {
+            throw HTTPError(.unauthorized, message: "missing upload token")
+        }
+        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt,
+                                              token: String(authorization.dropFirst("Bearer ".count))) else {
+            throw HTTPError(.forbidden, message: "token refused or attempt \(attempt) of build \(buildID) is not running")
+        }
+        guard let expected = request.headers[Self.checksumHeader]?.lowercased(), Naming.isValidSHA256(expected) else {
+            throw HTTPError(.badRequest, message: "missing or invalid X-Checksum-Sha256")
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxArtifactBytes {
+            throw HTTPError(.contentTooLarge, message: "file larger than \(maxArtifactBytes) bytes")
+        }
+        let upload = try artifacts.beginUpload()
+        for try await buffer in request.body {
+            guard upload.size + Int64(buffer.readableBytes) <= maxArtifactBytes else {
+                upload.discard()
+                throw HTTPError(.contentTooLarge, message: "file larger than \(maxArtifactBytes) bytes")
+            }
+            try buffer.withUnsafeReadableBytes { try upload.write($0) }
+        }
+        let size = upload.size
+        do {
+            _ = try upload.commit(expectedSHA256: expected)
+        } catch let failure as ArtifactStore.Failure {
+            throw HTTPError(.unprocessableContent, message: failure.description)
+        }
+        try await store.recordFile(buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: expected, size: size)
+        return Self.json(FileDigest(name: name, sha256: expected, size: size), status: .created)
+    }
+
+    func download(_ context: BasicRequestContext) async throws -> Response {
+        let buildID = try context.parameters.require("id", as: Int64.self)
+        let name = try context.parameters.require("name")
+        guard Naming.isValidFileName(name), let file = try await store.file(buildID: buildID, name: name) else {
+            throw HTTPError(.notFound, message: "no file \(name) for build \(buildID)")
+        }
+        let path = artifacts.path(sha256: file.sha256)
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw HTTPError(.notFound, message: "file \(name) is missing from the store") }
+        let body = ResponseBody { writer in
+            defer { close(descriptor) }
+            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            while true {
+                let count = read(descriptor, &chunk, chunk.count)
+                if count <= 0 { break }
+                try await writer.write(ByteBuffer(bytes: chunk[0..<count]))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [
+            .contentType: name.hasSuffix(".txt") ? "text/plain; charset=utf-8" : "application/octet-stream",
+            .contentLength: String(file.size), Self.checksumHeader: file.sha256,
+        ], body: body)
+    }
+}

@@ -1,0 +1,116 @@
+import AMQP
+import BuilddShared
+import Hummingbird
+import Logging
+import Postgres
+import ServiceLifecycle
+
+/// `buildd-master serve`: the dispatcher, event consumer, watchdog and HTTP API in one process.
+///
+/// Every part is a task of ``run()``; SIGTERM/SIGINT stop them gracefully: the consumer stops taking
+/// events (an unacked one is redelivered to another master), the broker and database connections close.
+public final class MasterDaemon: Service {
+    public let configuration: MasterConfiguration
+    let logger: Logger
+
+    public init(configuration: MasterConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs the master with an HTTP server until SIGTERM or SIGINT.
+    public func runUntilSignalled() async throws {
+        let store = BuilddStore(url: configuration.databaseURL, connections: configuration.databaseConnections,
+                                applicationName: "buildd-master \(configuration.name)")
+        try await store.requireCurrentSchema()
+        let artifacts = try ArtifactStore(root: configuration.artifactDirectory)
+        let broker = try makeBroker()
+        let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes)
+        var httpLogger = logger
+        httpLogger.logLevel = .warning
+        let app = Application(
+            router: api.makeRouter(),
+            configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort),
+                                 serverName: "buildd-master"),
+            logger: httpLogger)
+        let core = MasterCore(configuration: configuration, store: store, broker: broker, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: app), .init(service: core)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        logger.info("master starting", metadata: [
+            "http": "\(configuration.httpHost):\(configuration.httpPort)", "artifacts": "\(configuration.artifactDirectory)",
+            "broker.url": "\(broker.configuration.url)"])
+        try await group.run()
+        store.shutdown()
+        logger.info("master stopped")
+    }
+
+    public func run() async throws { try await runUntilSignalled() }
+
+    func makeBroker() throws -> AMQPClient {
+        let amqp = try AMQPConfiguration(url: configuration.brokerURL, connectionName: "buildd-master-\(configuration.name)")
+        let queueType = configuration.queueType
+        return AMQPClient(configuration: amqp, logger: logger) { connection in
+            try BrokerTopology.declareMaster(on: connection, queueType: queueType)
+            try connection.qos(prefetch: 64, channel: AMQPClient.consumeChannel)
+            for shard in 0..<BrokerTopology.statusShards {
+                try connection.consume(queue: BrokerTopology.statusShardQueue(shard), channel: AMQPClient.consumeChannel)
+            }
+        }
+    }
+}
+
+/// The master's loops, sharing one store and one broker connection.
+public final class MasterCore: Service {
+    let configuration: MasterConfiguration
+    let store: BuilddStore
+    let broker: AMQPClient
+    let logger: Logger
+    public let dispatcher: Dispatcher
+
+    public init(configuration: MasterConfiguration, store: BuilddStore, broker: AMQPClient, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.broker = broker
+        self.logger = logger
+        dispatcher = Dispatcher(store: store, broker: broker, configuration: configuration, logger: logger)
+    }
+
+    public func run() async throws {
+        broker.start()
+        let listener = PostgresListener(url: configuration.databaseURL, channels: ["buildd_queue"], logger: logger)
+        let dispatcher = self.dispatcher
+        let consumer = EventConsumer(store: store, broker: broker, configuration: configuration, logger: logger) {
+            dispatcher.wake.signal()
+        }
+        let watchdog = Watchdog(store: store, consumer: consumer, configuration: configuration, logger: logger) {
+            dispatcher.wake.signal()
+        }
+        let tick = configuration.tick
+        let broker = self.broker
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await dispatcher.run() }
+                group.addTask { await consumer.run() }
+                group.addTask { await watchdog.run() }
+                group.addTask {
+                    for await _ in listener.notifications { dispatcher.wake.signal() }
+                }
+                group.addTask {
+                    for await event in broker.connectionEvents {
+                        if case .connected = event { dispatcher.wake.signal() }
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        dispatcher.wake.signal()
+                        try? await Task.sleep(for: tick)
+                    }
+                }
+                await group.waitForAll()
+            }
+        }
+        listener.shutdown()
+        await broker.shutdown()
+    }
+}

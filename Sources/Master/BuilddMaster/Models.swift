@@ -1,0 +1,148 @@
+import BuilddShared
+
+/// A processor and its queue, as listings show it.
+public struct ProcessorSummary: Codable, Sendable, Equatable {
+    public var name: String
+    public var waiting: Int
+    public var dispatched: Int
+    public var running: Int
+    public var builders: Int
+    public var idleBuilders: Int
+
+    enum CodingKeys: String, CodingKey {
+        case name, waiting, dispatched, running, builders
+        case idleBuilders = "idle_builders"
+    }
+}
+
+/// A builder, as listings show it.
+public struct BuilderSummary: Codable, Sendable, Equatable {
+    public var name: String
+    public var kind: String
+    public var url: String?
+    public var processors: [String]
+    public var builderok: Bool
+    public var failnotes: String?
+    public var manual: Bool
+    public var active: Bool
+    public var failureCount: Int
+    public var agentState: String?
+    public var lastSeen: String?
+    public var currentBuild: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind, url, processors, builderok, failnotes, manual, active
+        case failureCount = "failure_count", agentState = "agent_state", lastSeen = "last_seen"
+        case currentBuild = "current_build"
+    }
+}
+
+/// A build, as listings show it.
+public struct BuildSummary: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var status: BuildStatus
+    public var processor: String
+    public var archSeries: String
+    public var source: String
+    public var version: String
+    public var buildType: String
+    public var builder: String?
+    public var attempt: Int
+    public var score: Int?
+    public var queueState: String?
+    public var failureCount: Int
+    public var result: String?
+    public var failnotes: String?
+    public var dateCreated: String
+    public var dateStarted: String?
+    public var dateFinished: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, processor, source, version, builder, attempt, score, result, failnotes
+        case archSeries = "archseries", buildType = "build_type", queueState = "queue_state"
+        case failureCount = "failure_count", dateCreated = "date_created", dateStarted = "date_started"
+        case dateFinished = "date_finished"
+    }
+}
+
+/// A stored result file or log.
+public struct BuildFile: Codable, Sendable, Equatable {
+    public var name: String
+    public var kind: String
+    public var sha256: String
+    public var size: Int64
+    public var attempt: Int
+}
+
+/// One entry of a build's status history.
+public struct BuildEvent: Codable, Sendable, Equatable {
+    public var at: String
+    public var status: String
+    public var attempt: Int
+    public var builder: String?
+    public var message: String?
+}
+
+/// Everything about one build.
+public struct BuildDetail: Codable, Sendable, Equatable {
+    public var build: BuildSummary
+    public var urgency: String
+    public var pocket: String
+    public var component: String
+    public var logtail: String?
+    public var logName: String?
+    public var files: [BuildFile]
+    public var history: [BuildEvent]
+
+    enum CodingKeys: String, CodingKey {
+        case build, urgency, pocket, component, logtail, files, history
+        case logName = "log_name"
+    }
+}
+
+/// A request to build one source on one arch series.
+public struct BuildRequest: Sendable {
+    public var distribution: String
+    public var series: String
+    public var archTag: String
+    public var sourceName: String
+    public var sourceVersion: String
+    public var buildType: String
+    public var urgency: Urgency
+    public var pocket: Pocket
+    public var component: Component
+    public var archive: ArchivePurpose
+    public var sourceFiles: [FileDigest]
+
+    public init(distribution: String, series: String, archTag: String, sourceName: String, sourceVersion: String,
+                buildType: String = "binarypackage", urgency: Urgency = .medium, pocket: Pocket = .release,
+                component: Component = .main, archive: ArchivePurpose = .primary, sourceFiles: [FileDigest] = []) {
+        self.distribution = distribution
+        self.series = series
+        self.archTag = archTag
+        self.sourceName = sourceName
+        self.sourceVersion = sourceVersion
+        self.buildType = buildType
+        self.urgency = urgency
+        self.pocket = pocket
+        self.component = component
+        self.archive = archive
+        self.sourceFiles = sourceFiles
+    }
+}
+
+/// A user-facing error of the store: what was wrong, in words an operator can act on.
+public struct StoreError: Error, CustomStringConvertible, Equatable {
+    public enum Code: String, Sendable {
+        case notFound, alreadyExists, invalid, conflict
+    }
+
+    public let code: Code
+    public let message: String
+    public var description: String { message }
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}

@@ -1,0 +1,46 @@
+import BuilddShared
+import Postgres
+
+extension BuilddStore {
+    /// Whether `token` may upload files for (build, attempt): the attempt is current, accepted, and the
+    /// token's hash matches (compared in constant time).
+    public func authorizeUpload(buildID: Int64, attempt: Int32, token: String) async throws -> Bool {
+        let row = try await database.query("""
+            SELECT q.token_sha256, q.state, b.attempt FROM buildqueue q JOIN build b ON b.id = q.build_id
+             WHERE q.build_id = $1
+            """, [buildID]).first
+        guard let row, let expected = row["token_sha256"], try row.int("attempt") == Int(attempt),
+              ["RUNNING", "CANCELLING"].contains(try row.string("state"))
+        else { return false }
+        return constantTimeEquals(SHA256.hex(of: token), expected)
+    }
+
+    /// Records an uploaded file (a retry of the same name replaces the earlier record).
+    public func recordFile(buildID: Int64, attempt: Int32, name: String, kind: String, sha256: String, size: Int64) async throws {
+        try await database.query("""
+            INSERT INTO build_file (build_id, attempt, name, kind, sha256, size) VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (build_id, attempt, name) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
+                   kind = EXCLUDED.kind, uploaded_at = now()
+            """, [buildID, Int(attempt), name, kind, sha256, size])
+    }
+
+    /// The stored file of a build by name, from its latest attempt that has it.
+    public func file(buildID: Int64, name: String) async throws -> BuildFile? {
+        try await database.query("""
+            SELECT name, kind, sha256, size, attempt FROM build_file WHERE build_id = $1 AND name = $2
+             ORDER BY attempt DESC LIMIT 1
+            """, [buildID, name]).first.map {
+            BuildFile(name: try $0.string("name"), kind: try $0.string("kind"), sha256: try $0.string("sha256"),
+                      size: try $0.int64("size"), attempt: try $0.int("attempt"))
+        }
+    }
+}
+
+/// Compares two strings without stopping at the first difference.
+func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    guard x.count == y.count else { return false }
+    var difference: UInt8 = 0
+    for index in x.indices { difference |= x[index] ^ y[index] }
+    return difference == 0
+}

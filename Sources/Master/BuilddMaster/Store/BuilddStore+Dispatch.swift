@@ -1,0 +1,187 @@
+import BuilddShared
+import Postgres
+
+/// Thresholds of Launchpad's failure counting.
+public enum FailureThresholds {
+    /// A job that failed for infrastructure reasons this often ends FAILEDTOBUILD.
+    public static let job = 3
+    /// A builder that failed this often in a row is marked not ok.
+    public static let builder = 5
+}
+
+extension BuilddStore {
+    /// Claims the best waiting builds of `processor`, at most its dispatch window: idle builders plus
+    /// `lookahead`, less what is already published and not yet accepted. Each claim bumps the build's
+    /// attempt (the fencing token) and gets a fresh upload token. Returns the jobs to publish after commit.
+    ///
+    /// Masters that call this at once for the same processor do not wait on each other: one takes the
+    /// processor's transaction-scoped advisory lock, the others return no jobs and try again later.
+    public func claimJobs(processor: String, lookahead: Int, leaseSeconds: Int, artifactBaseURL: String) async throws -> [JobMessage] {
+        try await database.transaction { connection in
+            guard let processorRow = try connection.query("SELECT id FROM processor WHERE name = $1", [processor]).first
+            else { return [] }
+            let processorID = try processorRow.int("id")
+            guard try connection.query("SELECT pg_try_advisory_xact_lock(7272, $1) AS locked", [processorID])
+                .first!.bool("locked") else { return [] }
+            let window = try connection.query("""
+                SELECT (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
+                         WHERE bp.processor_id = $2 AND \(Self.idleBuilderCondition)) AS idle,
+                       (SELECT count(*) FROM buildqueue WHERE processor_id = $2 AND state = 'DISPATCHED') AS in_flight
+                """, [Self.agentSilenceSeconds, processorID]).first!
+            let idle = try window.int("idle")
+            let limit = idle == 0 ? 0 : idle + lookahead - (try window.int("in_flight"))
+            guard limit > 0 else { return [] }
+            let claimed = try connection.query("""
+                SELECT id, build_id FROM buildqueue WHERE processor_id = $1 AND state = 'WAITING'
+                 ORDER BY lastscore DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED
+                """, [processorID, limit]).rows
+            guard !claimed.isEmpty else { return [] }
+            var tokens: [Int64: (attempt: Int32, token: String)] = [:]
+            for row in claimed {
+                let buildID = try row.int64("build_id")
+                let token = randomHexToken()
+                let attempt = try connection.query(
+                    "UPDATE build SET attempt = attempt + 1 WHERE id = $1 RETURNING attempt", [buildID]).first!.int("attempt")
+                try connection.execute("""
+                    UPDATE buildqueue SET state = 'DISPATCHED', dispatched_at = now(), token_sha256 = $2,
+                           builder_id = NULL, logtail = NULL, lease_expires = NULL
+                     WHERE id = $1
+                    """, [try row.int64("id"), SHA256.hex(of: token)])
+                try Self.recordEvent(connection, build: buildID, status: .needsBuild, attempt: attempt, builder: nil,
+                                     message: "dispatched")
+                tokens[buildID] = (Int32(attempt), token)
+            }
+            let ids = "{" + tokens.keys.map(String.init).joined(separator: ",") + "}"
+            let details = try connection.query("""
+                SELECT b.id, b.build_type, b.source_name, b.source_version, d.name AS distribution, s.name AS series,
+                       das.architecturetag, q.lastscore
+                  FROM build b JOIN buildqueue q ON q.build_id = b.id
+                  JOIN distroarchseries das ON das.id = b.distroarchseries_id
+                  JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+                 WHERE b.id = ANY($1::bigint[]) ORDER BY q.lastscore DESC, q.id
+                """, [ids]).rows
+            var sourceFiles: [Int64: [FileDigest]] = [:]
+            for row in try connection.query("""
+                SELECT build_id, name, sha256, size FROM source_file WHERE build_id = ANY($1::bigint[]) ORDER BY name
+                """, [ids]).rows {
+                sourceFiles[try row.int64("build_id"), default: []].append(
+                    FileDigest(name: try row.string("name"), sha256: try row.string("sha256"), size: try row.int64("size")))
+            }
+            return try details.map { row in
+                let buildID = try row.int64("id")
+                let claim = tokens[buildID]!
+                return JobMessage(
+                    buildID: buildID, attempt: claim.attempt, processor: processor, buildType: try row.string("build_type"),
+                    distribution: try row.string("distribution"), series: try row.string("series"),
+                    archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
+                    sourceVersion: try row.string("source_version"),
+                    sourceFiles: sourceFiles[buildID] ?? [],
+                    uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(claim.attempt)/files/",
+                    uploadToken: claim.token, leaseSeconds: leaseSeconds)
+            }
+        }
+    }
+
+    /// Puts a claimed build back to WAITING when its job could not be published (the attempt stays used).
+    public func releaseClaim(buildID: Int64, attempt: Int32) async throws {
+        try await database.query("""
+            UPDATE buildqueue q SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL
+              FROM build b WHERE b.id = q.build_id AND q.build_id = $1 AND q.state = 'DISPATCHED' AND b.attempt = $2
+            """, [buildID, attempt])
+    }
+
+    /// Claims whose job was not accepted within `timeout` go back to WAITING, to be claimed again with a
+    /// new attempt. This covers a master that died between commit and publish, a lost message and an
+    /// agent that died holding the job. Returns the build ids.
+    public func expireClaims(olderThanSeconds timeout: Int) async throws -> [Int64] {
+        try await database.query("""
+            UPDATE buildqueue SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL
+             WHERE id IN (SELECT id FROM buildqueue WHERE state = 'DISPATCHED'
+                            AND dispatched_at < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED)
+            RETURNING build_id
+            """, [timeout]).rows.map { try $0.int64("build_id") }
+    }
+
+    /// Running builds whose lease ran out (their agent went silent) are failures: counted and requeued.
+    /// Cancelling builds whose agent never confirmed end CANCELLED and count against the builder.
+    /// Returns (build, attempt, builder) of each.
+    public func expireLeases() async throws -> [(buildID: Int64, attempt: Int, builder: String)] {
+        try await database.transaction { connection in
+            let expired = try connection.query("""
+                SELECT q.build_id, q.state, b.attempt, bl.id AS builder_id, bl.name AS builder
+                  FROM buildqueue q JOIN build b ON b.id = q.build_id JOIN builder bl ON bl.id = q.builder_id
+                 WHERE q.state IN ('RUNNING', 'CANCELLING') AND q.lease_expires < now()
+                 ORDER BY q.lease_expires LIMIT 100 FOR UPDATE OF q, b SKIP LOCKED
+                """).rows
+            var result: [(Int64, Int, String)] = []
+            for row in expired {
+                let buildID = try row.int64("build_id")
+                let attempt = try row.int("attempt")
+                let builderID = try row.int("builder_id")
+                let builder = try row.string("builder")
+                if try row.string("state") == "CANCELLING" {
+                    try Self.finishBuild(connection, buildID: buildID, attempt: attempt, builder: builder,
+                                         status: .cancelled, result: nil, message: "builder did not confirm the abort")
+                    try Self.countBuilderFailure(connection, builderID: builderID, reason: "did not confirm an abort")
+                } else {
+                    try Self.countFailure(connection, buildID: buildID, attempt: attempt, builderID: builderID,
+                                          builder: builder, reason: "lease expired: no heartbeat from \(builder)")
+                }
+                result.append((buildID, attempt, builder))
+            }
+            return result
+        }
+    }
+
+    /// Ends a build in `status` and removes it from the queue.
+    static func finishBuild(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builder: String?,
+                            status: BuildStatus, result: BuilderResult?, message: String?) throws {
+        try connection.execute("""
+            UPDATE build SET status = $2, result = coalesce($3, result), date_finished = now(),
+                   failnotes = CASE WHEN $2 = 'FULLYBUILT' THEN NULL ELSE coalesce($4, failnotes) END
+             WHERE id = $1
+            """, [buildID, status.rawValue, result?.rawValue, message])
+        try connection.execute("DELETE FROM buildqueue WHERE build_id = $1", [buildID])
+        try recordEvent(connection, build: buildID, status: status, attempt: attempt, builder: builder, message: message)
+    }
+
+    /// Counts one infrastructure failure against the job and the builder, then retries the job or,
+    /// past the threshold, fails it.
+    static func countFailure(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builderID: Int?,
+                             builder: String?, reason: String) throws {
+        let failures = try connection.query("""
+            UPDATE build SET failure_count = failure_count + 1, failnotes = $2 WHERE id = $1 RETURNING failure_count
+            """, [buildID, reason]).first!.int("failure_count")
+        if let builderID { try countBuilderFailure(connection, builderID: builderID, reason: reason) }
+        if failures >= FailureThresholds.job {
+            try finishBuild(connection, buildID: buildID, attempt: attempt, builder: builder, status: .failedToBuild,
+                            result: nil, message: "failed \(failures) times, last: \(reason)")
+        } else {
+            try requeue(connection, buildID: buildID, attempt: attempt, builder: builder, message: "retrying: \(reason)")
+        }
+    }
+
+    static func countBuilderFailure(_ connection: PostgresConnection, builderID: Int, reason: String) throws {
+        try connection.execute("""
+            UPDATE builder SET failure_count = failure_count + 1,
+                   builderok = CASE WHEN failure_count + 1 >= $2 THEN false ELSE builderok END,
+                   failnotes = CASE WHEN failure_count + 1 >= $2 THEN $3 ELSE failnotes END
+             WHERE id = $1
+            """, [builderID, FailureThresholds.builder, reason])
+    }
+
+    /// Puts a build back in the queue as NEEDSBUILD.
+    static func requeue(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builder: String?,
+                        message: String) throws {
+        try connection.execute("""
+            UPDATE build SET status = 'NEEDSBUILD', builder_id = NULL, date_started = NULL WHERE id = $1
+            """, [buildID])
+        try connection.execute("""
+            UPDATE buildqueue SET state = 'WAITING', builder_id = NULL, lease_expires = NULL, dispatched_at = NULL,
+                   token_sha256 = NULL, logtail = NULL
+             WHERE build_id = $1
+            """, [buildID])
+        try recordEvent(connection, build: buildID, status: .needsBuild, attempt: attempt, builder: builder,
+                        message: message)
+    }
+}

@@ -1,0 +1,304 @@
+import BuilddShared
+import Postgres
+
+/// SQL text for an ISO 8601 UTC timestamp of a column.
+func iso(_ column: String) -> String {
+    "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+}
+
+/// The build farm's state in PostgreSQL: processors, series, builders, builds and their queue.
+///
+/// Every statement takes parameters; names are validated before they reach SQL.
+public final class BuilddStore: Sendable {
+    public let database: PostgresDatabase
+
+    public init(database: PostgresDatabase) {
+        self.database = database
+    }
+
+    public convenience init(url: String, connections: Int = 4, applicationName: String = "buildd") {
+        self.init(database: PostgresDatabase(url: url, connections: connections, applicationName: applicationName))
+    }
+
+    public func shutdown() { database.shutdown() }
+
+    static func requireName(_ name: String, _ what: String) throws {
+        guard Naming.isValidName(name) else {
+            throw StoreError(.invalid, "invalid \(what) name '\(name)': use lowercase letters, digits and .+_- "
+                + "(at most 64, starting with a letter or digit)")
+        }
+    }
+
+    // MARK: Schema
+
+    @discardableResult
+    public func migrate(progress: @escaping @Sendable (Migration) -> Void = { _ in }) async throws -> [Int] {
+        try await database.withConnection { try Migrations.migrate($0, progress: progress) }
+    }
+
+    public func requireCurrentSchema() async throws {
+        try await database.withConnection { try Migrations.requireCurrent($0) }
+    }
+
+    // MARK: Processors
+
+    /// Adds a processor; returns false when it already existed.
+    @discardableResult
+    public func addProcessor(_ name: String) async throws -> Bool {
+        try Self.requireName(name, "processor")
+        let inserted = try await database.query(
+            "INSERT INTO processor (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", [name])
+        return inserted.affectedRows == 1
+    }
+
+    public func processorNames() async throws -> [String] {
+        try await database.query("SELECT name FROM processor ORDER BY name").rows.map { try $0.string("name") }
+    }
+
+    public func processors() async throws -> [ProcessorSummary] {
+        let rows = try await database.query("""
+            SELECT p.name,
+                   (SELECT count(*) FROM buildqueue q WHERE q.processor_id = p.id AND q.state = 'WAITING') AS waiting,
+                   (SELECT count(*) FROM buildqueue q WHERE q.processor_id = p.id AND q.state = 'DISPATCHED') AS dispatched,
+                   (SELECT count(*) FROM buildqueue q WHERE q.processor_id = p.id
+                        AND q.state IN ('RUNNING', 'CANCELLING')) AS running,
+                   (SELECT count(*) FROM builder_processor bp WHERE bp.processor_id = p.id) AS builders,
+                   (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
+                     WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)) AS idle
+              FROM processor p ORDER BY p.name
+            """, [Self.agentSilenceSeconds])
+        return try rows.rows.map {
+            ProcessorSummary(name: try $0.string("name"), waiting: try $0.int("waiting"),
+                             dispatched: try $0.int("dispatched"), running: try $0.int("running"),
+                             builders: try $0.int("builders"), idleBuilders: try $0.int("idle"))
+        }
+    }
+
+    // MARK: Distributions
+
+    /// Adds DISTRO/SERIES/ARCHTAG built on `processor`, creating the distribution and series as needed.
+    public func addArchSeries(distribution: String, series: String, archTag: String, processor: String) async throws {
+        try Self.requireName(distribution, "distribution")
+        try Self.requireName(series, "series")
+        try Self.requireName(archTag, "architecture tag")
+        try Self.requireName(processor, "processor")
+        try await database.transaction { connection in
+            guard let processorRow = try connection.query("SELECT id FROM processor WHERE name = $1", [processor]).first
+            else { throw StoreError(.notFound, "unknown processor '\(processor)': add it with `processor add`") }
+            try connection.execute("INSERT INTO distribution (name) VALUES ($1) ON CONFLICT DO NOTHING", [distribution])
+            try connection.execute("""
+                INSERT INTO distroseries (distribution_id, name)
+                SELECT id, $2 FROM distribution WHERE name = $1 ON CONFLICT DO NOTHING
+                """, [distribution, series])
+            let inserted = try connection.execute("""
+                INSERT INTO distroarchseries (distroseries_id, architecturetag, processor_id)
+                SELECT s.id, $3, $4 FROM distroseries s JOIN distribution d ON d.id = s.distribution_id
+                 WHERE d.name = $1 AND s.name = $2
+                ON CONFLICT (distroseries_id, architecturetag) DO NOTHING
+                """, [distribution, series, archTag, try processorRow.int("id")])
+            if inserted == 0 {
+                throw StoreError(.alreadyExists, "\(distribution)/\(series)/\(archTag) already exists")
+            }
+        }
+    }
+
+    /// Every arch series as `distro/series/archtag` with its processor.
+    public func archSeries() async throws -> [(name: String, processor: String)] {
+        try await database.query("""
+            SELECT d.name || '/' || s.name || '/' || das.architecturetag AS name, p.name AS processor
+              FROM distroarchseries das JOIN distroseries s ON s.id = das.distroseries_id
+              JOIN distribution d ON d.id = s.distribution_id JOIN processor p ON p.id = das.processor_id
+             ORDER BY 1
+            """).rows.map { (try $0.string("name"), try $0.string("processor")) }
+    }
+
+    // MARK: Builders
+
+    /// A builder is idle when it is usable and its agent said IDLE recently. `$1` is the silence limit in seconds.
+    static let idleBuilderCondition = """
+        b.builderok AND b.active AND NOT b.manual AND b.kind = 'agent' AND b.agent_state = 'IDLE'
+        AND b.last_seen > now() - make_interval(secs => $1)
+        AND NOT EXISTS (SELECT 1 FROM buildqueue r WHERE r.builder_id = b.id AND r.state IN ('RUNNING', 'CANCELLING'))
+        """
+
+    /// An agent that has said nothing for this long is not counted as idle.
+    public static let agentSilenceSeconds = 20
+
+    public func addBuilder(name: String, processors: [String], url: String? = nil, brokerUser: String? = nil,
+                           virtualized: Bool = true) async throws {
+        try Self.requireName(name, "builder")
+        guard !processors.isEmpty else { throw StoreError(.invalid, "a builder needs at least one processor") }
+        for processor in processors { try Self.requireName(processor, "processor") }
+        try await database.transaction { connection in
+            let row: PostgresRow?
+            do {
+                row = try connection.query("""
+                    INSERT INTO builder (name, kind, url, broker_user, virtualized) VALUES ($1, $2, $3, $4, $5)
+                    RETURNING id
+                    """, [name, url == nil ? "agent" : "xmlrpc", url, brokerUser, virtualized]).first
+            } catch let error as PostgresError where error.isUniqueViolation {
+                throw StoreError(.alreadyExists, "builder '\(name)' already exists")
+            } catch let error as PostgresError where error.isCheckViolation {
+                throw StoreError(.invalid, "invalid builder: \(error.message)")
+            }
+            let builderID = try row!.int("id")
+            for processor in processors {
+                let added = try connection.execute("""
+                    INSERT INTO builder_processor (builder_id, processor_id) SELECT $1, id FROM processor WHERE name = $2
+                    """, [builderID, processor])
+                if added == 0 {
+                    throw StoreError(.notFound, "unknown processor '\(processor)': add it with `processor add`")
+                }
+            }
+        }
+    }
+
+    public func builders() async throws -> [BuilderSummary] {
+        let rows = try await database.query("""
+            SELECT b.name, b.kind, b.url, b.builderok, b.failnotes, b.manual, b.active, b.failure_count,
+                   b.agent_state, \(iso("b.last_seen")) AS last_seen,
+                   (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
+                      JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = b.id) AS processors,
+                   (SELECT q.build_id FROM buildqueue q WHERE q.builder_id = b.id
+                      AND q.state IN ('RUNNING', 'CANCELLING')) AS current_build
+              FROM builder b ORDER BY b.name
+            """)
+        return try rows.rows.map { row in
+            BuilderSummary(
+                name: try row.string("name"), kind: try row.string("kind"), url: row["url"],
+                processors: (row["processors"] ?? "").split(separator: ",").map(String.init),
+                builderok: try row.bool("builderok"), failnotes: row["failnotes"], manual: try row.bool("manual"),
+                active: try row.bool("active"), failureCount: try row.int("failure_count"),
+                agentState: row["agent_state"], lastSeen: row["last_seen"], currentBuild: row.optionalInt64("current_build"))
+        }
+    }
+
+    // MARK: Builds
+
+    /// Creates a build and queues it with its score; returns its id.
+    public func submit(_ request: BuildRequest) async throws -> Int64 {
+        try Self.requireName(request.buildType, "build type")
+        for file in request.sourceFiles {
+            guard Naming.isValidFileName(file.name), Naming.isValidSHA256(file.sha256), file.size >= 0 else {
+                throw StoreError(.invalid, "invalid source file entry '\(file.name)'")
+            }
+        }
+        let score = Scoring.score(urgency: request.urgency, pocket: request.pocket, component: request.component,
+                                  archive: request.archive)
+        return try await database.transaction { connection in
+            guard let das = try connection.query("""
+                SELECT das.id, das.processor_id FROM distroarchseries das
+                  JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+                 WHERE d.name = $1 AND s.name = $2 AND das.architecturetag = $3 AND das.enabled
+                """, [request.distribution, request.series, request.archTag]).first
+            else {
+                throw StoreError(.notFound,
+                    "unknown arch series \(request.distribution)/\(request.series)/\(request.archTag): "
+                    + "add it with `archseries add`")
+            }
+            let buildID: Int64
+            do {
+                buildID = try connection.query("""
+                    INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version, build_type,
+                                       urgency, pocket, component, archive_purpose)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id
+                    """, [try das.int("id"), try das.int("processor_id"), request.sourceName, request.sourceVersion,
+                          request.buildType, request.urgency.rawValue, request.pocket.rawValue,
+                          request.component.rawValue, request.archive.rawValue]).first!.int64("id")
+            } catch let error as PostgresError where error.isCheckViolation {
+                throw StoreError(.invalid, "invalid source name or version: \(request.sourceName) \(request.sourceVersion)")
+            }
+            for file in request.sourceFiles {
+                try connection.execute("INSERT INTO source_file (build_id, name, sha256, size) VALUES ($1, $2, $3, $4)",
+                                       [buildID, file.name, file.sha256, file.size])
+            }
+            try connection.execute("""
+                INSERT INTO buildqueue (build_id, processor_id, lastscore) VALUES ($1, $2, $3)
+                """, [buildID, try das.int("processor_id"), score])
+            try Self.recordEvent(connection, build: buildID, status: .needsBuild, attempt: 0, builder: nil,
+                                 message: "submitted with score \(score)")
+            return buildID
+        }
+    }
+
+    static func recordEvent(_ connection: PostgresConnection, build: Int64, status: BuildStatus, attempt: Int,
+                            builder: String?, message: String?) throws {
+        try connection.execute("""
+            INSERT INTO build_event (build_id, status, attempt, builder, message) VALUES ($1, $2, $3, $4, $5)
+            """, [build, status.rawValue, attempt, builder, message])
+    }
+
+    static let buildSummaryColumns = """
+        b.id, b.status, p.name AS processor, d.name || '/' || s.name || '/' || das.architecturetag AS archseries,
+        b.source_name, b.source_version, b.build_type, bl.name AS builder, b.attempt, q.lastscore, q.state AS queue_state,
+        b.failure_count, b.result, b.failnotes, \(iso("b.date_created")) AS date_created,
+        \(iso("b.date_started")) AS date_started, \(iso("b.date_finished")) AS date_finished
+        """
+
+    static let buildSummaryJoins = """
+        build b JOIN processor p ON p.id = b.processor_id
+        JOIN distroarchseries das ON das.id = b.distroarchseries_id
+        JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+        LEFT JOIN builder bl ON bl.id = b.builder_id LEFT JOIN buildqueue q ON q.build_id = b.id
+        """
+
+    static func buildSummary(_ row: PostgresRow) throws -> BuildSummary {
+        guard let status = BuildStatus(rawValue: try row.string("status")) else {
+            throw PostgresError(.decoding, message: "unknown build status")
+        }
+        return BuildSummary(
+            id: try row.int64("id"), status: status, processor: try row.string("processor"),
+            archSeries: try row.string("archseries"), source: try row.string("source_name"),
+            version: try row.string("source_version"), buildType: try row.string("build_type"),
+            builder: row["builder"], attempt: try row.int("attempt"), score: row.optionalInt64("lastscore").map(Int.init),
+            queueState: row["queue_state"], failureCount: try row.int("failure_count"), result: row["result"],
+            failnotes: row["failnotes"], dateCreated: try row.string("date_created"), dateStarted: row["date_started"],
+            dateFinished: row["date_finished"])
+    }
+
+    /// Builds, newest first, optionally only those in `statuses` and of `processor`.
+    public func builds(statuses: [BuildStatus] = [], processor: String? = nil, limit: Int = 100) async throws -> [BuildSummary] {
+        let statusList = statuses.map(\.rawValue).joined(separator: ",")
+        return try await database.query("""
+            SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
+             WHERE ($1 = '' OR b.status = ANY(string_to_array($1, ',')))
+               AND ($2::text IS NULL OR p.name = $2)
+             ORDER BY b.id DESC LIMIT $3
+            """, [statusList, processor, limit]).rows.map(Self.buildSummary)
+    }
+
+    public func build(_ id: Int64) async throws -> BuildDetail {
+        try await database.withConnection { connection in
+            guard let row = try connection.query("""
+                SELECT \(Self.buildSummaryColumns), b.urgency, b.pocket, b.component, q.logtail, b.log_name
+                  FROM \(Self.buildSummaryJoins) WHERE b.id = $1
+                """, [id]).first
+            else { throw StoreError(.notFound, "no build \(id)") }
+            let files = try connection.query("""
+                SELECT name, kind, sha256, size, attempt FROM build_file WHERE build_id = $1 ORDER BY attempt, kind, name
+                """, [id]).rows.map {
+                BuildFile(name: try $0.string("name"), kind: try $0.string("kind"), sha256: try $0.string("sha256"),
+                          size: try $0.int64("size"), attempt: try $0.int("attempt"))
+            }
+            let history = try connection.query("""
+                SELECT \(iso("at")) AS at, status, attempt, builder, message FROM build_event
+                 WHERE build_id = $1 ORDER BY id
+                """, [id]).rows.map {
+                BuildEvent(at: try $0.string("at"), status: try $0.string("status"), attempt: try $0.int("attempt"),
+                           builder: $0["builder"], message: $0["message"])
+            }
+            return BuildDetail(build: try Self.buildSummary(row), urgency: try row.string("urgency"),
+                               pocket: try row.string("pocket"), component: try row.string("component"),
+                               logtail: row["logtail"], logName: row["log_name"], files: files, history: history)
+        }
+    }
+
+    /// Counts of builds by status.
+    public func buildCounts() async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try await database.query("SELECT status, count(*) AS n FROM build GROUP BY status").rows {
+            counts[try row.string("status")] = try row.int("n")
+        }
+        return counts
+    }
+}

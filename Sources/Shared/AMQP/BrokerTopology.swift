@@ -1,0 +1,69 @@
+/// Names and declarations of buildd's exchanges and queues (DESIGN.md, Broker topology).
+///
+/// | name | type | what flows |
+/// |---|---|---|
+/// | `buildd.jobs` | direct, key = processor | jobs into `buildd.jobs.<processor>` |
+/// | `buildd.status` | topic, key `<builder>.<event>` | agent events, re-routed to `buildd.status.hash` |
+/// | `buildd.status.hash` | x-consistent-hash on header `builder` | into shard queues `buildd.status.shard.<n>` |
+/// | `buildd.control` | direct, key = builder | master -> one agent, into `buildd.control.<builder>` |
+/// | `buildd.dlx` | fanout | messages that could not be read or applied, into `buildd.dead` |
+///
+/// Status shards have `x-single-active-consumer`, so each is drained by one master at a time (in order),
+/// and another master's consumer takes over when that one dies.
+public enum BrokerTopology {
+    public static let jobsExchange = "buildd.jobs"
+    public static let statusExchange = "buildd.status"
+    public static let statusHashExchange = "buildd.status.hash"
+    public static let controlExchange = "buildd.control"
+    public static let deadLetterExchange = "buildd.dlx"
+    public static let deadLetterQueue = "buildd.dead"
+    /// Number of status shard queues. Changing it re-shards builders: only with every master stopped.
+    public static let statusShards = 8
+    /// The header agents set to their builder name; the consistent-hash exchange hashes it.
+    public static let builderHeader = "builder"
+
+    public static func jobQueue(processor: String) -> String { "buildd.jobs.\(processor)" }
+    public static func controlQueue(builder: String) -> String { "buildd.control.\(builder)" }
+    public static func statusShardQueue(_ index: Int) -> String { "buildd.status.shard.\(index)" }
+    public static func statusRoutingKey(builder: String, event: String) -> String { "\(builder).\(event)" }
+
+    /// Arguments of job queues; agents and masters must declare them identically.
+    public static func jobQueueArguments(queueType: String) -> [String: AMQPValue] {
+        ["x-queue-type": .string(queueType)]
+    }
+
+    /// Declares the exchanges, status shards and dead-letter queue (master side). Idempotent.
+    public static func declareMaster(on connection: AMQPConnection, queueType: String = "classic") throws {
+        try connection.declareExchange(deadLetterExchange, type: "fanout")
+        try connection.declareQueue(deadLetterQueue, arguments: ["x-queue-type": .string(queueType)])
+        try connection.bindQueue(deadLetterQueue, exchange: deadLetterExchange, routingKey: "")
+        try connection.declareExchange(jobsExchange, type: "direct")
+        try connection.declareExchange(controlExchange, type: "direct")
+        try connection.declareExchange(statusExchange, type: "topic")
+        try connection.declareExchange(statusHashExchange, type: "x-consistent-hash", internal: true,
+                                       arguments: ["hash-header": .string(builderHeader)])
+        try connection.bindExchange(destination: statusHashExchange, source: statusExchange, routingKey: "#")
+        for shard in 0..<statusShards {
+            let queue = statusShardQueue(shard)
+            try connection.declareQueue(queue, arguments: [
+                "x-single-active-consumer": .bool(true),
+                "x-dead-letter-exchange": .string(deadLetterExchange),
+                "x-queue-type": .string(queueType),
+            ])
+            try connection.bindQueue(queue, exchange: statusHashExchange, routingKey: "1")
+        }
+    }
+
+    /// Declares a processor's job queue and binds it. Idempotent.
+    public static func declareJobQueue(processor: String, on connection: AMQPConnection, queueType: String = "classic") throws {
+        try connection.declareQueue(jobQueue(processor: processor), arguments: jobQueueArguments(queueType: queueType))
+        try connection.bindQueue(jobQueue(processor: processor), exchange: jobsExchange, routingKey: processor)
+    }
+
+    /// Declares a builder's control queue and binds it. Idempotent.
+    public static func declareControlQueue(builder: String, on connection: AMQPConnection,
+                                           queueType: String = "classic") throws {
+        try connection.declareQueue(controlQueue(builder: builder), arguments: ["x-queue-type": .string(queueType)])
+        try connection.bindQueue(controlQueue(builder: builder), exchange: controlExchange, routingKey: builder)
+    }
+}
