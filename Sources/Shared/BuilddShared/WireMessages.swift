@@ -180,7 +180,7 @@ private struct Versioned: Decodable { let v: Int? }
 public enum WireCodec {
     public static func encode<T: Encodable>(_ message: T) -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Encoding our own value types cannot fail.
         return Array(try! encoder.encode(message))
     }

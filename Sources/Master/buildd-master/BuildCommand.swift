@@ -1,0 +1,93 @@
+import ArgumentParser
+import BuilddMaster
+import BuilddShared
+
+extension Urgency: ExpressibleByArgument {}
+extension Pocket: ExpressibleByArgument {}
+extension Component: ExpressibleByArgument {}
+extension ArchivePurpose: ExpressibleByArgument {}
+extension BuildStatus: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument.uppercased()) }
+}
+
+struct BuildCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build", abstract: "Submit and inspect builds.", subcommands: [Submit.self, List.self, Show.self])
+
+    struct Submit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Queue a build of SOURCE VERSION on DISTRO/SERIES/ARCHTAG.",
+            discussion: "Prints the new build's id. Its score follows Launchpad's rules (urgency, pocket, component, archive).")
+        @Argument(help: "e.g. ubuntu/noble/amd64") var archSeries: String
+        @Argument(help: "Source package name.") var source: String
+        @Argument(help: "Source version.") var version: String
+        @Option(name: .customLong("type"), help: "Build type (binarypackage, command, ...).") var buildType = "binarypackage"
+        @Option(help: "low, medium, high or emergency.") var urgency: Urgency = .medium
+        @Option(help: "release, security, updates, proposed or backports.") var pocket: Pocket = .release
+        @Option(help: "main, restricted, universe, multiverse or partner.") var component: Component = .main
+        @Option(help: "primary, private or copy.") var archive: ArchivePurpose = .primary
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func validate() throws { _ = try ArchSeriesName(archSeries) }
+
+        struct Submitted: Encodable { let id: Int64 }
+
+        func run() async throws {
+            let name = try ArchSeriesName(archSeries)
+            let request = BuildRequest(distribution: name.distribution, series: name.series, archTag: name.archTag,
+                                       sourceName: source, sourceVersion: version, buildType: buildType,
+                                       urgency: urgency, pocket: pocket, component: component, archive: archive)
+            let id = try await withStore(connection) { try await $0.submit(request) }
+            if output.json { printJSON(Submitted(id: id)) } else { print(id) }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List builds, newest first.")
+        @Option(name: .customLong("status"), help: "Only builds in this status (repeatable).") var statuses: [BuildStatus] = []
+        @Option(help: "Only builds of this processor.") var processor: String?
+        @Option(help: "At most this many builds.") var limit = 100
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let builds = try await withStore(connection) {
+                try await $0.builds(statuses: statuses, processor: processor, limit: limit)
+            }
+            if output.json { return printJSON(builds) }
+            printTable(["ID", "STATUS", "PROCESSOR", "SOURCE", "VERSION", "BUILDER", "ATTEMPT", "SCORE"], builds.map {
+                ["\($0.id)", $0.status.rawValue, $0.processor, $0.source, $0.version, $0.builder ?? "-", "\($0.attempt)",
+                 $0.score.map { "\($0)" } ?? "-"]
+            })
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one build: files, log tail and history.")
+        @Argument(help: "Build id.") var id: Int64
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let detail = try await withStore(connection) { try await $0.build(id) }
+            if output.json { return printJSON(detail) }
+            let build = detail.build
+            print("build \(build.id): \(build.source) \(build.version) on \(build.archSeries) (\(build.buildType))")
+            print("status:    \(build.status.rawValue)\(build.result.map { " (\($0))" } ?? "")")
+            print("builder:   \(build.builder ?? "-")   attempt: \(build.attempt)   failures: \(build.failureCount)")
+            print("score:     \(build.score.map { "\($0)" } ?? "-")   urgency \(detail.urgency), pocket \(detail.pocket), component \(detail.component)")
+            if let notes = build.failnotes { print("notes:     \(notes)") }
+            print("created:   \(build.dateCreated)   started: \(build.dateStarted ?? "-")   finished: \(build.dateFinished ?? "-")")
+            if !detail.files.isEmpty {
+                print("files:")
+                for file in detail.files { print("  \(file.name)  \(file.size) bytes  sha256:\(file.sha256)  [\(file.kind)]") }
+            }
+            print("history:")
+            for event in detail.history {
+                print("  \(event.at)  \(event.status)  attempt \(event.attempt)  \(event.builder ?? "")  \(event.message ?? "")")
+            }
+            if let tail = detail.logtail, !tail.isEmpty { print("log tail:\n\(tail)") }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+import AMQP
+import ArgumentParser
+import BuilddMaster
+import BuilddShared
+import Logging
+
+struct ProcessorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "processor", abstract: "Manage processors (one job queue each).",
+        subcommands: [Add.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a processor and declare its job queue.",
+            discussion: """
+                Running masters pick the new processor up within a second and agents of it can start at once.
+                When a broker is configured the queue is also declared right away.
+                """)
+
+        @Argument(help: "Processor name, e.g. amd64.") var name: String
+        @Option(help: "x-queue-type of the job queue (classic or quorum).") var queueType = "classic"
+        @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws {
+            guard Naming.isValidName(name) else { throw ValidationError("invalid processor name '\(name)'") }
+        }
+
+        func run() async throws {
+            let added = try await withStore(connection) { try await $0.addProcessor(name) }
+            if let brokerURL = connection.optionalBrokerURL {
+                let client = AMQPClient(configuration: try AMQPConfiguration(url: brokerURL, connectionName: "buildd-cli"),
+                                        logger: Logger(label: "buildd.cli"))
+                client.start()
+                defer { Task { await client.shutdown() } }
+                try await client.waitUntilConnected(timeout: .seconds(10))
+                let name = self.name, queueType = self.queueType
+                try await client.perform { connection in
+                    try BrokerTopology.declareMaster(on: connection, queueType: queueType)
+                    try BrokerTopology.declareJobQueue(processor: name, on: connection, queueType: queueType)
+                }
+                await client.shutdown()
+            }
+            print(added ? "processor \(name) added" : "processor \(name) already exists")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List processors with their queues.")
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let processors = try await withStore(connection) { try await $0.processors() }
+            if output.json { return printJSON(processors) }
+            printTable(["PROCESSOR", "WAITING", "DISPATCHED", "RUNNING", "BUILDERS", "IDLE"], processors.map {
+                [$0.name, "\($0.waiting)", "\($0.dispatched)", "\($0.running)", "\($0.builders)", "\($0.idleBuilders)"]
+            })
+        }
+    }
+}
+
+struct ArchSeriesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "archseries", abstract: "Manage distro arch series (DISTRO/SERIES/ARCHTAG).",
+        subcommands: [Add.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add DISTRO/SERIES/ARCHTAG, built on a processor.")
+        @Argument(help: "e.g. ubuntu/noble/amd64") var archSeries: String
+        @Option(help: "The processor that builds it.") var processor: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws { _ = try ArchSeriesName(archSeries) }
+
+        func run() async throws {
+            let name = try ArchSeriesName(archSeries)
+            try await withStore(connection) {
+                try await $0.addArchSeries(distribution: name.distribution, series: name.series, archTag: name.archTag,
+                                           processor: processor)
+            }
+            print("\(archSeries) added on \(processor)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List arch series.")
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        struct Entry: Encodable { let name: String; let processor: String }
+
+        func run() async throws {
+            let entries = try await withStore(connection) { try await $0.archSeries() }
+            if output.json { return printJSON(entries.map { Entry(name: $0.name, processor: $0.processor) }) }
+            printTable(["ARCHSERIES", "PROCESSOR"], entries.map { [$0.name, $0.processor] })
+        }
+    }
+}
+
+/// DISTRO/SERIES/ARCHTAG.
+struct ArchSeriesName {
+    let distribution: String
+    let series: String
+    let archTag: String
+
+    init(_ text: String) throws {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 3, parts.allSatisfy(Naming.isValidName) else {
+            throw ValidationError("'\(text)' is not DISTRO/SERIES/ARCHTAG (e.g. ubuntu/noble/amd64)")
+        }
+        (distribution, series, archTag) = (parts[0], parts[1], parts[2])
+    }
+}
+
+struct BuilderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "builder", abstract: "Manage builders.", subcommands: [Add.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Register a builder.",
+            discussion: """
+                Without --url the builder is a buildd-agent that connects to the broker; with --url it is a
+                launchpad-buildd (XML-RPC) builder. --broker-user names the broker user allowed to send its events.
+                """)
+        @Argument(help: "Builder name.") var name: String
+        @Option(name: .customLong("processor"), help: "A processor it builds for (repeat for several).")
+        var processors: [String]
+        @Option(help: "launchpad-buildd URL, e.g. http://host:8221.") var url: String?
+        @Option(help: "Broker user that speaks for this builder.") var brokerUser: String?
+        @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws {
+            guard Naming.isValidName(name) else { throw ValidationError("invalid builder name '\(name)'") }
+            guard !processors.isEmpty else { throw ValidationError("give at least one --processor") }
+        }
+
+        func run() async throws {
+            try await withStore(connection) {
+                try await $0.addBuilder(name: name, processors: processors, url: url, brokerUser: brokerUser)
+            }
+            print("builder \(name) added for \(processors.joined(separator: ","))")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List builders, their state and failnotes.")
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let builders = try await withStore(connection) { try await $0.builders() }
+            if output.json { return printJSON(builders) }
+            printBuilders(builders)
+        }
+    }
+}

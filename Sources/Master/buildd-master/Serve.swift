@@ -1,0 +1,51 @@
+import ArgumentParser
+import BuilddMaster
+import BuilddShared
+import Foundation
+import Logging
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the master: dispatcher, event consumer, watchdog, artifact store and HTTP API.",
+        discussion: """
+            Any number of masters may run against one database and broker. SIGTERM or SIGINT stops it gracefully.
+            Logs are logfmt lines on standard error.
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "Address of the HTTP server.") var httpHost = "127.0.0.1"
+    @Option(help: "Port of the HTTP server.") var httpPort = 8080
+    @Option(help: "Base URL agents use to reach this master (default http://HOST:PORT).") var publicURL: String?
+    @Option(help: "Directory of the artifact store.") var artifacts = "artifacts"
+    @Option(help: "Seconds a heartbeat keeps a build's lease.") var lease = 30
+    @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
+    @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
+    @Option(help: "x-queue-type of declared queues (classic or quorum).") var queueType = "classic"
+    @Option(help: "This master's name in logs.") var name = ProcessInfo.processInfo.hostName
+    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+
+    func validate() throws {
+        guard (1...65535).contains(httpPort) else { throw ValidationError("--http-port must be 1-65535") }
+        guard lease >= 5 else { throw ValidationError("--lease must be at least 5 seconds") }
+        guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+    }
+
+    func run() async throws {
+        StructuredLogHandler.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
+        var configuration = MasterConfiguration(databaseURL: try connection.databaseURL(),
+                                                brokerURL: try connection.brokerURL())
+        configuration.httpHost = httpHost
+        configuration.httpPort = httpPort
+        configuration.publicURL = publicURL
+        configuration.artifactDirectory = artifacts
+        configuration.leaseSeconds = lease
+        configuration.acceptTimeoutSeconds = acceptTimeout
+        configuration.lookahead = lookahead
+        configuration.queueType = queueType
+        configuration.name = name
+        var logger = Logger(label: "buildd.master")
+        logger[metadataKey: "master"] = "\(name)"
+        try await MasterDaemon(configuration: configuration, logger: logger).runUntilSignalled()
+    }
+}
