@@ -63,6 +63,28 @@ public struct BuildSummary: Codable, Sendable, Equatable {
         case failureCount = "failure_count", dateCreated = "date_created", dateStarted = "date_started"
         case dateFinished = "date_finished"
     }
+
+    /// Absent values are written as `null`, so every listing has the same keys.
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(status, forKey: .status)
+        try container.encode(processor, forKey: .processor)
+        try container.encode(archSeries, forKey: .archSeries)
+        try container.encode(source, forKey: .source)
+        try container.encode(version, forKey: .version)
+        try container.encode(buildType, forKey: .buildType)
+        try container.encode(builder, forKey: .builder)
+        try container.encode(attempt, forKey: .attempt)
+        try container.encode(score, forKey: .score)
+        try container.encode(queueState, forKey: .queueState)
+        try container.encode(failureCount, forKey: .failureCount)
+        try container.encode(result, forKey: .result)
+        try container.encode(failnotes, forKey: .failnotes)
+        try container.encode(dateCreated, forKey: .dateCreated)
+        try container.encode(dateStarted, forKey: .dateStarted)
+        try container.encode(dateFinished, forKey: .dateFinished)
+    }
 }
 
 /// A stored result file or log.

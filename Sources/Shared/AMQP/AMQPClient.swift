@@ -205,6 +205,14 @@ public final class AMQPClient: @unchecked Sendable {
     /// With `mandatory`, a message that no queue takes fails with ``AMQPError/Kind/unroutable``.
     public func publish(exchange: String, routingKey: String, body: [UInt8], properties: MessageProperties = .init(),
                         mandatory: Bool = false) async throws {
+        try await publish(exchange: exchange, mandatory: mandatory) { (routingKey, body, properties) }
+    }
+
+    /// Publishes a message built on the connection thread at the moment it is sent, and waits for its
+    /// confirm. Messages made this way reach the channel in the order `make` runs, so a sequence number
+    /// assigned inside `make` increases in publish order.
+    public func publish(exchange: String, mandatory: Bool = false,
+                        make: @escaping @Sendable () -> (routingKey: String, body: [UInt8], properties: MessageProperties)) async throws {
         if threadDone.withLock({ $0 }) { throw AMQPError(.notConnected, text: "client stopped") }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             mailbox.post { [self] in
@@ -212,8 +220,8 @@ public final class AMQPClient: @unchecked Sendable {
                     continuation.resume(throwing: AMQPError(.notConnected, text: "not connected to the broker"))
                     return
                 }
+                var (routingKey, body, properties) = make()
                 publishCounter += 1
-                var properties = properties
                 let messageID = properties.messageID ?? "m\(generation).\(publishCounter)"
                 properties.messageID = messageID
                 do {

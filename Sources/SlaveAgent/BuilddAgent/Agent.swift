@@ -1,0 +1,414 @@
+import AMQP
+import BuilddShared
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The build agent: takes one job at a time from its processors' queues, builds it, uploads the results
+/// and reports, following DESIGN.md's dispatch contract.
+///
+/// A job message is acked right after `accepted` is confirmed (never held for a whole build), and job
+/// consumers are cancelled while a build runs, so the broker hands this agent nothing else meanwhile.
+public final class Agent: Sendable {
+    public let configuration: AgentConfiguration
+    let logger: Logger
+    let client: AMQPClient
+    let session = randomHexToken(bytes: 8)
+    let box: StateBox
+
+    final class StateBox: Sendable {
+        let state = Mutex(State())
+        let seq = Mutex<Int64>(0)
+    }
+
+    struct State {
+        var current: CurrentBuild?
+        /// The connection generation whose job consumers are running, if any.
+        var jobConsumersGeneration: Int?
+        var stopping = false
+    }
+
+    struct CurrentBuild {
+        let job: JobMessage
+        var process: BuildProcess?
+        var aborted = false
+    }
+
+    /// Grace between SIGTERM and SIGKILL when a build is aborted.
+    public static let abortGrace: Duration = .seconds(10)
+
+    public init(configuration: AgentConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let box = StateBox()
+        self.box = box
+        let amqp = try AMQPConfiguration(url: configuration.brokerURL, heartbeat: .seconds(10), timeout: .seconds(10),
+                                         connectionName: "buildd-agent-\(configuration.name)")
+        let configuration = configuration
+        client = AMQPClient(configuration: amqp, logger: logger) { connection in
+            try BrokerTopology.declareControlQueue(builder: configuration.name, on: connection,
+                                                   queueType: configuration.queueType)
+            for processor in configuration.processors {
+                try BrokerTopology.declareJobQueue(processor: processor, on: connection, queueType: configuration.queueType)
+            }
+            // At most one unacked job on the whole channel, across every processor's queue.
+            try connection.qos(prefetch: 1, global: true, channel: AMQPClient.consumeChannel)
+            try connection.consume(queue: BrokerTopology.controlQueue(builder: configuration.name),
+                                   consumerTag: "control", channel: AMQPClient.consumeChannel)
+            let idle = box.state.withLock { $0.current == nil && !$0.stopping }
+            if idle {
+                try Self.consumeJobs(connection, configuration)
+                box.state.withLock { $0.jobConsumersGeneration = connection.generation }
+            } else {
+                box.state.withLock { $0.jobConsumersGeneration = nil }
+            }
+        }
+    }
+
+    static func consumeJobs(_ connection: AMQPConnection, _ configuration: AgentConfiguration) throws {
+        for processor in configuration.processors {
+            try connection.consume(queue: BrokerTopology.jobQueue(processor: processor), consumerTag: "job.\(processor)",
+                                   channel: AMQPClient.consumeChannel)
+        }
+    }
+
+    // MARK: Running
+
+    /// Runs until ``shutdown()``: a running build is given back (GIVENBACK) so the master requeues it at once.
+    public func run() async throws {
+        try Files.makeDirectory(configuration.workDirectory)
+        client.start()
+        logger.info("agent starting", metadata: ["builder.name": "\(configuration.name)",
+                                                 "processors": "\(configuration.processors.joined(separator: ","))",
+                                                 "broker.url": "\(configuration.brokerURL)"])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.consumeDeliveries() }
+            group.addTask {
+                for await event in self.client.connectionEvents {
+                    if case .connected = event { await self.sendStatus(.hello) }
+                }
+            }
+            group.addTask { await self.heartbeatLoop() }
+            await group.waitForAll()
+        }
+        logger.info("agent stopped")
+    }
+
+    /// Stops taking jobs, gives back a running build, reports it and stops.
+    public func shutdown() async {
+        let process = box.state.withLock { state -> BuildProcess? in
+            state.stopping = true
+            guard var current = state.current else { return nil }
+            current.aborted = true
+            state.current = current
+            return current.process
+        }
+        try? await stopConsumingJobs()
+        if let process {
+            logger.info("shutting down: giving back the running build")
+            process.signalGroup(SIGTERM)
+            scheduleKill(process)
+            // The build task reports GIVENBACK and then stops the client.
+            return
+        }
+        await client.shutdown()
+    }
+
+    private func consumeDeliveries() async {
+        for await delivery in client.deliveries {
+            if delivery.consumerTag == "control" {
+                await handleControl(delivery)
+            } else {
+                await handleJob(delivery)
+            }
+        }
+    }
+
+    // MARK: Jobs
+
+    private func handleJob(_ delivery: Delivery) async {
+        let job: JobMessage
+        do {
+            job = try WireCodec.decodeJob(delivery.body)
+        } catch {
+            logger.warning("unreadable job dropped", metadata: ["error": "\(error)"])
+            try? await client.reject(delivery, requeue: false)
+            return
+        }
+        let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)"]
+        let taken = box.state.withLock { state -> Bool in
+            guard state.current == nil, !state.stopping else { return false }
+            state.current = CurrentBuild(job: job)
+            return true
+        }
+        guard taken else {
+            try? await client.reject(delivery, requeue: true)
+            return
+        }
+        do {
+            try await stopConsumingJobs()
+            try await send(.accepted, state: .building, job: job)
+            try await client.ack(delivery)
+        } catch {
+            // Not announced: the broker redelivers the job (or the master claims it again); stay idle.
+            logger.warning("could not accept job", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            box.state.withLock { $0.current = nil }
+            await startConsumingJobs()
+            return
+        }
+        logger.info("build accepted", metadata: metadata)
+        Task { await self.build(job) }
+    }
+
+    private func stopConsumingJobs() async throws {
+        let box = self.box
+        let processors = configuration.processors
+        try await client.perform { connection in
+            guard box.state.withLock({ $0.jobConsumersGeneration }) == connection.generation else { return }
+            for processor in processors {
+                try connection.cancel(consumerTag: "job.\(processor)", channel: AMQPClient.consumeChannel)
+            }
+            box.state.withLock { $0.jobConsumersGeneration = nil }
+        }
+    }
+
+    private func startConsumingJobs() async {
+        let box = self.box
+        let configuration = self.configuration
+        do {
+            try await client.perform { connection in
+                let state = box.state.withLock { $0 }
+                guard state.current == nil, !state.stopping, state.jobConsumersGeneration != connection.generation
+                else { return }
+                try Self.consumeJobs(connection, configuration)
+                box.state.withLock { $0.jobConsumersGeneration = connection.generation }
+            }
+        } catch {
+            // The next connection's setup starts them.
+            logger.warning("could not resume job consumers", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func scheduleKill(_ process: BuildProcess) {
+        Task {
+            try? await Task.sleep(for: Self.abortGrace)
+            process.signalGroup(SIGKILL)
+        }
+    }
+
+    // MARK: Building
+
+    private func build(_ job: JobMessage) async {
+        let folder = "\(configuration.workDirectory)/build-\(job.buildID)-\(job.attempt)"
+        let results = folder + "/results"
+        let logName = "buildlog_\(job.distribution)-\(job.series)-\(job.archTag).\(job.sourceName)_\(job.sourceVersion).txt"
+        let logPath = folder + "/" + logName
+        var metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)"]
+        var result = BuilderResult.builderFail
+        var message: String?
+        Files.removeTree(folder)
+        do {
+            try Files.makeDirectory(results)
+            guard let command = configuration.commands[job.buildType] else {
+                throw BuildProcess.Failure(description: "no command configured for build type \(job.buildType)")
+            }
+            let process = try BuildProcess(command: command, directory: folder, environment: [
+                "BUILDD_BUILD_ID": "\(job.buildID)", "BUILDD_ATTEMPT": "\(job.attempt)",
+                "BUILDD_BUILD_TYPE": job.buildType, "BUILDD_SOURCE": job.sourceName, "BUILDD_VERSION": job.sourceVersion,
+                "BUILDD_DISTRIBUTION": job.distribution, "BUILDD_SERIES": job.series, "BUILDD_ARCH": job.archTag,
+                "BUILDD_PROCESSOR": job.processor, "BUILDD_RESULTS": results,
+            ], logPath: logPath)
+            let abortedEarly = box.state.withLock { state -> Bool in
+                state.current?.process = process
+                return state.current?.aborted ?? false
+            }
+            if abortedEarly {
+                process.signalGroup(SIGTERM)
+                scheduleKill(process)
+            }
+            metadata["pid"] = "\(process.pid)"
+            logger.info("build started", metadata: metadata)
+            let termination = await process.wait()
+            let (aborted, stopping) = box.state.withLock { ($0.current?.aborted ?? false, $0.stopping) }
+            if aborted {
+                result = stopping ? .givenBack : .aborted
+                message = stopping ? "agent shut down" : "aborted by the master"
+            } else {
+                result = termination.result
+                message = "build command ended with \(termination)"
+            }
+        } catch {
+            message = "\(error)"
+            appendToLog(logPath, "buildd-agent: \(error)\n")
+        }
+        logger.info("build ended", metadata: metadata.merging(["build.result": "\(result.rawValue)"]) { $1 })
+
+        var uploaded: [FileDigest] = []
+        var log: FileDigest?
+        do {
+            for name in Files.regularFiles(in: results) {
+                guard Naming.isValidFileName(name) else {
+                    throw BuildProcess.Failure(description: "result file name not allowed: \(name)")
+                }
+                uploaded.append(try await upload(job, path: results + "/" + name, name: name, kind: "result"))
+            }
+            if access(logPath, F_OK) != 0 { appendToLog(logPath, "") }
+            log = try await upload(job, path: logPath, name: logName, kind: "log")
+        } catch {
+            logger.warning("upload failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            if result == .ok || result == .packageFail || result == .depFail || result == .chrootFail {
+                result = .builderFail
+            }
+            message = "upload failed: \(error)"
+            uploaded = []
+        }
+        await deliverFinished(job, result: result, files: uploaded, log: log, message: message)
+        if !configuration.keepWorkDirectory { Files.removeTree(folder) }
+        let stopping = box.state.withLock { state -> Bool in
+            state.current = nil
+            return state.stopping
+        }
+        if stopping {
+            await client.shutdown()
+        } else {
+            await startConsumingJobs()
+        }
+    }
+
+    private func appendToLog(_ path: String, _ text: String) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return }
+        _ = text.utf8CString.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count - 1) }
+        close(descriptor)
+    }
+
+    /// Uploads one file with its digest, retrying transient failures.
+    private func upload(_ job: JobMessage, path: String, name: String, kind: String) async throws -> FileDigest {
+        guard job.uploadURL.hasPrefix(configuration.masterURL + "/") else {
+            throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) is not on the configured master")
+        }
+        let (sha256, size) = try Files.digest(path)
+        let url = job.uploadURL + name + "?kind=\(kind)"
+        var lastError = "unknown"
+        for attempt in 1...4 {
+            do {
+                let response = try await runBlocking(name: "upload") {
+                    try SimpleHTTPClient.send(method: "PUT", url: url, headers: [
+                        "Authorization": "Bearer \(job.uploadToken)", "X-Checksum-Sha256": sha256,
+                        "Content-Type": "application/octet-stream",
+                    ], body: .file(path: path), timeoutSeconds: 300)
+                }
+                if response.status == 201 { return FileDigest(name: name, sha256: sha256, size: size) }
+                lastError = "HTTP \(response.status): \(response.text.prefix(200))"
+                if (400..<500).contains(response.status) { break }  // refused: retrying will not help
+            } catch {
+                lastError = "\(error)"
+            }
+            if attempt < 4 { try? await Task.sleep(for: .seconds(1 << (attempt - 1))) }
+        }
+        throw BuildProcess.Failure(description: "\(name): \(lastError)")
+    }
+
+    /// Sends `finished` until the broker confirms it; the build stays this agent's until then.
+    private func deliverFinished(_ job: JobMessage, result: BuilderResult, files: [FileDigest], log: FileDigest?,
+                                 message: String?) async {
+        var backoff = Duration.milliseconds(200)
+        while true {
+            do {
+                try await send(.finished, state: .idle, job: job, result: result, files: files, log: log, message: message)
+                logger.info("build reported", metadata: ["build.id": "\(job.buildID)", "build.result": "\(result.rawValue)"])
+                return
+            } catch {
+                logger.warning("finished not delivered yet, retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    // MARK: Control
+
+    private func handleControl(_ delivery: Delivery) async {
+        defer { Task { try? await client.ack(delivery) } }
+        guard let control = try? WireCodec.decodeControl(delivery.body) else {
+            logger.warning("unreadable control message dropped")
+            return
+        }
+        switch control.command {
+        case .abort:
+            let process = box.state.withLock { state -> BuildProcess?? in
+                guard var current = state.current, current.job.buildID == control.buildID,
+                      current.job.attempt == control.attempt else { return nil }
+                current.aborted = true
+                state.current = current
+                return .some(current.process)
+            }
+            guard let process else {
+                logger.info("abort for a build not running here ignored", metadata: ["build.id": "\(control.buildID ?? 0)"])
+                return
+            }
+            logger.info("aborting build", metadata: ["build.id": "\(control.buildID ?? 0)",
+                                                     "reason": "\(control.reason ?? "")"])
+            if let process {
+                process.signalGroup(SIGTERM)
+                scheduleKill(process)
+            }
+        case .clean:
+            break
+        case .shutdown:
+            Task { await self.shutdown() }
+        }
+    }
+
+    // MARK: Events
+
+    private func heartbeatLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(configuration.heartbeatSeconds))
+            if box.state.withLock({ $0.stopping && $0.current == nil }) { return }
+            guard client.currentGeneration != nil else { continue }
+            await sendStatus(.heartbeat)
+        }
+    }
+
+    private func sendStatus(_ kind: AgentEventKind) async {
+        let current = box.state.withLock { $0.current }
+        do {
+            if let current {
+                try await send(kind, state: current.aborted ? .aborting : .building, job: current.job,
+                               logTail: current.process.map { BuildProcess.tail(of: $0.logPath) })
+            } else {
+                try await send(kind, state: .idle, job: nil)
+            }
+        } catch {
+            logger.warning("\(kind.rawValue) not sent", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Publishes an event; its sequence number is assigned on the connection thread, in publish order.
+    func send(_ kind: AgentEventKind, state: AgentState, job: JobMessage?, logTail: String? = nil,
+              result: BuilderResult? = nil, files: [FileDigest]? = nil, log: FileDigest? = nil,
+              message: String? = nil) async throws {
+        let name = configuration.name
+        let session = self.session
+        let processors = configuration.processors
+        let user = configuration.brokerUser
+        let box = self.box
+        try await client.publish(exchange: BrokerTopology.statusExchange, mandatory: true) {
+            let seq = box.seq.withLock { value -> Int64 in
+                value += 1
+                return value
+            }
+            let event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: state,
+                                   buildID: job?.buildID, attempt: job?.attempt, logTail: logTail, result: result,
+                                   files: files, log: log, processors: kind == .hello ? processors : nil,
+                                   message: message.map { String($0.prefix(1000)) })
+            return (BrokerTopology.statusRoutingKey(builder: name, event: kind.rawValue), WireCodec.encode(event),
+                    MessageProperties(userID: user, type: kind.rawValue,
+                                      headers: [BrokerTopology.builderHeader: .string(name)]))
+        }
+    }
+}

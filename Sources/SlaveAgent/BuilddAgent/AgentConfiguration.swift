@@ -1,0 +1,183 @@
+import BuilddShared
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The agent's settings, read from an INI-style file:
+///
+/// ```ini
+/// [agent]
+/// name = bld-amd64-01          ; the builder name registered with `buildd-master builder add`
+/// processors = amd64, i386     ; job queues to take work from
+/// workdir = /var/lib/buildd-agent
+/// heartbeat = 5                ; seconds between heartbeats
+/// keep_workdir = false         ; keep a build's folder after its upload (debugging)
+///
+/// [broker]
+/// url = amqp://bld-amd64-01@broker.example:5672/buildd
+/// password_file = /etc/buildd/agent.secret   ; never put the password on a command line
+/// queue_type = classic
+///
+/// [master]
+/// url = http://master.example:8080           ; uploads go only here
+///
+/// [commands]
+/// binarypackage = /usr/lib/buildd/sbuild-wrapper   ; one command per build type
+/// ```
+///
+/// `BUILDD_AGENT_<SECTION>_<KEY>` environment variables override file values
+/// (e.g. `BUILDD_AGENT_BROKER_PASSWORD`).
+public struct AgentConfiguration: Sendable {
+    public var name: String
+    public var processors: [String]
+    public var workDirectory: String
+    public var heartbeatSeconds: Int
+    public var keepWorkDirectory: Bool
+    /// The broker URL with the password filled in (from the file or environment). Never log it; use `brokerURL.description`.
+    public var brokerURL: ServiceURL
+    public var queueType: String
+    public var masterURL: String
+    /// Build type -> command run with `/bin/sh -c` in the build's folder.
+    public var commands: [String: String]
+
+    public struct Invalid: Error, CustomStringConvertible, Equatable {
+        public let problems: [String]
+        public var description: String { problems.joined(separator: "\n") }
+    }
+
+    /// Parses the file text; `environment` overrides, `readFile` reads secrets (injected for tests).
+    public static func parse(_ text: String, environment: [String: String] = [:],
+                             readFile: (String) -> String? = AgentConfiguration.readFile) throws -> AgentConfiguration {
+        var values: [String: [String: String]] = [:]
+        var problems: [String] = []
+        var section = ""
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = Substring(rawLine)
+            if let comment = line.firstIndex(where: { $0 == "#" || $0 == ";" }) { line = line[..<comment] }
+            let trimmed = line.trimmed(" \t\r")
+            if trimmed.isEmpty { continue }
+            if trimmed.hasPrefix("[") {
+                guard trimmed.hasSuffix("]") else { problems.append("line \(number + 1): unclosed section header"); continue }
+                section = String(trimmed.dropFirst().dropLast()).lowercased()
+                guard ["agent", "broker", "master", "commands"].contains(section) else {
+                    problems.append("line \(number + 1): unknown section [\(section)]")
+                    continue
+                }
+                continue
+            }
+            guard let equals = trimmed.firstIndex(of: "=") else {
+                problems.append("line \(number + 1): expected key = value")
+                continue
+            }
+            guard !section.isEmpty else { problems.append("line \(number + 1): key outside a section"); continue }
+            let key = Substring(trimmed[..<equals]).trimmed(" \t").lowercased()
+            let value = Substring(trimmed[trimmed.index(after: equals)...]).trimmed(" \t")
+            values[section, default: [:]][key] = value
+        }
+        for (name, value) in environment where name.hasPrefix("BUILDD_AGENT_") {
+            let parts = name.dropFirst("BUILDD_AGENT_".count).lowercased().split(separator: "_", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            values[String(parts[0]), default: [:]][String(parts[1])] = value
+        }
+        let known: [String: Set<String>] = [
+            "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir"],
+            "broker": ["url", "password", "password_file", "queue_type"],
+            "master": ["url"],
+        ]
+        for (section, keys) in known {
+            for key in values[section, default: [:]].keys where !keys.contains(key) {
+                problems.append("[\(section)] unknown key '\(key)'")
+            }
+        }
+        func value(_ section: String, _ key: String) -> String? { values[section]?[key].flatMap { $0.isEmpty ? nil : $0 } }
+        func required(_ section: String, _ key: String) -> String {
+            if let found = value(section, key) { return found }
+            problems.append("[\(section)] \(key) is required")
+            return ""
+        }
+
+        let name = required("agent", "name")
+        if !name.isEmpty && !Naming.isValidName(name) { problems.append("[agent] name '\(name)' is not a valid builder name") }
+        let processors = required("agent", "processors").split(separator: ",").map { $0.trimmed(" ") }
+        for processor in processors where !Naming.isValidName(processor) {
+            problems.append("[agent] processor '\(processor)' is not a valid name")
+        }
+        let workdir = value("agent", "workdir") ?? "/var/lib/buildd-agent"
+        let heartbeat = Int(value("agent", "heartbeat") ?? "5") ?? -1
+        if !(1...60).contains(heartbeat) { problems.append("[agent] heartbeat must be 1-60 seconds") }
+        let keep = value("agent", "keep_workdir") ?? "false"
+        if !["true", "false", "yes", "no"].contains(keep) { problems.append("[agent] keep_workdir must be true or false") }
+
+        var brokerURL = ServiceURL(scheme: "amqp", host: "localhost", port: 5672)
+        let brokerText = required("broker", "url")
+        if !brokerText.isEmpty {
+            do {
+                brokerURL = try ServiceURL(parsing: brokerText)
+                if brokerURL.scheme != "amqp" { problems.append("[broker] url must start with amqp://") }
+                if brokerURL.password != nil {
+                    problems.append("[broker] url must not contain the password: use password_file or BUILDD_AGENT_BROKER_PASSWORD")
+                }
+            } catch {
+                problems.append("[broker] url: \(error)")
+            }
+        }
+        if let password = value("broker", "password") {
+            if environment["BUILDD_AGENT_BROKER_PASSWORD"] == nil {
+                problems.append("[broker] password may only come from BUILDD_AGENT_BROKER_PASSWORD or password_file")
+            } else {
+                brokerURL.password = password
+            }
+        } else if let file = value("broker", "password_file") {
+            if let secret = readFile(file) {
+                brokerURL.password = secret.trimmed(" \n\r\t")
+            } else {
+                problems.append("[broker] password_file \(file) cannot be read")
+            }
+        }
+        let masterURL = required("master", "url")
+        if !masterURL.isEmpty, (try? ServiceURL(parsing: masterURL))?.scheme != "http" {
+            problems.append("[master] url must be an http:// URL")
+        }
+        var commands: [String: String] = [:]
+        for (type, command) in values["commands"] ?? [:] {
+            if !Naming.isValidName(type) { problems.append("[commands] '\(type)' is not a valid build type") }
+            commands[type] = command
+        }
+        if commands.isEmpty { problems.append("[commands] needs at least one build type, e.g. binarypackage = ...") }
+
+        func finish() throws -> AgentConfiguration {
+            guard problems.isEmpty else { throw Invalid(problems: problems) }
+            var master = masterURL
+            while master.hasSuffix("/") { master.removeLast() }
+            return AgentConfiguration(name: name, processors: processors, workDirectory: workdir,
+                                      heartbeatSeconds: heartbeat, keepWorkDirectory: keep == "true" || keep == "yes",
+                                      brokerURL: brokerURL, queueType: value("broker", "queue_type") ?? "classic",
+                                      masterURL: master, commands: commands)
+        }
+        return try finish()
+    }
+
+    /// Reads a whole file, or nil.
+    public static func readFile(_ path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = fread(&buffer, 1, buffer.count, file)
+            if count <= 0 { break }
+            bytes.append(contentsOf: buffer[0..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The broker user, which is also the AMQP `user_id` of every event.
+    public var brokerUser: String { brokerURL.user ?? "guest" }
+}
+
+extension ServiceURL {
+    init(scheme: String, host: String, port: Int) {
+        try! self.init(parsing: "\(scheme)://\(host):\(port)")
+    }
+}

@@ -1,0 +1,176 @@
+import BuilddShared
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A build command running in its own process group, its output going to a log file.
+public final class BuildProcess: Sendable {
+    public let pid: pid_t
+    public let logPath: String
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// How the process ended.
+    public enum Termination: Equatable, Sendable {
+        case exited(Int32)
+        case signalled(Int32)
+
+        /// The builder result this termination maps to (sbuild's convention; signals are BUILDERFAIL).
+        public var result: BuilderResult {
+            switch self {
+            case .exited(let code): return BuilderResult.fromExitStatus(code)
+            case .signalled: return .builderFail
+            }
+        }
+    }
+
+    /// Starts `/bin/sh -c command` in `directory` with `environment` added to the agent's own.
+    public init(command: String, directory: String, environment: [String: String], logPath: String) throws {
+        self.logPath = logPath
+        var fileActions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fileActions)
+        defer { posix_spawn_file_actions_destroy(&fileActions) }
+        posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var merged: [String: String] = [:]
+        var index = 0
+        while let entry = environ[index] {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "=") {
+                let key = String(text[..<equals])
+                // The agent's own secrets never reach a build.
+                if !key.hasPrefix("BUILDD_AGENT_") { merged[key] = String(text[text.index(after: equals)...]) }
+            }
+            index += 1
+        }
+        merged.merge(environment) { _, new in new }
+        merged["BUILDD_WORKDIR"] = directory
+        // glibc's posix_spawn_file_actions_addchdir_np is not visible to Swift: the shell changes folder.
+        let script = "cd -- \"$BUILDD_WORKDIR\" || exit 127\n" + command
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(script), nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var child = pid_t()
+        let rc = posix_spawn(&child, "/bin/sh", &fileActions, &attributes, argv, envp)
+        guard rc == 0 else { throw Failure(description: "cannot start build command: \(String(cString: strerror(rc)))") }
+        pid = child
+    }
+
+    /// Waits for the process on a thread of its own.
+    public func wait() async -> Termination {
+        let pid = self.pid
+        return (try? await runBlocking(name: "waitpid") { () -> Termination in
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 {
+                if errno != EINTR { return .signalled(SIGKILL) }
+            }
+            if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
+            return .signalled(status & 0x7f)
+        }) ?? .signalled(SIGKILL)
+    }
+
+    /// Sends a signal to the whole process group.
+    public func signalGroup(_ signal: Int32) {
+        kill(-pid, signal)
+    }
+
+    /// The last `bytes` of the log (lossy UTF-8).
+    public static func tail(of path: String, bytes: Int = 2048) -> String {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return "" }
+        defer { close(descriptor) }
+        let size = lseek(descriptor, 0, SEEK_END)
+        let start = max(0, Int(size) - bytes)
+        var buffer = [UInt8](repeating: 0, count: Int(size) - start)
+        let count = pread(descriptor, &buffer, buffer.count, off_t(start))
+        guard count > 0 else { return "" }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+}
+
+/// File helpers for the agent's work folders.
+enum Files {
+    static func makeDirectory(_ path: String) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw BuildProcess.Failure(description: "cannot create \(current): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// Removes a tree (no symlinks followed).
+    static func removeTree(_ path: String) {
+        guard let directory = opendir(path) else {
+            unlink(path)
+            return
+        }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." { continue }
+            let child = path + "/" + name
+            var info = stat()
+            if lstat(child, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+                removeTree(child)
+            } else {
+                unlink(child)
+            }
+        }
+        closedir(directory)
+        rmdir(path)
+    }
+
+    /// Regular files directly in a folder, sorted.
+    static func regularFiles(in path: String) -> [String] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            var info = stat()
+            if lstat(path + "/" + name, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// SHA-256 and size of a file.
+    static func digest(_ path: String) throws -> (sha256: String, size: Int64) {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw BuildProcess.Failure(description: "cannot read \(path)") }
+        defer { close(descriptor) }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = read(descriptor, &buffer, buffer.count)
+            if count < 0 { throw BuildProcess.Failure(description: "cannot read \(path)") }
+            if count == 0 { break }
+            hasher.update(buffer[0..<count])
+            size += Int64(count)
+        }
+        return (hasher.finalizeHex(), size)
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import BuilddAgent
+import BuilddShared
+import Dispatch
+import Foundation
+import Logging
+
+@main
+struct BuilddAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "buildd-agent",
+        abstract: "The buildd build agent: takes jobs of its processors from the broker and builds them.",
+        discussion: """
+            Exit status of a build command gives the result, as sbuild's does: 0 OK, 1 or 2 PACKAGEFAIL,
+            3 DEPFAIL, anything else (a signal, 127 for a missing command) BUILDERFAIL.
+            """,
+        subcommands: [Run.self, CheckConfig.self],
+        defaultSubcommand: Run.self)
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: [.short, .long], help: "Configuration file.")
+    var config = "/etc/buildd/agent.conf"
+
+    func load() throws -> AgentConfiguration {
+        guard let text = AgentConfiguration.readFile(config) else {
+            throw ValidationError("cannot read configuration file \(config)")
+        }
+        return try AgentConfiguration.parse(text, environment: ProcessInfo.processInfo.environment)
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the agent until SIGTERM or SIGINT (a running build is given back to the master).")
+
+    @OptionGroup var config: ConfigOption
+    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+
+    func run() async throws {
+        StructuredLogHandler.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
+        let configuration: AgentConfiguration
+        do {
+            configuration = try config.load()
+        } catch let invalid as AgentConfiguration.Invalid {
+            FileHandle.standardError.write(Data("invalid configuration \(config.config):\n\(invalid)\n".utf8))
+            throw ExitCode(78)  // EX_CONFIG
+        }
+        var logger = Logger(label: "buildd.agent")
+        logger[metadataKey: "builder.name"] = "\(configuration.name)"
+        let agent = try Agent(configuration: configuration, logger: logger)
+        let sources = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                logger.info("signal received, shutting down", metadata: ["signal": "\(number)"])
+                Task { await agent.shutdown() }
+            }
+            source.resume()
+            return source
+        }
+        try await agent.run()
+        sources.forEach { $0.cancel() }
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config", abstract: "Validate the configuration file and say exactly what is wrong.")
+
+    @OptionGroup var config: ConfigOption
+
+    func run() async throws {
+        do {
+            let configuration = try config.load()
+            print("\(config.config): ok (builder \(configuration.name), processors "
+                + "\(configuration.processors.joined(separator: ",")), broker \(configuration.brokerURL), "
+                + "build types \(configuration.commands.keys.sorted().joined(separator: ",")))")
+        } catch let invalid as AgentConfiguration.Invalid {
+            print("\(config.config): invalid")
+            for problem in invalid.problems { print("  \(problem)") }
+            throw ExitCode(78)
+        }
+    }
+}
