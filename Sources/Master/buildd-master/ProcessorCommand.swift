@@ -28,11 +28,17 @@ struct ProcessorCommand: AsyncParsableCommand {
         func run() async throws {
             let added = try await withStore(connection) { try await $0.addProcessor(name) }
             if let brokerURL = connection.optionalBrokerURL {
+                var logger = Logger(label: "buildd.cli")
+                logger.logLevel = .warning
                 let client = AMQPClient(configuration: try AMQPConfiguration(url: brokerURL, connectionName: "buildd-cli"),
-                                        logger: Logger(label: "buildd.cli"))
+                                        logger: logger)
                 client.start()
-                defer { Task { await client.shutdown() } }
-                try await client.waitUntilConnected(timeout: .seconds(10))
+                do {
+                    try await client.waitUntilConnected(timeout: .seconds(10))
+                } catch {
+                    await client.shutdown()
+                    throw error
+                }
                 let name = self.name, queueType = self.queueType
                 try await client.perform { connection in
                     try BrokerTopology.declareMaster(on: connection, queueType: queueType)
