@@ -59,14 +59,7 @@ public final class Dispatcher: Sendable {
                                                  leaseSeconds: configuration.leaseSeconds,
                                                  artifactBaseURL: configuration.artifactBaseURL)
             guard !jobs.isEmpty else { continue }
-            published += await withTaskGroup(of: Bool.self) { group in
-                for job in jobs {
-                    group.addTask { await self.publish(job) }
-                }
-                var count = 0
-                for await ok in group where ok { count += 1 }
-                return count
-            }
+            published += await publish(jobs)
         }
         return published
     }
@@ -86,25 +79,35 @@ public final class Dispatcher: Sendable {
         logger.info("job queue ready", metadata: ["processor": "\(processor)"])
     }
 
-    private func publish(_ job: JobMessage) async -> Bool {
-        let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)",
-                                         "processor": "\(job.processor)"]
-        do {
-            try await broker.publish(
-                exchange: BrokerTopology.jobsExchange, routingKey: job.processor, body: WireCodec.encode(job),
+    /// Publishes jobs in claim (score) order with their confirms in flight together; releases the claim
+    /// of each job the broker did not take.
+    private func publish(_ jobs: [JobMessage]) async -> Int {
+        let expiration = String(configuration.acceptTimeoutSeconds * 1000)
+        let messages = jobs.map { job in
+            AMQPClient.OutgoingMessage(
+                routingKey: job.processor, body: WireCodec.encode(job),
                 properties: MessageProperties(messageID: "build-\(job.buildID)-\(job.attempt)", type: "job",
-                                              expiration: String(configuration.acceptTimeoutSeconds * 1000)),
-                mandatory: true)
-            logger.info("job published", metadata: metadata)
-            return true
-        } catch {
-            logger.warning("job not published, releasing claim", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            do {
-                try await store.releaseClaim(buildID: job.buildID, attempt: job.attempt)
-            } catch {
-                logger.warning("claim not released; the watchdog will", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            }
-            return false
+                                              expiration: expiration))
         }
+        let results = await broker.publishAll(exchange: BrokerTopology.jobsExchange, mandatory: true, messages)
+        var published = 0
+        for (job, result) in zip(jobs, results) {
+            let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)",
+                                             "processor": "\(job.processor)"]
+            switch result {
+            case .success:
+                published += 1
+                logger.info("job published", metadata: metadata)
+            case .failure(let error):
+                logger.warning("job not published, releasing claim", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                do {
+                    try await store.releaseClaim(buildID: job.buildID, attempt: job.attempt)
+                } catch {
+                    logger.warning("claim not released; the watchdog will",
+                                   metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                }
+            }
+        }
+        return published
     }
 }

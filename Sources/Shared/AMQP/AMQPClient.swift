@@ -22,7 +22,21 @@ public final class AMQPClient: @unchecked Sendable {
     private struct PendingPublish {
         let messageID: String
         var returned: (code: Int, text: String)?
-        let continuation: CheckedContinuation<Void, Error>
+        /// Called once on the connection thread with the broker's verdict.
+        let complete: (Result<Void, Error>) -> Void
+    }
+
+    /// One message of ``publishAll(exchange:mandatory:_:)``.
+    public struct OutgoingMessage: Sendable {
+        public var routingKey: String
+        public var body: [UInt8]
+        public var properties: MessageProperties
+
+        public init(routingKey: String, body: [UInt8], properties: MessageProperties = .init()) {
+            self.routingKey = routingKey
+            self.body = body
+            self.properties = properties
+        }
     }
 
     public let configuration: AMQPConfiguration
@@ -151,11 +165,11 @@ public final class AMQPClient: @unchecked Sendable {
             for key in settled.sorted() {
                 guard let entry = pending.removeValue(forKey: key) else { continue }
                 if !ack {
-                    entry.continuation.resume(throwing: AMQPError(.nacked, text: "broker refused the message"))
+                    entry.complete(.failure(AMQPError(.nacked, text: "broker refused the message")))
                 } else if let returned = entry.returned {
-                    entry.continuation.resume(throwing: AMQPError(.unroutable, code: returned.code, text: returned.text))
+                    entry.complete(.failure(AMQPError(.unroutable, code: returned.code, text: returned.text)))
                 } else {
-                    entry.continuation.resume()
+                    entry.complete(.success(()))
                 }
             }
         case .returned(_, let messageID, let code, let text):
@@ -177,7 +191,7 @@ public final class AMQPClient: @unchecked Sendable {
         let failed = pending
         pending.removeAll()
         for (_, entry) in failed {
-            entry.continuation.resume(throwing: AMQPError(.notConnected, text: "connection lost before confirm: \(reason)"))
+            entry.complete(.failure(AMQPError(.notConnected, text: "connection lost before confirm: \(reason)")))
         }
         if !stopping.withLock({ $0 }) {
             logger.warning("broker connection lost", metadata: ["error": "\(reason)"])
@@ -216,23 +230,59 @@ public final class AMQPClient: @unchecked Sendable {
         if threadDone.withLock({ $0 }) { throw AMQPError(.notConnected, text: "client stopped") }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             mailbox.post { [self] in
-                guard let current = connection, !current.isBroken else {
-                    continuation.resume(throwing: AMQPError(.notConnected, text: "not connected to the broker"))
-                    return
-                }
-                var (routingKey, body, properties) = make()
-                publishCounter += 1
-                let messageID = properties.messageID ?? "m\(generation).\(publishCounter)"
-                properties.messageID = messageID
-                do {
-                    let tag = try current.publish(exchange: exchange, routingKey: routingKey, body: body,
-                                                  properties: properties, mandatory: mandatory,
-                                                  channel: Self.publishChannel)
-                    pending[tag] = PendingPublish(messageID: messageID, returned: nil, continuation: continuation)
-                } catch {
-                    continuation.resume(throwing: error)
+                let (routingKey, body, properties) = make()
+                send(exchange: exchange, mandatory: mandatory,
+                     OutgoingMessage(routingKey: routingKey, body: body, properties: properties)) {
+                    continuation.resume(with: $0)
                 }
             }
+        }
+    }
+
+    /// Publishes messages in this order, several confirms in flight, and returns each one's outcome.
+    public func publishAll(exchange: String, mandatory: Bool = false,
+                           _ messages: [OutgoingMessage]) async -> [Result<Void, Error>] {
+        if messages.isEmpty { return [] }
+        if threadDone.withLock({ $0 }) {
+            return messages.map { _ in .failure(AMQPError(.notConnected, text: "client stopped")) }
+        }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<[Result<Void, Error>], Never>) in
+            mailbox.post { [self] in
+                // Touched only on this thread, by the completions below.
+                final class Collector: @unchecked Sendable {
+                    var results: [Result<Void, Error>?]
+                    var remaining: Int
+                    init(count: Int) { results = Array(repeating: nil, count: count); remaining = count }
+                }
+                let collector = Collector(count: messages.count)
+                for (index, message) in messages.enumerated() {
+                    send(exchange: exchange, mandatory: mandatory, message) { result in
+                        collector.results[index] = result
+                        collector.remaining -= 1
+                        if collector.remaining == 0 { continuation.resume(returning: collector.results.map { $0! }) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes on the connection thread and registers the completion for the confirm.
+    private func send(exchange: String, mandatory: Bool, _ message: OutgoingMessage,
+                      complete: @escaping (Result<Void, Error>) -> Void) {
+        guard let current = connection, !current.isBroken else {
+            complete(.failure(AMQPError(.notConnected, text: "not connected to the broker")))
+            return
+        }
+        publishCounter += 1
+        var properties = message.properties
+        let messageID = properties.messageID ?? "m\(generation).\(publishCounter)"
+        properties.messageID = messageID
+        do {
+            let tag = try current.publish(exchange: exchange, routingKey: message.routingKey, body: message.body,
+                                          properties: properties, mandatory: mandatory, channel: Self.publishChannel)
+            pending[tag] = PendingPublish(messageID: messageID, returned: nil, complete: complete)
+        } catch {
+            complete(.failure(error))
         }
     }
 

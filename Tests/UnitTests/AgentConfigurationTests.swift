@@ -1,0 +1,83 @@
+@testable import BuilddAgent
+import Foundation
+import Testing
+
+@Suite struct AgentConfigurationTests {
+    let valid = """
+        # an agent
+        [agent]
+        name = bld-amd64-01
+        processors = amd64, i386
+        workdir = /srv/buildd
+        heartbeat = 3
+
+        [broker]
+        url = amqp://bld-amd64-01@broker:5672/buildd
+        password_file = /etc/buildd/secret
+
+        [master]
+        url = http://master:8080/
+
+        [commands]
+        binarypackage = /usr/bin/sbuild-wrapper  ; the real thing
+        """
+
+    func secrets(_ path: String) -> String? { path == "/etc/buildd/secret" ? "hunter2\n" : nil }
+
+    @Test func readsEverySetting() throws {
+        let configuration = try AgentConfiguration.parse(valid, readFile: secrets)
+        #expect(configuration.name == "bld-amd64-01")
+        #expect(configuration.processors == ["amd64", "i386"])
+        #expect(configuration.workDirectory == "/srv/buildd")
+        #expect(configuration.heartbeatSeconds == 3)
+        #expect(configuration.brokerURL.password == "hunter2")
+        #expect(configuration.brokerUser == "bld-amd64-01")
+        #expect(configuration.masterURL == "http://master:8080")
+        #expect(configuration.commands == ["binarypackage": "/usr/bin/sbuild-wrapper"])
+        #expect(!configuration.brokerURL.description.contains("hunter2"))
+    }
+
+    @Test func environmentOverridesTheFile() throws {
+        let configuration = try AgentConfiguration.parse(valid, environment: [
+            "BUILDD_AGENT_AGENT_HEARTBEAT": "9", "BUILDD_AGENT_BROKER_PASSWORD": "fromenv",
+        ], readFile: secrets)
+        #expect(configuration.heartbeatSeconds == 9)
+        #expect(configuration.brokerURL.password == "fromenv")
+    }
+
+    @Test func saysExactlyWhatIsWrong() {
+        let broken = """
+            [agent]
+            name = Bad Name
+            heartbeat = 0
+            colour = blue
+            [broker]
+            url = amqp://u:inline@broker/
+            [nonsense]
+            """
+        do {
+            _ = try AgentConfiguration.parse(broken, readFile: secrets)
+            Issue.record("a broken configuration was accepted")
+        } catch let invalid as AgentConfiguration.Invalid {
+            let problems = invalid.problems.joined(separator: "\n")
+            #expect(problems.contains("line 7: unknown section [nonsense]"))
+            #expect(problems.contains("[agent] name 'Bad Name' is not a valid builder name"))
+            #expect(problems.contains("[agent] processors is required"))
+            #expect(problems.contains("[agent] heartbeat must be 1-60 seconds"))
+            #expect(problems.contains("[agent] unknown key 'colour'"))
+            #expect(problems.contains("[broker] url must not contain the password"))
+            #expect(problems.contains("[master] url is required"))
+            #expect(problems.contains("[commands] needs at least one build type"))
+            #expect(!problems.contains("inline"))
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test func unreadableSecretFileIsReported() {
+        let text = valid.replacingOccurrences(of: "/etc/buildd/secret", with: "/nowhere")
+        #expect(throws: AgentConfiguration.Invalid(problems: ["[broker] password_file /nowhere cannot be read"])) {
+            try AgentConfiguration.parse(text, readFile: secrets)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import AMQP
+import BuilddShared
+import Testing
+
+@Suite struct ServiceURLTests {
+    @Test func parsesBrokerURLWithVhost() throws {
+        let url = try ServiceURL(parsing: "amqp://agent%2Done:s3cr%40t@broker.example:5673/buildd%2Fprod")
+        #expect(url.scheme == "amqp")
+        #expect(url.user == "agent-one")
+        #expect(url.password == "s3cr@t")
+        #expect(url.host == "broker.example")
+        #expect(url.port == 5673)
+        #expect(try AMQPConfiguration(url: url).vhost == "buildd/prod")
+    }
+
+    @Test func defaultsPortAndVhost() throws {
+        let url = try ServiceURL(parsing: "amqp://guest@localhost")
+        #expect(url.port == 5672)
+        #expect(try AMQPConfiguration(url: url).vhost == "/")
+    }
+
+    @Test func descriptionHidesThePassword() throws {
+        let url = try ServiceURL(parsing: "amqp://user:topsecret@host:1/v")
+        #expect(!url.description.contains("topsecret"))
+        #expect(url.description == "amqp://user:***@host:1/v")
+    }
+
+    @Test(arguments: ["localhost:5672", "amqp://", "amqp://host:99999", "amqp://host:x", "amqp://u@host/%zz"])
+    func rejectsBrokenURLs(text: String) {
+        #expect(throws: ServiceURL.ParseError.self) { try ServiceURL(parsing: text) }
+    }
+
+    @Test func refusesOtherSchemesForTheBroker() {
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "http://host:80/") }
+    }
+
+    @Test func base64() {
+        #expect(SimpleHTTPClient.base64(Array("guest:guest".utf8)) == "Z3Vlc3Q6Z3Vlc3Q=")
+        #expect(SimpleHTTPClient.base64(Array("a".utf8)) == "YQ==")
+        #expect(SimpleHTTPClient.base64([]) == "")
+    }
+}

@@ -1,0 +1,76 @@
+import BuilddShared
+import Testing
+
+@Suite struct WireCodecTests {
+    let event = AgentEvent(kind: .finished, builder: "bld-1", session: "abc", seq: 7, state: .idle, buildID: 42,
+                           attempt: 2, result: .ok,
+                           files: [FileDigest(name: "hello_1.0_amd64.deb", sha256: String(repeating: "a", count: 64), size: 10)],
+                           log: FileDigest(name: "buildlog.txt", sha256: String(repeating: "b", count: 64), size: 3))
+
+    func decode(_ text: String) throws -> AgentEvent { try WireCodec.decodeEvent(Array(text.utf8)) }
+
+    @Test func eventRoundTrips() throws {
+        #expect(try WireCodec.decodeEvent(WireCodec.encode(event)) == event)
+    }
+
+    @Test func jobRoundTrips() throws {
+        let job = JobMessage(buildID: 1, attempt: 3, processor: "amd64", buildType: "binarypackage", distribution: "ubuntu",
+                             series: "noble", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3",
+                             sourceFiles: [], uploadURL: "http://m/v1/builds/1/attempts/3/files/", uploadToken: "t",
+                             leaseSeconds: 30)
+        #expect(try WireCodec.decodeJob(WireCodec.encode(job)) == job)
+    }
+
+    @Test func garbageIsMalformed() {
+        #expect(throws: WireError(.malformed, "not a JSON object")) { try decode("not json") }
+        #expect(throws: WireError(.malformed, "not a JSON object")) { try decode("[1,2]") }
+        #expect(throws: WireError(.malformed, "missing field v")) { try decode("{}") }
+    }
+
+    @Test func otherVersionsAreRefused() {
+        #expect(throws: WireError(.unsupportedVersion, "version 2, this build speaks 1")) {
+            try decode(#"{"v":2,"kind":"hello"}"#)
+        }
+    }
+
+    @Test func oversizedMessagesAreRefusedBeforeParsing() {
+        let big = [UInt8](repeating: UInt8(ascii: " "), count: maxMessageBytes + 1)
+        #expect(throws: WireError(.tooLarge, "\(big.count) bytes, limit \(maxMessageBytes)")) {
+            try WireCodec.decodeEvent(big)
+        }
+    }
+
+    @Test func missingAndWrongFieldsAreNamed() {
+        #expect(throws: WireError(.malformed, "missing field session")) {
+            try decode(#"{"v":1,"kind":"hello","builder":"b","seq":1,"state":"IDLE"}"#)
+        }
+        #expect(throws: WireError.self) {
+            try decode(#"{"v":1,"kind":"explode","builder":"b","session":"s","seq":1}"#)
+        }
+        #expect(throws: WireError(.invalidField, "accepted needs build_id and attempt")) {
+            try decode(#"{"v":1,"kind":"accepted","builder":"b","session":"s","seq":1}"#)
+        }
+        #expect(throws: WireError(.invalidField, "finished needs result")) {
+            try decode(#"{"v":1,"kind":"finished","builder":"b","session":"s","seq":1,"build_id":1,"attempt":1}"#)
+        }
+        #expect(throws: WireError(.invalidField, "builder name")) {
+            try decode(#"{"v":1,"kind":"hello","builder":"../etc","session":"s","seq":1,"state":"IDLE"}"#)
+        }
+    }
+
+    @Test func filesThatEscapeTheirFolderAreRefused() {
+        var bad = event
+        bad.files = [FileDigest(name: "../../etc/passwd", sha256: String(repeating: "a", count: 64), size: 1)]
+        #expect(throws: WireError(.invalidField, "file entry")) { try WireCodec.decodeEvent(WireCodec.encode(bad)) }
+    }
+
+    @Test(arguments: ["../x", "/etc/passwd", ".hidden", "a/b", "", "a\u{0}b", "spaced name", String(repeating: "x", count: 256)])
+    func unsafeFileNames(name: String) {
+        #expect(!Naming.isValidFileName(name))
+    }
+
+    @Test(arguments: ["hello_2.10-3_amd64.deb", "buildlog_ubuntu-noble-amd64.zlib_1:1.3-1.txt", "x~y+z"])
+    func safeFileNames(name: String) {
+        #expect(Naming.isValidFileName(name))
+    }
+}
