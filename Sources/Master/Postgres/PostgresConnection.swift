@@ -68,6 +68,11 @@ public struct PostgresResult: Sendable {
 public struct PostgresNotification: Sendable, Equatable {
     public let channel: String
     public let payload: String
+
+    public init(channel: String, payload: String) {
+        self.channel = channel
+        self.payload = payload
+    }
 }
 
 /// One libpq connection. Not thread-safe: ``ConfinedWorker`` keeps it on one thread.

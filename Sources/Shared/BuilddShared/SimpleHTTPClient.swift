@@ -15,6 +15,7 @@ public enum SimpleHTTPClient {
 
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
     /// What to send as the request body.

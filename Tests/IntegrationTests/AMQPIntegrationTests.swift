@@ -1,0 +1,112 @@
+import AMQP
+import BuilddShared
+import Logging
+import Synchronization
+import Testing
+
+@Suite struct AMQPIntegrationTests {
+    let logger = Logger(label: "test")
+
+    func client(_ vhost: TestVhost, setup: @escaping @Sendable (AMQPConnection) throws -> Void = { _ in }) async throws -> AMQPClient {
+        let client = AMQPClient(configuration: try AMQPConfiguration(url: vhost.brokerURL, connectionName: "test"),
+                                logger: logger, setup: setup)
+        client.start()
+        try await client.waitUntilConnected()
+        return client
+    }
+
+    @Test func publishesWithConfirmsAndConsumesWithManualAcks() async throws {
+        let vhost = try await TestVhost.create()
+        defer { Task { await vhost.delete() } }
+        let client = try await client(vhost) { connection in
+            try connection.declareQueue("work")
+            try connection.qos(prefetch: 10, channel: AMQPClient.consumeChannel)
+            try connection.consume(queue: "work", channel: AMQPClient.consumeChannel)
+        }
+        let count = 200
+        let messages = (0..<count).map { AMQPClient.OutgoingMessage(routingKey: "work", body: Array("m\($0)".utf8)) }
+        let results = await client.publishAll(exchange: "", mandatory: true, messages)
+        #expect(results.allSatisfy { (try? $0.get()) != nil })
+        var received: [String] = []
+        for await delivery in client.deliveries {
+            received.append(String(decoding: delivery.body, as: UTF8.self))
+            #expect(delivery.properties.persistent)
+            try await client.ack(delivery)
+            if received.count == count { break }
+        }
+        #expect(received == (0..<count).map { "m\($0)" })
+        #expect(try await eventually { try await vhost.messageCount(queue: "work") == 0 })
+        await client.shutdown()
+    }
+
+    @Test func rejectedMessagesAreDeadLettered() async throws {
+        let vhost = try await TestVhost.create()
+        defer { Task { await vhost.delete() } }
+        let client = try await client(vhost) { connection in
+            try BrokerTopology.declareMaster(on: connection)
+            try connection.declareQueue("inbox", arguments: ["x-dead-letter-exchange": .string(BrokerTopology.deadLetterExchange)])
+            try connection.consume(queue: "inbox", channel: AMQPClient.consumeChannel)
+        }
+        try await client.publish(exchange: "", routingKey: "inbox", body: Array("{broken".utf8),
+                                 properties: MessageProperties(userID: "guest", headers: ["builder": .string("x")]))
+        var iterator = client.deliveries.makeAsyncIterator()
+        let delivery = try #require(await iterator.next())
+        #expect(delivery.properties.userID == "guest")
+        #expect(delivery.properties.headers["builder"] == .string("x"))
+        try await client.reject(delivery, requeue: false)
+        #expect(try await eventually { try await vhost.messageCount(queue: BrokerTopology.deadLetterQueue) == 1 })
+        await client.shutdown()
+    }
+
+    @Test func unroutableMandatoryPublishFails() async throws {
+        let vhost = try await TestVhost.create()
+        defer { Task { await vhost.delete() } }
+        let client = try await client(vhost) { try BrokerTopology.declareMaster(on: $0) }
+        do {
+            try await client.publish(exchange: BrokerTopology.jobsExchange, routingKey: "no-such-processor",
+                                     body: [1], mandatory: true)
+            Issue.record("unroutable message was confirmed as delivered")
+        } catch let error as AMQPError {
+            #expect(error.kind == .unroutable)
+            #expect(error.code == 312)
+        }
+        await client.shutdown()
+    }
+
+    @Test func brokerErrorsCarryReplyCodeAndTheClientRecovers() async throws {
+        let vhost = try await TestVhost.create()
+        defer { Task { await vhost.delete() } }
+        let client = try await client(vhost) { try $0.declareQueue("q", arguments: ["x-max-length": .int(5)]) }
+        do {
+            try await client.perform { try $0.declareQueue("q", arguments: ["x-max-length": .int(6)]) }
+            Issue.record("inequivalent declaration accepted")
+        } catch let error as AMQPError {
+            #expect(error.kind == .server)
+            #expect(error.code == 406)
+            #expect(error.text.contains("PRECONDITION_FAILED"))
+        }
+        // The channel error dropped the connection; the client reconnects and works again.
+        #expect(try await eventually(timeout: .seconds(15)) {
+            (try? await client.publish(exchange: "", routingKey: "q", body: [1], mandatory: true)) != nil
+        })
+        await client.shutdown()
+    }
+
+    @Test func wrongCredentialsFailWithoutShowingThePassword() async throws {
+        let vhost = try await TestVhost.create()
+        defer { Task { await vhost.delete() } }
+        let url = vhost.brokerURL.replacingOccurrences(of: "guest:guest@", with: "guest:wr0ng-pass@")
+        let configuration = try AMQPConfiguration(url: url)
+        let error = try await runBlocking { () -> String in
+            do {
+                _ = try AMQPConnection(configuration: configuration)
+                return "connected"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(error != "connected")
+        #expect(error.contains("login"))
+        #expect(!error.contains("wr0ng-pass"))
+    }
+}

@@ -1,0 +1,94 @@
+import BuilddShared
+import Logging
+import Postgres
+import Testing
+
+@Suite struct PostgresIntegrationTests {
+    @Test func parametersAreNeverSplicedIntoSQL() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let db = PostgresDatabase(url: database.url, connections: 2)
+        defer { db.shutdown() }
+        try await db.query("CREATE TABLE t (id serial PRIMARY KEY, name text UNIQUE, n bigint)")
+        let nasty = "x'); DROP TABLE t; --"
+        try await db.query("INSERT INTO t (name, n) VALUES ($1, $2)", [nasty, Int64(1) << 40])
+        try await db.query("INSERT INTO t (name, n) VALUES ($1, $2)", ["null value", nil])
+        let rows = try await db.query("SELECT name, n FROM t ORDER BY id").rows
+        #expect(rows.count == 2)
+        #expect(rows[0]["name"] == nasty)
+        #expect(try rows[0].int64("n") == 1 << 40)
+        #expect(rows[1]["n"] == nil)
+    }
+
+    @Test func serverErrorsCarrySQLState() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let db = PostgresDatabase(url: database.url, connections: 1)
+        defer { db.shutdown() }
+        try await db.query("CREATE TABLE u (name text UNIQUE CHECK (name <> 'forbidden'))")
+        try await db.query("INSERT INTO u VALUES ('a')")
+        do {
+            try await db.query("INSERT INTO u VALUES ('a')")
+            Issue.record("duplicate accepted")
+        } catch let error as PostgresError {
+            #expect(error.kind == .server)
+            #expect(error.sqlState == "23505")
+            #expect(error.isUniqueViolation)
+            #expect(error.message.contains("duplicate key"))
+        }
+        await #expect(throws: PostgresError.self) { try await db.query("INSERT INTO u VALUES ('forbidden')") }
+        do {
+            try await db.query("SELEKT 1")
+        } catch let error as PostgresError {
+            #expect(error.sqlState == "42601")
+        }
+        // The connection is still usable after errors.
+        #expect(try await db.query("SELECT count(*) AS n FROM u").first?.int("n") == 1)
+    }
+
+    @Test func transactionsRollBackWhenTheBodyThrows() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let db = PostgresDatabase(url: database.url, connections: 1)
+        defer { db.shutdown() }
+        try await db.query("CREATE TABLE v (n int)")
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            try await db.transaction { connection in
+                try connection.execute("INSERT INTO v VALUES (1)")
+                throw Boom()
+            }
+        }
+        try await db.transaction { try $0.execute("INSERT INTO v VALUES (2)") }
+        #expect(try await db.query("SELECT array_agg(n)::text AS a FROM v").first?["a"] == "{2}")
+    }
+
+    @Test func listenReceivesNotifications() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let listener = PostgresListener(url: database.url, channels: ["buildd_test"], logger: Logger(label: "test"))
+        defer { listener.shutdown() }
+        var iterator = listener.notifications.makeAsyncIterator()
+        #expect(await iterator.next()?.channel == "")  // connected
+        let db = PostgresDatabase(url: database.url, connections: 1)
+        defer { db.shutdown() }
+        try await db.query("SELECT pg_notify('buildd_test', $1)", ["hello"])
+        let notification = await iterator.next()
+        #expect(notification == PostgresNotification(channel: "buildd_test", payload: "hello"))
+    }
+
+    @Test func connectionErrorsDoNotShowThePassword() async throws {
+        let admin = try TestEnvironment.adminDatabaseURL
+        let url = admin.replacingOccurrences(of: "postgres@", with: "nobody:sekrit-pw@")
+            .replacingOccurrences(of: "/postgres", with: "/no_such_db")
+        let db = PostgresDatabase(url: url, connections: 1)
+        defer { db.shutdown() }
+        do {
+            try await db.query("SELECT 1")
+            Issue.record("connected with a wrong user")
+        } catch let error as PostgresError {
+            #expect(error.kind == .connection)
+            #expect(!error.description.contains("sekrit-pw"))
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import AMQP
+import BuilddMaster
+import BuilddShared
+import Foundation
+import Postgres
+import Testing
+
+/// Connection settings of the private services `deploy/localfarm test` starts. Integration tests fail
+/// (they never skip) when these are missing: run the suite through `deploy/localfarm test`.
+enum TestEnvironment {
+    struct Missing: Error, CustomStringConvertible {
+        let name: String
+        var description: String { "\(name) is not set: run the tests with `deploy/localfarm test`" }
+    }
+
+    static func value(_ name: String) throws -> String {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { throw Missing(name: name) }
+        return value
+    }
+
+    static var adminDatabaseURL: String { get throws { try value("BUILDD_TEST_DATABASE_URL") } }
+    static var brokerURL: String { get throws { try value("BUILDD_TEST_BROKER_URL") } }
+    static var managementURL: String { get throws { try value("BUILDD_TEST_MANAGEMENT_URL") } }
+    static var binDirectory: String { get throws { try value("BUILDD_BIN_DIR") } }
+
+    static func uniqueName(_ prefix: String) -> String { "\(prefix)_\(randomHexToken(bytes: 5))" }
+}
+
+/// A database of its own for one test, dropped afterwards.
+struct TestDatabase {
+    let name: String
+    let url: String
+
+    static func create() async throws -> TestDatabase {
+        let admin = try TestEnvironment.adminDatabaseURL
+        let name = TestEnvironment.uniqueName("buildd_test")
+        try await runBlocking {
+            let connection = try PostgresConnection(url: admin)
+            defer { connection.close() }
+            try connection.execute("CREATE DATABASE \(name)")
+        }
+        let base = admin[..<admin.lastIndex(of: "/")!]
+        return TestDatabase(name: name, url: "\(base)/\(name)")
+    }
+
+    func drop() async {
+        guard let admin = try? TestEnvironment.adminDatabaseURL else { return }
+        let name = self.name
+        _ = try? await runBlocking {
+            let connection = try PostgresConnection(url: admin)
+            defer { connection.close() }
+            try connection.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        }
+    }
+
+    /// A migrated store on this database.
+    func store() async throws -> BuilddStore {
+        let store = BuilddStore(url: url, connections: 2)
+        try await store.migrate()
+        return store
+    }
+}
+
+/// A RabbitMQ vhost of its own for one test (through the management API), deleted afterwards.
+struct TestVhost {
+    let name: String
+    let brokerURL: String
+
+    static func create() async throws -> TestVhost {
+        let management = try TestEnvironment.managementURL
+        let base = try TestEnvironment.brokerURL
+        let name = TestEnvironment.uniqueName("buildd-test")
+        for (path, body) in [("/api/vhosts/\(name)", "{}"),
+                             ("/api/permissions/\(name)/guest", #"{"configure":".*","write":".*","read":".*"}"#)] {
+            let response = try await runBlocking {
+                try SimpleHTTPClient.send(method: "PUT", url: management + path, headers: ["Content-Type": "application/json"],
+                                          body: .bytes(Array(body.utf8)))
+            }
+            guard (200..<300).contains(response.status) else {
+                throw SimpleHTTPClient.Failure(description: "management API \(path): HTTP \(response.status)")
+            }
+        }
+        var url = base
+        while url.hasSuffix("/") { url.removeLast() }
+        return TestVhost(name: name, brokerURL: "\(url)/\(name)")
+    }
+
+    func delete() async {
+        guard let management = try? TestEnvironment.managementURL else { return }
+        let name = self.name
+        _ = try? await runBlocking {
+            try SimpleHTTPClient.send(method: "DELETE", url: management + "/api/vhosts/\(name)")
+        }
+    }
+
+    /// How many messages a queue holds, from the management API.
+    func messageCount(queue: String) async throws -> Int {
+        let management = try TestEnvironment.managementURL
+        let name = self.name
+        let response = try await runBlocking {
+            try SimpleHTTPClient.send(method: "GET", url: management + "/api/queues/\(name)/\(queue)")
+        }
+        let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        return (object?["messages"] as? Int) ?? (object?["messages_ready"] as? Int) ?? 0
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(timeout: Duration = .seconds(30), interval: Duration = .milliseconds(100),
+                _ condition: () async throws -> Bool) async throws -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: interval)
+    }
+    return try await condition()
+}
