@@ -1,0 +1,150 @@
+import BuilddMaster
+import BuilddShared
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `buildd-master` and `buildd-agent` processes on a test database and vhost.
+final class FarmHarness: @unchecked Sendable {
+    let database: TestDatabase
+    let vhost: TestVhost
+    let store: BuilddStore
+    let directory: String
+    let httpPort: Int
+    private(set) var master: Process?
+    private(set) var agents: [String: Process] = [:]
+
+    init(database: TestDatabase, vhost: TestVhost, store: BuilddStore) throws {
+        self.database = database
+        self.vhost = vhost
+        self.store = store
+        directory = NSTemporaryDirectory() + "buildd-farm-\(randomHexToken(bytes: 5))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        httpPort = try Self.freePort()
+    }
+
+    static func make() async throws -> FarmHarness {
+        let database = try await TestDatabase.create()
+        let vhost = try await TestVhost.create()
+        return try FarmHarness(database: database, vhost: vhost, store: try await database.store())
+    }
+
+    var masterURL: String { "http://127.0.0.1:\(httpPort)" }
+    var artifactRoot: String { directory + "/artifacts" }
+
+    static func freePort() throws -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { Glibc.close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(descriptor, pointer, length) == 0 else { return -1 }
+                return getsockname(descriptor, pointer, &length)
+            }
+        }
+        guard bound == 0 else { throw SimpleHTTPClient.Failure(description: "no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func spawn(_ executable: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try TestEnvironment.binDirectory + "/" + executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    func startMaster(lease: Int = 10, acceptTimeout: Int = 10) async throws {
+        master = try spawn("buildd-master", [
+            "serve", "--database", database.url, "--broker", vhost.brokerURL, "--http-port", "\(httpPort)",
+            "--artifacts", artifactRoot, "--lease", "\(lease)", "--accept-timeout", "\(acceptTimeout)",
+            "--name", "test-master",
+        ], log: directory + "/master.log")
+        let url = masterURL + "/healthz"
+        let up = try await eventually(timeout: .seconds(30)) {
+            (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 2) })?.status == 200
+        }
+        if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log("master"))") }
+    }
+
+    func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3) throws {
+        let secret = directory + "/\(name).secret"
+        try "guest\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let brokerURL = vhost.brokerURL.replacingOccurrences(of: "guest:guest@", with: "guest@")
+        let config = """
+            [agent]
+            name = \(name)
+            processors = \(processors.joined(separator: ","))
+            workdir = \(directory)/work-\(name)
+            heartbeat = 1
+            [broker]
+            url = \(brokerURL)
+            password_file = \(secret)
+            [master]
+            url = \(masterURL)
+            [commands]
+            binarypackage = \(repository)/deploy/examples/sample-build
+            """
+        let path = directory + "/\(name).conf"
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        agents[name] = try spawn("buildd-agent", ["run", "-c", path], log: directory + "/\(name).log",
+                                 environment: ["BUILDD_SAMPLE_SECONDS": "\(sampleSeconds)"])
+    }
+
+    func log(_ name: String) -> String {
+        (try? String(contentsOfFile: directory + "/\(name).log", encoding: .utf8)) ?? ""
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status (or nil when it had to be killed).
+    static func stop(_ process: Process, timeout: Duration = .seconds(15)) async -> Int32? {
+        guard process.isRunning else { return process.terminationStatus }
+        process.terminate()
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while process.isRunning && clock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        return process.terminationStatus
+    }
+
+    /// Stops every process; returns the exit status of each by name.
+    func stopAll() async -> [String: Int32?] {
+        var statuses: [String: Int32?] = [:]
+        for (name, agent) in agents { statuses[name] = await Self.stop(agent) }
+        if let master { statuses["master"] = await Self.stop(master) }
+        return statuses
+    }
+
+    func close() async {
+        _ = await stopAll()
+        store.shutdown()
+        await database.drop()
+        await vhost.delete()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Waits until no build is active; returns whether that happened within `timeout`.
+    func waitForQuiet(timeout: Duration) async throws -> Bool {
+        try await eventually(timeout: timeout, interval: .milliseconds(250)) {
+            let counts = try await self.store.buildCounts()
+            return counts.filter { BuildStatus(rawValue: $0.key)?.isActive == true }.values.reduce(0, +) == 0
+        }
+    }
+}

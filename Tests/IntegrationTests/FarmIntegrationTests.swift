@@ -1,0 +1,138 @@
+import BuilddMaster
+import BuilddShared
+import Foundation
+import Postgres
+import Testing
+
+/// End to end: real master and agent processes, real PostgreSQL and RabbitMQ.
+@Suite(.serialized) struct FarmIntegrationTests {
+    struct Sample {
+        let source: String
+        let processor: String
+        let urgency: Urgency
+        let pocket: Pocket
+        let expected: BuildStatus
+        var score: Int { Scoring.score(urgency: urgency, pocket: pocket, component: .main) }
+    }
+
+    static let samples: [Sample] = {
+        var samples: [Sample] = []
+        let urgencies: [Urgency] = [.low, .medium, .high, .emergency]
+        let pockets: [Pocket] = [.release, .updates, .security, .backports, .proposed]
+        for index in 0..<20 {
+            let processor = index % 5 < 3 ? "amd64" : "arm64"
+            var source = "pkg\(index)"
+            var expected = BuildStatus.fullyBuilt
+            if index == 4 || index == 13 { source += "-broken"; expected = .failedToBuild }
+            if index == 7 { source += "-depwait"; expected = .manualDepWait }
+            samples.append(Sample(source: source, processor: processor, urgency: urgencies[index % 4],
+                                  pocket: pockets[index % 5], expected: expected))
+        }
+        return samples
+    }()
+
+    @Test func twentyBuildsOverTwoProcessorsReachTheirFinalStates() async throws {
+        let farm = try await FarmHarness.make()
+        defer { Task { await farm.close() } }
+        let store = farm.store
+        for processor in ["amd64", "arm64"] {
+            try await store.addProcessor(processor)
+            try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
+        }
+        try await store.addBuilder(name: "agent-a1", processors: ["amd64"], brokerUser: "guest")
+        try await store.addBuilder(name: "agent-a2", processors: ["amd64"], brokerUser: "guest")
+        try await store.addBuilder(name: "agent-b1", processors: ["arm64"], brokerUser: "guest")
+        try await farm.startMaster()
+
+        // Everything is queued before any agent is up, so dispatch order shows the scoring.
+        var expected: [Int64: Sample] = [:]
+        for sample in Self.samples {
+            let id = try await store.submit(BuildRequest(
+                distribution: "ubuntu", series: "noble", archTag: sample.processor, sourceName: sample.source,
+                sourceVersion: "1.0-1", urgency: sample.urgency, pocket: sample.pocket))
+            expected[id] = sample
+        }
+        try farm.startAgent("agent-a1", processors: ["amd64"])
+        try farm.startAgent("agent-a2", processors: ["amd64"])
+        try farm.startAgent("agent-b1", processors: ["arm64"])
+
+        let quiet = try await farm.waitForQuiet(timeout: .seconds(180))
+        #expect(quiet, "builds still active; master log:\n\(farm.log("master"))")
+
+        // Every build reached the state it should.
+        for (id, sample) in expected.sorted(by: { $0.key < $1.key }) {
+            let detail = try await store.build(id)
+            #expect(detail.build.status == sample.expected, "build \(id) \(sample.source)")
+            let logs = detail.files.filter { $0.kind == "log" }
+            #expect(logs.count == 1, "build \(id) keeps exactly one log")
+            let results = detail.files.filter { $0.kind == "result" }.map(\.name).sorted()
+            if sample.expected == .fullyBuilt {
+                #expect(results == ["\(sample.source)_1.0-1_\(sample.processor).buildinfo",
+                                    "\(sample.source)_1.0-1_\(sample.processor).deb"])
+            } else {
+                #expect(results.isEmpty)
+            }
+            if sample.expected == .failedToBuild, let log = logs.first {
+                let text = try String(contentsOfFile: farm.artifactRoot + "/sha256/\(log.sha256.prefix(2))/\(log.sha256)",
+                                      encoding: .utf8)
+                #expect(text.contains("compilation failed"), "the failed build's log is kept")
+            }
+        }
+
+        // Every stored file's recorded sha256 and size match the bytes on disk.
+        let files = try await store.database.query("SELECT sha256, size FROM build_file").rows
+        #expect(files.count >= 20)
+        for file in files {
+            let sha256 = try file.string("sha256")
+            let data = try Data(contentsOf: URL(fileURLWithPath: farm.artifactRoot + "/sha256/\(sha256.prefix(2))/\(sha256)"))
+            #expect(SHA256.hex(of: data) == sha256)
+            #expect(Int64(data.count) == (try file.int64("size")))
+        }
+
+        try await checkInvariants(store, expected: expected)
+
+        let statuses = await farm.stopAll()
+        for (name, status) in statuses { #expect(status == 0, "\(name) did not stop cleanly on SIGTERM") }
+    }
+
+    /// DESIGN.md's invariants: none lost, none completed twice, no builder running two builds at once,
+    /// and each processor's best-scored waiting build dispatched first.
+    func checkInvariants(_ store: BuilddStore, expected: [Int64: Sample]) async throws {
+        let final = try await store.database.query("""
+            SELECT build_id, count(*) AS n FROM build_event
+             WHERE status IN ('FULLYBUILT', 'FAILEDTOBUILD', 'MANUALDEPWAIT', 'CHROOTWAIT', 'CANCELLED')
+             GROUP BY build_id
+            """).rows
+        #expect(final.count == expected.count, "every build ended")
+        for row in final { #expect(try row.int("n") == 1, "build \(row["build_id"] ?? "") completed once") }
+
+        let starts = try await store.database.query("""
+            SELECT build_id, attempt, count(*) AS n FROM build_event WHERE status = 'BUILDING' GROUP BY 1, 2
+            """).rows
+        for row in starts { #expect(try row.int("n") == 1, "one accepted start per attempt") }
+
+        let intervals = try await store.database.query("""
+            SELECT e.builder, extract(epoch FROM e.at) AS started,
+                   (SELECT extract(epoch FROM min(f.at)) FROM build_event f
+                     WHERE f.build_id = e.build_id AND f.id > e.id AND f.status NOT IN ('GATHERING', 'BUILDING')) AS ended
+              FROM build_event e WHERE e.status = 'BUILDING' ORDER BY e.builder, e.at
+            """).rows
+        var lastEnd: [String: Double] = [:]
+        for row in intervals {
+            let builder = try row.string("builder")
+            let started = try row.double("started")
+            let ended = try row.double("ended")
+            #expect(started >= (lastEnd[builder] ?? 0), "\(builder) ran two builds at once")
+            lastEnd[builder] = ended
+        }
+
+        let dispatches = try await store.database.query("""
+            SELECT e.build_id FROM build_event e WHERE e.message = 'dispatched' AND e.attempt = 1 ORDER BY e.id
+            """).rows.map { try $0.int64("build_id") }
+        for processor in ["amd64", "arm64"] {
+            let order = dispatches.filter { expected[$0]?.processor == processor }
+            let best = order.sorted { (expected[$0]!.score, -$0) > (expected[$1]!.score, -$1) }
+            #expect(order == best, "\(processor) dispatched in score order")
+        }
+    }
+}

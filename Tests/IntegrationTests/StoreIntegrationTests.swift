@@ -1,0 +1,234 @@
+@testable import BuilddMaster
+import BuilddShared
+import Postgres
+import Testing
+
+/// The store's dispatch contract on a real database, driven by synthetic agent events.
+@Suite struct StoreIntegrationTests {
+    struct Farm {
+        let database: TestDatabase
+        let store: BuilddStore
+
+        static func make(builders: [String] = ["a1"]) async throws -> Farm {
+            let database = try await TestDatabase.create()
+            let store = try await database.store()
+            try await store.addProcessor("amd64")
+            try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+            for builder in builders {
+                try await store.addBuilder(name: builder, processors: ["amd64"], brokerUser: builder)
+            }
+            return Farm(database: database, store: store)
+        }
+
+        func close() async {
+            store.shutdown()
+            await database.drop()
+        }
+
+        func submit(_ source: String, urgency: Urgency = .medium, pocket: Pocket = .release) async throws -> Int64 {
+            try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                sourceName: source, sourceVersion: "1.0", urgency: urgency, pocket: pocket))
+        }
+
+        func claim(lookahead: Int = 0) async throws -> [JobMessage] {
+            try await store.claimJobs(processor: "amd64", lookahead: lookahead, leaseSeconds: 30,
+                                      artifactBaseURL: "http://m")
+        }
+
+        func status(_ id: Int64) async throws -> BuildStatus { try await store.build(id).build.status }
+    }
+
+    /// Builds agent events with increasing sequence numbers.
+    final class FakeAgent: @unchecked Sendable {
+        let name: String
+        let session = randomHexToken(bytes: 4)
+        var seq: Int64 = 0
+
+        init(_ name: String) { self.name = name }
+
+        func event(_ kind: AgentEventKind, state: AgentState? = nil, job: JobMessage? = nil, buildID: Int64? = nil,
+                   attempt: Int32? = nil, result: BuilderResult? = nil) -> AgentEvent {
+            seq += 1
+            return AgentEvent(kind: kind, builder: name, session: session, seq: seq,
+                              state: state ?? (kind == .finished ? .idle : .building),
+                              buildID: job?.buildID ?? buildID, attempt: job?.attempt ?? attempt, result: result, files: [])
+        }
+    }
+
+    func apply(_ farm: Farm, _ event: AgentEvent, user: String? = nil, lease: Int = 30) async throws -> EventOutcome {
+        try await farm.store.apply(event, userID: user ?? event.builder, leaseSeconds: lease)
+    }
+
+    @Test func claimsTheBestScoredBuildsWithinTheWindow() async throws {
+        let farm = try await Farm.make(builders: ["a1", "a2"])
+        defer { Task { await farm.close() } }
+        let low = try await farm.submit("low", urgency: .low, pocket: .backports)
+        let security = try await farm.submit("sec", pocket: .security)
+        let high = try await farm.submit("high", urgency: .high)
+        let medium = try await farm.submit("medium")
+        // No agent has said it is idle: nothing is dispatched.
+        #expect(try await farm.claim(lookahead: 1).isEmpty)
+        let a1 = FakeAgent("a1")
+        _ = try await apply(farm, a1.event(.hello, state: .idle))
+        let first = try await farm.claim(lookahead: 1)
+        #expect(first.map(\.buildID) == [security, high])  // 1 idle + 1 look-ahead, best first
+        #expect(first.allSatisfy { $0.attempt == 1 && $0.uploadURL.hasPrefix("http://m/v1/builds/") })
+        #expect(try await farm.claim(lookahead: 1).isEmpty)  // window full
+        let a2 = FakeAgent("a2")
+        _ = try await apply(farm, a2.event(.hello, state: .idle))
+        #expect(try await farm.claim(lookahead: 1).map(\.buildID) == [medium])
+        _ = low
+    }
+
+    @Test func acceptedOfAnOldAttemptIsToldToAbort() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        let id = try await farm.submit("hello")
+        let first = try #require(try await farm.claim().first)
+        // The claim expires unaccepted and is claimed again: attempt 2 is current.
+        try await farm.store.database.query("UPDATE buildqueue SET dispatched_at = now() - interval '1 hour'")
+        #expect(try await farm.store.expireClaims(olderThanSeconds: 30) == [id])
+        let second = try #require(try await farm.claim().first)
+        #expect(second.attempt == first.attempt + 1)
+        let stale = try await apply(farm, agent.event(.accepted, job: first))
+        guard case .abort(let buildID, let attempt, _) = stale else { Issue.record("stale accept applied: \(stale)"); return }
+        #expect(buildID == id && attempt == first.attempt)
+        #expect(try await farm.status(id) == .needsBuild)
+        let current = try await apply(farm, agent.event(.accepted, job: second))
+        guard case .applied = current else { Issue.record("current accept not applied: \(current)"); return }
+        #expect(try await farm.status(id) == .building)
+    }
+
+    @Test func finishedAppliesOnceAndLateEventsChangeNothing() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        let id = try await farm.submit("hello")
+        let job = try #require(try await farm.claim().first)
+        _ = try await apply(farm, agent.event(.accepted, job: job))
+        let done = try await apply(farm, agent.event(.finished, job: job, result: .packageFail))
+        guard case .applied = done else { Issue.record("finished not applied: \(done)"); return }
+        #expect(try await farm.status(id) == .failedToBuild)
+        // A repeated finished (new sequence number) and a late heartbeat change nothing.
+        let again = try await apply(farm, agent.event(.finished, job: job, result: .ok))
+        guard case .ignored = again else { Issue.record("repeated finished applied: \(again)"); return }
+        #expect(try await farm.status(id) == .failedToBuild)
+        let history = try await farm.store.build(id).history.filter { $0.status == "FAILEDTOBUILD" }
+        #expect(history.count == 1)
+    }
+
+    @Test func replayedEventsAndForeignUsersAreRefused() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        let hello = agent.event(.hello, state: .idle)
+        guard case .applied = try await apply(farm, hello) else { Issue.record("hello not applied"); return }
+        guard case .ignored = try await apply(farm, hello) else { Issue.record("replay applied"); return }
+        let foreign = try await apply(farm, agent.event(.heartbeat, state: .idle), user: "someone-else")
+        guard case .rejected(let reason) = foreign else { Issue.record("foreign user accepted: \(foreign)"); return }
+        #expect(reason.contains("someone-else"))
+        guard case .rejected = try await apply(farm, FakeAgent("ghost").event(.hello, state: .idle)) else {
+            Issue.record("unknown builder accepted"); return
+        }
+    }
+
+    @Test func aBuilderNeverRunsTwoBuildsAtOnce() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        _ = try await farm.submit("one")
+        _ = try await farm.submit("two")
+        let jobs = try await farm.claim(lookahead: 1)
+        #expect(jobs.count == 2)
+        guard case .applied = try await apply(farm, agent.event(.accepted, job: jobs[0])) else {
+            Issue.record("first accept refused"); return
+        }
+        let second = try await apply(farm, agent.event(.accepted, job: jobs[1]))
+        guard case .abort = second else { Issue.record("second concurrent build accepted: \(second)"); return }
+    }
+
+    @Test func expiredLeasesAreCountedAndRetriedUntilTheJobFails() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        let id = try await farm.submit("flaky")
+        for round in 1...FailureThresholds.job {
+            _ = try await apply(farm, agent.event(.hello, state: .idle))
+            let job = try #require(try await farm.claim().first)
+            #expect(job.attempt == Int32(round))
+            _ = try await apply(farm, agent.event(.accepted, job: job), lease: 30)
+            try await farm.store.database.query("UPDATE buildqueue SET lease_expires = now() - interval '1 second'")
+            let expired = try await farm.store.expireLeases()
+            #expect(expired.map(\.buildID) == [id])
+            #expect(try await farm.status(id) == (round < FailureThresholds.job ? .needsBuild : .failedToBuild))
+        }
+        let detail = try await farm.store.build(id)
+        #expect(detail.build.failureCount == FailureThresholds.job)
+        #expect(detail.build.failnotes?.contains("lease expired") == true)
+        #expect(try await farm.store.builders().first?.failureCount == FailureThresholds.job)
+    }
+
+    @Test func aBuilderFailingFiveTimesIsMarkedBroken() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        for index in 1...FailureThresholds.builder {
+            _ = try await farm.submit("job\(index)")
+            _ = try await apply(farm, agent.event(.hello, state: .idle))
+            let job = try #require(try await farm.claim().first)
+            _ = try await apply(farm, agent.event(.accepted, job: job))
+            _ = try await apply(farm, agent.event(.finished, job: job, result: .builderFail))
+        }
+        let builder = try #require(try await farm.store.builders().first)
+        #expect(!builder.builderok)
+        #expect(builder.failnotes?.contains("BUILDERFAIL") == true)
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        #expect(try await farm.claim(lookahead: 1).isEmpty)  // a broken builder gets no work
+    }
+
+    @Test func anAgentThatComesBackIdleLosesItsBuild() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        let id = try await farm.submit("hello")
+        let job = try #require(try await farm.claim().first)
+        _ = try await apply(farm, agent.event(.accepted, job: job))
+        let restarted = FakeAgent("a1")  // a new process: new session
+        _ = try await apply(farm, restarted.event(.hello, state: .idle))
+        #expect(try await farm.status(id) == .needsBuild)
+        #expect(try await farm.store.build(id).build.failureCount == 1)
+    }
+
+    @Test func migrationIsIdempotentAndRefusesANewerSchema() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let store = BuilddStore(url: database.url, connections: 1)
+        defer { store.shutdown() }
+        #expect(try await store.migrate() == [1])
+        #expect(try await store.migrate() == [])
+        try await store.requireCurrentSchema()
+        try await store.database.query("INSERT INTO schema_version (version, name) VALUES (999, 'from the future')")
+        await #expect(throws: Migrations.SchemaTooNewError.self) { try await store.migrate() }
+        await #expect(throws: Migrations.SchemaTooNewError.self) { try await store.requireCurrentSchema() }
+    }
+
+    @Test func badInputGetsAClearError() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        await #expect(throws: StoreError(.notFound, "unknown arch series ubuntu/noble/riscv64: add it with `archseries add`")) {
+            _ = try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "riscv64",
+                                                         sourceName: "x", sourceVersion: "1"))
+        }
+        await #expect(throws: StoreError.self) { _ = try await farm.submit("Bad Name!") }
+        await #expect(throws: StoreError(.alreadyExists, "builder 'a1' already exists")) {
+            try await farm.store.addBuilder(name: "a1", processors: ["amd64"])
+        }
+        await #expect(throws: StoreError.self) { try await farm.store.addBuilder(name: "b", processors: ["sparc"]) }
+        #expect(try await farm.store.builds().count == 0)
+    }
+}
