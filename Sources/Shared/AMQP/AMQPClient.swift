@@ -124,11 +124,11 @@ public final class AMQPClient: @unchecked Sendable {
             do {
                 try pump(current)
                 if !current.hasBufferedInput && !mailbox.hasJobs {
+                    // Sleep until the socket is readable, a job is posted, or it is time to send a heartbeat;
+                    // then let librabbitmq read what came and send what is due.
                     let heartbeatMs = max(100, Int32(configuration.heartbeat.components.seconds * 1000 / 3))
-                    if mailbox.wait(timeoutMilliseconds: min(heartbeatMs, 1000),
-                                    extraDescriptor: current.socketDescriptor) || true {
-                        try pump(current)
-                    }
+                    mailbox.wait(timeoutMilliseconds: min(heartbeatMs, 1000), extraDescriptor: current.socketDescriptor)
+                    try pump(current)
                 }
             } catch {
                 drop(reason: "\(error)")

@@ -77,8 +77,14 @@ extension BuilddStore {
         if let buildID = event.buildID, let attempt = event.attempt, event.state != .idle {
             guard let row = try lockQueued(buildID, on: connection),
                   ["RUNNING", "CANCELLING"].contains(try row.string("state")),
-                  try row.int("attempt") == Int(attempt), try row.int("builder_id") == builderID
+                  try row.int("attempt") == Int(attempt), row["builder_id"].flatMap(Int.init) == builderID
             else {
+                // A heartbeat sent just before this attempt's `finished` was applied is late, not stale.
+                let ended = try connection.query("""
+                    SELECT 1 FROM build WHERE id = $1 AND attempt = $2 AND builder_id = $3
+                       AND NOT EXISTS (SELECT 1 FROM buildqueue WHERE build_id = $1)
+                    """, [buildID, Int(attempt), builderID]).first != nil
+                if ended { return .ignored("late \(event.kind.rawValue) for finished build \(buildID)") }
                 return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID) attempt \(attempt) is not current")
             }
             try connection.execute("""
