@@ -73,9 +73,12 @@ final class FarmHarness: @unchecked Sendable {
             "--name", "test-master",
         ], log: directory + "/master.log")
         let url = masterURL + "/healthz"
+        let process = master!
         let up = try await eventually(timeout: .seconds(30)) {
-            (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 2) })?.status == 200
-        }
+            if !process.isRunning { return true }
+            return (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 2) })?
+                .status == 200
+        } && process.isRunning
         if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log("master"))") }
     }
 

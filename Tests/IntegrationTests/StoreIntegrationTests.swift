@@ -151,25 +151,117 @@ import Testing
         guard case .abort = second else { Issue.record("second concurrent build accepted: \(second)"); return }
     }
 
-    @Test func expiredLeasesAreCountedAndRetriedUntilTheJobFails() async throws {
-        let farm = try await Farm.make()
+    @Test func expiredLeasesAreCountedAndTheJobIsBlamedWhenItFailsMoreThanTheBuilder() async throws {
+        let farm = try await Farm.make(builders: ["a1", "a2"])
         defer { Task { await farm.close() } }
-        let agent = FakeAgent("a1")
         let id = try await farm.submit("flaky")
-        for round in 1...FailureThresholds.job {
+        // The job's lease runs out on a1, then twice on a2: a1 is blamed for the first (both counts 1),
+        // then the job has failed more often than a2, so a2 is forgiven and the job fails at three.
+        for (round, name) in ["a1", "a2", "a2"].enumerated() {
+            let agent = FakeAgent(name)
             _ = try await apply(farm, agent.event(.hello, state: .idle))
             let job = try #require(try await farm.claim().first)
-            #expect(job.attempt == Int32(round))
+            #expect(job.attempt == Int32(round + 1))
             _ = try await apply(farm, agent.event(.accepted, job: job), lease: 30)
+            _ = try await apply(farm, FakeAgent(name == "a1" ? "a2" : "a1").event(.hello, state: .building))
             try await farm.store.database.query("UPDATE buildqueue SET lease_expires = now() - interval '1 second'")
             let expired = try await farm.store.expireLeases()
             #expect(expired.map(\.buildID) == [id])
-            #expect(try await farm.status(id) == (round < FailureThresholds.job ? .needsBuild : .failedToBuild))
+            #expect(try await farm.status(id) == (round < 2 ? .needsBuild : .failedToBuild))
         }
         let detail = try await farm.store.build(id)
         #expect(detail.build.failureCount == FailureThresholds.job)
         #expect(detail.build.failnotes?.contains("lease expired") == true)
-        #expect(try await farm.store.builders().first?.failureCount == FailureThresholds.job)
+        let counts = Dictionary(uniqueKeysWithValues: try await farm.store.builders().map { ($0.name, $0.failureCount) })
+        #expect(counts == ["a1": 1, "a2": 0])
+    }
+
+    @Test func cancellingAWaitingBuildIsImmediate() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let id = try await farm.submit("hello")
+        #expect(try await farm.store.cancel(id) == .cancelled)
+        #expect(try await farm.status(id) == .cancelled)
+        await #expect(throws: StoreError.self) { try await farm.store.cancel(id) }
+        try await farm.store.retry(id)
+        #expect(try await farm.status(id) == .needsBuild)
+        await #expect(throws: StoreError.self) { try await farm.store.retry(id) }
+    }
+
+    @Test func cancellingARunningBuildWaitsForTheAbort() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        let id = try await farm.submit("hello")
+        let job = try #require(try await farm.claim().first)
+        _ = try await apply(farm, agent.event(.accepted, job: job))
+        #expect(try await farm.store.cancel(id) == .cancelling)
+        let aborts = try await farm.store.abortsDue()
+        #expect(aborts.count == 1 && aborts[0].buildID == id && aborts[0].builder == "a1")
+        #expect(try await farm.store.abortsDue().isEmpty)  // not resent at once
+        _ = try await apply(farm, agent.event(.heartbeat, state: .aborting, job: job))
+        _ = try await apply(farm, agent.event(.finished, job: job, result: .aborted))
+        #expect(try await farm.status(id) == .cancelled)
+        #expect(try await farm.store.builders().first?.failureCount == 0)
+    }
+
+    @Test func aCancelNobodyConfirmsCountsAgainstTheBuilder() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let agent = FakeAgent("a1")
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        let id = try await farm.submit("hello")
+        let job = try #require(try await farm.claim().first)
+        _ = try await apply(farm, agent.event(.accepted, job: job))
+        try await farm.store.cancel(id, deadlineSeconds: 180)
+        // Heartbeats do not extend the abort deadline.
+        _ = try await apply(farm, agent.event(.heartbeat, state: .building, job: job), lease: 100_000)
+        let deadline = try await farm.store.database.query(
+            "SELECT lease_expires < now() + interval '181 seconds' AS kept FROM buildqueue").first?.bool("kept")
+        #expect(deadline == true)
+        try await farm.store.database.query("UPDATE buildqueue SET lease_expires = now() - interval '1 second'")
+        _ = try await farm.store.expireLeases()
+        #expect(try await farm.status(id) == .cancelled)
+        #expect(try await farm.store.builders().first?.failureCount == 1)
+    }
+
+    @Test func manualScoresOverrideAndAgeBonusesAccrue() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        let old = try await farm.submit("old")
+        let fresh = try await farm.submit("fresh")
+        let base = Scoring.score(urgency: .medium, pocket: .release, component: .main)
+        try await farm.store.database.query("UPDATE buildqueue SET date_queued = now() - interval '90 minutes' WHERE build_id = $1",
+                                            [old])
+        #expect(try await farm.store.refreshAgeScores() == 1)
+        #expect(try await farm.store.refreshAgeScores() == 0)  // nothing rewritten when nothing changed
+        #expect(try await farm.store.build(old).build.score == base + 20)
+        #expect(try await farm.store.rescore(fresh, score: 9000) == 9000)
+        try await farm.store.database.query("UPDATE buildqueue SET date_queued = now() - interval '5 hours' WHERE build_id = $1",
+                                            [fresh])
+        _ = try await farm.store.refreshAgeScores()
+        #expect(try await farm.store.build(fresh).build.score == 9000)  // manual scores stay
+        _ = try await apply(farm, FakeAgent("a1").event(.hello, state: .idle))
+        #expect(try await farm.claim().first?.buildID == fresh)
+        #expect(try await farm.store.rescore(old, score: nil) == base + 20)
+    }
+
+    @Test func disabledAndManualBuildersGetNoWork() async throws {
+        let farm = try await Farm.make()
+        defer { Task { await farm.close() } }
+        _ = try await farm.submit("hello")
+        let agent = FakeAgent("a1")
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        try await farm.store.setBuilderManual("a1", true)
+        #expect(try await farm.claim().isEmpty)
+        try await farm.store.setBuilderManual("a1", false)
+        try await farm.store.disableBuilder("a1", reason: "disk replaced")
+        #expect(try await farm.claim().isEmpty)
+        #expect(try await farm.store.builders().first?.failnotes == "disk replaced")
+        try await farm.store.enableBuilder("a1")
+        #expect(try await farm.claim().count == 1)
+        await #expect(throws: StoreError(.notFound, "no builder named 'nope'")) { try await farm.store.enableBuilder("nope") }
     }
 
     @Test func aBuilderFailingFiveTimesIsMarkedBroken() async throws {
@@ -209,7 +301,7 @@ import Testing
         defer { Task { await database.drop() } }
         let store = BuilddStore(url: database.url, connections: 1)
         defer { store.shutdown() }
-        #expect(try await store.migrate() == [1])
+        #expect(try await store.migrate() == Migrations.all.map(\.version))
         #expect(try await store.migrate() == [])
         try await store.requireCurrentSchema()
         try await store.database.query("INSERT INTO schema_version (version, name) VALUES (999, 'from the future')")

@@ -111,10 +111,20 @@ public final class Watchdog: Sendable {
         self.onChange = onChange
     }
 
+    /// How often the age bonus of waiting builds is brought up to date.
+    public static let ageRefreshInterval: Duration = .seconds(60)
+
     public func run() async {
+        let clock = ContinuousClock()
+        var nextAgeRefresh = clock.now
         while !Task.isCancelled {
             do {
                 try await checkOnce()
+                if clock.now >= nextAgeRefresh {
+                    nextAgeRefresh = clock.now + Self.ageRefreshInterval
+                    let changed = try await store.refreshAgeScores()
+                    if changed > 0 { logger.info("age bonus updated", metadata: ["builds": "\(changed)"]) }
+                }
             } catch {
                 logger.warning("watchdog pass failed", metadata: ["error": "\(error)"])
             }
@@ -133,6 +143,12 @@ public final class Watchdog: Sendable {
                 "build.id": "\(lease.buildID)", "build.attempt": "\(lease.attempt)", "builder.name": "\(lease.builder)"])
             await consumer.sendAbort(builder: lease.builder, buildID: lease.buildID, attempt: Int32(lease.attempt),
                                      reason: "lease expired")
+        }
+        for abort in try await store.abortsDue() {
+            logger.info("asking builder to abort a cancelled build", metadata: [
+                "build.id": "\(abort.buildID)", "build.attempt": "\(abort.attempt)", "builder.name": "\(abort.builder)"])
+            await consumer.sendAbort(builder: abort.builder, buildID: abort.buildID, attempt: abort.attempt,
+                                     reason: "cancelled by an operator")
         }
         if !reclaimed.isEmpty || !expired.isEmpty { onChange() }
     }

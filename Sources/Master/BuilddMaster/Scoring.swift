@@ -61,6 +61,12 @@ public enum Scoring {
         (14400, 100), (7200, 50), (3600, 20), (1800, 15), (900, 10), (300, 5),
     ]
 
+    /// The age bonus as SQL over a `timestamptz` column, generated from ``ageBonuses`` so the two agree.
+    public static func ageScoreSQL(queuedColumn column: String) -> String {
+        "(CASE " + ageBonuses.map { "WHEN \(column) < now() - interval '\($0.seconds) seconds' THEN \($0.bonus)" }
+            .joined(separator: " ") + " ELSE 0 END)"
+    }
+
     public static func ageScore(waitedSeconds: Int) -> Int {
         ageBonuses.first { waitedSeconds > $0.seconds }?.bonus ?? 0
     }

@@ -12,7 +12,54 @@ extension BuildStatus: ExpressibleByArgument {
 
 struct BuildCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "build", abstract: "Submit and inspect builds.", subcommands: [Submit.self, List.self, Show.self])
+        commandName: "build", abstract: "Submit and inspect builds.", subcommands: [Submit.self, List.self, Show.self, Cancel.self, Retry.self, Rescore.self])
+
+    struct Cancel: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Cancel a build.",
+            discussion: """
+                A waiting build is CANCELLED at once. A running one becomes CANCELLING: its builder is told to abort
+                and the build ends CANCELLED when it confirms; without a confirmation within 180 s it ends CANCELLED
+                and the builder's failure count grows.
+                """)
+        @Argument(help: "Build id.") var id: Int64
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let status = try await withStore(connection) { try await $0.cancel(id) }
+            print("build \(id) \(status.rawValue)")
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Queue a failed or cancelled build again (FAILEDTOBUILD, MANUALDEPWAIT, CHROOTWAIT, FAILEDTOUPLOAD, CANCELLED).")
+        @Argument(help: "Build id.") var id: Int64
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withStore(connection) { try await $0.retry(id) }
+            print("build \(id) NEEDSBUILD")
+        }
+    }
+
+    struct Rescore: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set a waiting build's score by hand, or --clear to go back to the computed one.")
+        @Argument(help: "Build id.") var id: Int64
+        @Argument(help: "The new score.") var score: Int?
+        @Flag(help: "Drop the manual score.") var clear = false
+        @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws {
+            guard (score == nil) == clear else { throw ValidationError("give either a SCORE or --clear") }
+        }
+
+        func run() async throws {
+            let now = try await withStore(connection) { try await $0.rescore(id, score: clear ? nil : score) }
+            print("build \(id) score \(now)\(clear ? " (computed)" : " (manual)")")
+        }
+    }
 
     struct Submit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -120,7 +120,49 @@ struct ArchSeriesName {
 
 struct BuilderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "builder", abstract: "Manage builders.", subcommands: [Add.self, List.self])
+        commandName: "builder", abstract: "Manage builders.",
+        subcommands: [Add.self, List.self, Enable.self, Disable.self, Manual.self])
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Mark a builder ok again (clears failnotes and its failure count).")
+        @Argument(help: "Builder name.") var name: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withStore(connection) { try await $0.enableBuilder(name) }
+            print("builder \(name) enabled")
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Take a builder out of dispatch, with a reason.")
+        @Argument(help: "Builder name.") var name: String
+        @Option(help: "Why; shown as failnotes in `builder list`.") var reason: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withStore(connection) { try await $0.disableBuilder(name, reason: reason) }
+            print("builder \(name) disabled: \(reason)")
+        }
+    }
+
+    struct Manual: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Switch manual mode: a builder in manual mode gets no work from the dispatcher.")
+        @Argument(help: "Builder name.") var name: String
+        @Argument(help: "on or off.") var mode: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws {
+            guard mode == "on" || mode == "off" else { throw ValidationError("mode must be on or off") }
+        }
+
+        func run() async throws {
+            try await withStore(connection) { try await $0.setBuilderManual(name, mode == "on") }
+            print("builder \(name) manual mode \(mode)")
+        }
+    }
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -145,18 +145,33 @@ extension BuilddStore {
         try recordEvent(connection, build: buildID, status: status, attempt: attempt, builder: builder, message: message)
     }
 
-    /// Counts one infrastructure failure against the job and the builder, then retries the job or,
-    /// past the threshold, fails it.
+    /// Counts one infrastructure failure against the job and the builder and acts on the judgement:
+    /// retry the job, fail it, forgive or fail the builder (``FailureJudgement``).
     static func countFailure(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builderID: Int?,
                              builder: String?, reason: String) throws {
-        let failures = try connection.query("""
+        let jobFailures = try connection.query("""
             UPDATE build SET failure_count = failure_count + 1, failnotes = $2 WHERE id = $1 RETURNING failure_count
             """, [buildID, reason]).first!.int("failure_count")
-        if let builderID { try countBuilderFailure(connection, builderID: builderID, reason: reason) }
-        if failures >= FailureThresholds.job {
+        var judgement = FailureJudgement(builder: .count, job: jobFailures >= FailureThresholds.job ? .fail : .retry)
+        if let builderID {
+            let builderFailures = try connection.query("""
+                UPDATE builder SET failure_count = failure_count + 1 WHERE id = $1 RETURNING failure_count
+                """, [builderID]).first!.int("failure_count")
+            judgement = FailureJudgement.judge(builderFailures: builderFailures, jobFailures: jobFailures)
+            switch judgement.builder {
+            case .count: break
+            case .forgive:
+                try connection.execute("UPDATE builder SET failure_count = failure_count - 1 WHERE id = $1", [builderID])
+            case .fail:
+                try connection.execute("UPDATE builder SET builderok = false, failnotes = $2 WHERE id = $1",
+                                       [builderID, "failed \(builderFailures) times in a row, last: \(reason)"])
+            }
+        }
+        switch judgement.job {
+        case .fail:
             try finishBuild(connection, buildID: buildID, attempt: attempt, builder: builder, status: .failedToBuild,
-                            result: nil, message: "failed \(failures) times, last: \(reason)")
-        } else {
+                            result: nil, message: "failed \(jobFailures) times, last: \(reason)")
+        case .retry:
             try requeue(connection, buildID: buildID, attempt: attempt, builder: builder, message: "retrying: \(reason)")
         }
     }

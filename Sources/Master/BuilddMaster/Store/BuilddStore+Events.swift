@@ -87,8 +87,11 @@ extension BuilddStore {
                 if ended { return .ignored("late \(event.kind.rawValue) for finished build \(buildID)") }
                 return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID) attempt \(attempt) is not current")
             }
+            // A cancelling build keeps its abort deadline: heartbeats do not extend it.
             try connection.execute("""
-                UPDATE buildqueue SET lease_expires = now() + make_interval(secs => $2), logtail = coalesce($3, logtail)
+                UPDATE buildqueue SET logtail = coalesce($3, logtail),
+                       lease_expires = CASE WHEN state = 'RUNNING' THEN now() + make_interval(secs => $2)
+                                            ELSE lease_expires END
                  WHERE build_id = $1
                 """, [buildID, leaseSeconds, event.logTail])
             return .applied("lease renewed")

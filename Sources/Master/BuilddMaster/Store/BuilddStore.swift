@@ -213,7 +213,7 @@ public final class BuilddStore: Sendable {
                                        [buildID, file.name, file.sha256, file.size])
             }
             try connection.execute("""
-                INSERT INTO buildqueue (build_id, processor_id, lastscore) VALUES ($1, $2, $3)
+                INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore) VALUES ($1, $2, $3, $3)
                 """, [buildID, try das.int("processor_id"), score])
             try Self.recordEvent(connection, build: buildID, status: .needsBuild, attempt: 0, builder: nil,
                                  message: "submitted with score \(score)")

@@ -164,5 +164,16 @@ CREATE TRIGGER buildqueue_waiting_notify
     AFTER INSERT OR UPDATE OF state ON buildqueue
     FOR EACH ROW WHEN (NEW.state = 'WAITING') EXECUTE FUNCTION buildqueue_notify();
 """#),
+        Migration(version: 2, name: "0002_scores_and_cancel", sql: #"""
+-- buildd schema, version 2: the score without its age bonus (so the bonus can be kept current), and
+-- when an abort was last sent for a cancelling build.
+
+ALTER TABLE buildqueue ADD COLUMN basescore integer;
+UPDATE buildqueue SET basescore = lastscore;
+ALTER TABLE buildqueue ALTER COLUMN basescore SET NOT NULL;
+ALTER TABLE buildqueue ADD COLUMN abort_sent_at timestamptz;
+CREATE INDEX buildqueue_waiting_by_age ON buildqueue (date_queued) WHERE state = 'WAITING' AND NOT manual;
+CREATE INDEX buildqueue_cancelling ON buildqueue (abort_sent_at) WHERE state = 'CANCELLING';
+"""#),
     ]
 }
