@@ -13,8 +13,8 @@ final class FarmHarness: @unchecked Sendable {
     let vhost: TestVhost
     let store: BuilddStore
     let directory: String
-    let httpPort: Int
-    private(set) var master: Process?
+    /// Masters by name, in start order, with their HTTP ports.
+    private(set) var masters: [(name: String, port: Int, process: Process)] = []
     private(set) var agents: [String: Process] = [:]
 
     init(database: TestDatabase, vhost: TestVhost, store: BuilddStore) throws {
@@ -23,7 +23,6 @@ final class FarmHarness: @unchecked Sendable {
         self.store = store
         directory = NSTemporaryDirectory() + "buildd-farm-\(randomHexToken(bytes: 5))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        httpPort = try Self.freePort()
     }
 
     static func make() async throws -> FarmHarness {
@@ -32,7 +31,8 @@ final class FarmHarness: @unchecked Sendable {
         return try FarmHarness(database: database, vhost: vhost, store: try await database.store())
     }
 
-    var masterURL: String { "http://127.0.0.1:\(httpPort)" }
+    /// Every started master's URL; agents may upload to any (they share the artifact store).
+    var masterURLs: [String] { masters.map { "http://127.0.0.1:\($0.port)" } }
     var artifactRoot: String { directory + "/artifacts" }
 
     static func freePort() throws -> Int {
@@ -66,20 +66,21 @@ final class FarmHarness: @unchecked Sendable {
         return process
     }
 
-    func startMaster(lease: Int = 10, acceptTimeout: Int = 10) async throws {
-        master = try spawn("buildd-master", [
-            "serve", "--database", database.url, "--broker", vhost.brokerURL, "--http-port", "\(httpPort)",
+    func startMaster(name: String = "master", lease: Int = 10, acceptTimeout: Int = 10) async throws {
+        let port = try Self.freePort()
+        let process = try spawn("buildd-master", [
+            "serve", "--database", database.url, "--broker", vhost.brokerURL, "--http-port", "\(port)",
             "--artifacts", artifactRoot, "--lease", "\(lease)", "--accept-timeout", "\(acceptTimeout)",
-            "--name", "test-master",
-        ], log: directory + "/master.log")
-        let url = masterURL + "/healthz"
-        let process = master!
+            "--name", name,
+        ], log: directory + "/\(name).log")
+        masters.append((name, port, process))
+        let url = "http://127.0.0.1:\(port)/healthz"
         let up = try await eventually(timeout: .seconds(30)) {
             if !process.isRunning { return true }
             return (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 2) })?
                 .status == 200
         } && process.isRunning
-        if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log("master"))") }
+        if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log(name))") }
     }
 
     func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3) throws {
@@ -98,7 +99,7 @@ final class FarmHarness: @unchecked Sendable {
             url = \(brokerURL)
             password_file = \(secret)
             [master]
-            url = \(masterURL)
+            url = \(masterURLs.joined(separator: ", "))
             [commands]
             binarypackage = \(repository)/deploy/examples/sample-build
             """
@@ -131,7 +132,7 @@ final class FarmHarness: @unchecked Sendable {
     func stopAll() async -> [String: Int32?] {
         var statuses: [String: Int32?] = [:]
         for (name, agent) in agents { statuses[name] = await Self.stop(agent) }
-        if let master { statuses["master"] = await Self.stop(master) }
+        for master in masters { statuses[master.name] = await Self.stop(master.process) }
         return statuses
     }
 
@@ -149,5 +150,48 @@ final class FarmHarness: @unchecked Sendable {
             let counts = try await self.store.buildCounts()
             return counts.filter { BuildStatus(rawValue: $0.key)?.isActive == true }.values.reduce(0, +) == 0
         }
+    }
+}
+
+/// DESIGN.md's invariants: none lost, none completed twice, one accepted start per attempt, and no
+/// builder running two builds at once.
+func checkInvariants(_ store: BuilddStore, builds: Int) async throws {
+    let final = try await store.database.query("""
+        SELECT build_id, count(*) AS n FROM build_event
+         WHERE status IN ('FULLYBUILT', 'FAILEDTOBUILD', 'MANUALDEPWAIT', 'CHROOTWAIT', 'CANCELLED')
+         GROUP BY build_id
+        """).rows
+    #expect(final.count == builds, "every build ended")
+    for row in final { #expect(try row.int("n") == 1, "build \(row["build_id"] ?? "") completed once") }
+
+    let starts = try await store.database.query("""
+        SELECT build_id, attempt, count(*) AS n FROM build_event WHERE status = 'BUILDING' GROUP BY 1, 2
+        """).rows
+    for row in starts { #expect(try row.int("n") == 1, "one accepted start per attempt") }
+
+    let intervals = try await store.database.query("""
+        SELECT e.builder, extract(epoch FROM e.at) AS started,
+               (SELECT extract(epoch FROM min(f.at)) FROM build_event f
+                 WHERE f.build_id = e.build_id AND f.id > e.id AND f.status NOT IN ('GATHERING', 'BUILDING')) AS ended
+          FROM build_event e WHERE e.status = 'BUILDING' ORDER BY e.builder, e.at
+        """).rows
+    var lastEnd: [String: Double] = [:]
+    for row in intervals {
+        let builder = try row.string("builder")
+        let started = try row.double("started")
+        #expect(started >= (lastEnd[builder] ?? 0), "\(builder) ran two builds at once")
+        lastEnd[builder] = row.optionalDouble("ended") ?? .infinity
+    }
+}
+
+/// The best-scored waiting build of each processor was dispatched first (builds queued before any agent).
+func checkDispatchOrder(_ store: BuilddStore, processors: [Int64: (processor: String, score: Int)]) async throws {
+    let dispatches = try await store.database.query("""
+        SELECT e.build_id FROM build_event e WHERE e.message = 'dispatched' AND e.attempt = 1 ORDER BY e.id
+        """).rows.map { try $0.int64("build_id") }
+    for processor in Set(processors.values.map(\.processor)) {
+        let order = dispatches.filter { processors[$0]?.processor == processor }
+        let best = order.sorted { (processors[$0]!.score, -$0) > (processors[$1]!.score, -$1) }
+        #expect(order == best, "\(processor) dispatched in score order")
     }
 }

@@ -89,50 +89,10 @@ import Testing
             #expect(Int64(data.count) == (try file.int64("size")))
         }
 
-        try await checkInvariants(store, expected: expected)
+        try await checkInvariants(store, builds: expected.count)
+        try await checkDispatchOrder(store, processors: expected.mapValues { ($0.processor, $0.score) })
 
         let statuses = await farm.stopAll()
         for (name, status) in statuses { #expect(status == 0, "\(name) did not stop cleanly on SIGTERM") }
-    }
-
-    /// DESIGN.md's invariants: none lost, none completed twice, no builder running two builds at once,
-    /// and each processor's best-scored waiting build dispatched first.
-    func checkInvariants(_ store: BuilddStore, expected: [Int64: Sample]) async throws {
-        let final = try await store.database.query("""
-            SELECT build_id, count(*) AS n FROM build_event
-             WHERE status IN ('FULLYBUILT', 'FAILEDTOBUILD', 'MANUALDEPWAIT', 'CHROOTWAIT', 'CANCELLED')
-             GROUP BY build_id
-            """).rows
-        #expect(final.count == expected.count, "every build ended")
-        for row in final { #expect(try row.int("n") == 1, "build \(row["build_id"] ?? "") completed once") }
-
-        let starts = try await store.database.query("""
-            SELECT build_id, attempt, count(*) AS n FROM build_event WHERE status = 'BUILDING' GROUP BY 1, 2
-            """).rows
-        for row in starts { #expect(try row.int("n") == 1, "one accepted start per attempt") }
-
-        let intervals = try await store.database.query("""
-            SELECT e.builder, extract(epoch FROM e.at) AS started,
-                   (SELECT extract(epoch FROM min(f.at)) FROM build_event f
-                     WHERE f.build_id = e.build_id AND f.id > e.id AND f.status NOT IN ('GATHERING', 'BUILDING')) AS ended
-              FROM build_event e WHERE e.status = 'BUILDING' ORDER BY e.builder, e.at
-            """).rows
-        var lastEnd: [String: Double] = [:]
-        for row in intervals {
-            let builder = try row.string("builder")
-            let started = try row.double("started")
-            let ended = try row.double("ended")
-            #expect(started >= (lastEnd[builder] ?? 0), "\(builder) ran two builds at once")
-            lastEnd[builder] = ended
-        }
-
-        let dispatches = try await store.database.query("""
-            SELECT e.build_id FROM build_event e WHERE e.message = 'dispatched' AND e.attempt = 1 ORDER BY e.id
-            """).rows.map { try $0.int64("build_id") }
-        for processor in ["amd64", "arm64"] {
-            let order = dispatches.filter { expected[$0]?.processor == processor }
-            let best = order.sorted { (expected[$0]!.score, -$0) > (expected[$1]!.score, -$1) }
-            #expect(order == best, "\(processor) dispatched in score order")
-        }
     }
 }

@@ -32,7 +32,7 @@ import Testing
         #expect(configuration.heartbeatSeconds == 3)
         #expect(configuration.brokerURL.password == "hunter2")
         #expect(configuration.brokerUser == "bld-amd64-01")
-        #expect(configuration.masterURL == "http://master:8080")
+        #expect(configuration.masterURLs == ["http://master:8080"])
         #expect(configuration.commands == ["binarypackage": "/usr/bin/sbuild-wrapper"])
         #expect(!configuration.brokerURL.description.contains("hunter2"))
     }

@@ -285,27 +285,37 @@ public final class Agent: Sendable {
         close(descriptor)
     }
 
-    /// Uploads one file with its digest, retrying transient failures.
+    /// Uploads one file with its digest, retrying transient failures, first to the master named in the
+    /// job and then to the other configured masters (which share the artifact store).
     private func upload(_ job: JobMessage, path: String, name: String, kind: String) async throws -> FileDigest {
-        guard job.uploadURL.hasPrefix(configuration.masterURL + "/") else {
-            throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) is not on the configured master")
+        guard let origin = configuration.masterURLs.first(where: { job.uploadURL.hasPrefix($0 + "/") }) else {
+            throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) is not on a configured master")
         }
+        let resource = String(job.uploadURL.dropFirst(origin.count)) + name + "?kind=\(kind)"
+        let masters = [origin] + configuration.masterURLs.filter { $0 != origin }
         let (sha256, size) = try Files.digest(path)
-        let url = job.uploadURL + name + "?kind=\(kind)"
         var lastError = "unknown"
         for attempt in 1...4 {
-            do {
-                let response = try await runBlocking(name: "upload") {
-                    try SimpleHTTPClient.send(method: "PUT", url: url, headers: [
-                        "Authorization": "Bearer \(job.uploadToken)", "X-Checksum-Sha256": sha256,
-                        "Content-Type": "application/octet-stream",
-                    ], body: .file(path: path), timeoutSeconds: 300)
+            for master in masters {
+                do {
+                    let url = master + resource
+                    let response = try await runBlocking(name: "upload") {
+                        try SimpleHTTPClient.send(method: "PUT", url: url, headers: [
+                            "Authorization": "Bearer \(job.uploadToken)", "X-Checksum-Sha256": sha256,
+                            "Content-Type": "application/octet-stream",
+                        ], body: .file(path: path), timeoutSeconds: 300)
+                    }
+                    if response.status == 201 { return FileDigest(name: name, sha256: sha256, size: size) }
+                    lastError = "HTTP \(response.status) from \(master): \(response.text.prefix(200))"
+                    // Refused (bad token, stale attempt, wrong digest): another try will not help.
+                    if (400..<500).contains(response.status) {
+                        throw BuildProcess.Failure(description: "\(name): \(lastError)")
+                    }
+                } catch let failure as BuildProcess.Failure {
+                    throw failure
+                } catch {
+                    lastError = "\(master): \(error)"
                 }
-                if response.status == 201 { return FileDigest(name: name, sha256: sha256, size: size) }
-                lastError = "HTTP \(response.status): \(response.text.prefix(200))"
-                if (400..<500).contains(response.status) { break }  // refused: retrying will not help
-            } catch {
-                lastError = "\(error)"
             }
             if attempt < 4 { try? await Task.sleep(for: .seconds(1 << (attempt - 1))) }
         }

@@ -20,7 +20,7 @@ import Glibc
 /// queue_type = classic
 ///
 /// [master]
-/// url = http://master.example:8080           ; uploads go only here
+/// url = http://master1.example:8080, http://master2.example:8080   ; uploads go only to these
 ///
 /// [commands]
 /// binarypackage = /usr/lib/buildd/sbuild-wrapper   ; one command per build type
@@ -37,7 +37,9 @@ public struct AgentConfiguration: Sendable {
     /// The broker URL with the password filled in (from the file or environment). Never log it; use `brokerURL.description`.
     public var brokerURL: ServiceURL
     public var queueType: String
-    public var masterURL: String
+    /// The masters' artifact store URLs. Uploads go to the one named in the job and, when it does not
+    /// answer, to the others (masters of one farm share their artifact store).
+    public var masterURLs: [String]
     /// Build type -> command run with `/bin/sh -c` in the build's folder.
     public var commands: [String: String]
 
@@ -135,9 +137,13 @@ public struct AgentConfiguration: Sendable {
                 problems.append("[broker] password_file \(file) cannot be read")
             }
         }
-        let masterURL = required("master", "url")
-        if !masterURL.isEmpty, (try? ServiceURL(parsing: masterURL))?.scheme != "http" {
-            problems.append("[master] url must be an http:// URL")
+        let masterURLs = required("master", "url").split(separator: ",").map { url -> String in
+            var text = url.trimmed(" ")
+            while text.hasSuffix("/") { text.removeLast() }
+            return text
+        }
+        for url in masterURLs where (try? ServiceURL(parsing: url))?.scheme != "http" {
+            problems.append("[master] url '\(url)' must be an http:// URL")
         }
         var commands: [String: String] = [:]
         for (type, command) in values["commands"] ?? [:] {
@@ -148,12 +154,10 @@ public struct AgentConfiguration: Sendable {
 
         func finish() throws -> AgentConfiguration {
             guard problems.isEmpty else { throw Invalid(problems: problems) }
-            var master = masterURL
-            while master.hasSuffix("/") { master.removeLast() }
             return AgentConfiguration(name: name, processors: processors, workDirectory: workdir,
                                       heartbeatSeconds: heartbeat, keepWorkDirectory: keep == "true" || keep == "yes",
                                       brokerURL: brokerURL, queueType: value("broker", "queue_type") ?? "classic",
-                                      masterURL: master, commands: commands)
+                                      masterURLs: masterURLs, commands: commands)
         }
         return try finish()
     }
