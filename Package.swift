@@ -48,7 +48,7 @@ let package = Package(
             path: "Sources/Master/Postgres"
         ),
         .target(
-            name: "BuilddMaster",
+            name: "BuilddMasterKit",
             dependencies: [
                 "BuilddShared", "AMQP", "Postgres",
                 .product(name: "Logging", package: "swift-log"),
@@ -61,7 +61,7 @@ let package = Package(
         .executableTarget(
             name: "buildd-master",
             dependencies: [
-                "BuilddMaster", "BuilddShared",
+                "BuilddMasterKit", "BuilddShared",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -83,12 +83,12 @@ let package = Package(
         ),
         .testTarget(
             name: "UnitTests",
-            dependencies: ["BuilddShared", "BuilddMaster", "BuilddAgent", "AMQP"],
+            dependencies: ["BuilddShared", "BuilddMasterKit", "BuilddAgent", "AMQP"],
             path: "Tests/UnitTests"
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["BuilddShared", "BuilddMaster", "BuilddAgent", "AMQP", "Postgres"],
+            dependencies: ["BuilddShared", "BuilddMasterKit", "BuilddAgent", "AMQP", "Postgres"],
             path: "Tests/IntegrationTests"
         ),
     ]

@@ -1,4 +1,4 @@
-import BuilddMaster
+import BuilddMasterKit
 import BuilddShared
 import Foundation
 import Postgres
@@ -63,6 +63,8 @@ import Testing
         for (id, sample) in expected.sorted(by: { $0.key < $1.key }) {
             let detail = try await store.build(id)
             #expect(detail.build.status == sample.expected, "build \(id) \(sample.source)")
+            // Nothing went wrong on the way: no retry, no failure counted.
+            #expect(detail.build.attempt == 1 && detail.build.failureCount == 0, "build \(id) was retried")
             let logs = detail.files.filter { $0.kind == "log" }
             #expect(logs.count == 1, "build \(id) keeps exactly one log")
             let results = detail.files.filter { $0.kind == "result" }.map(\.name).sorted()

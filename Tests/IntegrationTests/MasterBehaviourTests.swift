@@ -1,4 +1,4 @@
-import BuilddMaster
+import BuilddMasterKit
 import BuilddShared
 import Foundation
 import Postgres

@@ -1,5 +1,5 @@
 import AMQP
-import BuilddMaster
+import BuilddMasterKit
 import BuilddShared
 import Foundation
 import Postgres

@@ -1,4 +1,4 @@
-@testable import BuilddMaster
+@testable import BuilddMasterKit
 import Foundation
 import Testing
 

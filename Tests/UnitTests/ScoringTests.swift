@@ -1,4 +1,4 @@
-import BuilddMaster
+import BuilddMasterKit
 import Testing
 
 @Suite struct ScoringTests {

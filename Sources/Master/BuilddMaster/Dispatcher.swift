@@ -23,6 +23,7 @@ public final class WakeSignal: Sendable {
 /// a confirm. A job that cannot be published is released at once; one whose publish was lost is
 /// claimed again by the watchdog after the accept timeout.
 public final class Dispatcher: Sendable {
+    let master: BuilddMaster
     let store: BuilddStore
     let broker: AMQPClient
     let configuration: MasterConfiguration
@@ -30,7 +31,9 @@ public final class Dispatcher: Sendable {
     public let wake = WakeSignal()
     private let declared = Mutex<(generation: Int, processors: Set<String>)>((0, []))
 
-    public init(store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration, logger: Logger) {
+    public init(master: BuilddMaster, store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration,
+                logger: Logger) {
+        self.master = master
         self.store = store
         self.broker = broker
         self.configuration = configuration
@@ -48,18 +51,17 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    /// One pass over every processor. Returns how many jobs were published.
+    /// One pass: the seed's `sortAndSplitByProcessor` then `dispatchByProcessor` for each processor.
+    /// Returns how many jobs were published.
     @discardableResult
     public func dispatchOnce() async throws -> Int {
         guard let generation = broker.currentGeneration else { return 0 }
-        var published = 0
         for processor in try await store.processorNames() {
             try await ensureQueue(processor: processor, generation: generation)
-            let jobs = try await store.claimJobs(processor: processor, lookahead: configuration.lookahead,
-                                                 leaseSeconds: configuration.leaseSeconds,
-                                                 artifactBaseURL: configuration.artifactBaseURL)
-            guard !jobs.isEmpty else { continue }
-            published += await publish(jobs)
+        }
+        var published = 0
+        for (processor, items) in try await master.sortAndSplitByProcessor() {
+            published += try await master.dispatchByProcessor(processor, items).count
         }
         return published
     }
@@ -77,37 +79,5 @@ public final class Dispatcher: Sendable {
             state.processors.insert(processor)
         }
         logger.info("job queue ready", metadata: ["processor": "\(processor)"])
-    }
-
-    /// Publishes jobs in claim (score) order with their confirms in flight together; releases the claim
-    /// of each job the broker did not take.
-    private func publish(_ jobs: [JobMessage]) async -> Int {
-        let expiration = String(configuration.acceptTimeoutSeconds * 1000)
-        let messages = jobs.map { job in
-            AMQPClient.OutgoingMessage(
-                routingKey: job.processor, body: WireCodec.encode(job),
-                properties: MessageProperties(messageID: "build-\(job.buildID)-\(job.attempt)", type: "job",
-                                              expiration: expiration))
-        }
-        let results = await broker.publishAll(exchange: BrokerTopology.jobsExchange, mandatory: true, messages)
-        var published = 0
-        for (job, result) in zip(jobs, results) {
-            let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)",
-                                             "processor": "\(job.processor)"]
-            switch result {
-            case .success:
-                published += 1
-                logger.info("job published", metadata: metadata)
-            case .failure(let error):
-                logger.warning("job not published, releasing claim", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-                do {
-                    try await store.releaseClaim(buildID: job.buildID, attempt: job.attempt)
-                } catch {
-                    logger.warning("claim not released; the watchdog will",
-                                   metadata: metadata.merging(["error": "\(error)"]) { $1 })
-                }
-            }
-        }
-        return published
     }
 }

@@ -9,14 +9,16 @@ import Postgres
 /// dead-lettered to `buildd.dead`. A message that fails for a transient reason (database down) is
 /// retried in place, keeping the builder's order, and acked only after its transaction committed.
 public final class EventConsumer: Sendable {
+    let master: BuilddMaster
     let store: BuilddStore
     let broker: AMQPClient
     let configuration: MasterConfiguration
     let logger: Logger
     let onApplied: @Sendable () -> Void
 
-    public init(store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration, logger: Logger,
-                onApplied: @escaping @Sendable () -> Void) {
+    public init(master: BuilddMaster, store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration,
+                logger: Logger, onApplied: @escaping @Sendable () -> Void) {
+        self.master = master
         self.store = store
         self.broker = broker
         self.configuration = configuration
@@ -59,7 +61,7 @@ public final class EventConsumer: Sendable {
                     logger.info("event ignored: \(why)", metadata: metadata)
                 case .abort(let buildID, let attempt, let reason):
                     logger.warning("telling agent to abort: \(reason)", metadata: metadata)
-                    await sendAbort(builder: event.builder, buildID: buildID, attempt: attempt, reason: reason)
+                    await master.sendAbort(builder: event.builder, buildID: buildID, attempt: attempt, reason: reason)
                 case .rejected(let reason):
                     await deadLetter(delivery, reason: reason)
                     return
@@ -82,30 +84,20 @@ public final class EventConsumer: Sendable {
                                                           "amqp.user": "\(delivery.properties.userID ?? "")"])
         try? await broker.reject(delivery, requeue: false)
     }
-
-    func sendAbort(builder: String, buildID: Int64, attempt: Int32, reason: String) async {
-        let message = ControlMessage(command: .abort, buildID: buildID, attempt: attempt, reason: reason)
-        do {
-            try await broker.publish(exchange: BrokerTopology.controlExchange, routingKey: builder,
-                                     body: WireCodec.encode(message), properties: MessageProperties(type: "control"))
-        } catch {
-            logger.warning("abort not sent", metadata: ["builder.name": "\(builder)", "error": "\(error)"])
-        }
-    }
 }
 
-/// Returns expired claims to the queue and fails builds whose lease ran out.
+/// Runs the scan of active builds every tick and keeps the age bonus current.
 public final class Watchdog: Sendable {
+    let master: BuilddMaster
     let store: BuilddStore
-    let consumer: EventConsumer
     let configuration: MasterConfiguration
     let logger: Logger
     let onChange: @Sendable () -> Void
 
-    public init(store: BuilddStore, consumer: EventConsumer, configuration: MasterConfiguration, logger: Logger,
+    public init(master: BuilddMaster, store: BuilddStore, configuration: MasterConfiguration, logger: Logger,
                 onChange: @escaping @Sendable () -> Void) {
+        self.master = master
         self.store = store
-        self.consumer = consumer
         self.configuration = configuration
         self.logger = logger
         self.onChange = onChange
@@ -132,24 +124,8 @@ public final class Watchdog: Sendable {
         }
     }
 
+    /// One pass of the seed's `scanActiveBuilders`.
     public func checkOnce() async throws {
-        let reclaimed = try await store.expireClaims(olderThanSeconds: configuration.acceptTimeoutSeconds)
-        for build in reclaimed {
-            logger.warning("job not accepted in time, queued again", metadata: ["build.id": "\(build)"])
-        }
-        let expired = try await store.expireLeases()
-        for lease in expired {
-            logger.warning("lease expired, build requeued", metadata: [
-                "build.id": "\(lease.buildID)", "build.attempt": "\(lease.attempt)", "builder.name": "\(lease.builder)"])
-            await consumer.sendAbort(builder: lease.builder, buildID: lease.buildID, attempt: Int32(lease.attempt),
-                                     reason: "lease expired")
-        }
-        for abort in try await store.abortsDue() {
-            logger.info("asking builder to abort a cancelled build", metadata: [
-                "build.id": "\(abort.buildID)", "build.attempt": "\(abort.attempt)", "builder.name": "\(abort.builder)"])
-            await consumer.sendAbort(builder: abort.builder, buildID: abort.buildID, attempt: abort.attempt,
-                                     reason: "cancelled by an operator")
-        }
-        if !reclaimed.isEmpty || !expired.isEmpty { onChange() }
+        if try await master.scanActiveBuilders().changed { onChange() }
     }
 }

@@ -66,6 +66,7 @@ public final class MasterCore: Service {
     let store: BuilddStore
     let broker: AMQPClient
     let logger: Logger
+    public let master: BuilddMaster
     public let dispatcher: Dispatcher
 
     public init(configuration: MasterConfiguration, store: BuilddStore, broker: AMQPClient, logger: Logger) {
@@ -73,17 +74,17 @@ public final class MasterCore: Service {
         self.store = store
         self.broker = broker
         self.logger = logger
-        dispatcher = Dispatcher(store: store, broker: broker, configuration: configuration, logger: logger)
+        master = BuilddMaster(store: store, broker: broker, configuration: configuration, logger: logger)
+        dispatcher = Dispatcher(master: master, store: store, broker: broker, configuration: configuration, logger: logger)
     }
 
     public func run() async throws {
         broker.start()
         let listener = PostgresListener(url: configuration.databaseURL, channels: ["buildd_queue"], logger: logger)
         let dispatcher = self.dispatcher
-        let consumer = EventConsumer(store: store, broker: broker, configuration: configuration, logger: logger) {
-            dispatcher.wake.signal()
-        }
-        let watchdog = Watchdog(store: store, consumer: consumer, configuration: configuration, logger: logger) {
+        let consumer = EventConsumer(master: master, store: store, broker: broker, configuration: configuration,
+                                     logger: logger) { dispatcher.wake.signal() }
+        let watchdog = Watchdog(master: master, store: store, configuration: configuration, logger: logger) {
             dispatcher.wake.signal()
         }
         let tick = configuration.tick

@@ -28,12 +28,14 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
     public var failureCount: Int
     public var agentState: String?
     public var lastSeen: String?
+    /// Seconds since the agent was last heard from, when it ever was.
+    public var secondsSinceSeen: Double?
     public var currentBuild: Int64?
 
     enum CodingKeys: String, CodingKey {
         case name, kind, url, processors, builderok, failnotes, manual, active
         case failureCount = "failure_count", agentState = "agent_state", lastSeen = "last_seen"
-        case currentBuild = "current_build"
+        case secondsSinceSeen = "seconds_since_seen", currentBuild = "current_build"
     }
 }
 

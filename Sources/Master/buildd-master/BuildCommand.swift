@@ -1,5 +1,5 @@
 import ArgumentParser
-import BuilddMaster
+import BuilddMasterKit
 import BuilddShared
 
 extension Urgency: ExpressibleByArgument {}

@@ -1,5 +1,5 @@
 import ArgumentParser
-import BuilddMaster
+import BuilddMasterKit
 import BuilddShared
 import Foundation
 import Logging
@@ -13,7 +13,7 @@ struct BuilddMasterCommand: AsyncParsableCommand {
             Connection settings come from --database/--broker or the environment variables
             BUILDD_DATABASE_URL (a libpq URL) and BUILDD_BROKER_URL (amqp://user:password@host:port/vhost).
             """,
-        subcommands: [Migrate.self, Serve.self, ProcessorCommand.self, ArchSeriesCommand.self, BuilderCommand.self,
+        subcommands: [Migrate.self, Serve.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, BuilderCommand.self,
                       BuildCommand.self, Status.self])
 }
 

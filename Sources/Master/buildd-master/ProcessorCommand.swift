@@ -1,6 +1,6 @@
 import AMQP
 import ArgumentParser
-import BuilddMaster
+import BuilddMasterKit
 import BuilddShared
 import Logging
 
@@ -97,8 +97,8 @@ struct ArchSeriesCommand: AsyncParsableCommand {
 
         func run() async throws {
             let entries = try await withStore(connection) { try await $0.archSeries() }
-            if output.json { return printJSON(entries.map { Entry(name: $0.name, processor: $0.processor) }) }
-            printTable(["ARCHSERIES", "PROCESSOR"], entries.map { [$0.name, $0.processor] })
+            if output.json { return printJSON(entries.map { Entry(name: $0.description, processor: $0.processor) }) }
+            printTable(["ARCHSERIES", "PROCESSOR"], entries.map { [$0.description, $0.processor] })
         }
     }
 }

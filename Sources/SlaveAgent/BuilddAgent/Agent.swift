@@ -35,6 +35,11 @@ public final class Agent: Sendable {
         let job: JobMessage
         var process: BuildProcess?
         var aborted = false
+        /// Where the master's view of this build stands, as fixed by the events already sent: status events
+        /// name the build only between `accepted` and `finished`, so they never contradict those two.
+        var phase = Phase.accepting
+
+        enum Phase { case accepting, running, reported }
     }
 
     /// Grace between SIGTERM and SIGKILL when a build is aborted.
@@ -150,7 +155,7 @@ public final class Agent: Sendable {
         }
         do {
             try await stopConsumingJobs()
-            try await send(.accepted, state: .building, job: job)
+            try await send(.accepted, state: .building, job: job) { state in state.current?.phase = .running }
             try await client.ack(delivery)
         } catch {
             // Not announced: the broker redelivers the job (or the master claims it again); stay idle.
@@ -328,7 +333,8 @@ public final class Agent: Sendable {
         var backoff = Duration.milliseconds(200)
         while true {
             do {
-                try await send(.finished, state: .idle, job: job, result: result, files: files, log: log, message: message)
+                try await send(.finished, state: .idle, job: job, result: result, files: files, log: log,
+                               message: message) { state in state.current?.phase = .reported }
                 logger.info("build reported", metadata: ["build.id": "\(job.buildID)", "build.result": "\(result.rawValue)"])
                 return
             } catch {
@@ -384,24 +390,37 @@ public final class Agent: Sendable {
         }
     }
 
+    /// Sends hello or heartbeat. What it says is read when the event is published, in sequence order
+    /// with `accepted` and `finished`.
     private func sendStatus(_ kind: AgentEventKind) async {
-        let current = box.state.withLock { $0.current }
         do {
-            if let current {
-                try await send(kind, state: current.aborted ? .aborting : .building, job: current.job,
-                               logTail: current.process.map { BuildProcess.tail(of: $0.logPath) })
-            } else {
-                try await send(kind, state: .idle, job: nil)
+            try await publishEvent(kind) { box in
+                let current = box.state.withLock { $0.current }
+                guard let current, current.phase == .running else { return (.idle, nil, nil) }
+                return (current.aborted ? .aborting : .building, current.job,
+                        current.process.map { BuildProcess.tail(of: $0.logPath) })
             }
         } catch {
             logger.warning("\(kind.rawValue) not sent", metadata: ["error": "\(error)"])
         }
     }
 
-    /// Publishes an event; its sequence number is assigned on the connection thread, in publish order.
-    func send(_ kind: AgentEventKind, state: AgentState, job: JobMessage?, logTail: String? = nil,
-              result: BuilderResult? = nil, files: [FileDigest]? = nil, log: FileDigest? = nil,
-              message: String? = nil) async throws {
+    /// Publishes `accepted` or `finished` for a job; `update` changes the agent's state at the moment the
+    /// event gets its sequence number.
+    func send(_ kind: AgentEventKind, state: AgentState, job: JobMessage, result: BuilderResult? = nil,
+              files: [FileDigest]? = nil, log: FileDigest? = nil, message: String? = nil,
+              update: @escaping @Sendable (inout State) -> Void) async throws {
+        try await publishEvent(kind, result: result, files: files, log: log, message: message) { box in
+            box.state.withLock { update(&$0) }
+            return (state, job, nil)
+        }
+    }
+
+    /// Publishes an event; its sequence number and the state it reports (`snapshot`) are taken on the
+    /// connection thread, in publish order.
+    private func publishEvent(_ kind: AgentEventKind, result: BuilderResult? = nil, files: [FileDigest]? = nil,
+                              log: FileDigest? = nil, message: String? = nil,
+                              snapshot: @escaping @Sendable (StateBox) -> (AgentState, JobMessage?, String?)) async throws {
         let name = configuration.name
         let session = self.session
         let processors = configuration.processors
@@ -412,6 +431,7 @@ public final class Agent: Sendable {
                 value += 1
                 return value
             }
+            let (state, job, logTail) = snapshot(box)
             let event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: state,
                                    buildID: job?.buildID, attempt: job?.attempt, logTail: logTail, result: result,
                                    files: files, log: log, processors: kind == .hello ? processors : nil,

@@ -102,14 +102,17 @@ public final class BuilddStore: Sendable {
         }
     }
 
-    /// Every arch series as `distro/series/archtag` with its processor.
-    public func archSeries() async throws -> [(name: String, processor: String)] {
+    /// Every arch series with its processor, in the order they were added.
+    public func archSeries() async throws -> [DistroArchSeries] {
         try await database.query("""
-            SELECT d.name || '/' || s.name || '/' || das.architecturetag AS name, p.name AS processor
+            SELECT d.name AS distribution, s.name AS series, das.architecturetag, p.name AS processor
               FROM distroarchseries das JOIN distroseries s ON s.id = das.distroseries_id
               JOIN distribution d ON d.id = s.distribution_id JOIN processor p ON p.id = das.processor_id
-             ORDER BY 1
-            """).rows.map { (try $0.string("name"), try $0.string("processor")) }
+             ORDER BY das.id
+            """).rows.map {
+            DistroArchSeries(distribution: try $0.string("distribution"), series: try $0.string("series"),
+                             archTag: try $0.string("architecturetag"), processor: try $0.string("processor"))
+        }
     }
 
     // MARK: Builders
@@ -157,6 +160,7 @@ public final class BuilddStore: Sendable {
         let rows = try await database.query("""
             SELECT b.name, b.kind, b.url, b.builderok, b.failnotes, b.manual, b.active, b.failure_count,
                    b.agent_state, \(iso("b.last_seen")) AS last_seen,
+                   extract(epoch FROM clock_timestamp() - b.last_seen) AS since_seen,
                    (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
                       JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = b.id) AS processors,
                    (SELECT q.build_id FROM buildqueue q WHERE q.builder_id = b.id
@@ -169,7 +173,8 @@ public final class BuilddStore: Sendable {
                 processors: (row["processors"] ?? "").split(separator: ",").map(String.init),
                 builderok: try row.bool("builderok"), failnotes: row["failnotes"], manual: try row.bool("manual"),
                 active: try row.bool("active"), failureCount: try row.int("failure_count"),
-                agentState: row["agent_state"], lastSeen: row["last_seen"], currentBuild: row.optionalInt64("current_build"))
+                agentState: row["agent_state"], lastSeen: row["last_seen"], secondsSinceSeen: row.optionalDouble("since_seen"),
+                currentBuild: row.optionalInt64("current_build"))
         }
     }
 

@@ -1,0 +1,181 @@
+import AMQP
+import BuilddShared
+import Logging
+import Synchronization
+
+/// DISTRO/SERIES/ARCHTAG and the processor that builds it (the seed's DistroArchRelease).
+public struct DistroArchSeries: Hashable, Sendable, CustomStringConvertible {
+    public let distribution: String
+    public let series: String
+    public let archTag: String
+    public let processor: String
+
+    public init(distribution: String, series: String, archTag: String, processor: String) {
+        self.distribution = distribution
+        self.series = series
+        self.archTag = archTag
+        self.processor = processor
+    }
+
+    public var description: String { "\(distribution)/\(series)/\(archTag)" }
+}
+
+/// No builder serves the processor of an arch series.
+public struct NoBuildersError: Error, CustomStringConvertible, Equatable {
+    public let archSeries: DistroArchSeries
+    public var description: String { "Unable to setup builder for \(archSeries)." }
+}
+
+/// A waiting build at the head of its processor's queue.
+public struct QueueItem: Sendable, Equatable {
+    public let buildID: Int64
+    public let processor: String
+    public let score: Int
+}
+
+/// What one ``BuilddMaster/scanActiveBuilders()`` did.
+public struct ScanReport: Sendable, Equatable {
+    public var reclaimed: [Int64] = []
+    public var leasesExpired: [Int64] = []
+    public var abortsSent: [Int64] = []
+    public var changed: Bool { !reclaimed.isEmpty || !leasesExpired.isEmpty }
+
+    public init() {}
+}
+
+/// The seed's build master: one cycle is `addDistroArchRelease`/`setupBuilders` for every arch series,
+/// `scanActiveBuilders`, `sortAndSplitByProcessor` and `dispatchByProcessor` for each processor.
+/// `buildd-master scan --once` runs one cycle; `serve` runs the scan and the dispatch continuously.
+public final class BuilddMaster: Sendable {
+    let store: BuilddStore
+    let broker: AMQPClient?
+    let configuration: MasterConfiguration
+    let logger: Logger
+    private let state = Mutex<(archSeries: [DistroArchSeries], groups: [DistroArchSeries: BuilderGroup])>(([], [:]))
+
+    public init(store: BuilddStore, broker: AMQPClient?, configuration: MasterConfiguration, logger: Logger) {
+        self.store = store
+        self.broker = broker
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Arch series added so far.
+    public var archSeries: [DistroArchSeries] { state.withLock { $0.archSeries } }
+
+    /// The builder groups set up so far, by arch series (the seed's `_archreleases`).
+    public var archReleases: [DistroArchSeries: BuilderGroup] { state.withLock { $0.groups } }
+
+    public func addDistroArchRelease(_ archSeries: DistroArchSeries) {
+        state.withLock { if !$0.archSeries.contains(archSeries) { $0.archSeries.append(archSeries) } }
+    }
+
+    /// Finds the builders of the arch series' processor and makes their group.
+    /// - Throws: ``NoBuildersError`` when no builder serves that processor.
+    public func setupBuilders(_ archSeries: DistroArchSeries) async throws {
+        let builders = try await store.builders().filter { $0.processors.contains(archSeries.processor) && $0.active }
+        guard !builders.isEmpty else { throw NoBuildersError(archSeries: archSeries) }
+        let silence = Double(BuilddStore.agentSilenceSeconds)
+        let group = BuilderGroup(logger: logger, store: store, builders: builders.map { summary in
+            ScannedBuilder(name: summary.name,
+                           slave: AgentSlave(summary: summary, silentAfterSeconds: silence),
+                           builderok: summary.builderok, failnotes: summary.failnotes)
+        })
+        state.withLock { $0.groups[archSeries] = group }
+    }
+
+    /// Follows the builds in progress: claims nobody accepted go back to the queue, builds whose lease ran
+    /// out are failures, cancelling builds' builders are told (again) to abort. (Agents push their results;
+    /// legacy builders are polled by their adapter.)
+    public func scanActiveBuilders() async throws -> ScanReport {
+        var report = ScanReport()
+        report.reclaimed = try await store.expireClaims(olderThanSeconds: configuration.acceptTimeoutSeconds)
+        for build in report.reclaimed {
+            logger.warning("job not accepted in time, queued again", metadata: ["build.id": "\(build)"])
+        }
+        for lease in try await store.expireLeases() {
+            report.leasesExpired.append(lease.buildID)
+            logger.warning("lease expired, build requeued", metadata: [
+                "build.id": "\(lease.buildID)", "build.attempt": "\(lease.attempt)", "builder.name": "\(lease.builder)"])
+            await sendAbort(builder: lease.builder, buildID: lease.buildID, attempt: Int32(lease.attempt),
+                            reason: "lease expired")
+        }
+        for abort in try await store.abortsDue() {
+            report.abortsSent.append(abort.buildID)
+            logger.info("asking builder to abort a cancelled build", metadata: [
+                "build.id": "\(abort.buildID)", "build.attempt": "\(abort.attempt)", "builder.name": "\(abort.builder)"])
+            await sendAbort(builder: abort.builder, buildID: abort.buildID, attempt: abort.attempt,
+                            reason: "cancelled by an operator")
+        }
+        return report
+    }
+
+    /// The head of each processor's queue, best first: at most `limit` items per processor, read through
+    /// the score index (cheap with a million waiting builds).
+    public func sortAndSplitByProcessor(limit: Int = 64) async throws -> [String: [QueueItem]] {
+        let rows = try await store.database.query("""
+            SELECT p.name, q.build_id, q.lastscore FROM processor p
+             CROSS JOIN LATERAL (SELECT build_id, lastscore, id FROM buildqueue
+                                  WHERE processor_id = p.id AND state = 'WAITING'
+                                  ORDER BY lastscore DESC, id LIMIT $1) q
+             ORDER BY p.name, q.lastscore DESC, q.id
+            """, [limit]).rows
+        var split: [String: [QueueItem]] = [:]
+        for row in rows {
+            let processor = try row.string("name")
+            split[processor, default: []].append(
+                QueueItem(buildID: try row.int64("build_id"), processor: processor, score: try row.int("lastscore")))
+        }
+        return split
+    }
+
+    /// Dispatches the best of `items` that fit the processor's window: claims them (a build another
+    /// master took meanwhile is skipped) and publishes their jobs in score order with confirms.
+    /// - Returns: the jobs published.
+    @discardableResult
+    public func dispatchByProcessor(_ processor: String, _ items: [QueueItem]) async throws -> [JobMessage] {
+        guard !items.isEmpty, let broker else { return [] }
+        let jobs = try await store.claimJobs(processor: processor, lookahead: configuration.lookahead,
+                                             leaseSeconds: configuration.leaseSeconds,
+                                             artifactBaseURL: configuration.artifactBaseURL)
+        guard !jobs.isEmpty else { return [] }
+        let expiration = String(configuration.acceptTimeoutSeconds * 1000)
+        let messages = jobs.map { job in
+            AMQPClient.OutgoingMessage(
+                routingKey: job.processor, body: WireCodec.encode(job),
+                properties: MessageProperties(messageID: "build-\(job.buildID)-\(job.attempt)", type: "job",
+                                              expiration: expiration))
+        }
+        let results = await broker.publishAll(exchange: BrokerTopology.jobsExchange, mandatory: true, messages)
+        var published: [JobMessage] = []
+        for (job, result) in zip(jobs, results) {
+            let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)",
+                                             "processor": "\(job.processor)"]
+            switch result {
+            case .success:
+                published.append(job)
+                logger.info("job published", metadata: metadata)
+            case .failure(let error):
+                logger.warning("job not published, releasing claim", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                do {
+                    try await store.releaseClaim(buildID: job.buildID, attempt: job.attempt)
+                } catch {
+                    logger.warning("claim not released; the scan will", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                }
+            }
+        }
+        return published
+    }
+
+    /// Tells one agent to stop a build (build, attempt).
+    public func sendAbort(builder: String, buildID: Int64, attempt: Int32, reason: String) async {
+        guard let broker else { return }
+        let message = ControlMessage(command: .abort, buildID: buildID, attempt: attempt, reason: reason)
+        do {
+            try await broker.publish(exchange: BrokerTopology.controlExchange, routingKey: builder,
+                                     body: WireCodec.encode(message), properties: MessageProperties(type: "control"))
+        } catch {
+            logger.warning("abort not sent", metadata: ["builder.name": "\(builder)", "error": "\(error)"])
+        }
+    }
+}
