@@ -28,8 +28,8 @@ extension BuilddStore {
                          WHERE bp.processor_id = $2 AND \(Self.idleBuilderCondition)) AS idle,
                        (SELECT count(*) FROM buildqueue WHERE processor_id = $2 AND state = 'DISPATCHED') AS in_flight
                 """, [Self.agentSilenceSeconds, processorID]).first!
-            let idle = try window.int("idle")
-            let limit = idle == 0 ? 0 : idle + lookahead - (try window.int("in_flight"))
+            let limit = dispatchWindow(idleBuilders: try window.int("idle"), lookahead: lookahead,
+                                       inFlight: try window.int("in_flight"))
             guard limit > 0 else { return [] }
             let claimed = try connection.query("""
                 SELECT id, build_id FROM buildqueue WHERE processor_id = $1 AND state = 'WAITING'
@@ -104,30 +104,24 @@ extension BuilddStore {
 
     /// Running builds whose lease ran out (their agent went silent) are failures: counted and requeued.
     /// Cancelling builds whose agent never confirmed end CANCELLED and count against the builder.
-    /// Returns (build, attempt, builder) of each.
+    /// Returns (build, attempt, builder) of each. Each build is judged by ``BuildLifecycle/tick(now:acceptTimeout:)``.
     public func expireLeases() async throws -> [(buildID: Int64, attempt: Int, builder: String)] {
         try await database.transaction { connection in
-            let expired = try connection.query("""
-                SELECT q.build_id, q.state, b.attempt, bl.id AS builder_id, bl.name AS builder
-                  FROM buildqueue q JOIN build b ON b.id = q.build_id JOIN builder bl ON bl.id = q.builder_id
+            let due = try connection.query("""
+                SELECT q.build_id FROM buildqueue q
                  WHERE q.state IN ('RUNNING', 'CANCELLING') AND q.lease_expires < now()
-                 ORDER BY q.lease_expires LIMIT 100 FOR UPDATE OF q, b SKIP LOCKED
-                """).rows
+                 ORDER BY q.lease_expires LIMIT 100 FOR UPDATE SKIP LOCKED
+                """).rows.map { try $0.int64("build_id") }
             var result: [(Int64, Int, String)] = []
-            for row in expired {
-                let buildID = try row.int64("build_id")
-                let attempt = try row.int("attempt")
-                let builderID = try row.int("builder_id")
-                let builder = try row.string("builder")
-                if try row.string("state") == "CANCELLING" {
-                    try Self.finishBuild(connection, buildID: buildID, attempt: attempt, builder: builder,
-                                         status: .cancelled, result: nil, message: "builder did not confirm the abort")
-                    try Self.countBuilderFailure(connection, builderID: builderID, reason: "did not confirm an abort")
-                } else {
-                    try Self.countFailure(connection, buildID: buildID, attempt: attempt, builderID: builderID,
-                                          builder: builder, reason: "lease expired: no heartbeat from \(builder)")
-                }
-                result.append((buildID, attempt, builder))
+            for buildID in due {
+                guard var loaded = try Self.loadLifecycle(buildID, on: connection) else { continue }
+                let action = loaded.machine.tick(now: loaded.now, acceptTimeout: .infinity)
+                if case .ignore = action { continue }
+                let builder = loaded.builderName ?? "unknown"
+                let message: String? = if case .finish = action { "builder did not confirm the abort" } else { nil }
+                try Self.carryOut(action, &loaded, buildID: buildID, builder: builder, on: connection,
+                                  finishMessage: message)
+                result.append((buildID, loaded.attempt, builder))
             }
             return result
         }
@@ -147,8 +141,9 @@ extension BuilddStore {
 
     /// Counts one infrastructure failure against the job and the builder and acts on the judgement:
     /// retry the job, fail it, forgive or fail the builder (``FailureJudgement``).
+    @discardableResult
     static func countFailure(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builderID: Int?,
-                             builder: String?, reason: String) throws {
+                             builder: String?, reason: String) throws -> Bool {
         let jobFailures = try connection.query("""
             UPDATE build SET failure_count = failure_count + 1, failnotes = $2 WHERE id = $1 RETURNING failure_count
             """, [buildID, reason]).first!.int("failure_count")
@@ -171,8 +166,10 @@ extension BuilddStore {
         case .fail:
             try finishBuild(connection, buildID: buildID, attempt: attempt, builder: builder, status: .failedToBuild,
                             result: nil, message: "failed \(jobFailures) times, last: \(reason)")
+            return false
         case .retry:
             try requeue(connection, buildID: buildID, attempt: attempt, builder: builder, message: "retrying: \(reason)")
+            return true
         }
     }
 

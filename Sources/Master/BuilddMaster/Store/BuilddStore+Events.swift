@@ -64,97 +64,71 @@ extension BuilddStore {
         }
     }
 
-    /// The queue row and attempt of a build, locked.
-    private static func lockQueued(_ buildID: Int64, on connection: PostgresConnection) throws -> PostgresRow? {
-        try connection.query("""
-            SELECT q.state, q.builder_id, b.attempt, b.status FROM buildqueue q JOIN build b ON b.id = q.build_id
-             WHERE q.build_id = $1 FOR UPDATE OF q, b
-            """, [buildID]).first
-    }
-
     private static func applyHeartbeat(_ event: AgentEvent, builderID: Int, leaseSeconds: Int,
                                        on connection: PostgresConnection) throws -> EventOutcome {
         if let buildID = event.buildID, let attempt = event.attempt, event.state != .idle {
-            guard let row = try lockQueued(buildID, on: connection),
-                  ["RUNNING", "CANCELLING"].contains(try row.string("state")),
-                  try row.int("attempt") == Int(attempt), row["builder_id"].flatMap(Int.init) == builderID
-            else {
-                // A heartbeat sent just before this attempt's `finished` was applied is late, not stale.
-                let ended = try connection.query("""
-                    SELECT 1 FROM build WHERE id = $1 AND attempt = $2 AND builder_id = $3
-                       AND NOT EXISTS (SELECT 1 FROM buildqueue WHERE build_id = $1)
-                    """, [buildID, Int(attempt), builderID]).first != nil
-                if ended { return .ignored("late \(event.kind.rawValue) for finished build \(buildID)") }
-                return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID) attempt \(attempt) is not current")
+            guard var loaded = try loadLifecycle(buildID, on: connection) else {
+                return .abort(buildID: buildID, attempt: attempt, reason: "no build \(buildID)")
             }
-            // A cancelling build keeps its abort deadline: heartbeats do not extend it.
-            try connection.execute("""
-                UPDATE buildqueue SET logtail = coalesce($3, logtail),
-                       lease_expires = CASE WHEN state = 'RUNNING' THEN now() + make_interval(secs => $2)
-                                            ELSE lease_expires END
-                 WHERE build_id = $1
-                """, [buildID, leaseSeconds, event.logTail])
-            return .applied("lease renewed")
+            let ended = loaded.builderID.map { (Int32(loaded.attempt), $0) }
+            switch loaded.machine.heartbeat(attempt: attempt, builder: builderID, now: loaded.now,
+                                            lease: Double(leaseSeconds), endedAttempt: ended) {
+            case .renew:
+                try persistLease(loaded.machine, buildID: buildID, on: connection)
+                if let tail = event.logTail {
+                    try connection.execute("UPDATE buildqueue SET logtail = $2 WHERE build_id = $1", [buildID, tail])
+                }
+                return .applied("lease renewed")
+            case .abort(let attempt, let reason):
+                return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID): \(reason)")
+            case .ignore(let why):
+                return .ignored(why)
+            default:
+                return .ignored("unexpected")
+            }
         }
         // The agent is idle: a build the database still gives it was lost (the agent restarted or forgot it).
-        let lost = try connection.query("""
-            SELECT q.build_id, b.attempt, bl.name FROM buildqueue q JOIN build b ON b.id = q.build_id
-              JOIN builder bl ON bl.id = q.builder_id
-             WHERE q.builder_id = $1 AND q.state IN ('RUNNING', 'CANCELLING') FOR UPDATE OF q, b
-            """, [builderID]).rows
-        for row in lost {
-            let buildID = try row.int64("build_id")
-            let state = try lockQueued(buildID, on: connection)?.string("state")
-            if state == "CANCELLING" {
-                try finishBuild(connection, buildID: buildID, attempt: try row.int("attempt"), builder: event.builder,
-                                status: .cancelled, result: nil, message: "builder went idle while cancelling")
-            } else {
-                try countFailure(connection, buildID: buildID, attempt: try row.int("attempt"), builderID: builderID,
-                                 builder: event.builder, reason: "\(event.builder) reported idle while building")
-            }
+        let held = try connection.query("""
+            SELECT build_id FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING')
+            """, [builderID]).rows.map { try $0.int64("build_id") }
+        for buildID in held {
+            guard var loaded = try loadLifecycle(buildID, on: connection) else { continue }
+            try carryOut(loaded.machine.builderIdle(builder: builderID), &loaded, buildID: buildID,
+                         builder: event.builder, on: connection)
         }
-        return lost.isEmpty ? .applied("\(event.kind.rawValue) \(event.state?.rawValue ?? "")")
-            : .applied("requeued \(lost.count) lost build(s)")
+        return held.isEmpty ? .applied("\(event.kind.rawValue) \(event.state?.rawValue ?? "")")
+            : .applied("requeued \(held.count) lost build(s)")
     }
 
     private static func applyAccepted(_ event: AgentEvent, builderID: Int, usable: Bool, leaseSeconds: Int,
                                       on connection: PostgresConnection) throws -> EventOutcome {
         let buildID = event.buildID!
         let attempt = event.attempt!
-        guard let row = try lockQueued(buildID, on: connection) else {
-            return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID) no longer needs a builder")
-        }
-        let state = try row.string("state")
-        let current = try row.int("attempt") == Int(attempt)
-        if current, state == "RUNNING", row["builder_id"].flatMap(Int.init) == builderID {
-            return .ignored("accepted repeated")
-        }
-        guard current, state == "DISPATCHED" else {
-            return .abort(buildID: buildID, attempt: attempt,
-                          reason: "attempt \(attempt) of build \(buildID) is not current (queue state \(state))")
-        }
-        guard usable else {
-            return .abort(buildID: buildID, attempt: attempt, reason: "builder \(event.builder) is disabled")
+        guard var loaded = try loadLifecycle(buildID, on: connection) else {
+            return .abort(buildID: buildID, attempt: attempt, reason: "no build \(buildID)")
         }
         let busy = try connection.query("""
-            SELECT build_id FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING')
-            """, [builderID]).first
-        if let busy {
-            return .abort(buildID: buildID, attempt: attempt,
-                          reason: "builder \(event.builder) already runs build \(try busy.int64("build_id"))")
+            SELECT 1 FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING') AND build_id <> $2
+            """, [builderID, buildID]).first != nil
+        switch loaded.machine.accepted(attempt: attempt, builder: builderID, builderUsable: usable, builderBusy: busy,
+                                       now: loaded.now, lease: Double(leaseSeconds)) {
+        case .start:
+            try persistLease(loaded.machine, buildID: buildID, on: connection)
+            try connection.execute("""
+                UPDATE build SET status = 'BUILDING', builder_id = $2, date_started = now() WHERE id = $1
+                """, [buildID, builderID])
+            try connection.execute("UPDATE builder SET agent_state = 'BUILDING', clean_status = 'DIRTY' WHERE id = $1",
+                                   [builderID])
+            try recordEvent(connection, build: buildID, status: .building, attempt: Int(attempt), builder: event.builder,
+                            message: nil)
+            return .applied("build \(buildID) attempt \(attempt) started on \(event.builder)")
+        case .abort(let attempt, let reason):
+            return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID): \(reason)")
+        case .ignore(let why):
+            return .ignored(why)
+        default:
+            return .ignored("unexpected")
         }
-        try connection.execute("""
-            UPDATE buildqueue SET state = 'RUNNING', builder_id = $2, lease_expires = now() + make_interval(secs => $3)
-             WHERE build_id = $1
-            """, [buildID, builderID, leaseSeconds])
-        try connection.execute("""
-            UPDATE build SET status = 'BUILDING', builder_id = $2, date_started = now() WHERE id = $1
-            """, [buildID, builderID])
-        try connection.execute("UPDATE builder SET agent_state = 'BUILDING', clean_status = 'DIRTY' WHERE id = $1",
-                               [builderID])
-        try recordEvent(connection, build: buildID, status: .building, attempt: Int(attempt), builder: event.builder,
-                        message: nil)
-        return .applied("build \(buildID) attempt \(attempt) started on \(event.builder)")
     }
 
     private static func applyFinished(_ event: AgentEvent, builderID: Int,
@@ -163,14 +137,7 @@ extension BuilddStore {
         let attempt = event.attempt!
         let result = event.result!
         try connection.execute("UPDATE builder SET clean_status = 'CLEAN' WHERE id = $1", [builderID])
-        guard let row = try lockQueued(buildID, on: connection) else {
-            return .ignored("build \(buildID) already finished")
-        }
-        let state = try row.string("state")
-        guard try row.int("attempt") == Int(attempt), ["RUNNING", "CANCELLING"].contains(state),
-              row["builder_id"].flatMap(Int.init) == builderID
-        else { return .ignored("finished for attempt \(attempt) of build \(buildID), which is not current") }
-
+        guard var loaded = try loadLifecycle(buildID, on: connection) else { return .ignored("no build \(buildID)") }
         // Every file the agent names must be in the artifact store for this attempt, with the same digest.
         var missing: [String] = []
         let declared = (event.files ?? []) + (event.log.map { [$0] } ?? [])
@@ -182,31 +149,48 @@ extension BuilddStore {
                 missing.append(file.name)
             }
         }
+        let action = loaded.machine.finished(attempt: attempt, builder: builderID, result: result, filesMissing: missing)
+        if case .ignore(let why) = action { return .ignored("build \(buildID): \(why)") }
         if let log = event.log, !missing.contains(log.name) {
             try connection.execute("UPDATE build SET log_name = $2, log_sha256 = $3 WHERE id = $1",
                                    [buildID, log.name, log.sha256])
         }
         try connection.execute("UPDATE build SET result = $2 WHERE id = $1", [buildID, result.rawValue])
-        if !missing.isEmpty {
-            try countFailure(connection, buildID: buildID, attempt: Int(attempt), builderID: builderID,
-                             builder: event.builder,
-                             reason: "result files missing or different from the upload: \(missing.joined(separator: ", "))")
-            return .applied("build \(buildID): files missing, requeued")
+        if case .finish(.fullyBuilt, _) = action {
+            try recordEvent(connection, build: buildID, status: .gathering, attempt: Int(attempt),
+                            builder: event.builder, message: "\(event.files?.count ?? 0) file(s) verified")
         }
-        switch result.disposition(wasCancelling: state == "CANCELLING") {
-        case .finish(let status):
-            if status == .fullyBuilt {
-                try recordEvent(connection, build: buildID, status: .gathering, attempt: Int(attempt),
-                                builder: event.builder, message: "\(event.files?.count ?? 0) file(s) verified")
+        let message = event.message ?? result.rawValue
+        try carryOut(action, &loaded, buildID: buildID, builder: event.builder, on: connection,
+                     finishMessage: message, result: result)
+        switch action {
+        case .finish(let status, _): return .applied("build \(buildID) \(status.rawValue)")
+        default: return .applied("build \(buildID) \(result.rawValue), counted")
+        }
+    }
+
+    /// Does what a lifecycle action asks: finish, count a failure (then retry or fail), requeue.
+    static func carryOut(_ action: BuildLifecycle.Action, _ loaded: inout LoadedLifecycle, buildID: Int64,
+                         builder: String?, on connection: PostgresConnection, finishMessage: String? = nil,
+                         result: BuilderResult? = nil) throws {
+        switch action {
+        case .finish(let status, let builderFailure):
+            try finishBuild(connection, buildID: buildID, attempt: loaded.attempt, builder: builder, status: status,
+                            result: result, message: status == .fullyBuilt ? nil : finishMessage)
+            if let builderID = loaded.builderID {
+                if builderFailure {
+                    try countBuilderFailure(connection, builderID: builderID, reason: "did not confirm an abort")
+                } else if result != nil {
+                    try connection.execute("UPDATE builder SET failure_count = 0 WHERE id = $1", [builderID])
+                }
             }
-            try finishBuild(connection, buildID: buildID, attempt: Int(attempt), builder: event.builder, status: status,
-                            result: result, message: status == .fullyBuilt ? nil : (event.message ?? result.rawValue))
-            try connection.execute("UPDATE builder SET failure_count = 0 WHERE id = $1", [builderID])
-            return .applied("build \(buildID) \(status.rawValue)")
-        case .countFailure:
-            try countFailure(connection, buildID: buildID, attempt: Int(attempt), builderID: builderID,
-                             builder: event.builder, reason: "\(result.rawValue): \(event.message ?? "no reason given")")
-            return .applied("build \(buildID) \(result.rawValue), counted")
+        case .countFailure(let reason):
+            let detail = finishMessage.map { "\(reason): \($0)" } ?? "\(reason) (\(builder ?? "no builder"))"
+            let retried = try countFailure(connection, buildID: buildID, attempt: loaded.attempt,
+                                           builderID: loaded.builderID, builder: builder, reason: detail)
+            loaded.machine.failureCounted(retry: retried)
+        case .reclaim, .renew, .start, .requestAbort, .ignore, .abort:
+            break
         }
     }
 }

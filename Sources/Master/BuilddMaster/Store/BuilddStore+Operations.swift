@@ -30,33 +30,25 @@ extension BuilddStore {
     @discardableResult
     public func cancel(_ buildID: Int64, deadlineSeconds: Int = 180) async throws -> BuildStatus {
         try await database.transaction { connection in
-            guard let row = try connection.query("""
-                SELECT b.status, b.attempt, q.state, bl.name AS builder FROM build b
-                  LEFT JOIN buildqueue q ON q.build_id = b.id LEFT JOIN builder bl ON bl.id = q.builder_id
-                 WHERE b.id = $1 FOR UPDATE OF b
-                """, [buildID]).first
-            else { throw StoreError(.notFound, "no build \(buildID)") }
-            let attempt = try row.int("attempt")
-            switch row["state"] {
-            case "WAITING", "DISPATCHED":
-                try Self.finishBuild(connection, buildID: buildID, attempt: attempt, builder: nil, status: .cancelled,
-                                     result: nil, message: "cancelled before it started")
+            guard var loaded = try Self.loadLifecycle(buildID, on: connection) else {
+                throw StoreError(.notFound, "no build \(buildID)")
+            }
+            switch loaded.machine.cancel(now: loaded.now, deadline: Double(deadlineSeconds)) {
+            case .finish:
+                try Self.finishBuild(connection, buildID: buildID, attempt: loaded.attempt, builder: nil,
+                                     status: .cancelled, result: nil, message: "cancelled before it started")
                 return .cancelled
-            case "RUNNING":
-                try connection.execute("""
-                    UPDATE buildqueue SET state = 'CANCELLING', abort_sent_at = NULL,
-                           lease_expires = now() + make_interval(secs => $2)
-                     WHERE build_id = $1
-                    """, [buildID, deadlineSeconds])
+            case .requestAbort:
+                try Self.persistLease(loaded.machine, buildID: buildID, on: connection)
                 try connection.execute("UPDATE build SET status = 'CANCELLING' WHERE id = $1", [buildID])
-                try Self.recordEvent(connection, build: buildID, status: .cancelling, attempt: attempt,
-                                     builder: row["builder"], message: "cancel requested")
-                return .cancelling
-            case "CANCELLING":
+                try Self.recordEvent(connection, build: buildID, status: .cancelling, attempt: loaded.attempt,
+                                     builder: loaded.builderName, message: "cancel requested")
                 return .cancelling
             default:
-                throw StoreError(.conflict, "build \(buildID) is \(try row.string("status")): only waiting or running "
-                                 + "builds can be cancelled")
+                if case .cancelling = loaded.machine.state { return .cancelling }
+                let status = try connection.query("SELECT status FROM build WHERE id = $1", [buildID]).first?
+                    .string("status") ?? "?"
+                throw StoreError(.conflict, "build \(buildID) is \(status): only waiting or running builds can be cancelled")
             }
         }
     }
