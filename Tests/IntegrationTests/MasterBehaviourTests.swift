@@ -4,6 +4,10 @@ import Foundation
 import Postgres
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The complete master's behaviour with real processes: ordering, cancellation, processors added live.
 @Suite(.serialized) struct MasterBehaviourTests {
     func farm(processors: [String] = ["amd64"]) async throws -> FarmHarness {
@@ -99,5 +103,33 @@ import Testing
         try farm.startAgent("rv1", processors: ["riscv64"], sampleSeconds: 0.1)
         let id = try await submit(farm, "hello", processor: "riscv64")
         #expect(try await waitFor(farm, id, .fullyBuilt), "master log:\n\(farm.log("master"))")
+    }
+
+    @Test func aDeadAgentsBuildIsRequeuedWithinTheLeaseAndBuiltElsewhere() async throws {
+        let farm = try await farm()
+        defer { Task { await farm.close() } }
+        try await farm.store.addBuilder(name: "doomed", processors: ["amd64"])
+        try await farm.store.addBuilder(name: "spare", processors: ["amd64"])
+        try await farm.startMaster(lease: 5)
+        try farm.startAgent("doomed", processors: ["amd64"], sampleSeconds: 8)
+        let id = try await submit(farm, "hello")
+        #expect(try await waitFor(farm, id, .building))
+        let agent = try #require(farm.agents["doomed"])
+        let killedAt = try await farm.store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t")
+            .first!.double("t")
+        kill(agent.processIdentifier, SIGKILL)
+        agent.waitUntilExit()
+        try farm.startAgent("spare", processors: ["amd64"], sampleSeconds: 0.2)
+        #expect(try await waitFor(farm, id, .fullyBuilt, timeout: .seconds(60)), "master log:\n\(farm.log("master"))")
+        let requeued = try await farm.store.database.query("""
+            SELECT extract(epoch FROM at) AS t FROM build_event
+             WHERE build_id = $1 AND status = 'NEEDSBUILD' AND message LIKE 'retrying: lease expired%'
+            """, [id]).first?.optionalDouble("t")
+        let delay = try #require(requeued) - killedAt
+        print(String(format: "agent killed mid-build: requeued %.2f s later (lease 5 s)", delay))
+        #expect(delay <= 5 + 3, "requeue took \(delay) s with a 5 s lease")
+        let detail = try await farm.store.build(id)
+        #expect(detail.build.builder == "spare" && detail.build.attempt == 2)
+        #expect(detail.build.failureCount == 1)
     }
 }

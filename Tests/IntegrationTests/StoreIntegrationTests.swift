@@ -74,10 +74,12 @@ import Testing
         #expect(first.map(\.buildID) == [security, high])  // 1 idle + 1 look-ahead, best first
         #expect(first.allSatisfy { $0.attempt == 1 && $0.uploadURL.hasPrefix("http://m/v1/builds/") })
         #expect(try await farm.claim(lookahead: 1).isEmpty)  // window full
+        // A build submitted now with a better score overtakes what already waits.
+        let urgent = try await farm.submit("urgent", urgency: .emergency, pocket: .security)
         let a2 = FakeAgent("a2")
         _ = try await apply(farm, a2.event(.hello, state: .idle))
-        #expect(try await farm.claim(lookahead: 1).map(\.buildID) == [medium])
-        _ = low
+        #expect(try await farm.claim(lookahead: 1).map(\.buildID) == [urgent])
+        _ = (low, medium)
     }
 
     @Test func acceptedOfAnOldAttemptIsToldToAbort() async throws {
