@@ -17,18 +17,8 @@ public struct ArtifactStore: Sendable {
 
     public init(root: String) throws {
         self.root = root
-        try Self.makeDirectories(root + "/tmp")
-        try Self.makeDirectories(root + "/sha256")
-    }
-
-    static func makeDirectories(_ path: String) throws {
-        var current = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw Failure(description: "cannot create \(current): \(String(cString: strerror(errno)))")
-            }
-        }
+        try BuilddShared.makeDirectories(root + "/tmp")
+        try BuilddShared.makeDirectories(root + "/sha256")
     }
 
     /// Where a blob with this digest lives.
@@ -95,7 +85,7 @@ public struct ArtifactStore: Sendable {
             close(descriptor)
             descriptor = -1
             let final = store.path(sha256: digest)
-            try ArtifactStore.makeDirectories(String(final.dropLast(digest.count + 1)))
+            try BuilddShared.makeDirectories(String(final.dropLast(digest.count + 1)))
             if rename(temporaryPath, final) != 0 {
                 let reason = String(cString: strerror(errno))
                 unlink(temporaryPath)

@@ -121,15 +121,19 @@ struct Status: AsyncParsableCommand {
             let report = Report(processors: try await store.processors(), builders: try await store.builders(),
                                 builds: try await store.buildCounts())
             if output.json { return printJSON(report) }
-            printTable(["PROCESSOR", "WAITING", "DISPATCHED", "RUNNING", "BUILDERS", "IDLE"], report.processors.map {
-                [$0.name, "\($0.waiting)", "\($0.dispatched)", "\($0.running)", "\($0.builders)", "\($0.idleBuilders)"]
-            })
+            printProcessors(report.processors)
             print("")
             printBuilders(report.builders)
             print("")
             print("builds: " + report.builds.keys.sorted().map { "\($0)=\(report.builds[$0]!)" }.joined(separator: " "))
         }
     }
+}
+
+func printProcessors(_ processors: [ProcessorSummary]) {
+    printTable(["PROCESSOR", "WAITING", "DISPATCHED", "RUNNING", "BUILDERS", "IDLE"], processors.map {
+        [$0.name, "\($0.waiting)", "\($0.dispatched)", "\($0.running)", "\($0.builders)", "\($0.idleBuilders)"]
+    })
 }
 
 func printBuilders(_ builders: [BuilderSummary]) {

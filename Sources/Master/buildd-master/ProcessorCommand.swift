@@ -58,9 +58,7 @@ struct ProcessorCommand: AsyncParsableCommand {
         func run() async throws {
             let processors = try await withStore(connection) { try await $0.processors() }
             if output.json { return printJSON(processors) }
-            printTable(["PROCESSOR", "WAITING", "DISPATCHED", "RUNNING", "BUILDERS", "IDLE"], processors.map {
-                [$0.name, "\($0.waiting)", "\($0.dispatched)", "\($0.running)", "\($0.builders)", "\($0.idleBuilders)"]
-            })
+            printProcessors(processors)
         }
     }
 }

@@ -184,3 +184,20 @@ public final class ConfinedWorker<Resource: ReconnectableResource>: @unchecked S
         mailbox.post {}
     }
 }
+
+/// Errors of ``makeDirectories(_:mode:)``.
+public struct FileSystemError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// `mkdir -p`.
+public func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+    var current = path.hasPrefix("/") ? "" : "."
+    for component in path.split(separator: "/") {
+        current += "/" + component
+        if mkdir(current, mode) != 0 && errno != EEXIST {
+            throw FileSystemError("cannot create \(current): \(String(cString: strerror(errno)))")
+        }
+    }
+}

@@ -84,7 +84,7 @@ public final class Agent: Sendable {
 
     /// Runs until ``shutdown()``: a running build is given back (GIVENBACK) so the master requeues it at once.
     public func run() async throws {
-        try Files.makeDirectory(configuration.workDirectory)
+        try makeDirectories(configuration.workDirectory)
         client.start()
         logger.info("agent starting", metadata: ["builder.name": "\(configuration.name)",
                                                  "processors": "\(configuration.processors.joined(separator: ","))",
@@ -216,7 +216,7 @@ public final class Agent: Sendable {
         var message: String?
         Files.removeTree(folder)
         do {
-            try Files.makeDirectory(results)
+            try makeDirectories(results)
             guard let command = configuration.commands[job.buildType] else {
                 throw BuildProcess.Failure(description: "no command configured for build type \(job.buildType)")
             }

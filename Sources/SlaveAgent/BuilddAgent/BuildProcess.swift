@@ -112,16 +112,6 @@ public final class BuildProcess: Sendable {
 
 /// File helpers for the agent's work folders.
 enum Files {
-    static func makeDirectory(_ path: String) throws {
-        var current = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw BuildProcess.Failure(description: "cannot create \(current): \(String(cString: strerror(errno)))")
-            }
-        }
-    }
-
     /// Removes a tree (no symlinks followed).
     static func removeTree(_ path: String) {
         guard let directory = opendir(path) else {

@@ -79,12 +79,8 @@ extension BuilddStore {
                     try connection.execute("UPDATE buildqueue SET logtail = $2 WHERE build_id = $1", [buildID, tail])
                 }
                 return .applied("lease renewed")
-            case .abort(let attempt, let reason):
-                return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID): \(reason)")
-            case .ignore(let why):
-                return .ignored(why)
-            default:
-                return .ignored("unexpected")
+            case let other:
+                return unchanged(other, buildID: buildID)
             }
         }
         // The agent is idle: a build the database still gives it was lost (the agent restarted or forgot it).
@@ -122,12 +118,8 @@ extension BuilddStore {
             try recordEvent(connection, build: buildID, status: .building, attempt: Int(attempt), builder: event.builder,
                             message: nil)
             return .applied("build \(buildID) attempt \(attempt) started on \(event.builder)")
-        case .abort(let attempt, let reason):
-            return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID): \(reason)")
-        case .ignore(let why):
-            return .ignored(why)
-        default:
-            return .ignored("unexpected")
+        case let other:
+            return unchanged(other, buildID: buildID)
         }
     }
 
@@ -166,6 +158,18 @@ extension BuilddStore {
         switch action {
         case .finish(let status, _): return .applied("build \(buildID) \(status.rawValue)")
         default: return .applied("build \(buildID) \(result.rawValue), counted")
+        }
+    }
+
+    /// The outcome of an action that changes nothing: an abort to send, or an event to ignore.
+    static func unchanged(_ action: BuildLifecycle.Action, buildID: Int64) -> EventOutcome {
+        switch action {
+        case .abort(let attempt, let reason):
+            return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID): \(reason)")
+        case .ignore(let why):
+            return .ignored(why)
+        default:
+            return .ignored("no change for build \(buildID)")
         }
     }
 
