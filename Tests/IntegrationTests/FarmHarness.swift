@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// Real `buildd-master` and `buildd-agent` processes on a test database and vhost.
-final class FarmHarness: @unchecked Sendable {
+final class FarmHarness: @unchecked Sendable, TestResource {
     let database: TestDatabase
     let vhost: TestVhost
     let store: BuilddStore
@@ -23,6 +23,19 @@ final class FarmHarness: @unchecked Sendable {
         self.store = store
         directory = NSTemporaryDirectory() + "buildd-farm-\(randomHexToken(bytes: 5))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    /// Runs `body` with a new farm and always stops its processes and drops its database afterwards.
+    static func with<T>(_ body: (FarmHarness) async throws -> T) async throws -> T {
+        let farm = try await make()
+        do {
+            let value = try await body(farm)
+            await farm.close()
+            return value
+        } catch {
+            await farm.close()
+            throw error
+        }
     }
 
     static func make() async throws -> FarmHarness {
@@ -66,8 +79,8 @@ final class FarmHarness: @unchecked Sendable {
         return process
     }
 
-    func startMaster(name: String = "master", lease: Int = 10, acceptTimeout: Int = 10) async throws {
-        let port = try Self.freePort()
+    func startMaster(name: String = "master", lease: Int = 10, acceptTimeout: Int = 10, port: Int? = nil) async throws {
+        let port = try port ?? Self.freePort()
         let process = try spawn("buildd-master", [
             "serve", "--database", database.url, "--broker", vhost.brokerURL, "--http-port", "\(port)",
             "--artifacts", artifactRoot, "--lease", "\(lease)", "--accept-timeout", "\(acceptTimeout)",
@@ -83,7 +96,8 @@ final class FarmHarness: @unchecked Sendable {
         if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log(name))") }
     }
 
-    func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3) throws {
+    func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3, agentSettings: String = "",
+                    commands: String = "") throws {
         let secret = directory + "/\(name).secret"
         try "guest\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -95,6 +109,7 @@ final class FarmHarness: @unchecked Sendable {
             processors = \(processors.joined(separator: ","))
             workdir = \(directory)/work-\(name)
             heartbeat = 1
+            \(agentSettings)
             [broker]
             url = \(brokerURL)
             password_file = \(secret)
@@ -102,10 +117,17 @@ final class FarmHarness: @unchecked Sendable {
             url = \(masterURLs.joined(separator: ", "))
             [commands]
             binarypackage = \(repository)/deploy/examples/sample-build
+            \(commands)
             """
         let path = directory + "/\(name).conf"
         try config.write(toFile: path, atomically: true, encoding: .utf8)
-        agents[name] = try spawn("buildd-agent", ["run", "-c", path], log: directory + "/\(name).log",
+        let log = directory + "/\(name).log"
+        if let previous = agents[name], FileManager.default.fileExists(atPath: log) {
+            // A restart: keep the earlier run's log.
+            _ = previous
+            try? FileManager.default.moveItem(atPath: log, toPath: log + ".\(randomHexToken(bytes: 3))")
+        }
+        agents[name] = try spawn("buildd-agent", ["run", "-c", path], log: log,
                                  environment: ["BUILDD_SAMPLE_SECONDS": "\(sampleSeconds)"])
     }
 
@@ -194,4 +216,21 @@ func checkDispatchOrder(_ store: BuilddStore, processors: [Int64: (processor: St
         let best = order.sorted { (processors[$0]!.score, -$0) > (processors[$1]!.score, -$1) }
         #expect(order == best, "\(processor) dispatched in score order")
     }
+}
+
+/// Something a test must release whether it passes or fails.
+protocol TestResource {
+    func close() async
+}
+
+/// Runs `body` and then closes `resource` (for a farm: stops its processes, drops its database and vhost),
+/// also when `body` throws, so no master or agent outlives its test.
+func closing(_ resource: some TestResource, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        await resource.close()
+        throw error
+    }
+    await resource.close()
 }

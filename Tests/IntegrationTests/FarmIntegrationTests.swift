@@ -33,68 +33,69 @@ import Testing
 
     @Test func twentyBuildsOverTwoProcessorsReachTheirFinalStates() async throws {
         let farm = try await FarmHarness.make()
-        defer { Task { await farm.close() } }
-        let store = farm.store
-        for processor in ["amd64", "arm64"] {
-            try await store.addProcessor(processor)
-            try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
-        }
-        try await store.addBuilder(name: "agent-a1", processors: ["amd64"], brokerUser: "guest")
-        try await store.addBuilder(name: "agent-a2", processors: ["amd64"], brokerUser: "guest")
-        try await store.addBuilder(name: "agent-b1", processors: ["arm64"], brokerUser: "guest")
-        try await farm.startMaster()
-
-        // Everything is queued before any agent is up, so dispatch order shows the scoring.
-        var expected: [Int64: Sample] = [:]
-        for sample in Self.samples {
-            let id = try await store.submit(BuildRequest(
-                distribution: "ubuntu", series: "noble", archTag: sample.processor, sourceName: sample.source,
-                sourceVersion: "1.0-1", urgency: sample.urgency, pocket: sample.pocket))
-            expected[id] = sample
-        }
-        try farm.startAgent("agent-a1", processors: ["amd64"])
-        try farm.startAgent("agent-a2", processors: ["amd64"])
-        try farm.startAgent("agent-b1", processors: ["arm64"])
-
-        let quiet = try await farm.waitForQuiet(timeout: .seconds(180))
-        #expect(quiet, "builds still active; master log:\n\(farm.log("master"))")
-
-        // Every build reached the state it should.
-        for (id, sample) in expected.sorted(by: { $0.key < $1.key }) {
-            let detail = try await store.build(id)
-            #expect(detail.build.status == sample.expected, "build \(id) \(sample.source)")
-            // Nothing went wrong on the way: no retry, no failure counted.
-            #expect(detail.build.attempt == 1 && detail.build.failureCount == 0, "build \(id) was retried")
-            let logs = detail.files.filter { $0.kind == "log" }
-            #expect(logs.count == 1, "build \(id) keeps exactly one log")
-            let results = detail.files.filter { $0.kind == "result" }.map(\.name).sorted()
-            if sample.expected == .fullyBuilt {
-                #expect(results == ["\(sample.source)_1.0-1_\(sample.processor).buildinfo",
-                                    "\(sample.source)_1.0-1_\(sample.processor).deb"])
-            } else {
-                #expect(results.isEmpty)
+        try await closing(farm) {
+            let store = farm.store
+            for processor in ["amd64", "arm64"] {
+                try await store.addProcessor(processor)
+                try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
             }
-            if sample.expected == .failedToBuild, let log = logs.first {
-                let text = try String(contentsOfFile: farm.artifactRoot + "/sha256/\(log.sha256.prefix(2))/\(log.sha256)",
-                                      encoding: .utf8)
-                #expect(text.contains("compilation failed"), "the failed build's log is kept")
+            try await store.addBuilder(name: "agent-a1", processors: ["amd64"], brokerUser: "guest")
+            try await store.addBuilder(name: "agent-a2", processors: ["amd64"], brokerUser: "guest")
+            try await store.addBuilder(name: "agent-b1", processors: ["arm64"], brokerUser: "guest")
+            try await farm.startMaster()
+
+            // Everything is queued before any agent is up, so dispatch order shows the scoring.
+            var expected: [Int64: Sample] = [:]
+            for sample in Self.samples {
+                let id = try await store.submit(BuildRequest(
+                    distribution: "ubuntu", series: "noble", archTag: sample.processor, sourceName: sample.source,
+                    sourceVersion: "1.0-1", urgency: sample.urgency, pocket: sample.pocket))
+                expected[id] = sample
             }
+            try farm.startAgent("agent-a1", processors: ["amd64"])
+            try farm.startAgent("agent-a2", processors: ["amd64"])
+            try farm.startAgent("agent-b1", processors: ["arm64"])
+
+            let quiet = try await farm.waitForQuiet(timeout: .seconds(180))
+            #expect(quiet, "builds still active; master log:\n\(farm.log("master"))")
+
+            // Every build reached the state it should.
+            for (id, sample) in expected.sorted(by: { $0.key < $1.key }) {
+                let detail = try await store.build(id)
+                #expect(detail.build.status == sample.expected, "build \(id) \(sample.source)")
+                // Nothing went wrong on the way: no retry, no failure counted.
+                #expect(detail.build.attempt == 1 && detail.build.failureCount == 0, "build \(id) was retried")
+                let logs = detail.files.filter { $0.kind == "log" }
+                #expect(logs.count == 1, "build \(id) keeps exactly one log")
+                let results = detail.files.filter { $0.kind == "result" }.map(\.name).sorted()
+                if sample.expected == .fullyBuilt {
+                    #expect(results == ["\(sample.source)_1.0-1_\(sample.processor).buildinfo",
+                                        "\(sample.source)_1.0-1_\(sample.processor).deb"])
+                } else {
+                    #expect(results.isEmpty)
+                }
+                if sample.expected == .failedToBuild, let log = logs.first {
+                    let text = try String(contentsOfFile: farm.artifactRoot + "/sha256/\(log.sha256.prefix(2))/\(log.sha256)",
+                                          encoding: .utf8)
+                    #expect(text.contains("compilation failed"), "the failed build's log is kept")
+                }
+            }
+
+            // Every stored file's recorded sha256 and size match the bytes on disk.
+            let files = try await store.database.query("SELECT sha256, size FROM build_file").rows
+            #expect(files.count >= 20)
+            for file in files {
+                let sha256 = try file.string("sha256")
+                let data = try Data(contentsOf: URL(fileURLWithPath: farm.artifactRoot + "/sha256/\(sha256.prefix(2))/\(sha256)"))
+                #expect(SHA256.hex(of: data) == sha256)
+                #expect(Int64(data.count) == (try file.int64("size")))
+            }
+
+            try await checkInvariants(store, builds: expected.count)
+            try await checkDispatchOrder(store, processors: expected.mapValues { ($0.processor, $0.score) })
+
+            let statuses = await farm.stopAll()
+            for (name, status) in statuses { #expect(status == 0, "\(name) did not stop cleanly on SIGTERM") }
         }
-
-        // Every stored file's recorded sha256 and size match the bytes on disk.
-        let files = try await store.database.query("SELECT sha256, size FROM build_file").rows
-        #expect(files.count >= 20)
-        for file in files {
-            let sha256 = try file.string("sha256")
-            let data = try Data(contentsOf: URL(fileURLWithPath: farm.artifactRoot + "/sha256/\(sha256.prefix(2))/\(sha256)"))
-            #expect(SHA256.hex(of: data) == sha256)
-            #expect(Int64(data.count) == (try file.int64("size")))
-        }
-
-        try await checkInvariants(store, builds: expected.count)
-        try await checkDispatchOrder(store, processors: expected.mapValues { ($0.processor, $0.score) })
-
-        let statuses = await farm.stopAll()
-        for (name, status) in statuses { #expect(status == 0, "\(name) did not stop cleanly on SIGTERM") }
     }
 }

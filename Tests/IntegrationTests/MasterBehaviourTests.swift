@@ -35,101 +35,105 @@ import Glibc
 
     @Test func aHundredWaitingBuildsStartInScoreOrder() async throws {
         let farm = try await farm()
-        defer { Task { await farm.close() } }
-        try await farm.store.addBuilder(name: "only", processors: ["amd64"])
-        try await farm.startMaster()
-        try farm.startAgent("only", processors: ["amd64"], sampleSeconds: 0.02)
-        // Keep the agent busy (a 5 s build) while the queue fills.
-        let busy = try await submit(farm, "busy-slow")
-        #expect(try await waitFor(farm, busy, .building))
-        var scores: [Int64: Int] = [:]
-        let urgencies = Urgency.allCases, pockets = Pocket.allCases, components = Component.allCases
-        for index in 0..<100 {
-            let (urgency, pocket, component) = (urgencies[index % 4], pockets[(index / 4) % 5], components[(index / 3) % 5])
-            let id = try await submit(farm, "p\(index)", urgency: urgency, pocket: pocket, component: component)
-            scores[id] = Scoring.score(urgency: urgency, pocket: pocket, component: component)
+        try await closing(farm) {
+            try await farm.store.addBuilder(name: "only", processors: ["amd64"])
+            try await farm.startMaster()
+            try farm.startAgent("only", processors: ["amd64"], sampleSeconds: 0.02)
+            // Keep the agent busy (a 5 s build) while the queue fills.
+            let busy = try await submit(farm, "busy-slow")
+            #expect(try await waitFor(farm, busy, .building))
+            var scores: [Int64: Int] = [:]
+            let urgencies = Urgency.allCases, pockets = Pocket.allCases, components = Component.allCases
+            for index in 0..<100 {
+                let (urgency, pocket, component) = (urgencies[index % 4], pockets[(index / 4) % 5], components[(index / 3) % 5])
+                let id = try await submit(farm, "p\(index)", urgency: urgency, pocket: pocket, component: component)
+                scores[id] = Scoring.score(urgency: urgency, pocket: pocket, component: component)
+            }
+            #expect(try await farm.waitForQuiet(timeout: .seconds(240)), "builds still running")
+            let started = try await farm.store.database.query("""
+                SELECT build_id FROM build_event WHERE status = 'BUILDING' AND build_id <> $1 ORDER BY id
+                """, [busy]).rows.map { try $0.int64("build_id") }
+            let expected = scores.keys.sorted { (scores[$0]!, -$0) > (scores[$1]!, -$1) }
+            #expect(started.count == 100)
+            #expect(started == expected, "builds started out of score order")
+            let first = try await farm.store.build(expected[0]).build.dateStarted ?? ""
+            let busyEnd = try await farm.store.build(busy).build.dateFinished ?? "~"
+            #expect(first >= busyEnd, "the queue was still filling when the busy build ended")
         }
-        #expect(try await farm.waitForQuiet(timeout: .seconds(240)), "builds still running")
-        let started = try await farm.store.database.query("""
-            SELECT build_id FROM build_event WHERE status = 'BUILDING' AND build_id <> $1 ORDER BY id
-            """, [busy]).rows.map { try $0.int64("build_id") }
-        let expected = scores.keys.sorted { (scores[$0]!, -$0) > (scores[$1]!, -$1) }
-        #expect(started.count == 100)
-        #expect(started == expected, "builds started out of score order")
-        let first = try await farm.store.build(expected[0]).build.dateStarted ?? ""
-        let busyEnd = try await farm.store.build(busy).build.dateFinished ?? "~"
-        #expect(first >= busyEnd, "the queue was still filling when the busy build ended")
     }
 
     @Test func cancellingARunningBuildAbortsItOnTheAgent() async throws {
         let farm = try await farm()
-        defer { Task { await farm.close() } }
-        try await farm.store.addBuilder(name: "slow", processors: ["amd64"])
-        try await farm.startMaster()
-        try farm.startAgent("slow", processors: ["amd64"], sampleSeconds: 60)
-        let id = try await submit(farm, "long")
-        #expect(try await waitFor(farm, id, .building))
-        let clock = ContinuousClock()
-        let start = clock.now
-        #expect(try await farm.store.cancel(id) == .cancelling)
-        #expect(try await waitFor(farm, id, .cancelled, timeout: .seconds(30)), "agent log:\n\(farm.log("slow"))")
-        print("cancel of a running build took \(clock.now - start) from request to CANCELLED")
-        let detail = try await farm.store.build(id)
-        #expect(detail.build.result == "ABORTED")
-        #expect(detail.files.contains { $0.kind == "log" }, "the aborted build's log is kept")
-        #expect(try await farm.store.builders().first?.failureCount == 0)
-        // The agent is free again and builds the next job.
-        let next = try await submit(farm, "after-cancel")
-        try await farm.store.database.query("UPDATE build SET source_name = 'after-cancel' WHERE id = $1", [next])
-        #expect(try await waitFor(farm, next, .building))
-        try await farm.store.cancel(next)
-        #expect(try await waitFor(farm, next, .cancelled, timeout: .seconds(30)))
-        try await farm.store.retry(id)
-        #expect(try await farm.store.build(id).build.status == .needsBuild)
+        try await closing(farm) {
+            try await farm.store.addBuilder(name: "slow", processors: ["amd64"])
+            try await farm.startMaster()
+            try farm.startAgent("slow", processors: ["amd64"], sampleSeconds: 60)
+            let id = try await submit(farm, "long")
+            #expect(try await waitFor(farm, id, .building))
+            let clock = ContinuousClock()
+            let start = clock.now
+            #expect(try await farm.store.cancel(id) == .cancelling)
+            #expect(try await waitFor(farm, id, .cancelled, timeout: .seconds(30)), "agent log:\n\(farm.log("slow"))")
+            print("cancel of a running build took \(clock.now - start) from request to CANCELLED")
+            let detail = try await farm.store.build(id)
+            #expect(detail.build.result == "ABORTED")
+            #expect(detail.files.contains { $0.kind == "log" }, "the aborted build's log is kept")
+            #expect(try await farm.store.builders().first?.failureCount == 0)
+            // The agent is free again and builds the next job.
+            let next = try await submit(farm, "after-cancel")
+            try await farm.store.database.query("UPDATE build SET source_name = 'after-cancel' WHERE id = $1", [next])
+            #expect(try await waitFor(farm, next, .building))
+            try await farm.store.cancel(next)
+            #expect(try await waitFor(farm, next, .cancelled, timeout: .seconds(30)))
+            try await farm.store.retry(id)
+            #expect(try await farm.store.build(id).build.status == .needsBuild)
+        }
     }
 
     @Test func aProcessorAddedWhileTheMasterRunsGetsItsBuildsDispatched() async throws {
         let farm = try await farm()
-        defer { Task { await farm.close() } }
-        try await farm.startMaster()
-        // `buildd-master processor add` with a broker declares the queue at once; the running master
-        // picks the processor up from the database without a restart.
-        let cli = try farm.spawn("buildd-master", ["processor", "add", "riscv64", "--database", farm.database.url,
-                                                   "--broker", farm.vhost.brokerURL], log: farm.directory + "/cli.log")
-        cli.waitUntilExit()
-        #expect(cli.terminationStatus == 0, "processor add failed: \(farm.log("cli"))")
-        try await farm.store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "riscv64", processor: "riscv64")
-        try await farm.store.addBuilder(name: "rv1", processors: ["riscv64"])
-        try farm.startAgent("rv1", processors: ["riscv64"], sampleSeconds: 0.1)
-        let id = try await submit(farm, "hello", processor: "riscv64")
-        #expect(try await waitFor(farm, id, .fullyBuilt), "master log:\n\(farm.log("master"))")
+        try await closing(farm) {
+            try await farm.startMaster()
+            // `buildd-master processor add` with a broker declares the queue at once; the running master
+            // picks the processor up from the database without a restart.
+            let cli = try farm.spawn("buildd-master", ["processor", "add", "riscv64", "--database", farm.database.url,
+                                                       "--broker", farm.vhost.brokerURL], log: farm.directory + "/cli.log")
+            cli.waitUntilExit()
+            #expect(cli.terminationStatus == 0, "processor add failed: \(farm.log("cli"))")
+            try await farm.store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "riscv64", processor: "riscv64")
+            try await farm.store.addBuilder(name: "rv1", processors: ["riscv64"])
+            try farm.startAgent("rv1", processors: ["riscv64"], sampleSeconds: 0.1)
+            let id = try await submit(farm, "hello", processor: "riscv64")
+            #expect(try await waitFor(farm, id, .fullyBuilt), "master log:\n\(farm.log("master"))")
+        }
     }
 
     @Test func aDeadAgentsBuildIsRequeuedWithinTheLeaseAndBuiltElsewhere() async throws {
         let farm = try await farm()
-        defer { Task { await farm.close() } }
-        try await farm.store.addBuilder(name: "doomed", processors: ["amd64"])
-        try await farm.store.addBuilder(name: "spare", processors: ["amd64"])
-        try await farm.startMaster(lease: 5)
-        try farm.startAgent("doomed", processors: ["amd64"], sampleSeconds: 8)
-        let id = try await submit(farm, "hello")
-        #expect(try await waitFor(farm, id, .building))
-        let agent = try #require(farm.agents["doomed"])
-        let killedAt = try await farm.store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t")
-            .first!.double("t")
-        kill(agent.processIdentifier, SIGKILL)
-        agent.waitUntilExit()
-        try farm.startAgent("spare", processors: ["amd64"], sampleSeconds: 0.2)
-        #expect(try await waitFor(farm, id, .fullyBuilt, timeout: .seconds(60)), "master log:\n\(farm.log("master"))")
-        let requeued = try await farm.store.database.query("""
-            SELECT extract(epoch FROM at) AS t FROM build_event
-             WHERE build_id = $1 AND status = 'NEEDSBUILD' AND message LIKE 'retrying: lease expired%'
-            """, [id]).first?.optionalDouble("t")
-        let delay = try #require(requeued) - killedAt
-        print(String(format: "agent killed mid-build: requeued %.2f s later (lease 5 s)", delay))
-        #expect(delay <= 5 + 3, "requeue took \(delay) s with a 5 s lease")
-        let detail = try await farm.store.build(id)
-        #expect(detail.build.builder == "spare" && detail.build.attempt == 2)
-        #expect(detail.build.failureCount == 1)
+        try await closing(farm) {
+            try await farm.store.addBuilder(name: "doomed", processors: ["amd64"])
+            try await farm.store.addBuilder(name: "spare", processors: ["amd64"])
+            try await farm.startMaster(lease: 5)
+            try farm.startAgent("doomed", processors: ["amd64"], sampleSeconds: 8)
+            let id = try await submit(farm, "hello")
+            #expect(try await waitFor(farm, id, .building))
+            let agent = try #require(farm.agents["doomed"])
+            let killedAt = try await farm.store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t")
+                .first!.double("t")
+            kill(agent.processIdentifier, SIGKILL)
+            agent.waitUntilExit()
+            try farm.startAgent("spare", processors: ["amd64"], sampleSeconds: 0.2)
+            #expect(try await waitFor(farm, id, .fullyBuilt, timeout: .seconds(60)), "master log:\n\(farm.log("master"))")
+            let requeued = try await farm.store.database.query("""
+                SELECT extract(epoch FROM at) AS t FROM build_event
+                 WHERE build_id = $1 AND status = 'NEEDSBUILD' AND message LIKE 'retrying: lease expired%'
+                """, [id]).first?.optionalDouble("t")
+            let delay = try #require(requeued) - killedAt
+            print(String(format: "agent killed mid-build: requeued %.2f s later (lease 5 s)", delay))
+            #expect(delay <= 5 + 3, "requeue took \(delay) s with a 5 s lease")
+            let detail = try await farm.store.build(id)
+            #expect(detail.build.builder == "spare" && detail.build.attempt == 2)
+            #expect(detail.build.failureCount == 1)
+        }
     }
 }

@@ -12,61 +12,62 @@ import Glibc
 @Suite(.serialized) struct MultiMasterTests {
     @Test func theOtherMasterTakesOverWhenOneIsKilled() async throws {
         let farm = try await FarmHarness.make()
-        defer { Task { await farm.close() } }
-        let store = farm.store
-        for processor in ["amd64", "arm64"] {
-            try await store.addProcessor(processor)
-            try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
-        }
-        let agents = [("m-a1", "amd64"), ("m-a2", "amd64"), ("m-b1", "arm64"), ("m-b2", "arm64")]
-        for (name, processor) in agents { try await store.addBuilder(name: name, processors: [processor]) }
-        try await farm.startMaster(name: "first", lease: 10, acceptTimeout: 5)
-        try await farm.startMaster(name: "second", lease: 10, acceptTimeout: 5)
+        try await closing(farm) {
+            let store = farm.store
+            for processor in ["amd64", "arm64"] {
+                try await store.addProcessor(processor)
+                try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
+            }
+            let agents = [("m-a1", "amd64"), ("m-a2", "amd64"), ("m-b1", "arm64"), ("m-b2", "arm64")]
+            for (name, processor) in agents { try await store.addBuilder(name: name, processors: [processor]) }
+            try await farm.startMaster(name: "first", lease: 10, acceptTimeout: 5)
+            try await farm.startMaster(name: "second", lease: 10, acceptTimeout: 5)
 
-        var expected: [Int64: BuildStatus] = [:]
-        for index in 0..<200 {
-            let processor = index % 2 == 0 ? "amd64" : "arm64"
-            let broken = index % 25 == 7
-            let id = try await store.submit(BuildRequest(
-                distribution: "ubuntu", series: "noble", archTag: processor,
-                sourceName: broken ? "pkg\(index)-broken" : "pkg\(index)", sourceVersion: "1.0",
-                urgency: Urgency.allCases[index % 4]))
-            expected[id] = broken ? .failedToBuild : .fullyBuilt
-        }
-        for (name, processor) in agents { try farm.startAgent(name, processors: [processor], sampleSeconds: 0.05) }
+            var expected: [Int64: BuildStatus] = [:]
+            for index in 0..<200 {
+                let processor = index % 2 == 0 ? "amd64" : "arm64"
+                let broken = index % 25 == 7
+                let id = try await store.submit(BuildRequest(
+                    distribution: "ubuntu", series: "noble", archTag: processor,
+                    sourceName: broken ? "pkg\(index)-broken" : "pkg\(index)", sourceVersion: "1.0",
+                    urgency: Urgency.allCases[index % 4]))
+                expected[id] = broken ? .failedToBuild : .fullyBuilt
+            }
+            for (name, processor) in agents { try farm.startAgent(name, processors: [processor], sampleSeconds: 0.05) }
 
-        // Let the farm get going, then kill the master that holds the status shards (the first to consume).
-        #expect(try await eventually(timeout: .seconds(120)) {
-            (try await store.buildCounts()["FULLYBUILT"] ?? 0) >= 40
-        })
-        let victim = farm.masters[0].process
-        let killedAt = try await store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t").first!.double("t")
-        kill(victim.processIdentifier, SIGKILL)
-        victim.waitUntilExit()
+            // Let the farm get going, then kill the master that holds the status shards (the first to consume).
+            #expect(try await eventually(timeout: .seconds(120)) {
+                (try await store.buildCounts()["FULLYBUILT"] ?? 0) >= 40
+            })
+            let victim = farm.masters[0].process
+            let killedAt = try await store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t").first!.double("t")
+            kill(victim.processIdentifier, SIGKILL)
+            victim.waitUntilExit()
 
-        // Takeover: the first status change applied after the kill (only the survivor can apply it).
-        var takeover: Double?
-        _ = try await eventually(timeout: .seconds(30), interval: .milliseconds(20)) {
-            let row = try await store.database.query("""
-                SELECT extract(epoch FROM min(at)) AS t FROM build_event
-                 WHERE at > to_timestamp($1) AND status IN ('BUILDING', 'FULLYBUILT', 'FAILEDTOBUILD')
-                """, [killedAt]).first
-            takeover = row?.optionalDouble("t").map { $0 - killedAt }
-            return takeover != nil
-        }
-        let measured = try #require(takeover, "no event applied after the kill")
-        print(String(format: "takeover after SIGKILL of a master: %.2f s until the survivor applied an event", measured))
-        #expect(measured < 5, "takeover took \(measured) s")
+            // Takeover: the first status change applied after the kill (only the survivor can apply it).
+            var takeover: Double?
+            _ = try await eventually(timeout: .seconds(30), interval: .milliseconds(20)) {
+                let row = try await store.database.query("""
+                    SELECT extract(epoch FROM min(at)) AS t FROM build_event
+                     WHERE at > to_timestamp($1) AND status IN ('BUILDING', 'FULLYBUILT', 'FAILEDTOBUILD')
+                    """, [killedAt]).first
+                takeover = row?.optionalDouble("t").map { $0 - killedAt }
+                return takeover != nil
+            }
+            let measured = try #require(takeover, "no event applied after the kill")
+            print(String(format: "takeover after SIGKILL of a master: %.2f s until the survivor applied an event", measured))
+            #expect(measured < 5, "takeover took \(measured) s")
 
-        #expect(try await farm.waitForQuiet(timeout: .seconds(300)), "builds still active:\n\(farm.log("second"))")
-        for (id, status) in expected {
-            #expect(try await store.build(id).build.status == status, "build \(id)")
+            #expect(try await farm.waitForQuiet(timeout: .seconds(300)), "builds still active:\n\(farm.log("second"))")
+            for (id, status) in expected {
+                #expect(try await store.build(id).build.status == status, "build \(id)")
+            }
+            try await checkInvariants(store, builds: expected.count)
+            let dispatchedTwice = try await store.database.query("""
+                SELECT count(*) AS n FROM (SELECT build_id, attempt FROM build_event WHERE message = 'dispatched'
+                                            GROUP BY 1, 2 HAVING count(*) > 1) d
+                """).first!.int("n")
+            #expect(dispatchedTwice == 0, "an attempt was dispatched twice")
         }
-        try await checkInvariants(store, builds: expected.count)
-        let dispatchedTwice = try await store.database.query("""
-            SELECT count(*) AS n FROM (SELECT build_id, attempt FROM build_event WHERE message = 'dispatched'
-                                        GROUP BY 1, 2 HAVING count(*) > 1) d
-            """).first!.int("n")
-        #expect(dispatchedTwice == 0, "an attempt was dispatched twice")
     }
 }

@@ -19,7 +19,9 @@ import Testing
         url = http://master:8080/
 
         [commands]
-        binarypackage = /usr/bin/sbuild-wrapper  ; the real thing
+        ; the real thing
+        binarypackage = /usr/bin/sbuild-wrapper
+        command = cd src; make check # tests
         """
 
     func secrets(_ path: String) -> String? { path == "/etc/buildd/secret" ? "hunter2\n" : nil }
@@ -33,7 +35,8 @@ import Testing
         #expect(configuration.brokerURL.password == "hunter2")
         #expect(configuration.brokerUser == "bld-amd64-01")
         #expect(configuration.masterURLs == ["http://master:8080"])
-        #expect(configuration.commands == ["binarypackage": "/usr/bin/sbuild-wrapper"])
+        #expect(configuration.commands == ["binarypackage": "/usr/bin/sbuild-wrapper",
+                                           "command": "cd src; make check # tests"])
         #expect(!configuration.brokerURL.description.contains("hunter2"))
     }
 

@@ -18,6 +18,9 @@ public final class Agent: Sendable {
     let client: AMQPClient
     let session = randomHexToken(bytes: 8)
     let box: StateBox
+    let stateFile: AgentStateFile
+    /// A build held when the agent last stopped, to report first.
+    let recovered: PersistedBuild?
 
     final class StateBox: Sendable {
         let state = Mutex(State())
@@ -35,6 +38,8 @@ public final class Agent: Sendable {
         let job: JobMessage
         var process: BuildProcess?
         var aborted = false
+        /// Set when the build was stopped for running too long or logging too much.
+        var limitExceeded: String?
         /// Where the master's view of this build stands, as fixed by the events already sent: status events
         /// name the build only between `accepted` and `finished`, so they never contradict those two.
         var phase = Phase.accepting
@@ -50,6 +55,16 @@ public final class Agent: Sendable {
         self.logger = logger
         let box = StateBox()
         self.box = box
+        try makeDirectories(configuration.workDirectory)
+        stateFile = AgentStateFile(path: configuration.workDirectory + "/agent-state.json")
+        recovered = stateFile.load()
+        if let recovered {
+            // Until it is reported, the recovered build is this agent's: no new job is taken.
+            box.state.withLock {
+                $0.current = CurrentBuild(job: recovered.job, process: nil, aborted: false, limitExceeded: nil,
+                                          phase: .running)
+            }
+        }
         let amqp = try AMQPConfiguration(url: configuration.brokerURL, heartbeat: .seconds(10), timeout: .seconds(10),
                                          connectionName: "buildd-agent-\(configuration.name)")
         let configuration = configuration
@@ -84,12 +99,12 @@ public final class Agent: Sendable {
 
     /// Runs until ``shutdown()``: a running build is given back (GIVENBACK) so the master requeues it at once.
     public func run() async throws {
-        try makeDirectories(configuration.workDirectory)
         client.start()
         logger.info("agent starting", metadata: ["builder.name": "\(configuration.name)",
                                                  "processors": "\(configuration.processors.joined(separator: ","))",
                                                  "broker.url": "\(configuration.brokerURL)"])
         await withTaskGroup(of: Void.self) { group in
+            if let recovered { group.addTask { await self.recover(recovered) } }
             group.addTask { await self.consumeDeliveries() }
             group.addTask {
                 for await event in self.client.connectionEvents {
@@ -103,23 +118,35 @@ public final class Agent: Sendable {
     }
 
     /// Stops taking jobs, gives back a running build, reports it and stops.
+    /// Stops taking jobs. A running build is given back at once (policy `giveback`), or allowed to finish
+    /// until the shutdown deadline and given back then (policy `finish`). Never dropped silently: the build
+    /// task reports it and then stops the client.
     public func shutdown() async {
-        let process = box.state.withLock { state -> BuildProcess? in
+        let building = box.state.withLock { state -> Bool in
             state.stopping = true
+            return state.current != nil
+        }
+        try? await stopConsumingJobs()
+        guard building else {
+            await client.shutdown()
+            return
+        }
+        if configuration.shutdownPolicy == .finish {
+            logger.info("shutting down after the running build", metadata: [
+                "deadline.seconds": "\(configuration.shutdownDeadlineSeconds)"])
+            try? await Task.sleep(for: .seconds(configuration.shutdownDeadlineSeconds))
+        }
+        let process = box.state.withLock { state -> BuildProcess? in
             guard var current = state.current else { return nil }
             current.aborted = true
             state.current = current
             return current.process
         }
-        try? await stopConsumingJobs()
         if let process {
             logger.info("shutting down: giving back the running build")
             process.signalGroup(SIGTERM)
             scheduleKill(process)
-            // The build task reports GIVENBACK and then stops the client.
-            return
         }
-        await client.shutdown()
     }
 
     private func consumeDeliveries() async {
@@ -164,6 +191,7 @@ public final class Agent: Sendable {
             await startConsumingJobs()
             return
         }
+        stateFile.save(PersistedBuild(job: job, finished: nil))
         logger.info("build accepted", metadata: metadata)
         Task { await self.build(job) }
     }
@@ -236,9 +264,17 @@ public final class Agent: Sendable {
             }
             metadata["pid"] = "\(process.pid)"
             logger.info("build started", metadata: metadata)
+            let limits = Task { await self.enforceLimits(process) }
             let termination = await process.wait()
-            let (aborted, stopping) = box.state.withLock { ($0.current?.aborted ?? false, $0.stopping) }
-            if aborted {
+            limits.cancel()
+            let (aborted, stopping, limit) = box.state.withLock {
+                ($0.current?.aborted ?? false, $0.stopping, $0.current?.limitExceeded)
+            }
+            if let limit {
+                result = .packageFail
+                message = limit
+                appendToLog(logPath, "\nbuildd-agent: \(limit)\n")
+            } else if aborted {
                 result = stopping ? .givenBack : .aborted
                 message = stopping ? "agent shut down" : "aborted by the master"
             } else {
@@ -270,8 +306,16 @@ public final class Agent: Sendable {
             message = "upload failed: \(error)"
             uploaded = []
         }
-        await deliverFinished(job, result: result, files: uploaded, log: log, message: message)
+        let report = PendingFinished(result: result, files: uploaded, log: log, message: message)
+        stateFile.save(PersistedBuild(job: job, finished: report))
+        await deliverFinished(job, report)
         if !configuration.keepWorkDirectory { Files.removeTree(folder) }
+        await buildDone()
+    }
+
+    /// The build was reported: forget it on disk and in memory, then take the next job or stop.
+    private func buildDone() async {
+        stateFile.remove()
         let stopping = box.state.withLock { state -> Bool in
             state.current = nil
             return state.stopping
@@ -281,6 +325,44 @@ public final class Agent: Sendable {
         } else {
             await startConsumingJobs()
         }
+    }
+
+    /// Stops a build that runs past the timeout or whose log grows past the cap.
+    private func enforceLimits(_ process: BuildProcess) async {
+        let clock = ContinuousClock()
+        let started = clock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            var exceeded: String?
+            if let timeout = configuration.buildTimeoutSeconds, clock.now - started > .seconds(timeout) {
+                exceeded = "build timed out after \(timeout) s"
+            } else {
+                var info = stat()
+                if stat(process.logPath, &info) == 0, Int64(info.st_size) > configuration.maxLogBytes {
+                    exceeded = "build log exceeded \(configuration.maxLogBytes) bytes"
+                }
+            }
+            guard let exceeded else { continue }
+            logger.warning("stopping build: \(exceeded)")
+            box.state.withLock { $0.current?.limitExceeded = exceeded }
+            process.signalGroup(SIGTERM)
+            scheduleKill(process)
+            return
+        }
+    }
+
+    /// A build this agent held when it last stopped: report it before taking new work. A result that
+    /// was ready is delivered as it was; a build that was running is given back.
+    private func recover(_ persisted: PersistedBuild) async {
+        let job = persisted.job
+        let report = persisted.finished ?? PendingFinished(
+            result: .givenBack, files: [], log: nil,
+            message: "the agent restarted while the build ran; given back")
+        logger.warning("reporting a build from before the restart", metadata: [
+            "build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)", "build.result": "\(report.result.rawValue)"])
+        await deliverFinished(job, report)
+        Files.removeTree("\(configuration.workDirectory)/build-\(job.buildID)-\(job.attempt)")
+        await buildDone()
     }
 
     private func appendToLog(_ path: String, _ text: String) {
@@ -328,14 +410,14 @@ public final class Agent: Sendable {
     }
 
     /// Sends `finished` until the broker confirms it; the build stays this agent's until then.
-    private func deliverFinished(_ job: JobMessage, result: BuilderResult, files: [FileDigest], log: FileDigest?,
-                                 message: String?) async {
+    private func deliverFinished(_ job: JobMessage, _ report: PendingFinished) async {
         var backoff = Duration.milliseconds(200)
         while true {
             do {
-                try await send(.finished, state: .idle, job: job, result: result, files: files, log: log,
-                               message: message) { state in state.current?.phase = .reported }
-                logger.info("build reported", metadata: ["build.id": "\(job.buildID)", "build.result": "\(result.rawValue)"])
+                try await send(.finished, state: .idle, job: job, result: report.result, files: report.files,
+                               log: report.log, message: report.message) { state in state.current?.phase = .reported }
+                logger.info("build reported", metadata: ["build.id": "\(job.buildID)",
+                                                         "build.result": "\(report.result.rawValue)"])
                 return
             } catch {
                 logger.warning("finished not delivered yet, retrying", metadata: ["error": "\(error)"])

@@ -4,7 +4,8 @@ import BuilddShared
 import Glibc
 #endif
 
-/// The agent's settings, read from an INI-style file:
+/// The agent's settings, read from an INI-style file. Lines starting with `#` or `;` are comments, and so
+/// is the rest of a line after ` #` or ` ;`, except in `[commands]`, whose values are taken whole:
 ///
 /// ```ini
 /// [agent]
@@ -13,6 +14,10 @@ import Glibc
 /// workdir = /var/lib/buildd-agent
 /// heartbeat = 5                ; seconds between heartbeats
 /// keep_workdir = false         ; keep a build's folder after its upload (debugging)
+/// build_timeout = 86400        ; seconds a build may run (0: no limit); then it is stopped, PACKAGEFAIL
+/// max_log_bytes = 104857600    ; a build whose log grows past this is stopped, PACKAGEFAIL
+/// shutdown_policy = giveback   ; on SIGTERM: giveback (stop the build, the master requeues it) or finish
+/// shutdown_deadline = 3600     ; with finish: seconds to wait for the build before giving it back
 ///
 /// [broker]
 /// url = amqp://bld-amd64-01@broker.example:5672/buildd
@@ -23,7 +28,8 @@ import Glibc
 /// url = http://master1.example:8080, http://master2.example:8080   ; uploads go only to these
 ///
 /// [commands]
-/// binarypackage = /usr/lib/buildd/sbuild-wrapper   ; one command per build type
+/// ; one command per build type, run with /bin/sh -c
+/// binarypackage = /usr/lib/buildd/sbuild-wrapper
 /// ```
 ///
 /// `BUILDD_AGENT_<SECTION>_<KEY>` environment variables override file values
@@ -34,6 +40,11 @@ public struct AgentConfiguration: Sendable {
     public var workDirectory: String
     public var heartbeatSeconds: Int
     public var keepWorkDirectory: Bool
+    /// Seconds a build may run; nil for no limit.
+    public var buildTimeoutSeconds: Int?
+    public var maxLogBytes: Int64
+    public var shutdownPolicy: ShutdownPolicy
+    public var shutdownDeadlineSeconds: Int
     /// The broker URL with the password filled in (from the file or environment). Never log it; use `brokerURL.description`.
     public var brokerURL: ServiceURL
     public var queueType: String
@@ -42,6 +53,14 @@ public struct AgentConfiguration: Sendable {
     public var masterURLs: [String]
     /// Build type -> command run with `/bin/sh -c` in the build's folder.
     public var commands: [String: String]
+
+    /// What SIGTERM does to a running build.
+    public enum ShutdownPolicy: String, Sendable {
+        /// Stop it and report GIVENBACK: the master requeues it at once.
+        case giveback
+        /// Let it finish and report it, up to the deadline; then give it back.
+        case finish
+    }
 
     public struct Invalid: Error, CustomStringConvertible, Equatable {
         public let problems: [String]
@@ -56,7 +75,19 @@ public struct AgentConfiguration: Sendable {
         var section = ""
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             var line = Substring(rawLine)
-            if let comment = line.firstIndex(where: { $0 == "#" || $0 == ";" }) { line = line[..<comment] }
+            let start = line.trimmed(" \t\r")
+            if start.isEmpty || start.hasPrefix("#") || start.hasPrefix(";") { continue }
+            // Inline comments (` ; ...` or ` # ...`) end a value, except in [commands], whose values are
+            // shell command lines taken whole.
+            if section != "commands" || start.hasPrefix("[") {
+                var previous: Character = " "
+                if let comment = line.indices.first(where: { index in
+                    defer { previous = line[index] }
+                    return (line[index] == "#" || line[index] == ";") && (previous == " " || previous == "\t")
+                }) {
+                    line = line[..<comment]
+                }
+            }
             let trimmed = line.trimmed(" \t\r")
             if trimmed.isEmpty { continue }
             if trimmed.hasPrefix("[") {
@@ -83,7 +114,8 @@ public struct AgentConfiguration: Sendable {
             values[String(parts[0]), default: [:]][String(parts[1])] = value
         }
         let known: [String: Set<String>] = [
-            "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir"],
+            "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir", "build_timeout", "max_log_bytes",
+                      "shutdown_policy", "shutdown_deadline"],
             "broker": ["url", "password", "password_file", "queue_type"],
             "master": ["url"],
         ]
@@ -108,6 +140,14 @@ public struct AgentConfiguration: Sendable {
         let workdir = value("agent", "workdir") ?? "/var/lib/buildd-agent"
         let heartbeat = Int(value("agent", "heartbeat") ?? "5") ?? -1
         if !(1...60).contains(heartbeat) { problems.append("[agent] heartbeat must be 1-60 seconds") }
+        let timeout = Int(value("agent", "build_timeout") ?? "86400") ?? -1
+        if timeout < 0 { problems.append("[agent] build_timeout must be a number of seconds (0: no limit)") }
+        let maxLog = Int64(value("agent", "max_log_bytes") ?? "104857600") ?? -1
+        if maxLog < 4096 { problems.append("[agent] max_log_bytes must be at least 4096") }
+        let policy = AgentConfiguration.ShutdownPolicy(rawValue: value("agent", "shutdown_policy") ?? "giveback")
+        if policy == nil { problems.append("[agent] shutdown_policy must be giveback or finish") }
+        let deadline = Int(value("agent", "shutdown_deadline") ?? "3600") ?? -1
+        if deadline < 0 { problems.append("[agent] shutdown_deadline must be a number of seconds") }
         let keep = value("agent", "keep_workdir") ?? "false"
         if !["true", "false", "yes", "no"].contains(keep) { problems.append("[agent] keep_workdir must be true or false") }
 
@@ -156,6 +196,8 @@ public struct AgentConfiguration: Sendable {
             guard problems.isEmpty else { throw Invalid(problems: problems) }
             return AgentConfiguration(name: name, processors: processors, workDirectory: workdir,
                                       heartbeatSeconds: heartbeat, keepWorkDirectory: keep == "true" || keep == "yes",
+                                      buildTimeoutSeconds: timeout == 0 ? nil : timeout, maxLogBytes: maxLog,
+                                      shutdownPolicy: policy ?? .giveback, shutdownDeadlineSeconds: deadline,
                                       brokerURL: brokerURL, queueType: value("broker", "queue_type") ?? "classic",
                                       masterURLs: masterURLs, commands: commands)
         }

@@ -1,0 +1,171 @@
+import AMQP
+import BuilddMasterKit
+import BuilddShared
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The agent under faults, with real processes: limits, shutdown policies, restarts, a dropped broker
+/// connection and a master that is away during the upload.
+@Suite(.serialized) struct AgentFaultTests {
+    func farm(agent name: String, lease: Int = 10, sampleSeconds: Double = 0.2, agentSettings: String = "",
+              commands: String = "") async throws -> FarmHarness {
+        let farm = try await FarmHarness.make()
+        try await farm.store.addProcessor("amd64")
+        try await farm.store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        try await farm.store.addBuilder(name: name, processors: ["amd64"])
+        try await farm.startMaster(lease: lease)
+        try farm.startAgent(name, processors: ["amd64"], sampleSeconds: sampleSeconds, agentSettings: agentSettings,
+                            commands: commands)
+        return farm
+    }
+
+    func submit(_ farm: FarmHarness, _ source: String, type: String = "binarypackage") async throws -> Int64 {
+        try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                 sourceName: source, sourceVersion: "1.0", buildType: type))
+    }
+
+    func waitFor(_ farm: FarmHarness, _ id: Int64, _ status: BuildStatus, timeout: Duration = .seconds(60)) async throws -> Bool {
+        try await eventually(timeout: timeout, interval: .milliseconds(100)) {
+            try await farm.store.build(id).build.status == status
+        }
+    }
+
+    /// Waits for the build to reach `status`; records its history when it does not.
+    func expectStatus(_ farm: FarmHarness, _ id: Int64, _ status: BuildStatus, timeout: Duration) async throws {
+        if try await waitFor(farm, id, status, timeout: timeout) { return }
+        let text = try await history(farm, id)
+        Issue.record("build \(id) did not reach \(status.rawValue):\n\(text)")
+    }
+
+    func history(_ farm: FarmHarness, _ id: Int64) async throws -> String {
+        try await farm.store.build(id).history.map { "\($0.status) \($0.message ?? "")" }.joined(separator: "\n")
+    }
+
+    @Test func aBuildPastItsTimeoutIsStopped() async throws {
+        let farm = try await farm(agent: "timer", agentSettings: "build_timeout = 2")
+        try await closing(farm) {
+            let id = try await submit(farm, "hello-slow")  // 5 s
+            try await expectStatus(farm, id, .failedToBuild, timeout: .seconds(30))
+            let detail = try await farm.store.build(id)
+            #expect(detail.build.failnotes?.contains("timed out after 2 s") == true)
+            #expect(detail.files.contains { $0.kind == "log" })
+        }
+    }
+
+    @Test func aBuildWhoseLogGrowsPastTheCapIsStopped() async throws {
+        let farm = try await farm(agent: "chatty", agentSettings: "max_log_bytes = 8192",
+                                  commands: "command = while true; do echo spam spam spam spam spam; done")
+        try await closing(farm) {
+            let id = try await submit(farm, "noisy", type: "command")
+            try await expectStatus(farm, id, .failedToBuild, timeout: .seconds(30))
+            #expect(try await farm.store.build(id).build.failnotes?.contains("log exceeded 8192 bytes") == true)
+        }
+    }
+
+    @Test func sigtermGivesTheRunningBuildBack() async throws {
+        let farm = try await farm(agent: "leaver", sampleSeconds: 30)
+        try await closing(farm) {
+            let id = try await submit(farm, "hello")
+            #expect(try await waitFor(farm, id, .building))
+            let status = await FarmHarness.stop(farm.agents["leaver"]!, timeout: .seconds(20))
+            #expect(status == 0, "agent did not stop cleanly")
+            #expect(try await waitFor(farm, id, .needsBuild, timeout: .seconds(10)))
+            let text = try await history(farm, id)
+            #expect(text.contains("GIVENBACK"), "\(text)")
+        }
+    }
+
+    @Test func sigtermWithTheFinishPolicyLetsTheBuildComplete() async throws {
+        let farm = try await farm(agent: "finisher", sampleSeconds: 3,
+                                  agentSettings: "shutdown_policy = finish\nshutdown_deadline = 60")
+        try await closing(farm) {
+            let id = try await submit(farm, "hello")
+            #expect(try await waitFor(farm, id, .building))
+            let agent = farm.agents["finisher"]!
+            agent.terminate()
+            // Stopping takes no new job meanwhile.
+            let other = try await submit(farm, "second")
+            agent.waitUntilExit()
+            #expect(agent.terminationStatus == 0)
+            #expect(try await farm.store.build(id).build.status == .fullyBuilt)
+            #expect(try await farm.store.build(other).build.status == .needsBuild)
+        }
+    }
+
+    @Test func anAgentRestartedMidBuildReportsTheOrphanAndBuildsAgain() async throws {
+        let farm = try await farm(agent: "phoenix", sampleSeconds: 4)
+        try await closing(farm) {
+            let id = try await submit(farm, "hello")
+            #expect(try await waitFor(farm, id, .building))
+            let agent = farm.agents["phoenix"]!
+            kill(agent.processIdentifier, SIGKILL)
+            agent.waitUntilExit()
+            try farm.startAgent("phoenix", processors: ["amd64"], sampleSeconds: 0.2)
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(60))
+            let text = try await history(farm, id)
+            #expect(text.contains("restarted while the build ran"), "\(text)")
+            #expect(try await farm.store.build(id).build.attempt == 2)
+        }
+    }
+
+    @Test func aBrokerConnectionDroppedMidBuildLosesNothing() async throws {
+        let farm = try await farm(agent: "flaky-net", sampleSeconds: 3)
+        try await closing(farm) {
+            let id = try await submit(farm, "hello")
+            #expect(try await waitFor(farm, id, .building))
+            // Close every connection of the test's vhost from the broker side, as a broker restart would.
+            // The management API lists connections once its statistics caught up with them.
+            #expect(try await eventually(timeout: .seconds(15)) { try await connectionCount(farm) >= 2 })
+            #expect(try await dropConnections(farm) >= 2)
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(60))
+            let detail = try await farm.store.build(id)
+            #expect(detail.build.attempt == 1 && detail.build.failureCount == 0, "the build was recorded once")
+            #expect(detail.history.filter { $0.status == "FULLYBUILT" }.count == 1)
+            #expect(farm.log("flaky-net").contains("broker connection lost"))
+        }
+    }
+
+    func connectionCount(_ farm: FarmHarness) async throws -> Int {
+        let url = try TestEnvironment.managementURL + "/api/vhosts/\(farm.vhost.name)/connections"
+        let list = try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url) }
+        return ((try JSONSerialization.jsonObject(with: Data(list.body)) as? [[String: Any]]) ?? []).count
+    }
+
+    /// Closes the connections of the test's vhost (its master's and agent's) through the management API.
+    func dropConnections(_ farm: FarmHarness) async throws -> Int {
+        let management = try TestEnvironment.managementURL
+        let vhost = farm.vhost.name
+        return try await runBlocking {
+            let list = try SimpleHTTPClient.send(method: "GET", url: management + "/api/vhosts/\(vhost)/connections")
+            let connections = (try JSONSerialization.jsonObject(with: Data(list.body)) as? [[String: Any]]) ?? []
+            var allowed = CharacterSet.alphanumerics
+            allowed.insert(charactersIn: "-._~")
+            for connection in connections {
+                guard let name = connection["name"] as? String else { continue }
+                let path = "/api/connections/" + (name.addingPercentEncoding(withAllowedCharacters: allowed) ?? name)
+                _ = try SimpleHTTPClient.send(method: "DELETE", url: management + path)
+            }
+            return connections.count
+        }
+    }
+
+    @Test func anUploadThatFailsIsRetriedThenReportedAndTheBuildRequeued() async throws {
+        let farm = try await farm(agent: "uploader", sampleSeconds: 2)
+        try await closing(farm) {
+            let id = try await submit(farm, "hello")
+            #expect(try await waitFor(farm, id, .building))
+            // The only master goes away before the upload; the agent retries, then reports BUILDERFAIL.
+            let master = farm.masters[0].process
+            #expect(await FarmHarness.stop(master) == 0)
+            #expect(try await eventually(timeout: .seconds(40)) { farm.log("uploader").contains("upload failed") })
+            try await farm.startMaster(name: "master-again", port: farm.masters[0].port)
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(60))
+            let text = try await history(farm, id)
+            #expect(text.contains("upload failed"), "\(text)")
+        }
+    }
+}
