@@ -168,4 +168,23 @@ import Glibc
             #expect(text.contains("upload failed"), "\(text)")
         }
     }
+
+    @Test func buildsRunAsTheBuildUserWithTheirPlaceholdersFilled() async throws {
+        let farm = try await farm(agent: "sandboxed", agentSettings: "build_user = nobody",
+                                  commands: "command = id -u > {results}/uid.txt; echo {source} {version} {series} {arch} > {results}/args.txt")
+        try await closing(farm) {
+            let id = try await submit(farm, "hello", type: "command")
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(30))
+            let files = Dictionary(uniqueKeysWithValues: try await farm.store.build(id).files.map { ($0.name, $0.sha256) })
+            func content(_ name: String) throws -> String {
+                guard let sha = files[name] else { return "(missing)" }
+                return try String(contentsOfFile: farm.artifactRoot + "/sha256/\(sha.prefix(2))/\(sha)", encoding: .utf8)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            #expect(try content("args.txt") == "hello 1.0 noble amd64")
+            // As root the build runs as `nobody`; an agent that is not root cannot switch and runs it as itself.
+            let expected = geteuid() == 0 ? "\(getpwnam("nobody")!.pointee.pw_uid)" : "\(geteuid())"
+            #expect(try content("uid.txt") == expected)
+        }
+    }
 }

@@ -245,15 +245,22 @@ public final class Agent: Sendable {
         Files.removeTree(folder)
         do {
             try makeDirectories(results)
-            guard let command = configuration.commands[job.buildType] else {
+            guard let template = configuration.commands[job.buildType] else {
                 throw BuildProcess.Failure(description: "no command configured for build type \(job.buildType)")
             }
-            let process = try BuildProcess(command: command, directory: folder, environment: [
-                "BUILDD_BUILD_ID": "\(job.buildID)", "BUILDD_ATTEMPT": "\(job.attempt)",
-                "BUILDD_BUILD_TYPE": job.buildType, "BUILDD_SOURCE": job.sourceName, "BUILDD_VERSION": job.sourceVersion,
-                "BUILDD_DISTRIBUTION": job.distribution, "BUILDD_SERIES": job.series, "BUILDD_ARCH": job.archTag,
-                "BUILDD_PROCESSOR": job.processor, "BUILDD_RESULTS": results,
-            ], logPath: logPath)
+            let values = [
+                "build_id": "\(job.buildID)", "attempt": "\(job.attempt)", "build_type": job.buildType,
+                "source": job.sourceName, "version": job.sourceVersion, "distribution": job.distribution,
+                "series": job.series, "arch": job.archTag, "processor": job.processor, "results": results,
+                "dsc": job.sourceFiles.first { $0.name.hasSuffix(".dsc") }?.name ?? "",
+            ]
+            let command = try CommandTemplate.render(template, values: values)
+            let user = try buildUser()
+            if let user { try Files.changeOwner(folder, uid: user.uid, gid: user.gid) }
+            let process = try BuildProcess(
+                command: command, directory: folder,
+                environment: Dictionary(uniqueKeysWithValues: values.map { ("BUILDD_" + $0.key.uppercased(), $0.value) }),
+                logPath: logPath, runAs: user)
             let abortedEarly = box.state.withLock { state -> Bool in
                 state.current?.process = process
                 return state.current?.aborted ?? false
@@ -325,6 +332,15 @@ public final class Agent: Sendable {
         } else {
             await startConsumingJobs()
         }
+    }
+
+    /// The unprivileged user builds run as, when the agent runs as root and one is configured.
+    private func buildUser() throws -> (uid: uid_t, gid: gid_t)? {
+        guard let name = configuration.buildUser, geteuid() == 0 else { return nil }
+        guard let entry = getpwnam(name) else {
+            throw BuildProcess.Failure(description: "build_user \(name) does not exist")
+        }
+        return (entry.pointee.pw_uid, entry.pointee.pw_gid)
     }
 
     /// Stops a build that runs past the timeout or whose log grows past the cap.

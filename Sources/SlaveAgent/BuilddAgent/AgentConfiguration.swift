@@ -18,6 +18,7 @@ import Glibc
 /// max_log_bytes = 104857600    ; a build whose log grows past this is stopped, PACKAGEFAIL
 /// shutdown_policy = giveback   ; on SIGTERM: giveback (stop the build, the master requeues it) or finish
 /// shutdown_deadline = 3600     ; with finish: seconds to wait for the build before giving it back
+/// build_user = buildd-build    ; when the agent runs as root, builds run as this user
 ///
 /// [broker]
 /// url = amqp://bld-amd64-01@broker.example:5672/buildd
@@ -45,6 +46,8 @@ public struct AgentConfiguration: Sendable {
     public var maxLogBytes: Int64
     public var shutdownPolicy: ShutdownPolicy
     public var shutdownDeadlineSeconds: Int
+    /// The user builds run as when the agent runs as root.
+    public var buildUser: String?
     /// The broker URL with the password filled in (from the file or environment). Never log it; use `brokerURL.description`.
     public var brokerURL: ServiceURL
     public var queueType: String
@@ -115,7 +118,7 @@ public struct AgentConfiguration: Sendable {
         }
         let known: [String: Set<String>] = [
             "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir", "build_timeout", "max_log_bytes",
-                      "shutdown_policy", "shutdown_deadline"],
+                      "shutdown_policy", "shutdown_deadline", "build_user"],
             "broker": ["url", "password", "password_file", "queue_type"],
             "master": ["url"],
         ]
@@ -191,6 +194,11 @@ public struct AgentConfiguration: Sendable {
             commands[type] = command
         }
         if commands.isEmpty { problems.append("[commands] needs at least one build type, e.g. binarypackage = ...") }
+        for (type, command) in commands.sorted(by: { $0.key < $1.key }) {
+            do { _ = try CommandTemplate.render(command, values: [:]) } catch {
+                problems.append("[commands] \(type): \(error)")
+            }
+        }
 
         func finish() throws -> AgentConfiguration {
             guard problems.isEmpty else { throw Invalid(problems: problems) }
@@ -198,6 +206,7 @@ public struct AgentConfiguration: Sendable {
                                       heartbeatSeconds: heartbeat, keepWorkDirectory: keep == "true" || keep == "yes",
                                       buildTimeoutSeconds: timeout == 0 ? nil : timeout, maxLogBytes: maxLog,
                                       shutdownPolicy: policy ?? .giveback, shutdownDeadlineSeconds: deadline,
+                                      buildUser: value("agent", "build_user"),
                                       brokerURL: brokerURL, queueType: value("broker", "queue_type") ?? "classic",
                                       masterURLs: masterURLs, commands: commands)
         }

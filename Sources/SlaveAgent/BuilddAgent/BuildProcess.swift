@@ -29,7 +29,10 @@ public final class BuildProcess: Sendable {
     }
 
     /// Starts `/bin/sh -c command` in `directory` with `environment` added to the agent's own.
-    public init(command: String, directory: String, environment: [String: String], logPath: String) throws {
+    /// - Parameter runAs: when set (the agent runs as root), the command runs as this user and group,
+    ///   with no supplementary groups, through util-linux's `setpriv`.
+    public init(command: String, directory: String, environment: [String: String], logPath: String,
+                runAs user: (uid: uid_t, gid: gid_t)? = nil) throws {
         self.logPath = logPath
         var fileActions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fileActions)
@@ -66,14 +69,20 @@ public final class BuildProcess: Sendable {
         merged["BUILDD_WORKDIR"] = directory
         // glibc's posix_spawn_file_actions_addchdir_np is not visible to Swift: the shell changes folder.
         let script = "cd -- \"$BUILDD_WORKDIR\" || exit 127\n" + command
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(script), nil]
+        var arguments = ["/bin/sh", "-c", script]
+        if let user {
+            arguments = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"]
+                + arguments
+            merged["HOME"] = directory
+        }
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
         var child = pid_t()
-        let rc = posix_spawn(&child, "/bin/sh", &fileActions, &attributes, argv, envp)
+        let rc = posix_spawn(&child, arguments[0], &fileActions, &attributes, argv, envp)
         guard rc == 0 else { throw Failure(description: "cannot start build command: \(String(cString: strerror(rc)))") }
         pid = child
     }
@@ -131,6 +140,21 @@ enum Files {
         }
         closedir(directory)
         rmdir(path)
+    }
+
+    /// Gives a folder and everything directly and indirectly in it to a user (no symlinks followed).
+    static func changeOwner(_ path: String, uid: uid_t, gid: gid_t) throws {
+        guard lchown(path, uid, gid) == 0 else {
+            throw BuildProcess.Failure(description: "cannot chown \(path): \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, let directory = opendir(path) else { return }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." { continue }
+            try changeOwner(path + "/" + name, uid: uid, gid: gid)
+        }
     }
 
     /// Regular files directly in a folder, sorted.
