@@ -2,8 +2,22 @@ import ArgumentParser
 import BuilddAgent
 import BuilddShared
 import Dispatch
-import Foundation
 import Logging
+// FoundationEssentials only: the full Foundation (with ICU) would cost the agent several MiB of memory.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes a line to standard error.
+func printError(_ text: String) {
+    let line = Array((text + "\n").utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
 
 @main
 struct BuilddAgentCommand: AsyncParsableCommand {
@@ -43,7 +57,7 @@ struct Run: AsyncParsableCommand {
         do {
             configuration = try config.load()
         } catch let invalid as AgentConfiguration.Invalid {
-            FileHandle.standardError.write(Data("invalid configuration \(config.config):\n\(invalid)\n".utf8))
+            printError("invalid configuration \(config.config):\n\(invalid)")
             throw ExitCode(78)  // EX_CONFIG
         }
         var logger = Logger(label: "buildd.agent")
