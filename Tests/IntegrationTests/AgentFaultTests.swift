@@ -187,4 +187,39 @@ import Glibc
             #expect(try content("uid.txt") == expected)
         }
     }
+
+    @Test func sourceFilesAreFetchedAndCheckedBeforeTheBuild() async throws {
+        let farm = try await farm(agent: "fetcher", commands: "command = sha256sum {dsc} > {results}/sum.txt")
+        try await closing(farm) {
+            let store = try ArtifactStore(root: farm.artifactRoot)
+            func source(_ name: String, _ text: String) throws -> FileDigest {
+                let path = farm.directory + "/" + name
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                return try store.importFile(at: path, name: name)
+            }
+            func submitWith(_ file: FileDigest) async throws -> Int64 {
+                try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                         sourceName: "hello", sourceVersion: "1.0", buildType: "command",
+                                                         sourceFiles: [file]))
+            }
+            let good = try source("hello_1.0.dsc", "Format: 3.0 (quilt)\nSource: hello\n")
+            let id = try await submitWith(good)
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(30))
+            let sum = try #require(try await farm.store.build(id).files.first { $0.name == "sum.txt" })
+            let text = try String(contentsOfFile: farm.artifactRoot + "/sha256/\(sum.sha256.prefix(2))/\(sum.sha256)",
+                                  encoding: .utf8)
+            #expect(text.hasPrefix(good.sha256 + "  hello_1.0.dsc"))
+
+            // A copy that went bad in the store fails the agent's check: counted and retried, never built.
+            let bad = try source("other_1.0.dsc", "Source: other\n")
+            try "Source: OTHER\n".write(toFile: store.path(sha256: bad.sha256), atomically: false, encoding: .utf8)
+            let broken = try await submitWith(bad)
+            #expect(try await eventually(timeout: .seconds(30)) {
+                try await farm.store.build(broken).build.failureCount >= 1
+            })
+            let detail = try await farm.store.build(broken)
+            #expect(detail.build.failnotes?.contains("failed its sha256 check") == true, "\(detail.build.failnotes ?? "")")
+            #expect(!detail.files.contains { $0.name == "sum.txt" })
+        }
+    }
 }

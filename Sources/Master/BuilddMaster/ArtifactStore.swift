@@ -30,6 +30,27 @@ public struct ArtifactStore: Sendable {
         access(path(sha256: sha256), F_OK) == 0
     }
 
+    /// Copies a local file into the store (an operator adding a source); returns its digest.
+    public func importFile(at path: String, name: String) throws -> FileDigest {
+        let input = open(path, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno)))") }
+        defer { close(input) }
+        let upload = try beginUpload()
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        var digest = SHA256()
+        while true {
+            let count = read(input, &chunk, chunk.count)
+            if count < 0 { throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno)))") }
+            if count == 0 { break }
+            digest.update(chunk[0..<count])
+            try chunk[0..<count].withUnsafeBytes { try upload.write($0) }
+        }
+        let sha256 = digest.finalizeHex()
+        let size = upload.size
+        _ = try upload.commit(expectedSHA256: sha256)
+        return FileDigest(name: name, sha256: sha256, size: size)
+    }
+
     /// Starts an upload into a temporary file.
     public func beginUpload() throws -> Upload {
         let temporary = "\(root)/tmp/upload-\(randomHexToken(bytes: 12))"

@@ -14,6 +14,7 @@ import Glibc
 /// |---|---|
 /// | `PUT /v1/builds/{id}/attempts/{attempt}/files/{name}?kind=result\|log` | upload; `Authorization: Bearer <token>`, `X-Checksum-Sha256` |
 /// | `GET /v1/builds/{id}/files/{name}` | download a stored file |
+/// | `GET /v1/builds/{id}/attempts/{attempt}/sources/{name}` | a source file, for the running attempt's agent (bearer token) |
 /// | `GET /v1/builds/{id}` | a build as JSON |
 /// | `GET /healthz` | 200 when the database and the broker answer, else 503 |
 public struct HTTPAPI: Sendable {
@@ -38,6 +39,9 @@ public struct HTTPAPI: Sendable {
             try await self.upload(request, context)
         }
         router.get("/v1/builds/:id/files/:name") { _, context in try await self.download(context) }
+        router.get("/v1/builds/:id/attempts/:attempt/sources/:name") { request, context in
+            try await self.downloadSource(request, context)
+        }
         router.get("/v1/builds/:id") { _, context in
             let id = try context.parameters.require("id", as: Int64.self)
             do {
@@ -107,6 +111,26 @@ public struct HTTPAPI: Sendable {
         guard Naming.isValidFileName(name), let file = try await store.file(buildID: buildID, name: name) else {
             throw HTTPError(.notFound, message: "no file \(name) for build \(buildID)")
         }
+        return try serve(name: name, sha256: file.sha256, size: file.size)
+    }
+
+    /// Source files may belong to private archives: only the agent running the build may fetch them.
+    func downloadSource(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let buildID = try context.parameters.require("id", as: Int64.self)
+        let attempt = try context.parameters.require("attempt", as: Int32.self)
+        let name = try context.parameters.require("name")
+        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer "),
+              try await store.authorizeUpload(buildID: buildID, attempt: attempt,
+                                              token: String(authorization.dropFirst("Bearer ".count)))
+        else { throw HTTPError(.forbidden, message: "token refused or attempt \(attempt) of build \(buildID) is not running") }
+        guard Naming.isValidFileName(name), let file = try await store.sourceFile(buildID: buildID, name: name) else {
+            throw HTTPError(.notFound, message: "no source file \(name) for build \(buildID)")
+        }
+        return try serve(name: name, sha256: file.sha256, size: file.size)
+    }
+
+    func serve(name: String, sha256: String, size: Int64) throws -> Response {
+        let file = (sha256: sha256, size: size)
         let path = artifacts.path(sha256: file.sha256)
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw HTTPError(.notFound, message: "file \(name) is missing from the store") }

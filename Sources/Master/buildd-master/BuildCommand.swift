@@ -73,18 +73,36 @@ struct BuildCommand: AsyncParsableCommand {
         @Option(help: "release, security, updates, proposed or backports.") var pocket: Pocket = .release
         @Option(help: "main, restricted, universe, multiverse or partner.") var component: Component = .main
         @Option(help: "primary, private or copy.") var archive: ArchivePurpose = .primary
+        @Option(name: .customLong("source-file"),
+                help: "A source file (.dsc, tarballs) copied into the artifact store for the agent (repeatable).")
+        var sourceFiles: [String] = []
+        @Option(help: "The masters' artifact store directory, for --source-file.") var artifacts = "artifacts"
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
-        func validate() throws { _ = try ArchSeriesName(archSeries) }
+        func validate() throws {
+            _ = try ArchSeriesName(archSeries)
+            for path in sourceFiles {
+                let name = String(path.split(separator: "/").last ?? "")
+                guard Naming.isValidFileName(name) else { throw ValidationError("source file name not allowed: \(name)") }
+            }
+        }
 
         struct Submitted: Encodable { let id: Int64 }
 
         func run() async throws {
             let name = try ArchSeriesName(archSeries)
+            var digests: [FileDigest] = []
+            if !sourceFiles.isEmpty {
+                let store = try ArtifactStore(root: artifacts)
+                for path in sourceFiles {
+                    digests.append(try store.importFile(at: path, name: String(path.split(separator: "/").last!)))
+                }
+            }
             let request = BuildRequest(distribution: name.distribution, series: name.series, archTag: name.archTag,
                                        sourceName: source, sourceVersion: version, buildType: buildType,
-                                       urgency: urgency, pocket: pocket, component: component, archive: archive)
+                                       urgency: urgency, pocket: pocket, component: component, archive: archive,
+                                       sourceFiles: digests)
             let id = try await withStore(connection) { try await $0.submit(request) }
             if output.json { printJSON(Submitted(id: id)) } else { print(id) }
         }

@@ -81,6 +81,60 @@ public enum SimpleHTTPClient {
         return try readResponse(descriptor, maxBytes: maxResponseBytes)
     }
 
+    /// Downloads a body to `path` (replacing it), streaming, and returns its status, SHA-256 and size.
+    /// Only a 200 response writes the file. `url` is `http://host:port/path`.
+    public static func download(url: String, headers: [String: String] = [:], to path: String,
+                                maxBytes: Int64, timeoutSeconds: Int = 300) throws -> (status: Int, sha256: String, size: Int64) {
+        let parsed: ServiceURL
+        do { parsed = try ServiceURL(parsing: url) } catch { throw Failure(description: "bad URL: \(error)") }
+        var target = "/"
+        if let slash = url.dropFirst(parsed.scheme.count + 3).firstIndex(of: "/") { target = String(url[slash...]) }
+        let descriptor = try connect(host: parsed.host, port: parsed.port, timeoutSeconds: timeoutSeconds)
+        defer { close(descriptor) }
+        var head = "GET \(target) HTTP/1.1\r\nHost: \(parsed.host):\(parsed.port)\r\nConnection: close\r\n"
+        for (name, value) in headers.sorted(by: { $0.key < $1.key }) { head += "\(name): \(value)\r\n" }
+        try sendAll(descriptor, Array((head + "\r\n").utf8))
+        var buffered: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        var headerEnd: Int?
+        while headerEnd == nil {
+            let count = recv(descriptor, &chunk, chunk.count, 0)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { throw Failure(description: "connection closed before the response headers") }
+            buffered.append(contentsOf: chunk[0..<count])
+            headerEnd = findHeaderEnd(buffered)
+            if headerEnd == nil && buffered.count > 64 * 1024 { throw Failure(description: "response headers too large") }
+        }
+        let statusLine = String(decoding: buffered[0..<headerEnd!], as: UTF8.self).split(separator: "\r\n").first ?? ""
+        guard let status = Int(statusLine.split(separator: " ").dropFirst().first ?? "") else {
+            throw Failure(description: "unreadable response")
+        }
+        guard status == 200 else { return (status, "", 0) }
+        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard file >= 0 else { throw Failure(description: "cannot write \(path): \(errorText())") }
+        defer { close(file) }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        func store(_ bytes: ArraySlice<UInt8>) throws {
+            size += Int64(bytes.count)
+            guard size <= maxBytes else { throw Failure(description: "download larger than \(maxBytes) bytes") }
+            hasher.update(bytes)
+            let written = bytes.withUnsafeBytes { write(file, $0.baseAddress, $0.count) }
+            guard written == bytes.count else { throw Failure(description: "cannot write \(path): \(errorText())") }
+        }
+        try store(buffered[headerEnd!...])
+        while true {
+            let count = recv(descriptor, &chunk, chunk.count, 0)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "recv failed: \(errorText())")
+            }
+            if count == 0 { break }
+            try store(chunk[0..<count])
+        }
+        return (status, hasher.finalizeHex(), size)
+    }
+
     static func errorText() -> String { String(cString: strerror(errno)) }
 
     static func connect(host: String, port: Int, timeoutSeconds: Int) throws -> Int32 {

@@ -255,6 +255,7 @@ public final class Agent: Sendable {
                 "dsc": job.sourceFiles.first { $0.name.hasSuffix(".dsc") }?.name ?? "",
             ]
             let command = try CommandTemplate.render(template, values: values)
+            for file in job.sourceFiles { try await fetchSource(job, file, into: folder) }
             let user = try buildUser()
             if let user { try Files.changeOwner(folder, uid: user.uid, gid: user.gid) }
             let process = try BuildProcess(
@@ -386,6 +387,38 @@ public final class Agent: Sendable {
         guard descriptor >= 0 else { return }
         _ = text.utf8CString.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count - 1) }
         close(descriptor)
+    }
+
+    /// Fetches one source file from the master (the one that dispatched, then the others) and checks
+    /// its size and SHA-256 before the build may use it.
+    private func fetchSource(_ job: JobMessage, _ file: FileDigest, into folder: String) async throws {
+        guard Naming.isValidFileName(file.name),
+              let origin = configuration.masterURLs.first(where: { job.uploadURL.hasPrefix($0 + "/") }),
+              job.uploadURL.hasSuffix("/files/")
+        else { throw BuildProcess.Failure(description: "cannot fetch source \(file.name) for this job") }
+        let resource = String(job.uploadURL.dropFirst(origin.count).dropLast("files/".count)) + "sources/" + file.name
+        let path = folder + "/" + file.name
+        var lastError = "unknown"
+        for master in [origin] + configuration.masterURLs.filter({ $0 != origin }) {
+            do {
+                let url = master + resource
+                let got = try await runBlocking(name: "fetch") {
+                    try SimpleHTTPClient.download(url: url, headers: ["Authorization": "Bearer \(job.uploadToken)"],
+                                                  to: path, maxBytes: file.size)
+                }
+                guard got.status == 200 else { lastError = "HTTP \(got.status) from \(master)"; continue }
+                guard got.sha256 == file.sha256, got.size == file.size else {
+                    throw BuildProcess.Failure(description: "source \(file.name) failed its sha256 check "
+                                               + "(got \(got.sha256), \(got.size) bytes)")
+                }
+                return
+            } catch let failure as BuildProcess.Failure {
+                throw failure
+            } catch {
+                lastError = "\(master): \(error)"
+            }
+        }
+        throw BuildProcess.Failure(description: "cannot fetch source \(file.name): \(lastError)")
     }
 
     /// Uploads one file with its digest, retrying transient failures, first to the master named in the

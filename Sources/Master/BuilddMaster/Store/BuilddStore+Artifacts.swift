@@ -2,15 +2,16 @@ import BuilddShared
 import Postgres
 
 extension BuilddStore {
-    /// Whether `token` may upload files for (build, attempt): the attempt is current, accepted, and the
-    /// token's hash matches (compared in constant time).
+    /// Whether `token` may upload (or fetch source) files for (build, attempt): the attempt is current and
+    /// the token's hash matches (compared in constant time). A DISPATCHED attempt counts: the agent may
+    /// reach the artifact store before a master applied its `accepted`.
     public func authorizeUpload(buildID: Int64, attempt: Int32, token: String) async throws -> Bool {
         let row = try await database.query("""
             SELECT q.token_sha256, q.state, b.attempt FROM buildqueue q JOIN build b ON b.id = q.build_id
              WHERE q.build_id = $1
             """, [buildID]).first
         guard let row, let expected = row["token_sha256"], try row.int("attempt") == Int(attempt),
-              ["RUNNING", "CANCELLING"].contains(try row.string("state"))
+              ["DISPATCHED", "RUNNING", "CANCELLING"].contains(try row.string("state"))
         else { return false }
         return constantTimeEquals(SHA256.hex(of: token), expected)
     }
@@ -22,6 +23,14 @@ extension BuilddStore {
             ON CONFLICT (build_id, attempt, name) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
                    kind = EXCLUDED.kind, uploaded_at = now()
             """, [buildID, Int(attempt), name, kind, sha256, size])
+    }
+
+    /// A source file of a build by name.
+    public func sourceFile(buildID: Int64, name: String) async throws -> FileDigest? {
+        try await database.query("SELECT name, sha256, size FROM source_file WHERE build_id = $1 AND name = $2",
+                                 [buildID, name]).first.map {
+            FileDigest(name: try $0.string("name"), sha256: try $0.string("sha256"), size: try $0.int64("size"))
+        }
     }
 
     /// The stored file of a build by name, from its latest attempt that has it.
