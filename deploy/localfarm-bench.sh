@@ -1,16 +1,18 @@
 # Sourced by deploy/localfarm: the `bench-agent` command, the agent's footprint benchmark.
 # Prints the agent's idle RSS and CPU over a quiet interval and its peak RSS while it runs a build,
-# for a release build of buildd-agent, and writes the table to .localfarm/bench/agent-footprint.txt.
+# for a release build of buildd-agent with the Swift standard library linked statically (as deployed: only
+# the pages it uses are resident), and writes the table to .localfarm/bench/agent-footprint.txt.
 
 cmd_bench_agent() {
     trap down EXIT
     services
     cd "$ROOT"
-    log "building buildd-agent (release) and buildd-master (debug)"
-    swift build -c release --product buildd-agent 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+    log "building buildd-agent (release, static Swift stdlib) and buildd-master (debug)"
+    swift build -c release --product buildd-agent --static-swift-stdlib --scratch-path .build-static 2>&1 \
+        | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
     swift build --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
     local agent_bin master_bin bench="$STATE/bench"
-    agent_bin="$(swift build -c release --show-bin-path)/buildd-agent"
+    agent_bin="$(swift build -c release --scratch-path .build-static --show-bin-path)/buildd-agent"
     master_bin="$(swift build --show-bin-path)/buildd-master"
     rm -rf "$bench/work" && mkdir -p "$bench"
     PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
@@ -66,7 +68,7 @@ CONF
     done
     stop_processes
     {
-        echo "buildd-agent footprint ($(uname -m), $(nproc) cores, release build, $(date -u +%Y-%m-%d))"
+        echo "buildd-agent footprint ($(uname -m), $(nproc) cores, release build, static Swift stdlib, $(date -u +%Y-%m-%d))"
         echo "| what | figure |"
         echo "|---|---|"
         echo "| idle RSS | $((rss_idle / 1024)).$(((rss_idle % 1024) * 10 / 1024)) MiB ($rss_idle KiB) |"
