@@ -1,4 +1,5 @@
 import AMQP
+import BuilddAgent
 import BuilddMasterKit
 import BuilddShared
 import Foundation
@@ -220,6 +221,79 @@ import Glibc
             let detail = try await farm.store.build(broken)
             #expect(detail.build.failnotes?.contains("failed its sha256 check") == true, "\(detail.build.failnotes ?? "")")
             #expect(!detail.files.contains { $0.name == "sum.txt" })
+        }
+    }
+}
+
+/// A broker of its own for one test, through `deploy/localfarm broker-up|broker-restart|broker-down`.
+struct PrivateBroker: TestResource {
+    let directory: String
+    let amqpPort: Int
+    let environment: [String: String]
+
+    static var script: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path + "/deploy/localfarm"
+    }
+
+    static func start() async throws -> PrivateBroker {
+        let directory = NSTemporaryDirectory() + "buildd-broker-\(randomHexToken(bytes: 4))"
+        let ports = try (0..<4).map { _ in try FarmHarness.freePort() }
+        let broker = PrivateBroker(directory: directory, amqpPort: ports[0], environment: [
+            "BUILDD_STATE_DIR": directory, "BUILDD_AMQP_PORT": "\(ports[0])", "BUILDD_AMQP_DIST_PORT": "\(ports[1])",
+            "BUILDD_EPMD_PORT": "\(ports[2])", "BUILDD_MGMT_PORT": "\(ports[3])",
+        ])
+        try await broker.run("broker-up")
+        return broker
+    }
+
+    var url: String { "amqp://guest:guest@127.0.0.1:\(amqpPort)/" }
+
+    /// Runs `deploy/localfarm` with this broker's settings (through the agent's process runner, which
+    /// waits on its own thread).
+    func run(_ arguments: String...) async throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let process = try BuildProcess(command: "exec /bin/bash \(Self.script) \(arguments.joined(separator: " "))",
+                                       directory: directory, environment: environment,
+                                       logPath: directory + "/localfarm.log")
+        let termination = await process.wait()
+        guard termination == .exited(0) else {
+            let log = (try? String(contentsOfFile: directory + "/localfarm.log", encoding: .utf8)) ?? ""
+            throw SimpleHTTPClient.Failure(description: "localfarm \(arguments) ended \(termination): \(log)")
+        }
+    }
+
+    func close() async {
+        try? await run("broker-down")
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+@Suite(.serialized) struct BrokerRestartTests {
+    @Test func aBrokerRestartedMidBuildLosesNothing() async throws {
+        let broker = try await PrivateBroker.start()
+        try await closing(broker) {
+            let database = try await TestDatabase.create()
+            let store = try await database.store()
+            let farm = try FarmHarness(database: database, vhost: TestVhost(name: "/", brokerURL: broker.url), store: store)
+            try await closing(farm) {
+                try await store.addProcessor("amd64")
+                try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+                try await store.addBuilder(name: "survivor", processors: ["amd64"])
+                try await farm.startMaster()
+                try farm.startAgent("survivor", processors: ["amd64"], sampleSeconds: 6)
+                let id = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                             sourceName: "hello", sourceVersion: "1.0"))
+                #expect(try await eventually { try await store.build(id).build.status == .building })
+                try await broker.run("broker-restart", "2")
+                #expect(try await eventually(timeout: .seconds(90)) { try await store.build(id).build.status == .fullyBuilt },
+                        "agent log:\n\(farm.log("survivor"))")
+                let detail = try await store.build(id)
+                #expect(detail.build.attempt == 1 && detail.build.failureCount == 0, "recorded once, never retried")
+                #expect(detail.history.filter { $0.status == "FULLYBUILT" }.count == 1)
+                #expect(farm.log("survivor").contains("broker connection lost"))
+                #expect(detail.files.contains { $0.name == "hello_1.0_amd64.deb" })
+            }
         }
     }
 }

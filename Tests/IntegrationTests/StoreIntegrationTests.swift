@@ -55,6 +55,16 @@ import Testing
         }
     }
 
+    /// The agent says it is idle, a build is submitted, claimed and accepted by it.
+    func startBuild(_ farm: Farm, _ agent: FakeAgent, source: String = "hello") async throws -> (Int64, JobMessage) {
+        _ = try await apply(farm, agent.event(.hello, state: .idle))
+        let id = try await farm.submit(source)
+        let job = try #require(try await farm.claim().first)
+        let accepted = try await apply(farm, agent.event(.accepted, job: job))
+        guard case .applied = accepted else { throw StoreError(.conflict, "accept not applied: \(accepted)") }
+        return (id, job)
+    }
+
     func apply(_ farm: Farm, _ event: AgentEvent, user: String? = nil, lease: Int = 30) async throws -> EventOutcome {
         try await farm.store.apply(event, userID: user ?? event.builder, leaseSeconds: lease)
     }
@@ -109,10 +119,7 @@ import Testing
         let farm = try await Farm.make()
         try await closing(farm) {
             let agent = FakeAgent("a1")
-            _ = try await apply(farm, agent.event(.hello, state: .idle))
-            let id = try await farm.submit("hello")
-            let job = try #require(try await farm.claim().first)
-            _ = try await apply(farm, agent.event(.accepted, job: job))
+            let (id, job) = try await startBuild(farm, agent)
             let done = try await apply(farm, agent.event(.finished, job: job, result: .packageFail))
             guard case .applied = done else { Issue.record("finished not applied: \(done)"); return }
             #expect(try await farm.status(id) == .failedToBuild)
@@ -201,10 +208,7 @@ import Testing
         let farm = try await Farm.make()
         try await closing(farm) {
             let agent = FakeAgent("a1")
-            _ = try await apply(farm, agent.event(.hello, state: .idle))
-            let id = try await farm.submit("hello")
-            let job = try #require(try await farm.claim().first)
-            _ = try await apply(farm, agent.event(.accepted, job: job))
+            let (id, job) = try await startBuild(farm, agent)
             #expect(try await farm.store.cancel(id) == .cancelling)
             let aborts = try await farm.store.abortsDue()
             #expect(aborts.count == 1 && aborts[0].buildID == id && aborts[0].builder == "a1")
@@ -220,10 +224,7 @@ import Testing
         let farm = try await Farm.make()
         try await closing(farm) {
             let agent = FakeAgent("a1")
-            _ = try await apply(farm, agent.event(.hello, state: .idle))
-            let id = try await farm.submit("hello")
-            let job = try #require(try await farm.claim().first)
-            _ = try await apply(farm, agent.event(.accepted, job: job))
+            let (id, job) = try await startBuild(farm, agent)
             try await farm.store.cancel(id, deadlineSeconds: 180)
             // Heartbeats do not extend the abort deadline.
             _ = try await apply(farm, agent.event(.heartbeat, state: .building, job: job), lease: 100_000)
@@ -300,10 +301,7 @@ import Testing
         let farm = try await Farm.make()
         try await closing(farm) {
             let agent = FakeAgent("a1")
-            _ = try await apply(farm, agent.event(.hello, state: .idle))
-            let id = try await farm.submit("hello")
-            let job = try #require(try await farm.claim().first)
-            _ = try await apply(farm, agent.event(.accepted, job: job))
+            let (id, job) = try await startBuild(farm, agent)
             let restarted = FakeAgent("a1")  // a new process: new session
             _ = try await apply(farm, restarted.event(.hello, state: .idle))
             #expect(try await farm.status(id) == .needsBuild)

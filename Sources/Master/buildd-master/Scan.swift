@@ -50,7 +50,8 @@ struct Scan: AsyncParsableCommand {
         } else {
             print("no broker configured: scanning without dispatching")
         }
-        let master = BuilddMaster(store: store, broker: broker, configuration: configuration, logger: logger)
+        let master = BuilddMaster(store: store, broker: broker, configuration: configuration, logger: logger,
+                                  waitForBrokerBeforeLeases: false)
         for archSeries in try await store.archSeries() {
             master.addDistroArchRelease(archSeries)
             do {

@@ -49,6 +49,7 @@ public final class AMQPClient: @unchecked Sendable {
     private let logger: Logger
     private let stopping = Mutex(false)
     private let connectedGeneration = Mutex<Int?>(nil)
+    private let connectedSince = Mutex<ContinuousClock.Instant?>(nil)
     private let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let threadDone = Mutex(false)
 
@@ -74,6 +75,9 @@ public final class AMQPClient: @unchecked Sendable {
 
     /// The generation of the live connection, if one is up.
     public var currentGeneration: Int? { connectedGeneration.withLock { $0 } }
+
+    /// How long the current connection has been up, or nil while disconnected.
+    public var connectedFor: Duration? { connectedSince.withLock { $0.map { ContinuousClock.now - $0 } } }
 
     /// Waits until a connection is up (or `timeout` passes).
     public func waitUntilConnected(timeout: Duration = .seconds(30)) async throws {
@@ -104,6 +108,7 @@ public final class AMQPClient: @unchecked Sendable {
                     publishCounter = 0
                     backoff = .milliseconds(250)
                     connectedGeneration.withLock { $0 = generation }
+                    connectedSince.withLock { $0 = ContinuousClock.now }
                     logger.info("broker connected", metadata: [
                         "broker.url": "\(configuration.url)", "amqp.generation": "\(generation)"])
                     eventContinuation.yield(.connected(generation: generation))
@@ -188,6 +193,7 @@ public final class AMQPClient: @unchecked Sendable {
         connection?.close()
         connection = nil
         connectedGeneration.withLock { $0 = nil }
+        connectedSince.withLock { $0 = nil }
         let failed = pending
         pending.removeAll()
         for (_, entry) in failed {

@@ -53,7 +53,13 @@ public final class BuilddMaster: Sendable {
     let logger: Logger
     private let state = Mutex<(archSeries: [DistroArchSeries], groups: [DistroArchSeries: BuilderGroup])>(([], [:]))
 
-    public init(store: BuilddStore, broker: AMQPClient?, configuration: MasterConfiguration, logger: Logger) {
+    /// Whether leases wait for the broker connection to have been up for a whole lease (daemons); a
+    /// one-shot scan judges them at once.
+    let waitForBrokerBeforeLeases: Bool
+
+    public init(store: BuilddStore, broker: AMQPClient?, configuration: MasterConfiguration, logger: Logger,
+                waitForBrokerBeforeLeases: Bool = true) {
+        self.waitForBrokerBeforeLeases = waitForBrokerBeforeLeases
         self.store = store
         self.broker = broker
         self.configuration = configuration
@@ -87,13 +93,18 @@ public final class BuilddMaster: Sendable {
     /// Follows the builds in progress: claims nobody accepted go back to the queue, builds whose lease ran
     /// out are failures, cancelling builds' builders are told (again) to abort. (Agents push their results;
     /// legacy builders are polled by their adapter.)
+    ///
+    /// Leases are judged only once this master's broker connection has been up for a whole lease: while
+    /// the broker is away no heartbeat can arrive, and a broker restart must not requeue every build.
     public func scanActiveBuilders() async throws -> ScanReport {
         var report = ScanReport()
+        let leasesJudgeable = !waitForBrokerBeforeLeases
+            || broker.map { ($0.connectedFor ?? .zero) >= .seconds(configuration.leaseSeconds) } ?? true
         report.reclaimed = try await store.expireClaims(olderThanSeconds: configuration.acceptTimeoutSeconds)
         for build in report.reclaimed {
             logger.warning("job not accepted in time, queued again", metadata: ["build.id": "\(build)"])
         }
-        for lease in try await store.expireLeases() {
+        for lease in leasesJudgeable ? try await store.expireLeases() : [] {
             report.leasesExpired.append(lease.buildID)
             logger.warning("lease expired, build requeued", metadata: [
                 "build.id": "\(lease.buildID)", "build.attempt": "\(lease.attempt)", "builder.name": "\(lease.builder)"])
