@@ -105,7 +105,18 @@ import Glibc
             let agent = farm.agents["phoenix"]!
             kill(agent.processIdentifier, SIGKILL)
             agent.waitUntilExit()
+            // The build command (its own process group) outlives the agent until the agent comes back.
+            let orphans = { () -> Bool in
+                return (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.contains { entry in
+                    guard Int32(entry) != nil,
+                          let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { return false }
+                    let variables = String(decoding: environ, as: UTF8.self).split(separator: "\0")
+                    return variables.contains { $0 == "BUILDD_BUILD_ID=\(id)" } && variables.contains { $0 == "BUILDD_ATTEMPT=1" }
+                } ?? false
+            }
+            #expect(orphans())
             try farm.startAgent("phoenix", processors: ["amd64"], sampleSeconds: 0.2)
+            #expect(try await eventually(timeout: .seconds(10)) { !orphans() }, "the orphaned build was stopped")
             try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(60))
             let text = try await history(farm, id)
             #expect(text.contains("restarted while the build ran"), "\(text)")

@@ -122,9 +122,8 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         let path = directory + "/\(name).conf"
         try config.write(toFile: path, atomically: true, encoding: .utf8)
         let log = directory + "/\(name).log"
-        if let previous = agents[name], FileManager.default.fileExists(atPath: log) {
+        if agents[name] != nil, FileManager.default.fileExists(atPath: log) {
             // A restart: keep the earlier run's log.
-            _ = previous
             try? FileManager.default.moveItem(atPath: log, toPath: log + ".\(randomHexToken(bytes: 3))")
         }
         agents[name] = try spawn("buildd-agent", ["run", "-c", path], log: log,

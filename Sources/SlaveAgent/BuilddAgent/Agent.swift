@@ -270,6 +270,7 @@ public final class Agent: Sendable {
                 process.signalGroup(SIGTERM)
                 scheduleKill(process)
             }
+            stateFile.save(PersistedBuild(job: job, finished: nil, pid: process.pid))
             metadata["pid"] = "\(process.pid)"
             logger.info("build started", metadata: metadata)
             let limits = Task { await self.enforceLimits(process) }
@@ -335,6 +336,13 @@ public final class Agent: Sendable {
         }
     }
 
+    /// Whether `pid` still is this build's command (its environment names the build), so a reused pid
+    /// is never killed.
+    static func isBuildProcess(_ pid: Int32, buildID: Int64) -> Bool {
+        guard pid > 1, let environment = AgentConfiguration.readFile("/proc/\(pid)/environ") else { return false }
+        return environment.split(separator: "\0").contains { $0 == "BUILDD_BUILD_ID=\(buildID)" }
+    }
+
     /// The unprivileged user builds run as, when the agent runs as root and one is configured.
     private func buildUser() throws -> (uid: uid_t, gid: gid_t)? {
         guard let name = configuration.buildUser, geteuid() == 0 else { return nil }
@@ -372,6 +380,11 @@ public final class Agent: Sendable {
     /// was ready is delivered as it was; a build that was running is given back.
     private func recover(_ persisted: PersistedBuild) async {
         let job = persisted.job
+        if persisted.finished == nil, let pid = persisted.pid, Self.isBuildProcess(pid, buildID: job.buildID) {
+            // The build command outlived the agent: stop its whole process group before giving it back.
+            logger.warning("stopping the orphaned build command", metadata: ["pid": "\(pid)"])
+            kill(-pid, SIGKILL)
+        }
         let report = persisted.finished ?? PendingFinished(
             result: .givenBack, files: [], log: nil,
             message: "the agent restarted while the build ran; given back")

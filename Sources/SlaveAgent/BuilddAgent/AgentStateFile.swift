@@ -22,6 +22,8 @@ struct PersistedBuild: Codable, Sendable {
     var job: JobMessage
     /// Set once the build ended and its files were uploaded; delivered again after a restart.
     var finished: PendingFinished?
+    /// The build command's process (group) while it runs, so a restarted agent can stop an orphan.
+    var pid: Int32?
 }
 
 /// `agent-state.json` in the work directory, written atomically (temporary file, fsync, rename).
