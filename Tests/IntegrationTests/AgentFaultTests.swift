@@ -15,8 +15,7 @@ import Glibc
     func farm(agent name: String, lease: Int = 10, sampleSeconds: Double = 0.2, agentSettings: String = "",
               commands: String = "") async throws -> FarmHarness {
         let farm = try await FarmHarness.make()
-        try await farm.store.addProcessor("amd64")
-        try await farm.store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        try await farm.store.addNobleProcessors(["amd64"])
         try await farm.store.addBuilder(name: name, processors: ["amd64"])
         try await farm.startMaster(lease: lease)
         try farm.startAgent(name, processors: ["amd64"], sampleSeconds: sampleSeconds, agentSettings: agentSettings,
@@ -288,8 +287,7 @@ struct PrivateBroker: TestResource {
             let store = try await database.store()
             let farm = try FarmHarness(database: database, vhost: TestVhost(name: "/", brokerURL: broker.url), store: store)
             try await closing(farm) {
-                try await store.addProcessor("amd64")
-                try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+                try await store.addNobleProcessors(["amd64"])
                 try await store.addBuilder(name: "survivor", processors: ["amd64"])
                 try await farm.startMaster()
                 try farm.startAgent("survivor", processors: ["amd64"], sampleSeconds: 6)

@@ -233,3 +233,13 @@ func closing(_ resource: some TestResource, _ body: () async throws -> Void) asy
     }
     await resource.close()
 }
+
+extension BuilddStore {
+    /// Adds processors with an ubuntu/noble arch series each (the farms of these tests).
+    func addNobleProcessors(_ processors: [String]) async throws {
+        for processor in processors {
+            try await addProcessor(processor)
+            try await addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
+        }
+    }
+}

@@ -35,10 +35,7 @@ import Testing
         let farm = try await FarmHarness.make()
         try await closing(farm) {
             let store = farm.store
-            for processor in ["amd64", "arm64"] {
-                try await store.addProcessor(processor)
-                try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
-            }
+            try await store.addNobleProcessors(["amd64", "arm64"])
             try await store.addBuilder(name: "agent-a1", processors: ["amd64"], brokerUser: "guest")
             try await store.addBuilder(name: "agent-a2", processors: ["amd64"], brokerUser: "guest")
             try await store.addBuilder(name: "agent-b1", processors: ["arm64"], brokerUser: "guest")

@@ -12,11 +12,7 @@ import Glibc
 @Suite(.serialized) struct MasterBehaviourTests {
     func farm(processors: [String] = ["amd64"]) async throws -> FarmHarness {
         let farm = try await FarmHarness.make()
-        for processor in processors {
-            try await farm.store.addProcessor(processor)
-            try await farm.store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor,
-                                               processor: processor)
-        }
+        try await farm.store.addNobleProcessors(processors)
         return farm
     }
 

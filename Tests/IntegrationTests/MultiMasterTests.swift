@@ -14,10 +14,7 @@ import Glibc
         let farm = try await FarmHarness.make()
         try await closing(farm) {
             let store = farm.store
-            for processor in ["amd64", "arm64"] {
-                try await store.addProcessor(processor)
-                try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
-            }
+            try await store.addNobleProcessors(["amd64", "arm64"])
             let agents = [("m-a1", "amd64"), ("m-a2", "amd64"), ("m-b1", "arm64"), ("m-b2", "arm64")]
             for (name, processor) in agents { try await store.addBuilder(name: name, processors: [processor]) }
             try await farm.startMaster(name: "first", lease: 10, acceptTimeout: 5)
