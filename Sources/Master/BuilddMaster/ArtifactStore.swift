@@ -37,18 +37,14 @@ public struct ArtifactStore: Sendable {
         defer { close(input) }
         let upload = try beginUpload()
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        var digest = SHA256()
         while true {
             let count = read(input, &chunk, chunk.count)
             if count < 0 { throw Failure(description: "cannot read \(path): \(String(cString: strerror(errno)))") }
             if count == 0 { break }
-            digest.update(chunk[0..<count])
             try chunk[0..<count].withUnsafeBytes { try upload.write($0) }
         }
-        let sha256 = digest.finalizeHex()
         let size = upload.size
-        _ = try upload.commit(expectedSHA256: sha256)
-        return FileDigest(name: name, sha256: sha256, size: size)
+        return FileDigest(name: name, sha256: try upload.commit(expectedSHA256: nil), size: size)
     }
 
     /// Starts an upload into a temporary file.
@@ -93,11 +89,12 @@ public struct ArtifactStore: Sendable {
         }
 
         /// Checks the digest, makes the file durable and moves it into place. Returns the digest.
-        public func commit(expectedSHA256: String) throws -> String {
+        /// - Parameter expectedSHA256: the digest the sender declared; nil takes the bytes as they came.
+        public func commit(expectedSHA256: String?) throws -> String {
             let digest = hasher.finalizeHex()
-            guard digest == expectedSHA256 else {
+            guard expectedSHA256 == nil || digest == expectedSHA256 else {
                 discard()
-                throw Failure(description: "sha256 mismatch: got \(digest), expected \(expectedSHA256)")
+                throw Failure(description: "sha256 mismatch: got \(digest), expected \(expectedSHA256 ?? "")")
             }
             guard fsync(descriptor) == 0 else {
                 discard()

@@ -29,13 +29,7 @@ public enum SimpleHTTPClient {
     /// Sends one request. `url` is `http://[user:password@]host:port/path?query`; credentials become Basic auth.
     public static func send(method: String, url: String, headers: [String: String] = [:], body: Body = .none,
                             timeoutSeconds: Int = 60, maxResponseBytes: Int = 16 << 20) throws -> Response {
-        let parsed: ServiceURL
-        do { parsed = try ServiceURL(parsing: url) } catch { throw Failure(description: "bad URL: \(error)") }
-        guard parsed.scheme == "http" else { throw Failure(description: "only http:// is supported") }
-        var target = "/"
-        if let slash = url.dropFirst(parsed.scheme.count + 3).firstIndex(of: "/") {
-            target = String(url[slash...])
-        }
+        let (parsed, target) = try requestTarget(url)
         let descriptor = try connect(host: parsed.host, port: parsed.port, timeoutSeconds: timeoutSeconds)
         defer { close(descriptor) }
 
@@ -85,10 +79,7 @@ public enum SimpleHTTPClient {
     /// Only a 200 response writes the file. `url` is `http://host:port/path`.
     public static func download(url: String, headers: [String: String] = [:], to path: String,
                                 maxBytes: Int64, timeoutSeconds: Int = 300) throws -> (status: Int, sha256: String, size: Int64) {
-        let parsed: ServiceURL
-        do { parsed = try ServiceURL(parsing: url) } catch { throw Failure(description: "bad URL: \(error)") }
-        var target = "/"
-        if let slash = url.dropFirst(parsed.scheme.count + 3).firstIndex(of: "/") { target = String(url[slash...]) }
+        let (parsed, target) = try requestTarget(url)
         let descriptor = try connect(host: parsed.host, port: parsed.port, timeoutSeconds: timeoutSeconds)
         defer { close(descriptor) }
         var head = "GET \(target) HTTP/1.1\r\nHost: \(parsed.host):\(parsed.port)\r\nConnection: close\r\n"
@@ -133,6 +124,15 @@ public enum SimpleHTTPClient {
             try store(chunk[0..<count])
         }
         return (status, hasher.finalizeHex(), size)
+    }
+
+    /// The parsed http:// URL and the path-and-query to request.
+    static func requestTarget(_ url: String) throws -> (ServiceURL, String) {
+        let parsed: ServiceURL
+        do { parsed = try ServiceURL(parsing: url) } catch { throw Failure(description: "bad URL: \(error)") }
+        guard parsed.scheme == "http" else { throw Failure(description: "only http:// is supported") }
+        guard let slash = url.dropFirst(parsed.scheme.count + 3).firstIndex(of: "/") else { return (parsed, "/") }
+        return (parsed, String(url[slash...]))
     }
 
     static func errorText() -> String { String(cString: strerror(errno)) }
