@@ -102,9 +102,8 @@ import Glibc
             let id = try await submit(farm, "hello")
             #expect(try await waitFor(farm, id, .building))
             let agent = farm.agents["phoenix"]!
-            kill(agent.processIdentifier, SIGKILL)
-            agent.waitUntilExit()
-            // The build command (its own process group) outlives the agent until the agent comes back.
+            // BUILDING follows the agent's `accepted`, which comes before the sources are fetched and the
+            // command is spawned: kill the agent only once the build command runs.
             let orphans = { () -> Bool in
                 return (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.contains { entry in
                     guard Int32(entry) != nil,
@@ -113,6 +112,10 @@ import Glibc
                     return variables.contains { $0 == "BUILDD_BUILD_ID=\(id)" } && variables.contains { $0 == "BUILDD_ATTEMPT=1" }
                 } ?? false
             }
+            #expect(try await eventually(timeout: .seconds(10)) { orphans() }, "the build command started")
+            kill(agent.processIdentifier, SIGKILL)
+            agent.waitUntilExit()
+            // The build command (its own process group) outlives the agent until the agent comes back.
             #expect(orphans())
             try farm.startAgent("phoenix", processors: ["amd64"], sampleSeconds: 0.2)
             #expect(try await eventually(timeout: .seconds(10)) { !orphans() }, "the orphaned build was stopped")
