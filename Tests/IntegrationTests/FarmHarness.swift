@@ -16,6 +16,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     /// Masters by name, in start order, with their HTTP ports.
     private(set) var masters: [(name: String, port: Int, process: Process)] = []
     private(set) var agents: [String: Process] = [:]
+    private(set) var standIns: [LegacyStandIn] = []
 
     init(database: TestDatabase, vhost: TestVhost, store: BuilddStore) throws {
         self.database = database
@@ -79,13 +80,14 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         return process
     }
 
-    func startMaster(name: String = "master", lease: Int = 10, acceptTimeout: Int = 10, port: Int? = nil) async throws {
+    func startMaster(name: String = "master", lease: Int = 10, acceptTimeout: Int = 10, port: Int? = nil,
+                     arguments: [String] = []) async throws {
         let port = try port ?? Self.freePort()
         let process = try spawn("buildd-master", [
             "serve", "--database", database.url, "--broker", vhost.brokerURL, "--http-port", "\(port)",
             "--artifacts", artifactRoot, "--lease", "\(lease)", "--accept-timeout", "\(acceptTimeout)",
             "--name", name,
-        ], log: directory + "/\(name).log")
+        ] + arguments, log: directory + "/\(name).log")
         masters.append((name, port, process))
         let url = "http://127.0.0.1:\(port)/healthz"
         let up = try await eventually(timeout: .seconds(30)) {
@@ -94,6 +96,27 @@ final class FarmHarness: @unchecked Sendable, TestResource {
                 .status == 200
         } && process.isRunning
         if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log(name))") }
+    }
+
+    /// Starts a launchpad-buildd stand-in (Tests/Support/buildd-standin.py) on a free loopback port.
+    func startStandIn(arch: String = "amd64") async throws -> LegacyStandIn {
+        let port = try Self.freePort()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Support/buildd-standin.py").path
+        let log = directory + "/standin-\(port).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, "--port", "\(port)", "--arch", arch]
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let standIn = LegacyStandIn(port: port, process: process)
+        standIns.append(standIn)
+        let up = try await eventually(timeout: .seconds(15)) { (try? await standIn.control("probe")) != nil }
+        if !up { throw SimpleHTTPClient.Failure(description: "stand-in did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")") }
+        return standIn
     }
 
     func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3, agentSettings: String = "",
@@ -152,6 +175,11 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     /// Stops every process; returns the exit status of each by name.
     func stopAll() async -> [String: Int32?] {
         var statuses: [String: Int32?] = [:]
+        // The stand-in keeps nothing: kill it (a Python child may inherit a signal mask that blocks SIGTERM).
+        for standIn in standIns where standIn.process.isRunning {
+            kill(standIn.process.processIdentifier, SIGKILL)
+            standIn.process.waitUntilExit()
+        }
         for (name, agent) in agents { statuses[name] = await Self.stop(agent) }
         for master in masters { statuses[master.name] = await Self.stop(master.process) }
         return statuses
@@ -241,5 +269,48 @@ extension BuilddStore {
             try await addProcessor(processor)
             try await addArchSeries(distribution: "ubuntu", series: "noble", archTag: processor, processor: processor)
         }
+    }
+}
+
+/// A launchpad-buildd stand-in process: builders at http://127.0.0.1:PORT/NAME, scripted through its
+/// control API (see Tests/Support/buildd-standin.py).
+final class LegacyStandIn: @unchecked Sendable {
+    // Immutable after init; Process is used only to stop it.
+    let port: Int
+    let process: Process
+
+    init(port: Int, process: Process) {
+        self.port = port
+        self.process = process
+    }
+
+    func url(_ builder: String) -> String { "http://127.0.0.1:\(port)/\(builder)" }
+
+    /// Sets a builder's script and returns its state: `state`, `build_id`, `calls` (method and simple arguments).
+    @discardableResult
+    func control(_ builder: String, _ script: [String: Any]? = nil) async throws -> [String: Any] {
+        let url = "http://127.0.0.1:\(port)/control/\(builder)"
+        let body = try script.map { try JSONSerialization.data(withJSONObject: $0) }
+        let response = try await runBlocking {
+            try SimpleHTTPClient.send(method: body == nil ? "GET" : "POST", url: url,
+                                      body: body.map { .bytes(Array($0)) } ?? .none, timeoutSeconds: 5)
+        }
+        guard response.status == 200 else { throw SimpleHTTPClient.Failure(description: "control \(builder): \(response.status)") }
+        return (try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]) ?? [:]
+    }
+
+    /// Scripts per build cookie, one per attempt (the last one stays).
+    func scriptBuilds(_ scripts: [String: [[String: Any]]]) async throws {
+        let body = try JSONSerialization.data(withJSONObject: scripts)
+        let url = "http://127.0.0.1:\(port)/control/_builds"
+        let response = try await runBlocking {
+            try SimpleHTTPClient.send(method: "POST", url: url, body: .bytes(Array(body)), timeoutSeconds: 5)
+        }
+        guard response.status == 200 else { throw SimpleHTTPClient.Failure(description: "control _builds: \(response.status)") }
+    }
+
+    /// The XML-RPC methods a builder was called with, in order.
+    func calls(_ builder: String) async throws -> [String] {
+        ((try await control(builder)["calls"] as? [[Any]]) ?? []).compactMap { $0.first as? String }
     }
 }

@@ -120,6 +120,14 @@ import Testing
         #expect(waiting.cancel(now: 0, deadline: 180) == .finish(.cancelled, builderFailure: false))
     }
 
+    @Test func aBuilderThatFailsWhileCancellingEndsTheBuildCancelledAndIsCounted() {
+        let clock = TestClock()
+        var machine = running(clock)
+        _ = machine.cancel(now: clock.now, deadline: 180)
+        #expect(machine.finished(attempt: 1, builder: builder, result: .builderFail) == .finish(.cancelled, builderFailure: true))
+        #expect(machine.state == .done)
+    }
+
     @Test func aBuilderThatComesBackIdleLosesItsBuild() {
         var machine = running(TestClock())
         #expect(machine.builderIdle(builder: builder + 1) == .ignore("not running on this builder"))

@@ -36,6 +36,9 @@ import Testing
         #expect(BuilderResult.givenBack.disposition(wasCancelling: false) == .countFailure)
         #expect(BuilderResult.aborted.disposition(wasCancelling: true) == .finish(.cancelled))
         #expect(BuilderResult.aborted.disposition(wasCancelling: false) == .countFailure)
+        // A cancelled build is never requeued, whatever stopped it.
+        #expect(BuilderResult.builderFail.disposition(wasCancelling: true) == .finish(.cancelled))
+        #expect(BuilderResult.givenBack.disposition(wasCancelling: true) == .finish(.cancelled))
     }
 
     @Test(arguments: [(Int32(0), BuilderResult.ok), (1, .packageFail), (2, .packageFail), (3, .depFail),

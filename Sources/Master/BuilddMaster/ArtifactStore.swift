@@ -47,6 +47,11 @@ public struct ArtifactStore: Sendable {
         return FileDigest(name: name, sha256: try upload.commit(expectedSHA256: nil), size: size)
     }
 
+    /// The SHA-1 of a stored blob (launchpad-buildd names files by SHA-1).
+    public func sha1(sha256: String) throws -> String {
+        try hashFile(path(sha256: sha256))
+    }
+
     /// Starts an upload into a temporary file.
     public func beginUpload() throws -> Upload {
         let temporary = "\(root)/tmp/upload-\(randomHexToken(bytes: 12))"

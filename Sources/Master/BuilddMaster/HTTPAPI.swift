@@ -14,7 +14,8 @@ import Glibc
 /// |---|---|
 /// | `PUT /v1/builds/{id}/attempts/{attempt}/files/{name}?kind=result\|log` | upload; `Authorization: Bearer <token>`, `X-Checksum-Sha256` |
 /// | `GET /v1/builds/{id}/files/{name}` | download a stored file |
-/// | `GET /v1/builds/{id}/attempts/{attempt}/sources/{name}` | a source file, for the running attempt's agent (bearer token) |
+/// | `GET /v1/builds/{id}/attempts/{attempt}/sources/{name}` | a source file, for the running attempt's builder (the attempt's token as `Bearer`, or as the Basic password launchpad-buildd's `ensurepresent` sends) |
+/// | `GET /v1/chroots/{sha1}` | a chroot tarball, for legacy builders |
 /// | `GET /v1/builds/{id}` | a build as JSON |
 /// | `GET /healthz` | 200 when the database and the broker answer, else 503 |
 public struct HTTPAPI: Sendable {
@@ -41,6 +42,13 @@ public struct HTTPAPI: Sendable {
         router.get("/v1/builds/:id/files/:name") { _, context in try await self.download(context) }
         router.get("/v1/builds/:id/attempts/:attempt/sources/:name") { request, context in
             try await self.downloadSource(request, context)
+        }
+        router.get("/v1/chroots/:sha1") { _, context in
+            let sha1 = try context.parameters.require("sha1")
+            guard sha1.count == 40, sha1.allSatisfy(\.isHexDigit), let chroot = try await self.store.chroot(sha1: sha1.lowercased()) else {
+                throw HTTPError(.notFound, message: "no chroot \(sha1)")
+            }
+            return try self.serve(name: chroot.name, sha256: chroot.sha256, size: chroot.size)
         }
         router.get("/v1/builds/:id") { _, context in
             let id = try context.parameters.require("id", as: Int64.self)
@@ -119,14 +127,25 @@ public struct HTTPAPI: Sendable {
         let buildID = try context.parameters.require("id", as: Int64.self)
         let attempt = try context.parameters.require("attempt", as: Int32.self)
         let name = try context.parameters.require("name")
-        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer "),
-              try await store.authorizeUpload(buildID: buildID, attempt: attempt,
-                                              token: String(authorization.dropFirst("Bearer ".count)))
+        guard let token = Self.token(request), try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token)
         else { throw HTTPError(.forbidden, message: "token refused or attempt \(attempt) of build \(buildID) is not running") }
         guard Naming.isValidFileName(name), let file = try await store.sourceFile(buildID: buildID, name: name) else {
             throw HTTPError(.notFound, message: "no source file \(name) for build \(buildID)")
         }
         return try serve(name: name, sha256: file.sha256, size: file.size)
+    }
+
+    /// The attempt's token: `Bearer TOKEN` (agents), or the password of `Basic` (launchpad-buildd's
+    /// `ensurepresent` fetches with a user and password).
+    static func token(_ request: Request) -> String? {
+        guard let authorization = request.headers[.authorization] else { return nil }
+        if authorization.hasPrefix("Bearer ") { return String(authorization.dropFirst("Bearer ".count)) }
+        guard authorization.hasPrefix("Basic "),
+              let decoded = XMLRPC.decodeBase64(String(authorization.dropFirst("Basic ".count))),
+              let text = String(validating: decoded, as: UTF8.self), let colon = text.firstIndex(of: ":")
+        else { return nil }
+        let password = String(text[text.index(after: colon)...])
+        return password.isEmpty ? nil : password
     }
 
     func serve(name: String, sha256: String, size: Int64) throws -> Response {

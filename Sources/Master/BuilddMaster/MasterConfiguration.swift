@@ -28,6 +28,8 @@ public struct MasterConfiguration: Sendable {
     public var databaseConnections: Int = 4
     /// This master's name in logs and broker connection names. Default the host name.
     public var name: String = "master"
+    /// How legacy (launchpad-buildd) builders are followed.
+    public var legacy = LegacyAdapterConfiguration()
 
     public init(databaseURL: String, brokerURL: String) {
         self.databaseURL = databaseURL

@@ -33,7 +33,8 @@ public final class MasterDaemon: Service {
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort),
                                  serverName: "buildd-master"),
             logger: httpLogger)
-        let core = MasterCore(configuration: configuration, store: store, broker: broker, logger: logger)
+        let core = MasterCore(configuration: configuration, store: store, broker: broker, artifacts: artifacts,
+                              logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: app), .init(service: core)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -68,14 +69,17 @@ public final class MasterCore: Service {
     let logger: Logger
     public let master: BuilddMaster
     public let dispatcher: Dispatcher
+    public let legacy: LegacyAdapter
 
-    public init(configuration: MasterConfiguration, store: BuilddStore, broker: AMQPClient, logger: Logger) {
+    public init(configuration: MasterConfiguration, store: BuilddStore, broker: AMQPClient, artifacts: ArtifactStore,
+                logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.broker = broker
         self.logger = logger
         master = BuilddMaster(store: store, broker: broker, configuration: configuration, logger: logger)
         dispatcher = Dispatcher(master: master, store: store, broker: broker, configuration: configuration, logger: logger)
+        legacy = LegacyAdapter(store: store, broker: broker, artifacts: artifacts, master: configuration, logger: logger)
     }
 
     public func run() async throws {
@@ -94,6 +98,7 @@ public final class MasterCore: Service {
                 group.addTask { await dispatcher.run() }
                 group.addTask { await consumer.run() }
                 group.addTask { await watchdog.run() }
+                group.addTask { await self.legacy.run() }
                 group.addTask {
                     for await _ in listener.notifications { dispatcher.wake.signal() }
                 }

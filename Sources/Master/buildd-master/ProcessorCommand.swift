@@ -66,7 +66,7 @@ struct ProcessorCommand: AsyncParsableCommand {
 struct ArchSeriesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "archseries", abstract: "Manage distro arch series (DISTRO/SERIES/ARCHTAG).",
-        subcommands: [Add.self, List.self])
+        subcommands: [Add.self, List.self, Chroot.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add DISTRO/SERIES/ARCHTAG, built on a processor.")
@@ -83,6 +83,36 @@ struct ArchSeriesCommand: AsyncParsableCommand {
                                            processor: processor)
             }
             print("\(archSeries) added on \(processor)")
+        }
+    }
+
+    struct Chroot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set the chroot tarball legacy (launchpad-buildd) builders of DISTRO/SERIES/ARCHTAG build in.",
+            discussion: """
+                The file is copied into the artifact store (the masters' --artifacts directory, shared by all \
+                masters) and served to builders at /v1/chroots/SHA1; a legacy build of an arch series without a \
+                chroot ends CHROOTWAIT. Agents do not use it.
+                """)
+        @Argument(help: "e.g. ubuntu/noble/amd64") var archSeries: String
+        @Argument(help: "The chroot tarball.") var file: String
+        @Option(help: "The masters' artifact store directory.") var artifacts = "artifacts"
+        @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws { _ = try ArchSeriesName(archSeries) }
+
+        func run() async throws {
+            let name = try ArchSeriesName(archSeries)
+            let store = try ArtifactStore(root: artifacts)
+            let fileName = String(file.split(separator: "/").last ?? "chroot.tar.gz")
+            guard Naming.isValidFileName(fileName) else { throw ValidationError("unusable file name \(fileName)") }
+            let digest = try store.importFile(at: file, name: fileName)
+            let sha1 = try store.sha1(sha256: digest.sha256)
+            try await withStore(connection) {
+                try await $0.setChroot(distribution: name.distribution, series: name.series, archTag: name.archTag,
+                                       name: fileName, sha256: digest.sha256, sha1: sha1, size: digest.size)
+            }
+            print("\(archSeries): chroot \(fileName) (\(digest.size) bytes, sha1 \(sha1))")
         }
     }
 

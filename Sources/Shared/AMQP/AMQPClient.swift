@@ -13,6 +13,8 @@ public final class AMQPClient: @unchecked Sendable {
     public static let publishChannel: UInt16 = 1
     /// Channel used for consumers.
     public static let consumeChannel: UInt16 = 2
+    /// Channel used for `basic.get` (no consumers on it).
+    public static let getChannel: UInt16 = 3
 
     public enum ConnectionEvent: Sendable {
         case connected(generation: Int)
@@ -103,6 +105,7 @@ public final class AMQPClient: @unchecked Sendable {
                     try fresh.openChannel(Self.publishChannel)
                     try fresh.confirmSelect(channel: Self.publishChannel)
                     try fresh.openChannel(Self.consumeChannel)
+                    try fresh.openChannel(Self.getChannel)
                     try setup(fresh)
                     connection = fresh
                     publishCounter = 0
@@ -292,15 +295,20 @@ public final class AMQPClient: @unchecked Sendable {
         }
     }
 
+    /// Takes one message from `queue` without a consumer (`basic.get`, manual ack), or nil when it is empty.
+    public func get(queue: String) async throws -> Delivery? {
+        try await perform { try $0.get(queue: queue, channel: Self.getChannel) }
+    }
+
     /// Acknowledges a delivery. A delivery of a dropped connection needs no ack: the broker requeued it.
     public func ack(_ delivery: Delivery) async throws {
-        try await settle(delivery) { try $0.ack(deliveryTag: delivery.deliveryTag, channel: Self.consumeChannel) }
+        try await settle(delivery) { try $0.ack(deliveryTag: delivery.deliveryTag, channel: delivery.channel) }
     }
 
     /// Rejects a delivery; without requeue it is dead-lettered.
     public func reject(_ delivery: Delivery, requeue: Bool) async throws {
         try await settle(delivery) {
-            try $0.reject(deliveryTag: delivery.deliveryTag, requeue: requeue, channel: Self.consumeChannel)
+            try $0.reject(deliveryTag: delivery.deliveryTag, requeue: requeue, channel: delivery.channel)
         }
     }
 

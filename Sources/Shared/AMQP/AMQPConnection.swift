@@ -63,6 +63,7 @@ private enum Method {
     static let basicNack: UInt32 = 0x003C_0078
     static let basicReturn: UInt32 = 0x003C_0032
     static let basicCancel: UInt32 = 0x003C_001E
+    static let basicGetOk: UInt32 = 0x003C_0047
 }
 
 /// One connection to the broker. It is not thread-safe: create, use and close it on one thread
@@ -280,6 +281,29 @@ public final class AMQPConnection {
         return ok?.pointee.consumer_tag.string ?? consumerTag
     }
 
+    /// Takes one message from `queue` (`basic.get`, manual ack), or nil when the queue is empty.
+    /// Use a channel without consumers: frames of other channels that arrive meanwhile stay queued
+    /// for ``nextEvent(timeout:)``.
+    public func get(queue: String, channel: UInt16) throws -> Delivery? {
+        let state = try connection()
+        let arena = CArena()
+        let reply = amqp_basic_get(state, channel, arena.bytes(queue), 0)
+        try check(reply, context: "get from \(queue)")
+        guard reply.reply.id == Method.basicGetOk, let decoded = reply.reply.decoded else { return nil }
+        let ok = decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+        let exchange = ok.exchange.string
+        let routingKey = ok.routing_key.string
+        let deliveryTag = ok.delivery_tag
+        let redelivered = ok.redelivered != 0
+        var message = amqp_message_t()
+        try check(amqp_read_message(state, channel, &message, 0), context: "read message from \(queue)")
+        defer { amqp_destroy_message(&message) }
+        return Delivery(consumerTag: "", deliveryTag: deliveryTag, generation: generation, redelivered: redelivered,
+                        exchange: exchange, routingKey: routingKey,
+                        properties: MessageProperties(copying: message.properties), body: message.body.array,
+                        channel: channel)
+    }
+
     public func cancel(consumerTag: String, channel: UInt16) throws {
         let arena = CArena()
         _ = amqp_basic_cancel(try connection(), channel, arena.bytes(consumerTag))
@@ -327,7 +351,8 @@ public final class AMQPConnection {
                 return .delivery(Delivery(
                     consumerTag: consumerTag, deliveryTag: deliver.delivery_tag, generation: generation,
                     redelivered: deliver.redelivered != 0, exchange: exchange, routingKey: routingKey,
-                    properties: MessageProperties(copying: message.properties), body: message.body.array))
+                    properties: MessageProperties(copying: message.properties), body: message.body.array,
+                    channel: frame.channel))
             case Method.basicAck:
                 let ack = decoded!.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
                 return .confirm(channel: frame.channel, deliveryTag: ack.delivery_tag, multiple: ack.multiple != 0, ack: true)

@@ -49,6 +49,9 @@ public struct Delivery: Sendable {
     public let routingKey: String
     public let properties: MessageProperties
     public let body: [UInt8]
+    /// The channel it arrived on: consumers' deliveries on ``AMQPClient/consumeChannel``, `basic.get`
+    /// answers on ``AMQPClient/getChannel``.
+    public var channel: UInt16 = AMQPClient.consumeChannel
 }
 
 /// C memory for one call: every string, table and array handed to librabbitmq is copied here and

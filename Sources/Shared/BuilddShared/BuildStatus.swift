@@ -94,8 +94,8 @@ extension BuilderResult {
         case .packageFail: return .finish(.failedToBuild)
         case .depFail: return .finish(.manualDepWait)
         case .chrootFail: return .finish(.chrootWait)
-        case .builderFail, .givenBack: return .countFailure
-        case .aborted: return wasCancelling ? .finish(.cancelled) : .countFailure
+        // A cancelled build stays cancelled whatever stopped it: it is never requeued.
+        case .builderFail, .givenBack, .aborted: return wasCancelling ? .finish(.cancelled) : .countFailure
         }
     }
 }

@@ -122,7 +122,8 @@ public struct BuildLifecycle: Equatable, Sendable {
         switch result.disposition(wasCancelling: wasCancelling) {
         case .finish(let status):
             state = .done
-            return .finish(status, builderFailure: false)
+            // A builder that failed while cancelling did not stop cleanly: that counts against it.
+            return .finish(status, builderFailure: wasCancelling && result == .builderFail)
         case .countFailure:
             return .countFailure(result.rawValue)
         }

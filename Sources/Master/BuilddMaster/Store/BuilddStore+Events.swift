@@ -21,13 +21,14 @@ extension BuilddStore {
     /// - Parameters:
     ///   - userID: the AMQP `user_id` the broker validated; must own the builder when it has a broker user.
     ///   - leaseSeconds: how long a heartbeat keeps a build's lease.
-    public func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int) async throws -> EventOutcome {
+    ///   - legacy: the event comes from this master's legacy adapter, speaking for an XML-RPC builder.
+    public func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int, legacy: Bool = false) async throws -> EventOutcome {
         try await database.transaction { connection in
-            try Self.apply(event, userID: userID, leaseSeconds: leaseSeconds, on: connection)
+            try Self.apply(event, userID: userID, leaseSeconds: leaseSeconds, legacy: legacy, on: connection)
         }
     }
 
-    static func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int,
+    static func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int, legacy: Bool = false,
                       on connection: PostgresConnection) throws -> EventOutcome {
         guard let builder = try connection.query("""
             SELECT id, broker_user, agent_session, last_seq, builderok, active, kind FROM builder WHERE name = $1 FOR UPDATE
@@ -36,8 +37,10 @@ extension BuilddStore {
         if let owner = builder["broker_user"], owner != userID {
             return .rejected("user \(userID ?? "(none)") may not speak for builder \(event.builder)")
         }
-        guard try builder.string("kind") == "agent" else {
-            return .rejected("builder \(event.builder) is not an agent")
+        // Agents speak for agent builders only; the legacy adapter (in-process, never from the broker) for
+        // XML-RPC builders only.
+        guard try builder.string("kind") == (legacy ? "xmlrpc" : "agent") else {
+            return .rejected("builder \(event.builder) is not \(legacy ? "an XML-RPC builder" : "an agent")")
         }
         let builderID = try builder.int("id")
         if builder["agent_session"] == event.session, event.seq <= (try builder.int64("last_seq")) {
@@ -90,7 +93,7 @@ extension BuilddStore {
         for buildID in held {
             guard var loaded = try loadLifecycle(buildID, on: connection) else { continue }
             try carryOut(loaded.machine.builderIdle(builder: builderID), &loaded, buildID: buildID,
-                         builder: event.builder, on: connection)
+                         builder: event.builder, on: connection, finishMessage: event.message)
         }
         return held.isEmpty ? .applied("\(event.kind.rawValue) \(event.state?.rawValue ?? "")")
             : .applied("requeued \(held.count) lost build(s)")

@@ -119,7 +119,7 @@ public final class BuilddStore: Sendable {
 
     /// A builder is idle when it is usable and its agent said IDLE recently. `$1` is the silence limit in seconds.
     static let idleBuilderCondition = """
-        b.builderok AND b.active AND NOT b.manual AND b.kind = 'agent' AND b.agent_state = 'IDLE'
+        b.builderok AND b.active AND NOT b.manual AND b.agent_state = 'IDLE'
         AND b.last_seen > now() - make_interval(secs => $1)
         AND NOT EXISTS (SELECT 1 FROM buildqueue r WHERE r.builder_id = b.id AND r.state IN ('RUNNING', 'CANCELLING'))
         """

@@ -1,0 +1,203 @@
+import BuilddShared
+import Postgres
+
+/// A legacy builder as its adapter sees it at the start of a tick.
+public struct LegacyBuilderSnapshot: Sendable, Equatable {
+    public struct CurrentBuild: Sendable, Equatable {
+        public var buildID: Int64
+        public var attempt: Int32
+        public var buildType: String
+        /// RUNNING or CANCELLING.
+        public var cancelling: Bool
+        /// Seconds since the builder accepted it.
+        public var runningSeconds: Double
+        /// launchpad-buildd's name for it, `<TYPE>-<id>`.
+        public var cookie: String { LegacyCookie.make(buildType: buildType, buildID: buildID) }
+    }
+
+    public var id: Int
+    public var name: String
+    public var url: String
+    public var builderok: Bool
+    public var manual: Bool
+    public var processors: [String]
+    /// Architecture tags of the arch series its processors build (what `info()` may answer).
+    public var archTags: [String]
+    public var current: CurrentBuild?
+}
+
+/// Launchpad's build cookie: `PACKAGEBUILD-<id>` for binary packages, `<TYPE>-<id>` otherwise.
+public enum LegacyCookie {
+    public static func make(buildType: String, buildID: Int64) -> String {
+        let type = buildType == "binarypackage" ? "PACKAGEBUILD" : buildType.uppercased()
+        return "\(type)-\(buildID)"
+    }
+}
+
+/// What a legacy builder needs for one build: the arguments of `build()` and the files to make present.
+public struct LegacyDispatchDetails: Sendable {
+    public struct File: Sendable, Equatable {
+        public var name: String
+        public var sha256: String
+        public var sha1: String?
+        public var size: Int64
+    }
+
+    public var buildType: String
+    public var distribution: String
+    public var series: String
+    public var archTag: String
+    public var pocket: String
+    public var component: String
+    public var archivePurpose: String
+    public var chroot: File?
+    public var sources: [File]
+}
+
+extension BuilddStore {
+    /// Takes (or keeps) the legacy builders this master follows: its own, unowned ones and those whose
+    /// owner's lease ran out, and renews its lease on all of them. Returns what each looks like now.
+    public func claimLegacyBuilders(master: String, leaseSeconds: Int) async throws -> [LegacyBuilderSnapshot] {
+        let rows = try await database.query("""
+            WITH owned AS (
+                UPDATE builder SET legacy_master = $1, legacy_lease_until = now() + make_interval(secs => $2)
+                 WHERE kind = 'xmlrpc' AND active
+                   AND (legacy_master = $1 OR legacy_master IS NULL OR legacy_lease_until < now())
+                RETURNING id, name, url, builderok, manual
+            )
+            SELECT o.id, o.name, o.url, o.builderok, o.manual,
+                   (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
+                      JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = o.id) AS processors,
+                   (SELECT string_agg(DISTINCT das.architecturetag, ',') FROM builder_processor bp
+                      JOIN distroarchseries das ON das.processor_id = bp.processor_id WHERE bp.builder_id = o.id) AS tags,
+                   q.build_id, q.state, b.attempt, b.build_type,
+                   extract(epoch FROM now() - coalesce(b.date_started, now())) AS running_for
+              FROM owned o
+              LEFT JOIN buildqueue q ON q.builder_id = o.id AND q.state IN ('RUNNING', 'CANCELLING')
+              LEFT JOIN build b ON b.id = q.build_id
+             ORDER BY o.id
+            """, [master, leaseSeconds])
+        return try rows.rows.map { row in
+            var current: LegacyBuilderSnapshot.CurrentBuild?
+            if let buildID = row.optionalInt64("build_id") {
+                current = .init(buildID: buildID, attempt: Int32(try row.int("attempt")),
+                                buildType: try row.string("build_type"), cancelling: try row.string("state") == "CANCELLING",
+                                runningSeconds: row.optionalDouble("running_for") ?? 0)
+            }
+            return LegacyBuilderSnapshot(
+                id: try row.int("id"), name: try row.string("name"), url: try row.string("url"),
+                builderok: try row.bool("builderok"), manual: try row.bool("manual"),
+                processors: (row["processors"] ?? "").split(separator: ",").map(String.init),
+                archTags: (row["tags"] ?? "").split(separator: ",").map(String.init), current: current)
+        }
+    }
+
+    /// Gives up this master's legacy builders (a clean shutdown), so another master takes them at once.
+    public func releaseLegacyBuilders(master: String) async throws {
+        try await database.query("""
+            UPDATE builder SET legacy_master = NULL, legacy_lease_until = NULL WHERE legacy_master = $1
+            """, [master])
+    }
+
+    /// Records what the last polls saw (IDLE, BUILDING, ABORTING) in one statement, so the dispatch window
+    /// and `builder list` count legacy builders like agents.
+    public func recordLegacyStates(_ states: [(builderID: Int, state: AgentState)]) async throws {
+        guard !states.isEmpty else { return }
+        let ids = "{" + states.map { String($0.builderID) }.joined(separator: ",") + "}"
+        let values = "{" + states.map { $0.state.rawValue }.joined(separator: ",") + "}"
+        try await database.query("""
+            UPDATE builder b SET agent_state = x.state, last_seen = now()
+              FROM unnest($1::int[], $2::text[]) AS x(id, state) WHERE b.id = x.id
+            """, [ids, values])
+    }
+
+    /// Counts a fault of a legacy builder that held no build (Launchpad's threshold disables it) and
+    /// shows the reason in its failnotes. Returns whether the builder is now failed.
+    @discardableResult
+    public func countLegacyBuilderFault(builderID: Int, reason: String) async throws -> Bool {
+        try await database.query("""
+            UPDATE builder SET failure_count = failure_count + 1, failnotes = $3,
+                   builderok = CASE WHEN failure_count + 1 >= $2 THEN false ELSE builderok END
+             WHERE id = $1 RETURNING builderok
+            """, [builderID, FailureThresholds.builder, reason]).first.map { !(try $0.bool("builderok")) } ?? false
+    }
+
+    /// Shows the reason of a legacy builder's last fault without counting it again (the build's
+    /// failure counting already did).
+    public func noteLegacyFault(builderID: Int, reason: String) async throws {
+        try await database.query("UPDATE builder SET failnotes = $2 WHERE id = $1", [builderID, reason])
+    }
+
+    /// Marks a legacy builder failed at once (it wedged, or it is not what it was registered as).
+    public func failLegacyBuilder(builderID: Int, reason: String) async throws {
+        try await database.query("UPDATE builder SET builderok = false, failnotes = $2 WHERE id = $1", [builderID, reason])
+    }
+
+    /// A legacy builder that answered well after a fault: forget the fault notes (the count stays until an
+    /// operator or a good build resets it).
+    public func clearLegacyFaultNotes(builderID: Int) async throws {
+        try await database.query("UPDATE builder SET failnotes = NULL WHERE id = $1 AND builderok AND failnotes IS NOT NULL",
+                                 [builderID])
+    }
+
+    public func markBuilderClean(builderID: Int) async throws {
+        try await database.query("UPDATE builder SET clean_status = 'CLEAN' WHERE id = $1", [builderID])
+    }
+
+    /// Everything `build()` needs for one build.
+    public func legacyDispatchDetails(buildID: Int64) async throws -> LegacyDispatchDetails? {
+        let row = try await database.query("""
+            SELECT b.build_type, b.pocket, b.component, b.archive_purpose, d.name AS distribution, s.name AS series,
+                   das.architecturetag, das.chroot_name, das.chroot_sha256, das.chroot_sha1, das.chroot_size
+              FROM build b JOIN distroarchseries das ON das.id = b.distroarchseries_id
+              JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+             WHERE b.id = $1
+            """, [buildID]).first
+        guard let row else { return nil }
+        let sources = try await database.query(
+            "SELECT name, sha256, sha1, size FROM source_file WHERE build_id = $1 ORDER BY name", [buildID]).rows.map {
+            LegacyDispatchDetails.File(name: try $0.string("name"), sha256: try $0.string("sha256"), sha1: $0["sha1"],
+                                       size: try $0.int64("size"))
+        }
+        var chroot: LegacyDispatchDetails.File?
+        if let sha256 = row["chroot_sha256"] {
+            chroot = .init(name: row["chroot_name"] ?? "chroot.tar.gz", sha256: sha256, sha1: row["chroot_sha1"],
+                           size: row.optionalInt64("chroot_size") ?? 0)
+        }
+        return LegacyDispatchDetails(
+            buildType: try row.string("build_type"), distribution: try row.string("distribution"),
+            series: try row.string("series"), archTag: try row.string("architecturetag"),
+            pocket: try row.string("pocket"), component: try row.string("component"),
+            archivePurpose: try row.string("archive_purpose"), chroot: chroot, sources: sources)
+    }
+
+    /// Remembers a source file's SHA-1 (computed once, when a legacy builder first needs it).
+    public func setSourceSHA1(buildID: Int64, name: String, sha1: String) async throws {
+        try await database.query("UPDATE source_file SET sha1 = $3 WHERE build_id = $1 AND name = $2",
+                                 [buildID, name, sha1])
+    }
+
+    /// Sets the chroot legacy builders of DISTRO/SERIES/ARCHTAG build in.
+    public func setChroot(distribution: String, series: String, archTag: String, name: String, sha256: String,
+                          sha1: String, size: Int64) async throws {
+        let changed = try await database.query("""
+            UPDATE distroarchseries das SET chroot_name = $4, chroot_sha256 = $5, chroot_sha1 = $6, chroot_size = $7
+              FROM distroseries s, distribution d
+             WHERE s.id = das.distroseries_id AND d.id = s.distribution_id
+               AND d.name = $1 AND s.name = $2 AND das.architecturetag = $3
+            """, [distribution, series, archTag, name, sha256, sha1, size])
+        if changed.affectedRows == 0 {
+            throw StoreError(.notFound, "no arch series \(distribution)/\(series)/\(archTag)")
+        }
+    }
+
+    /// A chroot by its SHA-1 (what a legacy builder's `ensurepresent` asks for).
+    public func chroot(sha1: String) async throws -> FileDigest? {
+        try await database.query("""
+            SELECT chroot_name, chroot_sha256, chroot_size FROM distroarchseries WHERE chroot_sha1 = $1 LIMIT 1
+            """, [sha1]).first.map {
+            FileDigest(name: try $0.string("chroot_name"), sha256: try $0.string("chroot_sha256"),
+                       size: try $0.int64("chroot_size"))
+        }
+    }
+}
