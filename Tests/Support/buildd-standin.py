@@ -30,7 +30,7 @@ Script keys (all optional):
                   unknownbuilder  build() answers UNKNOWNBUILDER
                   unknownsum      build() answers UNKNOWNSUM (as if a file were missing)
 
-Usage: buildd-standin.py [--host 127.0.0.1] [--port 0] [--arch amd64]
+Usage: buildd-standin.py [--host 127.0.0.1] [--port 0] [--arch amd64] [--duration SECONDS]
 Prints "listening on PORT" on its first line of standard output.
 """
 
@@ -197,14 +197,16 @@ class Builder:
 
 
 class Farm:
-    def __init__(self, arch):
+    def __init__(self, arch, duration=1.0):
         self.arch = arch
+        self.duration = duration
         self.builders = {}
         self.build_scripts = {}
 
     def builder(self, name):
         if name not in self.builders:
             self.builders[name] = Builder(name, self.arch, self)
+            self.builders[name].script["duration"] = self.duration
         return self.builders[name]
 
     def next_build_script(self, build_id):
@@ -307,8 +309,9 @@ async def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--arch", default="amd64")
+    parser.add_argument("--duration", type=float, default=1.0, help="seconds a build runs unless scripted")
     options = parser.parse_args()
-    farm = Farm(options.arch)
+    farm = Farm(options.arch, options.duration)
     server = await asyncio.start_server(lambda r, w: handle(farm, r, w), options.host, options.port, backlog=1024)
     port = server.sockets[0].getsockname()[1]
     print("listening on %d" % port, flush=True)
