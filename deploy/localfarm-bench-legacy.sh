@@ -1,17 +1,19 @@
 # Sourced by deploy/localfarm: the `bench-legacy` command, the legacy adapter at scale.
 # One master (release build) follows BUILDERS launchpad-buildd stand-ins served by one Python process,
-# polling each every INTERVAL seconds while BUILDS builds of DURATION seconds run through them. Prints
+# polling each every INTERVAL seconds while BUILDS builds of 10 s run through them. Prints
 # polls per second against the target, how late polls started (p50/p99/max from the master's own
 # figures), the master's and the stand-in's CPU, and how many builds completed; writes the table to
 # .localfarm/bench/legacy-scale.txt.
 
 cmd_bench_legacy() {
-    local builders="${1:-1000}" seconds="${2:-60}" builds="${3:-2000}" interval="${4:-1}" duration=3
+    local builders="${1:-1000}" seconds="${2:-60}" builds="${3:-12000}" interval="${4:-1}" duration=10
     trap down EXIT
     services
     cd "$ROOT"
     log "building buildd-master (release)"
-    swift build -c release --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+    mkdir -p "$STATE/bench"
+    swift build -c release --product buildd-master > "$STATE/bench/release-build.log" 2>&1 \
+        || die "the release build failed: see $STATE/bench/release-build.log"
     local master_bin bench="$STATE/bench" standin_port
     master_bin="$(swift build -c release --show-bin-path)/buildd-master"
     mkdir -p "$bench" && rm -rf "$bench/legacy-artifacts"
@@ -32,22 +34,26 @@ cmd_bench_legacy() {
         --port "$standin_port" --duration "$duration"
     until curl -sf "http://127.0.0.1:$standin_port/control/probe" >/dev/null; do sleep 0.2; done
     log "registering $builders legacy builders and queueing $builds builds"
-    psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d buildd_bench_legacy >/dev/null <<SQL
+    psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d buildd_bench_legacy >/dev/null <<SQL
 INSERT INTO builder (name, kind, url)
 SELECT 'lp-' || lpad(i::text, 5, '0'), 'xmlrpc', 'http://127.0.0.1:$standin_port/lp-' || lpad(i::text, 5, '0')
   FROM generate_series(1, $builders) i;
 INSERT INTO builder_processor (builder_id, processor_id) SELECT b.id, p.id FROM builder b, processor p;
+-- The builds as the submit command makes them (score 2510: medium, release, main), in one statement.
+WITH made AS (
+    INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version)
+    SELECT das.id, das.processor_id, 'bench-' || i, '1.0' FROM generate_series(1, $builds) i, distroarchseries das
+    RETURNING id, processor_id
+), queued AS (
+    INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore) SELECT id, processor_id, 2510, 2510 FROM made
+)
+INSERT INTO build_event (build_id, status, attempt, message) SELECT id, 'NEEDSBUILD', 0, 'submitted with score 2510' FROM made;
 SQL
-    for i in $(seq 1 "$builds"); do
-        echo "ubuntu/noble/amd64 bench-$i 1.0"
-    done | while read -r series name version; do "$master_bin" build submit "$series" "$name" "$version" >/dev/null; done &
-    local submitter=$!
     start_process bench-legacy-master "$bench/legacy-master.log" "$master_bin" serve --http-port "$HTTP_PORT" \
         --artifacts "$bench/legacy-artifacts" --legacy-interval "$interval" --name bench
     local master_pid standin_pid
     master_pid=$(pgrep -f "buildd-master serve --http-port $HTTP_PORT" | head -n 1)
     standin_pid=$(pgrep -f "buildd-standin.py --port $standin_port" | head -n 1)
-    wait "$submitter"
     log "measuring for $seconds s (after a 20 s warm-up)"
     sleep 20
     local ticks cpu0 cpu1 scpu0 scpu1 done0 done1

@@ -98,6 +98,43 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log(name))") }
     }
 
+    /// Runs a program to its end and returns its exit status, standard output and standard error.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                    timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String, error: String) {
+        let directory = NSTemporaryDirectory() + "run-\(randomHexToken(bytes: 6))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        FileManager.default.createFile(atPath: directory + "/out", contents: nil)
+        FileManager.default.createFile(atPath: directory + "/err", contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/out"))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/err"))
+        try process.run()
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while process.isRunning && clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        return (process.terminationStatus, try String(contentsOfFile: directory + "/out", encoding: .utf8),
+                try String(contentsOfFile: directory + "/err", encoding: .utf8))
+    }
+
+    /// Runs `buildd-master` with this farm's database and broker.
+    func cli(_ arguments: String...) async throws -> (status: Int32, output: String, error: String) {
+        try await Self.run(try TestEnvironment.binDirectory + "/buildd-master", arguments, environment: [
+            "BUILDD_DATABASE_URL": database.url, "BUILDD_BROKER_URL": vhost.brokerURL,
+        ])
+    }
+
+    /// A file of the checkout, e.g. `deploy/rabbitmq/enrol-agent`.
+    static func repositoryFile(_ path: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent(path).path
+    }
+
     /// Starts a launchpad-buildd stand-in (Tests/Support/buildd-standin.py) on a free loopback port.
     func startStandIn(arch: String = "amd64") async throws -> LegacyStandIn {
         let port = try Self.freePort()

@@ -36,13 +36,17 @@ public final class EventConsumer: Sendable {
         let event: AgentEvent
         do {
             event = try WireCodec.decodeEvent(delivery.body)
+        } catch let error as WireError {
+            await deadLetter(delivery, reason: "\(error)", kind: error.code.metricLabel)
+            return
         } catch {
-            await deadLetter(delivery, reason: "\(error)")
+            await deadLetter(delivery, reason: "\(error)", kind: "malformed")
             return
         }
         let expectedPrefix = event.builder + "."
         guard delivery.routingKey.hasPrefix(expectedPrefix) else {
-            await deadLetter(delivery, reason: "routing key \(delivery.routingKey) does not match builder \(event.builder)")
+            await deadLetter(delivery, reason: "routing key \(delivery.routingKey) does not match builder \(event.builder)",
+                             kind: "routing_key")
             return
         }
         var metadata: Logger.Metadata = ["builder.name": "\(event.builder)", "event.kind": "\(event.kind.rawValue)",
@@ -63,7 +67,7 @@ public final class EventConsumer: Sendable {
                     logger.warning("telling agent to abort: \(reason)", metadata: metadata)
                     await master.sendAbort(builder: event.builder, buildID: buildID, attempt: attempt, reason: reason)
                 case .rejected(let reason):
-                    await deadLetter(delivery, reason: reason)
+                    await deadLetter(delivery, reason: reason, kind: "not_allowed")
                     return
                 }
                 try await broker.ack(delivery)
@@ -79,7 +83,8 @@ public final class EventConsumer: Sendable {
         }
     }
 
-    private func deadLetter(_ delivery: Delivery, reason: String) async {
+    private func deadLetter(_ delivery: Delivery, reason: String, kind: String) async {
+        BuilddMetrics.rejected(kind)
         logger.warning("event dead-lettered", metadata: ["reason": "\(reason)", "routing.key": "\(delivery.routingKey)",
                                                           "amqp.user": "\(delivery.properties.userID ?? "")"])
         try? await broker.reject(delivery, requeue: false)

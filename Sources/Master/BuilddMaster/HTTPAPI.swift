@@ -3,6 +3,7 @@ import BuilddShared
 import HTTPTypes
 import Hummingbird
 import Logging
+import Prometheus
 
 #if canImport(Glibc)
 import Glibc
@@ -18,23 +19,33 @@ import Glibc
 /// | `GET /v1/chroots/{sha1}` | a chroot tarball, for legacy builders |
 /// | `GET /v1/builds/{id}` | a build as JSON |
 /// | `GET /healthz` | 200 when the database and the broker answer, else 503 |
+/// | `GET /metrics` | Prometheus text format |
+/// | `GET /builders`, `/builds/{id}`, `/queue/{processor}` | the status pages |
+/// | `/v1/...` | the JSON API (docs/API.md) |
 public struct HTTPAPI: Sendable {
     let store: BuilddStore
     let artifacts: ArtifactStore
     let broker: AMQPClient?
     let maxArtifactBytes: Int64
+    let metrics: PrometheusCollectorRegistry?
 
     public static let checksumHeader = HTTPField.Name("X-Checksum-Sha256")!
 
-    public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64) {
+    /// - Parameter metrics: the registry swift-metrics was bootstrapped with; `/metrics` emits it.
+    public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
+                metrics: PrometheusCollectorRegistry? = nil) {
         self.store = store
         self.artifacts = artifacts
         self.broker = broker
         self.maxArtifactBytes = maxArtifactBytes
+        self.metrics = metrics
     }
 
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
+        addJSONRoutes(to: router)
+        addPageRoutes(to: router)
+        router.get("/metrics") { _, _ in try await self.exportMetrics() }
         router.get("/healthz") { _, _ in try await self.health() }
         router.put("/v1/builds/:id/attempts/:attempt/files/:name") { request, context in
             try await self.upload(request, context)
@@ -64,6 +75,22 @@ public struct HTTPAPI: Sendable {
     static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
         Response(status: status, headers: [.contentType: "application/json"],
                  body: ResponseBody(byteBuffer: ByteBuffer(bytes: WireCodec.encode(value))))
+    }
+
+    /// Prometheus text format: the gauges are read from the database at each scrape.
+    func exportMetrics() async throws -> Response {
+        guard let metrics else { throw HTTPError(.notFound, message: "metrics are not enabled") }
+        let processors = try await store.processors()
+        var states: [String: Int] = [:]
+        for state in ["idle", "building", "aborting", "manual", "failed", "offline", "removed"] { states[state] = 0 }
+        for builder in try await store.builders() { states[builder.state(silentAfterSeconds: Self.silence), default: 0] += 1 }
+        BuilddMetrics.record(FarmSnapshot(
+            processors: processors.map { .init(name: $0.name, waiting: $0.waiting, oldestWaitSeconds: $0.oldestWaitSeconds ?? 0) },
+            builderStates: states))
+        var buffer: [UInt8] = []
+        metrics.emit(into: &buffer)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
     }
 
     func health() async throws -> Response {

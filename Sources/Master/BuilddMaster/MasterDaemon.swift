@@ -3,6 +3,7 @@ import BuilddShared
 import Hummingbird
 import Logging
 import Postgres
+import Prometheus
 import ServiceLifecycle
 
 /// `buildd-master serve`: the dispatcher, event consumer, watchdog and HTTP API in one process.
@@ -12,10 +13,13 @@ import ServiceLifecycle
 public final class MasterDaemon: Service {
     public let configuration: MasterConfiguration
     let logger: Logger
+    let metrics: PrometheusCollectorRegistry?
 
-    public init(configuration: MasterConfiguration, logger: Logger) {
+    /// - Parameter metrics: the registry swift-metrics was bootstrapped with, exported at `/metrics`.
+    public init(configuration: MasterConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Runs the master with an HTTP server until SIGTERM or SIGINT.
@@ -25,7 +29,8 @@ public final class MasterDaemon: Service {
         try await store.requireCurrentSchema()
         let artifacts = try ArtifactStore(root: configuration.artifactDirectory)
         let broker = try makeBroker()
-        let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes)
+        let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
+                          metrics: metrics)
         var httpLogger = logger
         httpLogger.logLevel = .warning
         let app = Application(

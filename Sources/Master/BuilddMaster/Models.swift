@@ -8,10 +8,52 @@ public struct ProcessorSummary: Codable, Sendable, Equatable {
     public var running: Int
     public var builders: Int
     public var idleBuilders: Int
+    /// Builders that may get work (ok, active, not manual).
+    public var usableBuilders: Int = 0
+    /// How long the oldest waiting build has waited.
+    public var oldestWaitSeconds: Double?
+    /// Mean duration of its last 50 successful builds.
+    public var averageBuildSeconds: Double?
+    /// Waiting builds per usable builder, times the mean build duration: about when a build submitted now
+    /// would start (nil without usable builders or history).
+    public var estimatedWaitSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, waiting, dispatched, running, builders
-        case idleBuilders = "idle_builders"
+        case idleBuilders = "idle_builders", usableBuilders = "usable_builders"
+        case oldestWaitSeconds = "oldest_wait_seconds", averageBuildSeconds = "average_build_seconds"
+        case estimatedWaitSeconds = "estimated_wait_seconds"
+    }
+}
+
+/// A waiting build and its place in its processor's queue.
+public struct QueueEntry: Codable, Sendable, Equatable {
+    public var position: Int
+    public var id: Int64
+    public var archSeries: String
+    public var source: String
+    public var version: String
+    public var buildType: String
+    public var score: Int
+    /// The score was set by an operator.
+    public var manual: Bool
+    public var waitingSeconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case position, id, source, version, score, manual
+        case archSeries = "archseries", buildType = "build_type", waitingSeconds = "waiting_seconds"
+    }
+}
+
+/// An API token as listings show it (never the token itself).
+public struct APIToken: Codable, Sendable, Equatable {
+    public var name: String
+    public var createdAt: String
+    public var lastUsed: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name
+        case createdAt = "created_at", lastUsed = "last_used"
     }
 }
 
@@ -31,11 +73,26 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
     /// Seconds since the agent was last heard from, when it ever was.
     public var secondsSinceSeen: Double?
     public var currentBuild: Int64?
+    /// "source version" of the current build.
+    public var currentTitle: String?
+    /// The last lines of the current build's log.
+    public var logTail: String?
 
     enum CodingKeys: String, CodingKey {
         case name, kind, url, processors, builderok, failnotes, manual, active
         case failureCount = "failure_count", agentState = "agent_state", lastSeen = "last_seen"
         case secondsSinceSeen = "seconds_since_seen", currentBuild = "current_build"
+        case currentTitle = "current_title", logTail = "log_tail"
+    }
+
+    /// One word for what the builder is doing, as the status page and metrics show it.
+    public func state(silentAfterSeconds: Double) -> String {
+        if !active { return "removed" }
+        if !builderok { return "failed" }
+        if currentBuild != nil { return agentState == "ABORTING" ? "aborting" : "building" }
+        if manual { return "manual" }
+        guard let seen = secondsSinceSeen, seen <= silentAfterSeconds else { return "offline" }
+        return agentState == "IDLE" ? "idle" : (agentState ?? "offline").lowercased()
     }
 }
 

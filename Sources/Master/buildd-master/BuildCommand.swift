@@ -1,6 +1,14 @@
 import ArgumentParser
 import BuilddMasterKit
 import BuilddShared
+import Foundation
+
+func printBuilds(_ builds: [BuildSummary]) {
+    printTable(["ID", "STATUS", "PROCESSOR", "SOURCE", "VERSION", "BUILDER", "ATTEMPT", "SCORE"], builds.map {
+        ["\($0.id)", $0.status.rawValue, $0.processor, $0.source, $0.version, $0.builder ?? "-", "\($0.attempt)",
+         $0.score.map { "\($0)" } ?? "-"]
+    })
+}
 
 extension Urgency: ExpressibleByArgument {}
 extension Pocket: ExpressibleByArgument {}
@@ -12,7 +20,42 @@ extension BuildStatus: ExpressibleByArgument {
 
 struct BuildCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "build", abstract: "Submit and inspect builds.", subcommands: [Submit.self, List.self, Show.self, Cancel.self, Retry.self, Rescore.self])
+        commandName: "build", abstract: "Submit and inspect builds.", subcommands: [Submit.self, List.self, Show.self, Log.self, Cancel.self, Retry.self, Rescore.self])
+
+    struct Log: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a build's log.",
+            discussion: """
+                A finished build's full log comes from the artifact store (--artifacts, the masters' shared \
+                directory); a running build shows the tail its builder last sent. Exit 1 when there is neither.
+                """)
+        @Argument(help: "Build id.") var id: Int64
+        @Option(help: "The masters' artifact store directory.") var artifacts = "artifacts"
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let detail = try await withStore(connection) { try await $0.build(id) }
+            if let log = detail.files.last(where: { $0.kind == "log" }) {
+                let path = try ArtifactStore(root: artifacts).path(sha256: log.sha256)
+                guard let handle = FileHandle(forReadingAtPath: path) else {
+                    FileHandle.standardError.write(Data("error: log \(log.name) is not in \(artifacts) (is --artifacts right?)\n".utf8))
+                    throw ExitCode.failure
+                }
+                defer { try? handle.close() }
+                while let chunk = try handle.read(upToCount: 64 * 1024), !chunk.isEmpty {
+                    FileHandle.standardOutput.write(chunk)
+                }
+                return
+            }
+            if let tail = detail.logtail, !tail.isEmpty {
+                FileHandle.standardError.write(Data("build \(id) is \(detail.build.status.rawValue); its log so far ends:\n".utf8))
+                print(tail)
+                return
+            }
+            FileHandle.standardError.write(Data("error: build \(id) (\(detail.build.status.rawValue)) has no log yet\n".utf8))
+            throw ExitCode.failure
+        }
+    }
 
     struct Cancel: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -121,10 +164,7 @@ struct BuildCommand: AsyncParsableCommand {
                 try await $0.builds(statuses: statuses, processor: processor, limit: limit)
             }
             if output.json { return printJSON(builds) }
-            printTable(["ID", "STATUS", "PROCESSOR", "SOURCE", "VERSION", "BUILDER", "ATTEMPT", "SCORE"], builds.map {
-                ["\($0.id)", $0.status.rawValue, $0.processor, $0.source, $0.version, $0.builder ?? "-", "\($0.attempt)",
-                 $0.score.map { "\($0)" } ?? "-"]
-            })
+            printBuilds(builds)
         }
     }
 

@@ -14,7 +14,7 @@ struct BuilddMasterCommand: AsyncParsableCommand {
             BUILDD_DATABASE_URL (a libpq URL) and BUILDD_BROKER_URL (amqp://user:password@host:port/vhost).
             """,
         subcommands: [Migrate.self, Serve.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, BuilderCommand.self,
-                      BuildCommand.self, Status.self])
+                      BuildCommand.self, Status.self, TokenCommand.self])
 }
 
 /// Where the database and broker are.
@@ -116,23 +116,86 @@ struct Status: AsyncParsableCommand {
         let builds: [String: Int]
     }
 
+    @Flag(help: "Redraw every --interval seconds until interrupted (a live terminal view).") var watch = false
+    @Option(help: "Seconds between redraws with --watch.") var interval = 2.0
+
+    func validate() throws {
+        guard interval >= 0.2 else { throw ValidationError("--interval must be at least 0.2 seconds") }
+        if watch && output.json { throw ValidationError("--watch draws for a terminal; use --json without it") }
+    }
+
     func run() async throws {
         try await withStore(connection) { store in
-            let report = Report(processors: try await store.processors(), builders: try await store.builders(),
-                                builds: try await store.buildCounts())
-            if output.json { return printJSON(report) }
-            printProcessors(report.processors)
-            print("")
-            printBuilders(report.builders)
-            print("")
-            print("builds: " + report.builds.keys.sorted().map { "\($0)=\(report.builds[$0]!)" }.joined(separator: " "))
+            repeat {
+                let report = Report(processors: try await store.processors(), builders: try await store.builders(),
+                                    builds: try await store.buildCounts())
+                if output.json { return printJSON(report) }
+                if watch {
+                    // Home and clear, then the whole view: the terminal shows the latest state only.
+                    print("\u{1B}[H\u{1B}[2J", terminator: "")
+                    let now = Date().formatted(date: .omitted, time: .standard)
+                    print("buildd status at \(now) (every \(interval) s, Ctrl-C to stop)\n")
+                }
+                printProcessors(report.processors)
+                print("")
+                printBuilders(report.builders)
+                print("")
+                print("builds: " + report.builds.keys.sorted().map { "\($0)=\(report.builds[$0]!)" }.joined(separator: " "))
+                fflush(nil)  // all output streams: the view appears at once through a pipe too
+                if watch { try await Task.sleep(for: .milliseconds(Int(interval * 1000))) }
+            } while watch
+        }
+    }
+}
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token", abstract: "Manage tokens of the JSON API (needed to cancel, retry, rescore, enable...).",
+        subcommands: [Add.self, List.self, Remove.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a token and print it (only once: only its SHA-256 is kept).")
+        @Argument(help: "A name for the token, e.g. the person or tool using it.") var name: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            print(try await withStore(connection) { try await $0.addToken(name: name) })
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List tokens (names and use, never the tokens).")
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let tokens = try await withStore(connection) { try await $0.tokens() }
+            if output.json { return printJSON(tokens) }
+            printTable(["TOKEN", "CREATED", "LAST USED"], tokens.map { [$0.name, $0.createdAt, $0.lastUsed ?? "never"] })
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token.")
+        @Argument(help: "Token name.") var name: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withStore(connection) { try await $0.removeToken(name: name) }
+            print("token \(name) removed")
         }
     }
 }
 
 func printProcessors(_ processors: [ProcessorSummary]) {
-    printTable(["PROCESSOR", "WAITING", "DISPATCHED", "RUNNING", "BUILDERS", "IDLE"], processors.map {
-        [$0.name, "\($0.waiting)", "\($0.dispatched)", "\($0.running)", "\($0.builders)", "\($0.idleBuilders)"]
+    func wait(_ seconds: Double?) -> String {
+        guard let seconds else { return "-" }
+        return seconds < 120 ? "\(Int(seconds)) s" : seconds < 7200 ? "\(Int(seconds / 60)) min" : "\(Int(seconds / 3600)) h"
+    }
+    printTable(["PROCESSOR", "WAITING", "DISPATCHED", "RUNNING", "BUILDERS", "IDLE", "OLDEST", "EST. WAIT"], processors.map {
+        [$0.name, "\($0.waiting)", "\($0.dispatched)", "\($0.running)", "\($0.builders)", "\($0.idleBuilders)",
+         $0.waiting == 0 ? "-" : wait($0.oldestWaitSeconds), $0.waiting == 0 ? "-" : wait($0.estimatedWaitSeconds)]
     })
 }
 

@@ -7,7 +7,30 @@ import Logging
 struct ProcessorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "processor", abstract: "Manage processors (one job queue each).",
-        subcommands: [Add.self, List.self])
+        subcommands: [Add.self, List.self, Remove.self])
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a processor that was never used, and its job queue.",
+            discussion: """
+                Refuses while builds of it wait or run, and when finished builds keep it in their history \
+                (exit 1 with the reason). Its arch series and its builders' links to it go with it; when a broker \
+                is configured its empty job queue is deleted too.
+                """)
+        @Argument(help: "Processor name.") var name: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withStore(connection) { try await $0.removeProcessor(name) }
+            if let brokerURL = connection.optionalBrokerURL {
+                let name = self.name
+                try await withBroker(brokerURL) { client in
+                    try await client.perform { try $0.deleteQueue(BrokerTopology.jobQueue(processor: name)) }
+                }
+            }
+            print("processor \(name) removed")
+        }
+    }
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -28,23 +51,13 @@ struct ProcessorCommand: AsyncParsableCommand {
         func run() async throws {
             let added = try await withStore(connection) { try await $0.addProcessor(name) }
             if let brokerURL = connection.optionalBrokerURL {
-                var logger = Logger(label: "buildd.cli")
-                logger.logLevel = .warning
-                let client = AMQPClient(configuration: try AMQPConfiguration(url: brokerURL, connectionName: "buildd-cli"),
-                                        logger: logger)
-                client.start()
-                do {
-                    try await client.waitUntilConnected(timeout: .seconds(10))
-                } catch {
-                    await client.shutdown()
-                    throw error
-                }
                 let name = self.name, queueType = self.queueType
-                try await client.perform { connection in
-                    try BrokerTopology.declareMaster(on: connection, queueType: queueType)
-                    try BrokerTopology.declareJobQueue(processor: name, on: connection, queueType: queueType)
+                try await withBroker(brokerURL) { client in
+                    try await client.perform { connection in
+                        try BrokerTopology.declareMaster(on: connection, queueType: queueType)
+                        try BrokerTopology.declareJobQueue(processor: name, on: connection, queueType: queueType)
+                    }
                 }
-                await client.shutdown()
             }
             print(added ? "processor \(name) added" : "processor \(name) already exists")
         }
@@ -131,6 +144,22 @@ struct ArchSeriesCommand: AsyncParsableCommand {
     }
 }
 
+/// Runs `body` with a connected broker client, then closes it.
+func withBroker(_ url: String, _ body: (AMQPClient) async throws -> Void) async throws {
+    var logger = Logger(label: "buildd.cli")
+    logger.logLevel = .warning
+    let client = AMQPClient(configuration: try AMQPConfiguration(url: url, connectionName: "buildd-cli"), logger: logger)
+    client.start()
+    do {
+        try await client.waitUntilConnected(timeout: .seconds(10))
+        try await body(client)
+    } catch {
+        await client.shutdown()
+        throw error
+    }
+    await client.shutdown()
+}
+
 /// DISTRO/SERIES/ARCHTAG.
 struct ArchSeriesName {
     let distribution: String
@@ -149,7 +178,57 @@ struct ArchSeriesName {
 struct BuilderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "builder", abstract: "Manage builders.",
-        subcommands: [Add.self, List.self, Enable.self, Disable.self, Manual.self])
+        subcommands: [Add.self, List.self, Show.self, Enable.self, Disable.self, Manual.self, Remove.self])
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show one builder: state, current build and log tail, failnotes, its latest builds.")
+        @Argument(help: "Builder name.") var name: String
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        struct Report: Encodable {
+            let builder: BuilderSummary
+            let state: String
+            let recentBuilds: [BuildSummary]
+            enum CodingKeys: String, CodingKey {
+                case builder, state
+                case recentBuilds = "recent_builds"
+            }
+        }
+
+        func run() async throws {
+            let (builder, recent) = try await withStore(connection) { try await $0.builder(name) }
+            let state = builder.state(silentAfterSeconds: Double(BuilddStore.agentSilenceSeconds))
+            if output.json { return printJSON(Report(builder: builder, state: state, recentBuilds: recent)) }
+            print("builder \(builder.name): \(state)\(builder.manual ? " (manual mode)" : "")")
+            print("kind:       \(builder.kind)\(builder.url.map { " at \($0)" } ?? "")   processors: \(builder.processors.joined(separator: ","))")
+            print("ok:         \(builder.builderok ? "yes" : "NO")   failures in a row: \(builder.failureCount)")
+            if let notes = builder.failnotes { print("failnotes:  \(notes)") }
+            print("last seen:  \(builder.lastSeen ?? "never")")
+            if let build = builder.currentBuild {
+                print("building:   #\(build) \(builder.currentTitle ?? "")")
+                if let tail = builder.logTail, !tail.isEmpty { print("log tail:\n\(tail)") }
+            }
+            if !recent.isEmpty {
+                print("")
+                printBuilds(recent)
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a builder that runs nothing.",
+            discussion: "Its finished builds keep its name in their history. Refuses (exit 1) while it runs a build.")
+        @Argument(help: "Builder name.") var name: String
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withStore(connection) { try await $0.removeBuilder(name) }
+            print("builder \(name) removed")
+        }
+    }
 
     struct Enable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

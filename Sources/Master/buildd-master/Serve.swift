@@ -3,6 +3,8 @@ import BuilddMasterKit
 import BuilddShared
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -60,6 +62,14 @@ struct Serve: AsyncParsableCommand {
         configuration.legacy.deadlines = .init(silentBuild: legacySilentBuild, aborting: legacyAbortDeadline)
         var logger = Logger(label: "buildd.master")
         logger[metadataKey: "master"] = "\(name)"
-        try await MasterDaemon(configuration: configuration, logger: logger).runUntilSignalled()
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5), .seconds(30),
+            .seconds(60), .seconds(300), .seconds(900), .seconds(3600), .seconds(4 * 3600), .seconds(24 * 3600),
+        ]
+        MetricsSystem.bootstrap(factory)
+        try await MasterDaemon(configuration: configuration, logger: logger, metrics: registry).runUntilSignalled()
     }
 }

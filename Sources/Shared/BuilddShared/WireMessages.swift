@@ -162,6 +162,16 @@ public struct ControlMessage: Codable, Sendable, Equatable {
 public struct WireError: Error, CustomStringConvertible, Equatable {
     public enum Code: String, Sendable {
         case tooLarge, malformed, unsupportedVersion, invalidField
+
+        /// `too_large`, `malformed`, `unsupported_version`, `invalid_field`.
+        public var metricLabel: String {
+            switch self {
+            case .tooLarge: "too_large"
+            case .malformed: "malformed"
+            case .unsupportedVersion: "unsupported_version"
+            case .invalidField: "invalid_field"
+            }
+        }
     }
 
     public let code: Code

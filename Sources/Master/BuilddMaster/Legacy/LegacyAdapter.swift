@@ -185,6 +185,8 @@ final class LegacyFollower: @unchecked Sendable {
     private var seq: Int64 = 0
     private var verified = false
     private var hadFault = false
+    /// Faults counted against the builder while it held no build, since its last good answer.
+    private var idleFaults = 0
     /// The build this follower started or finished after the last snapshot was taken.
     private var local: (build: LegacyBuilderSnapshot.CurrentBuild?, at: ContinuousClock.Instant)?
     private var abortSent: (Int64, Int32)?
@@ -218,6 +220,7 @@ final class LegacyFollower: @unchecked Sendable {
             try? await Task.sleep(until: next, clock: clock)
             let lag = clock.now - next
             adapter.stats.withLock { $0.polls += 1; $0.record(lag: Double(lag.components.seconds) + Double(lag.components.attoseconds) / 1e18) }
+            BuilddMetrics.legacyPoll()
             await pollOnce()
             next += interval
             if next < clock.now { next = clock.now }  // fell behind: no burst to catch up
@@ -260,10 +263,12 @@ final class LegacyFollower: @unchecked Sendable {
             adapter.observed(id, seen)
             try await carryOut(step, status: status, snapshot: snapshot, expected: expected)
             if hadFault {
+                try await adapter.store.forgiveLegacyFaults(builderID: id, faults: idleFaults)
                 hadFault = false
-                try await adapter.store.clearLegacyFaultNotes(builderID: id)
+                idleFaults = 0
             }
         } catch let error as LegacyCallError {
+            BuilddMetrics.legacyFault(error.kind)
             await fault("\(error)")
         } catch {
             logger.warning("legacy builder not followed this time (database or broker)", metadata: ["error": "\(error)"])
@@ -528,8 +533,11 @@ final class LegacyFollower: @unchecked Sendable {
                 _ = try await apply(.finished, build: expected, result: .builderFail, message: reason)
                 setLocal(nil)
                 try await adapter.store.noteLegacyFault(builderID: id, reason: reason)
-            } else if try await adapter.store.countLegacyBuilderFault(builderID: id, reason: reason) {
-                logger.warning("legacy builder failed too often; no more work until enabled", metadata: ["reason": "\(reason)"])
+            } else {
+                idleFaults += 1
+                if try await adapter.store.countLegacyBuilderFault(builderID: id, reason: reason) {
+                    logger.warning("legacy builder failed too often; no more work until enabled", metadata: ["reason": "\(reason)"])
+                }
             }
         } catch {
             logger.warning("legacy fault not recorded", metadata: ["error": "\(error)"])

@@ -64,6 +64,18 @@ public struct LegacyCallError: Error, CustomStringConvertible, Sendable {
     public let method: String
     public let underlying: any Error & Sendable
     public var description: String { "\(method)(): \(underlying)" }
+
+    /// For metrics: `fault`, `timeout`, `refused`, `http`, `malformed` or `other`.
+    public var kind: String {
+        switch underlying {
+        case XMLRPCError.fault: "fault"
+        case XMLRPCError.malformed: "malformed"
+        case LegacyHTTPError.timeout: "timeout"
+        case LegacyHTTPError.refused: "refused"
+        case LegacyHTTPError.status: "http"
+        default: "other"
+        }
+    }
 }
 
 /// Timeouts and limits of calls to legacy builders (Launchpad's: 40 s per call, 20 times that for

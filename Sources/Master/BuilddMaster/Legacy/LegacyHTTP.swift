@@ -66,11 +66,12 @@ public final class LegacyHTTPConnection: @unchecked Sendable {
     private func attempt(method: HTTPMethod, path: String, body: [UInt8]?, contentType: String?, timeout: Double,
                          maxBytes: Int) async throws -> [UInt8] {
         let (channel, handler) = try await connected(timeout: timeout)
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: basePath + path)
-        head.headers.add(name: "Host", value: "\(host):\(port)")
-        head.headers.add(name: "User-Agent", value: "buildd-master")
-        if let contentType { head.headers.add(name: "Content-Type", value: contentType) }
-        head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "\(host):\(port)")
+        headers.add(name: "User-Agent", value: "buildd-master")
+        if let contentType { headers.add(name: "Content-Type", value: contentType) }
+        headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: basePath + path, headers: headers)
         let promise = channel.eventLoop.makePromise(of: CollectedResponse.self)
         let nanoseconds = Int64(timeout * 1_000_000_000)
         let payload = body.map { ByteBuffer(bytes: $0) }

@@ -159,6 +159,7 @@ public final class BuilddMaster: Sendable {
         }
         let results = await broker.publishAll(exchange: BrokerTopology.jobsExchange, mandatory: true, messages)
         var published: [JobMessage] = []
+        defer { BuilddMetrics.jobsPublished(published.count, processor: processor) }
         for (job, result) in zip(jobs, results) {
             let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)",
                                              "processor": "\(job.processor)"]

@@ -130,11 +130,12 @@ extension BuilddStore {
     /// Ends a build in `status` and removes it from the queue.
     static func finishBuild(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builder: String?,
                             status: BuildStatus, result: BuilderResult?, message: String?) throws {
-        try connection.execute("""
+        let took = try connection.query("""
             UPDATE build SET status = $2, result = coalesce($3, result), date_finished = now(),
                    failnotes = CASE WHEN $2 = 'FULLYBUILT' THEN NULL ELSE coalesce($4, failnotes) END
-             WHERE id = $1
-            """, [buildID, status.rawValue, result?.rawValue, message])
+             WHERE id = $1 RETURNING extract(epoch FROM date_finished - date_started) AS took
+            """, [buildID, status.rawValue, result?.rawValue, message]).first?.optionalDouble("took")
+        if let took { BuilddMetrics.buildDuration(status: status.rawValue, seconds: took) }
         try connection.execute("DELETE FROM buildqueue WHERE build_id = $1", [buildID])
         try recordEvent(connection, build: buildID, status: status, attempt: attempt, builder: builder, message: message)
     }

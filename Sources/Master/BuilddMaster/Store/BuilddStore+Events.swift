@@ -109,9 +109,11 @@ extension BuilddStore {
         let busy = try connection.query("""
             SELECT 1 FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING') AND build_id <> $2
             """, [builderID, buildID]).first != nil
+        let claimedAt: Double? = if case .dispatched(_, let since) = loaded.machine.state { since } else { nil }
         switch loaded.machine.accepted(attempt: attempt, builder: builderID, builderUsable: usable, builderBusy: busy,
                                        now: loaded.now, lease: Double(leaseSeconds)) {
         case .start:
+            if let claimedAt { BuilddMetrics.dispatchLatency(seconds: loaded.now - claimedAt) }
             try persistLease(loaded.machine, buildID: buildID, on: connection)
             try connection.execute("""
                 UPDATE build SET status = 'BUILDING', builder_id = $2, date_started = now() WHERE id = $1

@@ -133,11 +133,14 @@ extension BuilddStore {
         try await database.query("UPDATE builder SET builderok = false, failnotes = $2 WHERE id = $1", [builderID, reason])
     }
 
-    /// A legacy builder that answered well after a fault: forget the fault notes (the count stays until an
-    /// operator or a good build resets it).
-    public func clearLegacyFaultNotes(builderID: Int) async throws {
-        try await database.query("UPDATE builder SET failnotes = NULL WHERE id = $1 AND builderok AND failnotes IS NOT NULL",
-                                 [builderID])
+    /// A legacy builder that answered well after faults: its fault notes go, and so do the `faults` counted
+    /// while it held no build (Launchpad's threshold is for failures in a row). Failures counted against
+    /// builds stay until a good build resets them.
+    public func forgiveLegacyFaults(builderID: Int, faults: Int) async throws {
+        try await database.query("""
+            UPDATE builder SET failnotes = NULL, failure_count = greatest(failure_count - $2, 0)
+             WHERE id = $1 AND builderok
+            """, [builderID, faults])
     }
 
     public func markBuilderClean(builderID: Int) async throws {

@@ -64,13 +64,30 @@ public final class BuilddStore: Sendable {
                         AND q.state IN ('RUNNING', 'CANCELLING')) AS running,
                    (SELECT count(*) FROM builder_processor bp WHERE bp.processor_id = p.id) AS builders,
                    (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
-                     WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)) AS idle
+                     WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)) AS idle,
+                   (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
+                     WHERE bp.processor_id = p.id AND b.builderok AND b.active AND NOT b.manual) AS usable,
+                   (SELECT extract(epoch FROM now() - min(q.date_queued)) FROM buildqueue q
+                     WHERE q.processor_id = p.id AND q.state = 'WAITING') AS oldest_wait,
+                   (SELECT avg(extract(epoch FROM r.date_finished - r.date_started))
+                      FROM (SELECT date_started, date_finished FROM build
+                             WHERE processor_id = p.id AND status = 'FULLYBUILT' AND date_started IS NOT NULL
+                             ORDER BY id DESC LIMIT 50) r) AS average_build
               FROM processor p ORDER BY p.name
             """, [Self.agentSilenceSeconds])
         return try rows.rows.map {
-            ProcessorSummary(name: try $0.string("name"), waiting: try $0.int("waiting"),
-                             dispatched: try $0.int("dispatched"), running: try $0.int("running"),
-                             builders: try $0.int("builders"), idleBuilders: try $0.int("idle"))
+            let waiting = try $0.int("waiting")
+            let usable = try $0.int("usable")
+            let average = $0.optionalDouble("average_build")
+            // The queue drains at one build per usable builder per average build time; with no usable
+            // builder or no history there is no estimate.
+            let estimate: Double? = if let average, usable > 0 { (Double(waiting) / Double(usable)).rounded(.up) * average }
+                else { nil }
+            return ProcessorSummary(name: try $0.string("name"), waiting: waiting,
+                                    dispatched: try $0.int("dispatched"), running: try $0.int("running"),
+                                    builders: try $0.int("builders"), idleBuilders: try $0.int("idle"),
+                                    usableBuilders: usable, oldestWaitSeconds: $0.optionalDouble("oldest_wait"),
+                                    averageBuildSeconds: average, estimatedWaitSeconds: waiting == 0 ? 0 : estimate)
         }
     }
 
@@ -163,9 +180,11 @@ public final class BuilddStore: Sendable {
                    extract(epoch FROM clock_timestamp() - b.last_seen) AS since_seen,
                    (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
                       JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = b.id) AS processors,
-                   (SELECT q.build_id FROM buildqueue q WHERE q.builder_id = b.id
-                      AND q.state IN ('RUNNING', 'CANCELLING')) AS current_build
-              FROM builder b ORDER BY b.name
+                   q.build_id AS current_build, q.logtail, cb.source_name || ' ' || cb.source_version AS current_title
+              FROM builder b
+              LEFT JOIN buildqueue q ON q.builder_id = b.id AND q.state IN ('RUNNING', 'CANCELLING')
+              LEFT JOIN build cb ON cb.id = q.build_id
+             ORDER BY b.name
             """)
         return try rows.rows.map { row in
             BuilderSummary(
@@ -174,7 +193,8 @@ public final class BuilddStore: Sendable {
                 builderok: try row.bool("builderok"), failnotes: row["failnotes"], manual: try row.bool("manual"),
                 active: try row.bool("active"), failureCount: try row.int("failure_count"),
                 agentState: row["agent_state"], lastSeen: row["last_seen"], secondsSinceSeen: row.optionalDouble("since_seen"),
-                currentBuild: row.optionalInt64("current_build"))
+                currentBuild: row.optionalInt64("current_build"), currentTitle: row["current_title"],
+                logTail: row["logtail"])
         }
     }
 

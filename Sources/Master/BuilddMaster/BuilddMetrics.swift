@@ -1,0 +1,59 @@
+import BuilddShared
+import Metrics
+
+/// The master's metrics, through swift-metrics (exported at `/metrics` in Prometheus text format by
+/// ``MetricsExporter``). Names follow Prometheus conventions: seconds, `_total` for counters.
+public enum BuilddMetrics {
+    /// An event that was dead-lettered, by why: `too_large`, `malformed`, `unsupported_version`,
+    /// `invalid_field`, `routing_key`, `not_allowed`.
+    public static func rejected(_ reason: String) {
+        Counter(label: "buildd_messages_rejected_total", dimensions: [("reason", reason)]).increment()
+    }
+
+    /// From a build's claim to its builder's `accepted`.
+    public static func dispatchLatency(seconds: Double) {
+        Timer(label: "buildd_dispatch_latency_seconds").recordNanoseconds(Int64(max(0, seconds) * 1e9))
+    }
+
+    /// From a build's start to its end, by final status.
+    public static func buildDuration(status: String, seconds: Double) {
+        Timer(label: "buildd_build_duration_seconds", dimensions: [("status", status)])
+            .recordNanoseconds(Int64(max(0, seconds) * 1e9))
+    }
+
+    public static func jobsPublished(_ count: Int, processor: String) {
+        Counter(label: "buildd_jobs_published_total", dimensions: [("processor", processor)]).increment(by: count)
+    }
+
+    public static func legacyPoll() { Counter(label: "buildd_legacy_polls_total").increment() }
+
+    /// A legacy builder's fault, by kind: `fault`, `timeout`, `refused`, `http`, `malformed`, `other`.
+    public static func legacyFault(_ kind: String) {
+        Counter(label: "buildd_legacy_faults_total", dimensions: [("kind", kind)]).increment()
+    }
+
+    /// Queue and builder gauges, from one snapshot of the database.
+    public static func record(_ snapshot: FarmSnapshot) {
+        for processor in snapshot.processors {
+            Gauge(label: "buildd_queue_depth", dimensions: [("processor", processor.name)]).record(processor.waiting)
+            Gauge(label: "buildd_queue_oldest_wait_seconds", dimensions: [("processor", processor.name)])
+                .record(processor.oldestWaitSeconds)
+        }
+        for (state, count) in snapshot.builderStates {
+            Gauge(label: "buildd_builders", dimensions: [("state", state)]).record(count)
+        }
+    }
+}
+
+/// What the metrics gauges show: per processor its waiting builds and the oldest wait; builders by state.
+public struct FarmSnapshot: Sendable {
+    public struct Processor: Sendable {
+        public var name: String
+        public var waiting: Int
+        public var oldestWaitSeconds: Double
+    }
+
+    public var processors: [Processor]
+    /// `idle`, `building`, `aborting`, `offline`, `manual`, `failed`, `disabled` -> count (every state present).
+    public var builderStates: [String: Int]
+}

@@ -1,0 +1,175 @@
+import BuilddShared
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The JSON API (documented in docs/API.md). Reading is open; changes need `Authorization: Bearer <token>`
+/// with a token made by `buildd-master token add NAME`.
+extension HTTPAPI {
+    func addJSONRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/v1/status") { _, _ in
+            let processors = try await self.store.processors()
+            let counts = try await self.store.buildCounts()
+            let builders = try await self.store.builders()
+            var states: [String: Int] = [:]
+            for builder in builders { states[builder.state(silentAfterSeconds: Self.silence), default: 0] += 1 }
+            return Self.json(FarmStatus(processors: processors, builds: counts, builders: states))
+        }
+        router.get("/v1/processors") { _, _ in Self.json(try await self.store.processors()) }
+        router.get("/v1/builders") { _, _ in
+            Self.json(try await self.store.builders().map { BuilderView($0) })
+        }
+        router.get("/v1/builders/:name") { _, context in
+            let name = try context.parameters.require("name")
+            let (builder, recent) = try await Self.mapped { try await self.store.builder(name) }
+            return Self.json(BuilderDetailView(builder: BuilderView(builder), recentBuilds: recent))
+        }
+        router.get("/v1/builds") { request, _ in
+            let query = request.uri.queryParameters
+            var statuses: [BuildStatus] = []
+            for text in (query["status"].map(String.init) ?? "").split(separator: ",") {
+                guard let status = BuildStatus(rawValue: text.uppercased()) else {
+                    throw HTTPError(.badRequest, message: "unknown status \(text)")
+                }
+                statuses.append(status)
+            }
+            let limit = query["limit"].flatMap { Int($0) } ?? 100
+            guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
+            return Self.json(try await self.store.builds(statuses: statuses, processor: query["processor"].map(String.init),
+                                                         limit: limit))
+        }
+        router.get("/v1/queue/:processor") { request, context in
+            let processor = try context.parameters.require("processor")
+            let limit = request.uri.queryParameters["limit"].flatMap { Int($0) } ?? 100
+            guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
+            return Self.json(try await Self.mapped { try await self.store.queue(processor: processor, limit: limit) })
+        }
+
+        // Changes: each needs a token.
+        router.post("/v1/builds/:id/cancel") { request, context in
+            try await self.requireToken(request)
+            let id = try context.parameters.require("id", as: Int64.self)
+            let status = try await Self.mapped { try await self.store.cancel(id) }
+            return Self.json(["id": "\(id)", "status": status.rawValue])
+        }
+        router.post("/v1/builds/:id/retry") { request, context in
+            try await self.requireToken(request)
+            let id = try context.parameters.require("id", as: Int64.self)
+            try await Self.mapped { try await self.store.retry(id) }
+            return Self.json(["id": "\(id)", "status": BuildStatus.needsBuild.rawValue])
+        }
+        router.post("/v1/builds/:id/rescore") { request, context in
+            try await self.requireToken(request)
+            let id = try context.parameters.require("id", as: Int64.self)
+            let body = try await Self.body(request, as: RescoreRequest.self, example: #"{"score": 9000} or {"score": null}"#)
+            let score = try await Self.mapped { try await self.store.rescore(id, score: body.score) }
+            return Self.json(["id": "\(id)", "score": "\(score)"])
+        }
+        router.post("/v1/builders/:name/enable") { request, context in
+            try await self.requireToken(request)
+            let name = try context.parameters.require("name")
+            try await Self.mapped { try await self.store.enableBuilder(name) }
+            return Self.json(["name": name, "builderok": "true"])
+        }
+        router.post("/v1/builders/:name/disable") { request, context in
+            try await self.requireToken(request)
+            let name = try context.parameters.require("name")
+            let body = try await Self.body(request, as: DisableRequest.self, example: #"{"reason": "disk replaced"}"#)
+            guard !body.reason.isEmpty else { throw HTTPError(.badRequest, message: "reason must not be empty") }
+            try await Self.mapped { try await self.store.disableBuilder(name, reason: body.reason) }
+            return Self.json(["name": name, "builderok": "false"])
+        }
+        router.post("/v1/builders/:name/manual") { request, context in
+            try await self.requireToken(request)
+            let name = try context.parameters.require("name")
+            let body = try await Self.body(request, as: ManualRequest.self, example: #"{"manual": true}"#)
+            try await Self.mapped { try await self.store.setBuilderManual(name, body.manual) }
+            return Self.json(["name": name, "manual": "\(body.manual)"])
+        }
+    }
+
+    /// An agent not heard from for this long shows as offline.
+    static var silence: Double { Double(BuilddStore.agentSilenceSeconds) }
+
+    func requireToken(_ request: Request) async throws {
+        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") else {
+            throw HTTPError(.unauthorized, message: "this needs an API token: Authorization: Bearer <token>")
+        }
+        guard try await store.authorizeAPI(token: String(authorization.dropFirst("Bearer ".count))) != nil else {
+            throw HTTPError(.forbidden, message: "token refused")
+        }
+    }
+
+    /// Store errors as HTTP statuses: not found 404, conflicts 409, invalid input 400.
+    @discardableResult
+    static func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as StoreError {
+            switch error.code {
+            case .notFound: throw HTTPError(.notFound, message: error.message)
+            case .conflict, .alreadyExists: throw HTTPError(.conflict, message: error.message)
+            case .invalid: throw HTTPError(.badRequest, message: error.message)
+            }
+        }
+    }
+
+    static func body<T: Decodable>(_ request: Request, as type: T.Type, example: String) async throws -> T {
+        let buffer = try await request.body.collect(upTo: 64 * 1024)
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+        } catch {
+            throw HTTPError(.badRequest, message: "the body must be JSON like \(example)")
+        }
+    }
+}
+
+struct RescoreRequest: Decodable {
+    /// The new score, or null to go back to the computed one.
+    let score: Int?
+}
+
+struct DisableRequest: Decodable {
+    let reason: String
+}
+
+struct ManualRequest: Decodable {
+    let manual: Bool
+}
+
+/// `GET /v1/status`.
+struct FarmStatus: Encodable {
+    let processors: [ProcessorSummary]
+    let builds: [String: Int]
+    /// Builders by state (idle, building, aborting, manual, failed, offline, removed).
+    let builders: [String: Int]
+}
+
+/// A builder with the one-word state the status page shows.
+struct BuilderView: Encodable {
+    let summary: BuilderSummary
+    let state: String
+
+    init(_ summary: BuilderSummary) {
+        self.summary = summary
+        state = summary.state(silentAfterSeconds: HTTPAPI.silence)
+    }
+
+    func encode(to encoder: Encoder) throws {
+        try summary.encode(to: encoder)
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(state, forKey: .state)
+    }
+
+    enum Key: String, CodingKey { case state }
+}
+
+struct BuilderDetailView: Encodable {
+    let builder: BuilderView
+    let recentBuilds: [BuildSummary]
+
+    enum CodingKeys: String, CodingKey {
+        case builder
+        case recentBuilds = "recent_builds"
+    }
+}

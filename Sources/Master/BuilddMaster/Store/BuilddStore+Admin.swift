@@ -1,0 +1,121 @@
+import BuilddShared
+import Postgres
+
+/// The queue in dispatch order, API tokens, and removing processors and builders.
+extension BuilddStore {
+    /// The waiting builds of `processor` in the order they will be dispatched (score, then age).
+    public func queue(processor: String, limit: Int = 100) async throws -> [QueueEntry] {
+        guard try await database.query("SELECT 1 FROM processor WHERE name = $1", [processor]).first != nil else {
+            throw StoreError(.notFound, "no processor named '\(processor)'")
+        }
+        return try await database.query("""
+            SELECT q.build_id, q.lastscore, q.manual, extract(epoch FROM now() - q.date_queued) AS waiting,
+                   b.source_name, b.source_version, b.build_type,
+                   d.name || '/' || s.name || '/' || das.architecturetag AS archseries
+              FROM buildqueue q JOIN processor p ON p.id = q.processor_id JOIN build b ON b.id = q.build_id
+              JOIN distroarchseries das ON das.id = b.distroarchseries_id
+              JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+             WHERE p.name = $1 AND q.state = 'WAITING'
+             ORDER BY q.lastscore DESC, q.id LIMIT $2
+            """, [processor, limit]).rows.enumerated().map { index, row in
+            QueueEntry(position: index + 1, id: try row.int64("build_id"), archSeries: try row.string("archseries"),
+                       source: try row.string("source_name"), version: try row.string("source_version"),
+                       buildType: try row.string("build_type"), score: try row.int("lastscore"),
+                       manual: try row.bool("manual"), waitingSeconds: try row.double("waiting"))
+        }
+    }
+
+    // MARK: API tokens
+
+    /// Creates a token for the JSON API; returns it (only its digest is stored).
+    public func addToken(name: String) async throws -> String {
+        try Self.requireName(name, "token")
+        let token = "bdt_" + randomHexToken(bytes: 24)
+        do {
+            try await database.query("INSERT INTO api_token (name, token_sha256) VALUES ($1, $2)",
+                                     [name, SHA256.hex(of: token)])
+        } catch let error as PostgresError where error.isUniqueViolation {
+            throw StoreError(.alreadyExists, "token '\(name)' already exists")
+        }
+        return token
+    }
+
+    public func tokens() async throws -> [APIToken] {
+        try await database.query("""
+            SELECT name, \(iso("created_at")) AS created_at, \(iso("last_used")) AS last_used FROM api_token ORDER BY name
+            """).rows.map { APIToken(name: try $0.string("name"), createdAt: try $0.string("created_at"), lastUsed: $0["last_used"]) }
+    }
+
+    public func removeToken(name: String) async throws {
+        let removed = try await database.query("DELETE FROM api_token WHERE name = $1", [name])
+        if removed.affectedRows == 0 { throw StoreError(.notFound, "no token named '\(name)'") }
+    }
+
+    /// The token's name when `token` is a valid API token (and notes its use), else nil.
+    public func authorizeAPI(token: String) async throws -> String? {
+        guard token.hasPrefix("bdt_"), token.utf8.count < 200 else { return nil }
+        return try await database.query("""
+            UPDATE api_token SET last_used = now() WHERE token_sha256 = $1 RETURNING name
+            """, [SHA256.hex(of: token)]).first?["name"]
+    }
+
+    // MARK: Removing
+
+    /// Removes a processor that has never had a build: its arch series, its builders' links to it and its
+    /// row. Refuses while builds of it wait or run, and when finished builds keep it in their history.
+    public func removeProcessor(_ name: String) async throws {
+        try await database.transaction { connection in
+            guard let row = try connection.query("SELECT id FROM processor WHERE name = $1 FOR UPDATE", [name]).first else {
+                throw StoreError(.notFound, "no processor named '\(name)'")
+            }
+            let id = try row.int("id")
+            let queued = try connection.query("SELECT count(*) AS n FROM buildqueue WHERE processor_id = $1", [id])
+                .first!.int("n")
+            if queued > 0 {
+                throw StoreError(.conflict, "processor '\(name)' has \(queued) build(s) waiting or running: "
+                                 + "cancel them or let them finish first")
+            }
+            let history = try connection.query("SELECT count(*) AS n FROM build WHERE processor_id = $1", [id]).first!.int("n")
+            if history > 0 {
+                throw StoreError(.conflict, "processor '\(name)' has \(history) finished build(s) in its history and "
+                                 + "stays; disable its builders instead")
+            }
+            try connection.execute("DELETE FROM builder_processor WHERE processor_id = $1", [id])
+            try connection.execute("DELETE FROM distroarchseries WHERE processor_id = $1", [id])
+            try connection.execute("DELETE FROM processor WHERE id = $1", [id])
+        }
+    }
+
+    /// Removes a builder that runs nothing; its finished builds keep its name in their history.
+    public func removeBuilder(_ name: String) async throws {
+        try await database.transaction { connection in
+            guard let row = try connection.query("SELECT id FROM builder WHERE name = $1 FOR UPDATE", [name]).first else {
+                throw StoreError(.notFound, "no builder named '\(name)'")
+            }
+            let id = try row.int("id")
+            if let running = try connection.query("""
+                SELECT build_id FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING')
+                """, [id]).first {
+                throw StoreError(.conflict, "builder '\(name)' is running build \(try running.int64("build_id")): "
+                                 + "disable it and wait, or cancel the build")
+            }
+            try connection.execute("UPDATE buildqueue SET builder_id = NULL WHERE builder_id = $1", [id])
+            try connection.execute("UPDATE build SET builder_id = NULL WHERE builder_id = $1", [id])
+            try connection.execute("DELETE FROM builder WHERE id = $1", [id])
+        }
+    }
+
+    /// One builder with its latest builds.
+    public func builder(_ name: String, recent: Int = 20) async throws -> (BuilderSummary, [BuildSummary]) {
+        guard let summary = try await builders().first(where: { $0.name == name }) else {
+            throw StoreError(.notFound, "no builder named '\(name)'")
+        }
+        let recentBuilds = try await database.query("""
+            SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
+             WHERE b.id IN (SELECT DISTINCT e.build_id FROM build_event e WHERE e.builder = $1
+                             ORDER BY e.build_id DESC LIMIT $2)
+             ORDER BY b.id DESC
+            """, [name, recent]).rows.map(Self.buildSummary)
+        return (summary, recentBuilds)
+    }
+}
