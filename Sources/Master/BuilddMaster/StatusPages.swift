@@ -48,6 +48,8 @@ extension HTTPAPI {
         h2{margin:20px 0 6px;font-size:17px}table{border-collapse:collapse;width:100%;background:#fff}
         th,td{border-bottom:1px solid #e3e3e3;padding:4px 8px;text-align:left;vertical-align:top}
         th{background:#f0f0f0;font-weight:600}.muted{color:#888}
+        table.builders{table-layout:fixed}.builders th:nth-child(1){width:22%}.builders th:nth-child(2){width:10%}
+        .builders th:nth-child(4){width:20%}td{overflow-wrap:anywhere}
         .badge{display:inline-block;padding:0 6px;border-radius:3px;font-size:12px;color:#fff;background:#777}
         .s-idle{background:#2e7d32}.s-building{background:#1565c0}.s-aborting,.s-manual{background:#ef6c00}
         .s-failed{background:#c62828}.s-offline,.s-removed{background:#9e9e9e}

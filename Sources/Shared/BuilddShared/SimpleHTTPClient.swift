@@ -137,7 +137,7 @@ public enum SimpleHTTPClient {
 
     static func errorText() -> String { String(cString: strerror(errno)) }
 
-    static func connect(host: String, port: Int, timeoutSeconds: Int) throws -> Int32 {
+    public static func connect(host: String, port: Int, timeoutSeconds: Int) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -164,7 +164,7 @@ public enum SimpleHTTPClient {
         throw Failure(description: "cannot connect to \(host):\(port): \(lastError)")
     }
 
-    static func sendAll(_ descriptor: Int32, _ bytes: [UInt8]) throws {
+    public static func sendAll(_ descriptor: Int32, _ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let sent = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

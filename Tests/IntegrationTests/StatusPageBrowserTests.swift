@@ -1,0 +1,74 @@
+import BuilddMasterKit
+import BuilddShared
+import Foundation
+import Testing
+
+/// The status pages in a real headless browser (Debian's Chromium): what a person sees, and that it
+/// follows the farm without a reload.
+@Suite(.serialized) struct StatusPageBrowserTests {
+    @Test func theBuildersPageShowsTheFarmAndFollowsItWithoutAReload() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            try await farm.store.addNobleProcessors(["amd64", "arm64"])
+            try await farm.store.addBuilder(name: "page-agent", processors: ["amd64"])
+            try await farm.store.addBuilder(name: "page-broken", processors: ["amd64"])
+            try await farm.store.addBuilder(name: "page-manual", processors: ["arm64"])
+            try await farm.store.disableBuilder("page-broken", reason: "disk replaced")
+            try await farm.store.setBuilderManual("page-manual", true)
+            try await farm.startMaster()
+            try farm.startAgent("page-agent", processors: ["amd64"], sampleSeconds: 6)
+            let building = try await farm.store.submit(BuildRequest(
+                distribution: "ubuntu", series: "noble", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3"))
+            let waiting = try await farm.store.submit(BuildRequest(
+                distribution: "ubuntu", series: "noble", archTag: "arm64", sourceName: "coreutils", sourceVersion: "9.4-3"))
+            let urgent = try await farm.store.submit(BuildRequest(
+                distribution: "ubuntu", series: "noble", archTag: "arm64", sourceName: "openssl", sourceVersion: "3.0.13",
+                urgency: .emergency, pocket: .security))
+            #expect(try await eventually(timeout: .seconds(20)) { try await farm.store.build(building).build.status == .building })
+
+            let browser = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builders")
+            try await closing(browser) {
+                // What a person sees: per processor its builders, state, current build with its log tail,
+                // failnotes, manual mode, queue depth and an estimated wait.
+                let (shown, text) = try await browser.waitForText([
+                    "amd64", "arm64", "page-agent", "building", "#\(building) hello 2.10-3", "page-broken", "disk replaced",
+                    "page-manual", "manual mode", "2 waiting",
+                ])
+                #expect(shown, "the builders page showed:\n\(text)")
+                let tail = try await browser.evaluate(
+                    "document.querySelector('tr[data-name=\"page-agent\"] pre.logtail')?.innerText ?? ''") as? String
+                #expect(tail?.isEmpty == false, "the running build's log tail is on the page")
+                if let directory = ProcessInfo.processInfo.environment["BUILDD_SCREENSHOT_DIR"] {
+                    try await browser.screenshot().write(to: URL(fileURLWithPath: directory + "/status-builders.png"))
+                }
+                // Mark this page load, let the build finish, and watch the page catch up by itself.
+                _ = try await browser.evaluate("window.__sameLoad = 'yes'")
+                #expect(try await eventually(timeout: .seconds(30)) { try await farm.store.build(building).build.status == .fullyBuilt })
+                let (followed, after) = try await browser.waitForText(["idle"], timeout: .seconds(10))
+                #expect(followed && !after.contains("#\(building) hello"), "the page followed the build's end:\n\(after)")
+                #expect(try await browser.evaluate("window.__sameLoad") as? String == "yes", "without a reload")
+            }
+
+            // The queue page lists waiting builds in dispatch order (best score first).
+            let queue = try await HeadlessBrowser(url: farm.masterURLs[0] + "/queue/arm64")
+            try await closing(queue) {
+                let (shown, text) = try await queue.waitForText(["Queue of arm64: 2 waiting", "openssl", "coreutils"])
+                #expect(shown, "\(text)")
+                let order = try await queue.evaluate(
+                    "Array.from(document.querySelectorAll('tr.queued a')).map(a => a.textContent)") as? [String]
+                #expect(order == ["#\(urgent) openssl 3.0.13", "#\(waiting) coreutils 9.4-3"])
+            }
+
+            // A build's page: status, history, result files and the log.
+            let page = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builds/\(building)")
+            try await closing(page) {
+                let detail = try await farm.store.build(building)
+                let files = detail.files.map(\.name)
+                #expect(!files.isEmpty)
+                let (shown, text) = try await page.waitForText(
+                    ["Build #\(building): hello 2.10-3 on ubuntu/noble/amd64", "FULLYBUILT", "BUILDING", "page-agent"] + files)
+                #expect(shown, "\(text)")
+            }
+        }
+    }
+}
