@@ -15,6 +15,51 @@ import Testing
         return client
     }
 
+    /// amqps: the broker's certificate is checked against the given CA and its name; a client that trusts
+    /// another CA, or reaches the broker by a name the certificate does not carry, does not connect.
+    @Test func tlsConnectionsCheckTheBrokersCertificate() async throws {
+        let url = try TestEnvironment.amqpsURL
+        func connect(_ text: String) async throws -> Result<Int, Error> {
+            let configuration = try AMQPConfiguration(url: text, connectionName: "tls-test")
+            return try await runBlocking {
+                Result {
+                    let connection = try AMQPConnection(configuration: configuration)
+                    defer { connection.close() }
+                    try connection.openChannel(1)
+                    try connection.confirmSelect(channel: 1)
+                    let queue = "tls-\(randomHexToken(bytes: 4))"
+                    try connection.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
+                    try connection.publish(exchange: "", routingKey: queue, body: Array("over TLS".utf8),
+                                           properties: MessageProperties(), channel: 1)
+                    while true {
+                        if case .confirm? = try connection.nextEvent(timeout: .seconds(5)) { break }
+                    }
+                    // A round trip: the message comes back.
+                    let got = try connection.get(queue: queue, channel: 1)
+                    return got.map { String(decoding: $0.body, as: UTF8.self) == "over TLS" ? 1 : 0 } ?? 0
+                }
+            }
+        }
+        let good = try await connect(url)
+        #expect((try? good.get()) == 1, "\(good)")
+        // Without our CA the system's bundle does not trust the broker.
+        let withoutCA = url.components(separatedBy: "?").first!
+        let untrusted = try await connect(withoutCA)
+        #expect(throws: AMQPError.self) { try untrusted.get() }
+        // The certificate names localhost, not 127.0.0.1.
+        let byAddress = url.replacingOccurrences(of: "@localhost:", with: "@127.0.0.1:")
+        let wrongName = try await connect(byAddress)
+        #expect(throws: AMQPError.self) { try wrongName.get() }
+        // verify=false connects anyway (laboratories only).
+        let unchecked = try await connect(byAddress + "&verify=false")
+        #expect((try? unchecked.get()) == 1, "\(unchecked)")
+        // A missing CA file is a clear error before any connection.
+        let missing = url.replacingOccurrences(of: "cacert=", with: "cacert=/nonexistent")
+        let refused = try await connect(missing)
+        #expect(throws: AMQPError.self) { try refused.get() }
+        if case .failure(let error) = refused { #expect("\(error)".contains("CA certificate")) }
+    }
+
     @Test func publishesWithConfirmsAndConsumesWithManualAcks() async throws {
         let vhost = try await TestVhost.create()
         defer { Task { await vhost.delete() } }

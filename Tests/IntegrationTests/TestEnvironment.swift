@@ -22,6 +22,8 @@ enum TestEnvironment {
     static var brokerURL: String { get throws { try value("BUILDD_TEST_BROKER_URL") } }
     static var managementURL: String { get throws { try value("BUILDD_TEST_MANAGEMENT_URL") } }
     static var binDirectory: String { get throws { try value("BUILDD_BIN_DIR") } }
+    /// `amqps://` to the same broker, with the private CA's certificate (deploy/localfarm makes both).
+    static var amqpsURL: String { get throws { try value("BUILDD_TEST_AMQPS_URL") } }
 
     static func uniqueName(_ prefix: String) -> String { "\(prefix)_\(randomHexToken(bytes: 5))" }
 }

@@ -24,8 +24,8 @@ public struct MasterConfiguration: Sendable {
     public var tick: Duration = .seconds(1)
     /// `x-queue-type` of the queues this master declares: `classic`, or `quorum` on a cluster.
     public var queueType: String = "classic"
-    /// Database connections of this master. Default 4.
-    public var databaseConnections: Int = 4
+    /// Database connections of this master. Default 8.
+    public var databaseConnections: Int = 8
     /// This master's name in logs and broker connection names. Default the host name.
     public var name: String = "master"
     /// How legacy (launchpad-buildd) builders are followed.

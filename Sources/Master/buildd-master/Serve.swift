@@ -25,6 +25,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "x-queue-type of declared queues (classic or quorum).") var queueType = "classic"
     @Option(help: "This master's name in logs.") var name = ProcessInfo.processInfo.hostName
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+    @Option(help: "Database connections of this master (each on a thread of its own).") var databaseConnections = 8
     @Option(help: "Seconds between two polls of a legacy (launchpad-buildd) builder.") var legacyInterval = 5.0
     @Option(help: "Seconds a legacy builder's XML-RPC call may take (ensurepresent and file fetches: 20 times that).")
     var legacyCallTimeout = 40.0
@@ -37,6 +38,7 @@ struct Serve: AsyncParsableCommand {
         guard lease >= 5 else { throw ValidationError("--lease must be at least 5 seconds") }
         guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard (1...64).contains(databaseConnections) else { throw ValidationError("--database-connections must be 1-64") }
         guard legacyInterval >= 0.1 else { throw ValidationError("--legacy-interval must be at least 0.1 seconds") }
         guard legacyCallTimeout > 0, legacySilentBuild > 0, legacyAbortDeadline > 0 else {
             throw ValidationError("legacy timeouts and deadlines must be positive")
@@ -56,6 +58,7 @@ struct Serve: AsyncParsableCommand {
         configuration.lookahead = lookahead
         configuration.queueType = queueType
         configuration.name = name
+        configuration.databaseConnections = databaseConnections
         configuration.legacy.pollInterval = .milliseconds(Int64(legacyInterval * 1000))
         configuration.legacy.limits.callTimeout = legacyCallTimeout
         configuration.legacy.limits.maxFileBytes = Int(configuration.maxArtifactBytes)

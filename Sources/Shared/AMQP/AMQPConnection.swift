@@ -7,7 +7,10 @@ import Glibc
 
 /// Settings for one broker connection.
 public struct AMQPConfiguration: Sendable {
-    /// `amqp://user:password@host:port/vhost` (the vhost percent-encoded, `%2F` for `/`).
+    /// `amqp://user:password@host:port/vhost` (the vhost percent-encoded, `%2F` for `/`), or `amqps://` for
+    /// TLS, with query parameters `cacert=PATH` (the CA that signed the broker's certificate; default the
+    /// system's bundle), `cert=PATH&key=PATH` (a client certificate) and `verify=false` (no peer or host
+    /// name check: laboratories only).
     public var url: ServiceURL
     /// Heartbeat interval negotiated with the broker. Default 10 s.
     public var heartbeat: Duration
@@ -18,8 +21,8 @@ public struct AMQPConfiguration: Sendable {
 
     public init(url: ServiceURL, heartbeat: Duration = .seconds(10), timeout: Duration = .seconds(10),
                 connectionName: String = "buildd") throws {
-        guard url.scheme == "amqp" else {
-            throw AMQPError(.invalidArgument, text: "unsupported broker scheme \(url.scheme) (use amqp://)")
+        guard url.scheme == "amqp" || url.scheme == "amqps" else {
+            throw AMQPError(.invalidArgument, text: "unsupported broker scheme \(url.scheme) (use amqp:// or amqps://)")
         }
         self.url = url
         self.heartbeat = heartbeat
@@ -82,7 +85,9 @@ public final class AMQPConnection {
         }
         state = connection
         do {
-            guard let socket = amqp_tcp_socket_new(connection) else {
+            let socket = configuration.url.scheme == "amqps" ? try Self.tlsSocket(connection, configuration.url)
+                : amqp_tcp_socket_new(connection)
+            guard let socket else {
                 throw AMQPError(.library, text: "cannot create socket", context: "connect")
             }
             var timeout = Self.timeval(configuration.timeout)
@@ -104,6 +109,37 @@ public final class AMQPConnection {
     }
 
     deinit { destroy() }
+
+    /// A TLS socket set up from the URL's query: CA, client certificate, verification.
+    private static func tlsSocket(_ connection: amqp_connection_state_t, _ url: ServiceURL) throws -> OpaquePointer? {
+        guard let socket = amqp_ssl_socket_new(connection) else {
+            throw AMQPError(.library, text: "cannot create a TLS socket", context: "connect")
+        }
+        let verify = url.query["verify"].map { $0 != "false" && $0 != "0" } ?? true
+        amqp_ssl_socket_set_verify_peer(socket, verify ? 1 : 0)
+        amqp_ssl_socket_set_verify_hostname(socket, verify ? 1 : 0)
+        let systemBundle = "/etc/ssl/certs/ca-certificates.crt"
+        if let ca = url.query["cacert"] ?? (access(systemBundle, R_OK) == 0 ? systemBundle : nil) {
+            let status = amqp_ssl_socket_set_cacert(socket, ca)
+            guard status == AMQP_STATUS_OK.rawValue else {
+                throw AMQPError(.invalidArgument, code: Int(status), text: "cannot use CA certificate \(ca): "
+                                + String(cString: amqp_error_string2(status)), context: "connect")
+            }
+        }
+        switch (url.query["cert"], url.query["key"]) {
+        case let (cert?, key?):
+            let status = amqp_ssl_socket_set_key(socket, cert, key)
+            guard status == AMQP_STATUS_OK.rawValue else {
+                throw AMQPError(.invalidArgument, code: Int(status), text: "cannot use client certificate \(cert): "
+                                + String(cString: amqp_error_string2(status)), context: "connect")
+            }
+        case (nil, nil):
+            break
+        default:
+            throw AMQPError(.invalidArgument, text: "a client certificate needs both cert= and key=", context: "connect")
+        }
+        return socket
+    }
 
     private func destroy() {
         if let state {

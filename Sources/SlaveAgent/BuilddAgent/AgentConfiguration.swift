@@ -159,7 +159,9 @@ public struct AgentConfiguration: Sendable {
         if !brokerText.isEmpty {
             do {
                 brokerURL = try ServiceURL(parsing: brokerText)
-                if brokerURL.scheme != "amqp" { problems.append("[broker] url must start with amqp://") }
+                if brokerURL.scheme != "amqp" && brokerURL.scheme != "amqps" {
+                    problems.append("[broker] url must start with amqp:// or amqps://")
+                }
                 if brokerURL.password != nil {
                     problems.append("[broker] url must not contain the password: use password_file or BUILDD_AGENT_BROKER_PASSWORD")
                 }

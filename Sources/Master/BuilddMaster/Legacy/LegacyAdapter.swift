@@ -481,9 +481,7 @@ final class LegacyFollower: @unchecked Sendable {
         var log: FileDigest?
         do {
             let bytes = try await client.fetch("buildlog")
-            let details = try await adapter.store.build(build.buildID).build
-            let name = "buildlog_\(details.archSeries.split(separator: "/").joined(separator: "-"))."
-                + "\(details.source)_\(details.version).txt"
+            let name = try await adapter.store.logName(buildID: build.buildID)
             let digest = try await store(bytes, name: name)
             try await adapter.store.recordFile(buildID: build.buildID, attempt: build.attempt, name: name, kind: "log",
                                                sha256: digest.sha256, size: digest.size)

@@ -174,6 +174,18 @@ extension BuilddStore {
             archivePurpose: try row.string("archive_purpose"), chroot: chroot, sources: sources)
     }
 
+    /// The name a build's log is stored under: `buildlog_DISTRO-SERIES-ARCH.SOURCE_VERSION.txt`, as agents name it.
+    public func logName(buildID: Int64) async throws -> String {
+        guard let row = try await database.query("""
+            SELECT d.name || '-' || s.name || '-' || das.architecturetag || '.' || b.source_name || '_' || b.source_version
+                   AS stem
+              FROM build b JOIN distroarchseries das ON das.id = b.distroarchseries_id
+              JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+             WHERE b.id = $1
+            """, [buildID]).first else { throw StoreError(.notFound, "no build \(buildID)") }
+        return "buildlog_\(try row.string("stem")).txt"
+    }
+
     /// Remembers a source file's SHA-1 (computed once, when a legacy builder first needs it).
     public func setSourceSHA1(buildID: Int64, name: String, sha1: String) async throws {
         try await database.query("UPDATE source_file SET sha1 = $3 WHERE build_id = $1 AND name = $2",
