@@ -2,7 +2,8 @@
 # One master (release build) follows BUILDERS launchpad-buildd stand-ins served by one Python process,
 # polling each every INTERVAL seconds while BUILDS builds of 10 s run through them. Prints
 # polls per second against the target, how late polls started (p50/p99/max from the master's own
-# figures), the master's and the stand-in's CPU, and how many builds completed; writes the table to
+# figures), the master's and the stand-in's CPU, and how many builds completed (the master runs with
+# --lookahead 50, so a builder that comes free finds its next job already queued); writes the table to
 # .localfarm/bench/legacy-scale.txt.
 
 cmd_bench_legacy() {
@@ -50,7 +51,7 @@ WITH made AS (
 INSERT INTO build_event (build_id, status, attempt, message) SELECT id, 'NEEDSBUILD', 0, 'submitted with score 2510' FROM made;
 SQL
     start_process bench-legacy-master "$bench/legacy-master.log" "$master_bin" serve --http-port "$HTTP_PORT" \
-        --artifacts "$bench/legacy-artifacts" --legacy-interval "$interval" --name bench
+        --artifacts "$bench/legacy-artifacts" --legacy-interval "$interval" --name bench --lookahead 50
     local master_pid standin_pid
     master_pid=$(pgrep -f "buildd-master serve --http-port $HTTP_PORT" | head -n 1)
     standin_pid=$(pgrep -f "buildd-standin.py --port $standin_port" | head -n 1)

@@ -331,6 +331,8 @@ final class LegacyFollower: @unchecked Sendable {
         case .collect(let result):
             guard let expected else { return }
             try await collect(expected, status: status, result: result)
+            // Clean and idle now: no need to wait a poll for the next job.
+            if !snapshot.manual { try await takeJob(snapshot) }
         case .lost(let reason, let then):
             logger.warning("legacy builder lost its build", metadata: ["reason": "\(reason)"])
             _ = try await apply(.heartbeat, state: .idle, message: reason)
