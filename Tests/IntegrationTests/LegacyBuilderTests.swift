@@ -238,19 +238,24 @@ import Glibc
         }
     }
 
-    @Test func unknownBuilderAndUnknownSumEndInAClearFailure() async throws {
+    @Test func unknownBuilderUnknownSumAndABadDigestEndInAClearFailure() async throws {
         let (farm, standIn) = try await farm(legacy: ["lp-unknown-sum"])
         try await closing(farm) {
             let sum = try await submit(farm, "unknown-sum")
             let type = try await submit(farm, "unknown-builder")
+            let digest = try await submit(farm, "bad-digest")
             try await standIn.scriptBuilds([
                 "PACKAGEBUILD-\(sum)": [["misbehave": "unknownsum"], ["duration": 0.3]],
                 "PACKAGEBUILD-\(type)": [["misbehave": "unknownbuilder"], ["duration": 0.3]],
+                "PACKAGEBUILD-\(digest)": [["misbehave": "bad-sha1", "duration": 0.3], ["duration": 0.3]],
             ])
-            try await expectStatus(farm, sum, .fullyBuilt)
-            try await expectStatus(farm, type, .fullyBuilt)
+            for id in [sum, type, digest] { try await expectStatus(farm, id, .fullyBuilt) }
             #expect(try await history(farm, sum).contains("BuilderStatus.UNKNOWNSUM"))
             #expect(try await history(farm, type).contains("BuilderStatus.UNKNOWNBUILDER"))
+            #expect(try await history(farm, digest).contains("does not match its SHA-1"))
+            // Only the second attempt's verified file was kept as the result.
+            let files = try await farm.store.build(digest).files.filter { $0.kind == "result" }
+            #expect(files.count == 1 && files[0].attempt == 2)
         }
     }
 

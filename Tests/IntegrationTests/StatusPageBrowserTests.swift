@@ -35,9 +35,13 @@ import Testing
                     "page-manual", "manual mode", "2 waiting",
                 ])
                 #expect(shown, "the builders page showed:\n\(text)")
-                let tail = try await browser.evaluate(
-                    "document.querySelector('tr[data-name=\"page-agent\"] pre.logtail')?.innerText ?? ''") as? String
-                #expect(tail?.isEmpty == false, "the running build's log tail is on the page")
+                // The log tail arrives with the agent's next heartbeat.
+                let tailShown = try await eventually(timeout: .seconds(15)) {
+                    let tail = try await browser.evaluate(
+                        "document.querySelector('tr[data-name=\"page-agent\"] pre.logtail')?.innerText ?? ''") as? String
+                    return tail?.contains("sample-build: building hello 2.10-3") == true
+                }
+                #expect(tailShown, "the running build's log tail is on the page")
                 if let directory = ProcessInfo.processInfo.environment["BUILDD_SCREENSHOT_DIR"] {
                     try await browser.screenshot().write(to: URL(fileURLWithPath: directory + "/status-builders.png"))
                 }
