@@ -157,7 +157,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     }
 
     func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3, agentSettings: String = "",
-                    commands: String = "") throws {
+                    commands: String = "", environment: [String: String] = [:]) throws {
         let secret = directory + "/\(name).secret"
         try "guest\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -187,7 +187,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             try? FileManager.default.moveItem(atPath: log, toPath: log + ".\(randomHexToken(bytes: 3))")
         }
         agents[name] = try spawn("buildd-agent", ["run", "-c", path], log: log,
-                                 environment: ["BUILDD_SAMPLE_SECONDS": "\(sampleSeconds)"])
+                                 environment: ["BUILDD_SAMPLE_SECONDS": "\(sampleSeconds)"].merging(environment) { $1 })
     }
 
     func log(_ name: String) -> String {

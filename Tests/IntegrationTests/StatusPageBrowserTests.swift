@@ -16,9 +16,11 @@ import Testing
             try await farm.store.disableBuilder("page-broken", reason: "disk replaced")
             try await farm.store.setBuilderManual("page-manual", true)
             try await farm.startMaster()
-            try farm.startAgent("page-agent", processors: ["amd64"], sampleSeconds: 6)
+            // "slow" sources build for a minute (ended by a cancel below), others for a second.
+            try farm.startAgent("page-agent", processors: ["amd64"], sampleSeconds: 1,
+                                environment: ["BUILDD_SAMPLE_SLOW_SECONDS": "60"])
             let building = try await farm.store.submit(BuildRequest(
-                distribution: "ubuntu", series: "noble", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3"))
+                distribution: "ubuntu", series: "noble", archTag: "amd64", sourceName: "hello-slow", sourceVersion: "2.10-3"))
             let waiting = try await farm.store.submit(BuildRequest(
                 distribution: "ubuntu", series: "noble", archTag: "arm64", sourceName: "coreutils", sourceVersion: "9.4-3"))
             let urgent = try await farm.store.submit(BuildRequest(
@@ -31,7 +33,7 @@ import Testing
                 // What a person sees: per processor its builders, state, current build with its log tail,
                 // failnotes, manual mode, queue depth and an estimated wait.
                 let (shown, text) = try await browser.waitForText([
-                    "amd64", "arm64", "page-agent", "building", "#\(building) hello 2.10-3", "page-broken", "disk replaced",
+                    "amd64", "arm64", "page-agent", "building", "#\(building) hello-slow 2.10-3", "page-broken", "disk replaced",
                     "page-manual", "manual mode", "2 waiting",
                 ])
                 #expect(shown, "the builders page showed:\n\(text)")
@@ -39,19 +41,23 @@ import Testing
                 let tailShown = try await eventually(timeout: .seconds(15)) {
                     let tail = try await browser.evaluate(
                         "document.querySelector('tr[data-name=\"page-agent\"] pre.logtail')?.innerText ?? ''") as? String
-                    return tail?.contains("sample-build: building hello 2.10-3") == true
+                    return tail?.contains("sample-build: building hello-slow 2.10-3") == true
                 }
                 #expect(tailShown, "the running build's log tail is on the page")
                 if let directory = ProcessInfo.processInfo.environment["BUILDD_SCREENSHOT_DIR"] {
                     try await browser.screenshot().write(to: URL(fileURLWithPath: directory + "/status-builders.png"))
                 }
-                // Mark this page load, let the build finish, and watch the page catch up by itself.
+                // Mark this page load, end the build, and watch the page catch up by itself.
                 _ = try await browser.evaluate("window.__sameLoad = 'yes'")
-                #expect(try await eventually(timeout: .seconds(30)) { try await farm.store.build(building).build.status == .fullyBuilt })
-                let (followed, after) = try await browser.waitForText(["idle"], timeout: .seconds(10))
+                #expect(try await farm.store.cancel(building) == .cancelling)
+                #expect(try await eventually(timeout: .seconds(30)) { try await farm.store.build(building).build.status == .cancelled })
+                let (followed, after) = try await browser.waitForText(["idle"], timeout: .seconds(15))
                 #expect(followed && !after.contains("#\(building) hello"), "the page followed the build's end:\n\(after)")
                 #expect(try await browser.evaluate("window.__sameLoad") as? String == "yes", "without a reload")
             }
+            let built = try await farm.store.submit(BuildRequest(
+                distribution: "ubuntu", series: "noble", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3"))
+            #expect(try await eventually(timeout: .seconds(30)) { try await farm.store.build(built).build.status == .fullyBuilt })
 
             // The queue page lists waiting builds in dispatch order (best score first).
             let queue = try await HeadlessBrowser(url: farm.masterURLs[0] + "/queue/arm64")
@@ -64,13 +70,13 @@ import Testing
             }
 
             // A build's page: status, history, result files and the log.
-            let page = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builds/\(building)")
+            let page = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builds/\(built)")
             try await closing(page) {
-                let detail = try await farm.store.build(building)
+                let detail = try await farm.store.build(built)
                 let files = detail.files.map(\.name)
                 #expect(!files.isEmpty)
                 let (shown, text) = try await page.waitForText(
-                    ["Build #\(building): hello 2.10-3 on ubuntu/noble/amd64", "FULLYBUILT", "BUILDING", "page-agent"] + files)
+                    ["Build #\(built): hello 2.10-3 on ubuntu/noble/amd64", "FULLYBUILT", "BUILDING", "page-agent"] + files)
                 #expect(shown, "\(text)")
             }
         }

@@ -447,7 +447,8 @@ final class LegacyFollower: @unchecked Sendable {
 
     private func heartbeat(_ build: LegacyBuilderSnapshot.CurrentBuild, tail: [UInt8]?) async throws {
         let now = ContinuousClock.now
-        let every = min(Duration.seconds(5), .seconds(adapter.master.leaseSeconds) / 3)
+        // A third of the lease (at most 10 s) keeps it with two heartbeats to spare; each is a commit.
+        let every = min(Duration.seconds(10), .seconds(adapter.master.leaseSeconds) / 3)
         if let lastHeartbeat, now - lastHeartbeat < every { return }
         lastHeartbeat = now
         let text = tail.map { String(decoding: $0.suffix(2048), as: UTF8.self) }
@@ -474,20 +475,14 @@ final class LegacyFollower: @unchecked Sendable {
                     throw LegacyCallError(method: "GET /filecache/\(sha1)",
                                           underlying: LegacyHTTPError.io("\(name) does not match its SHA-1"))
                 }
-                let digest = try await store(bytes, name: name)
-                try await adapter.store.recordFile(buildID: build.buildID, attempt: build.attempt, name: name,
-                                                   kind: "result", sha256: digest.sha256, size: digest.size)
-                files.append(digest)
+                files.append(try await store(bytes, name: name))
             }
         }
         var log: FileDigest?
         do {
             let bytes = try await client.fetch("buildlog")
             let name = try await adapter.store.logName(buildID: build.buildID)
-            let digest = try await store(bytes, name: name)
-            try await adapter.store.recordFile(buildID: build.buildID, attempt: build.attempt, name: name, kind: "log",
-                                               sha256: digest.sha256, size: digest.size)
-            log = digest
+            log = try await store(bytes, name: name)
         } catch {
             logger.warning("build log not collected", metadata: ["build.id": "\(build.buildID)", "error": "\(error)"])
         }
@@ -496,12 +491,13 @@ final class LegacyFollower: @unchecked Sendable {
         case .ok: nil
         default: "legacy builder reported \(result.rawValue)"
         }
-        _ = try await apply(.finished, build: build, result: result, files: files, log: log, message: message)
+        // The files are recorded and the result applied in one transaction (which also marks the builder clean).
+        _ = try await apply(.finished, build: build, result: result, files: files, log: log, message: message,
+                            recordingFiles: true)
         setLocal(nil)
         logger.info("legacy build collected", metadata: ["build.id": "\(build.buildID)", "result": "\(result.rawValue)",
                                                          "files": "\(files.count)"])
         try await client.clean()
-        try await adapter.store.markBuilderClean(builderID: id)
     }
 
     private func store(_ bytes: [UInt8], name: String) async throws -> FileDigest {
@@ -547,13 +543,14 @@ final class LegacyFollower: @unchecked Sendable {
     /// Applies an event for this builder through the same code as agents' events.
     private func apply(_ kind: AgentEventKind, build: LegacyBuilderSnapshot.CurrentBuild? = nil, state: AgentState? = nil,
                        logTail: String? = nil, result: BuilderResult? = nil, files: [FileDigest]? = nil,
-                       log: FileDigest? = nil, message: String? = nil) async throws -> EventOutcome {
+                       log: FileDigest? = nil, message: String? = nil,
+                       recordingFiles: Bool = false) async throws -> EventOutcome {
         seq += 1
         let event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: state,
                                buildID: build?.buildID, attempt: build?.attempt, logTail: logTail, result: result,
                                files: kind == .finished ? (files ?? []) : nil, log: log, message: message)
         let outcome = try await adapter.store.apply(event, userID: nil, leaseSeconds: adapter.master.leaseSeconds,
-                                                    legacy: true)
+                                                    legacy: true, recordingFiles: recordingFiles)
         switch outcome {
         case .applied(let what): if kind != .heartbeat { logger.info("legacy event applied: \(what)") }
         case .ignored(let why): logger.info("legacy event ignored: \(why)")

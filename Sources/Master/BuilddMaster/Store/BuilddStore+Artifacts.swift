@@ -18,7 +18,15 @@ extension BuilddStore {
 
     /// Records an uploaded file (a retry of the same name replaces the earlier record).
     public func recordFile(buildID: Int64, attempt: Int32, name: String, kind: String, sha256: String, size: Int64) async throws {
-        try await database.query("""
+        try await database.withConnection { connection in
+            try Self.recordFile(connection, buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: sha256,
+                                size: size)
+        }
+    }
+
+    static func recordFile(_ connection: PostgresConnection, buildID: Int64, attempt: Int32, name: String, kind: String,
+                           sha256: String, size: Int64) throws {
+        try connection.execute("""
             INSERT INTO build_file (build_id, attempt, name, kind, sha256, size) VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (build_id, attempt, name) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
                    kind = EXCLUDED.kind, uploaded_at = now()

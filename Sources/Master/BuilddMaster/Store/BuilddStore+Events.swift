@@ -22,9 +22,19 @@ extension BuilddStore {
     ///   - userID: the AMQP `user_id` the broker validated; must own the builder when it has a broker user.
     ///   - leaseSeconds: how long a heartbeat keeps a build's lease.
     ///   - legacy: the event comes from this master's legacy adapter, speaking for an XML-RPC builder.
-    public func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int, legacy: Bool = false) async throws -> EventOutcome {
+    ///   - recordingFiles: record the event's files and log as this attempt's (in the same transaction) before
+    ///     applying it: the legacy adapter stores what it fetched itself.
+    public func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int, legacy: Bool = false,
+                      recordingFiles: Bool = false) async throws -> EventOutcome {
         try await database.transaction { connection in
-            try Self.apply(event, userID: userID, leaseSeconds: leaseSeconds, legacy: legacy, on: connection)
+            if recordingFiles, let buildID = event.buildID, let attempt = event.attempt {
+                let files = (event.files ?? []).map { ($0, "result") } + (event.log.map { [($0, "log")] } ?? [])
+                for (file, kind) in files {
+                    try Self.recordFile(connection, buildID: buildID, attempt: attempt, name: file.name, kind: kind,
+                                        sha256: file.sha256, size: file.size)
+                }
+            }
+            return try Self.apply(event, userID: userID, leaseSeconds: leaseSeconds, legacy: legacy, on: connection)
         }
     }
 
