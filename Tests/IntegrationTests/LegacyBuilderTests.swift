@@ -11,7 +11,7 @@ import Glibc
 /// Tests/Support/buildd-standin.py) next to agents, on real PostgreSQL and RabbitMQ.
 @Suite(.serialized) struct LegacyBuilderTests {
     /// Master arguments of these tests: fast polls, short timeouts and deadlines.
-    static let fastLegacy = ["--legacy-interval", "0.3", "--legacy-call-timeout", "1", "--legacy-silent-build", "3",
+    static let fastLegacy = ["--legacy-interval", "0.3", "--legacy-call-timeout", "3", "--legacy-silent-build", "3",
                              "--legacy-abort-deadline", "3"]
 
     /// A farm with an amd64 arch series that has a chroot, a stand-in, and the named legacy builders.
