@@ -7,6 +7,9 @@ let package = Package(
     products: [
         .executable(name: "buildd-master", targets: ["buildd-master"]),
         .executable(name: "buildd-agent", targets: ["buildd-agent"]),
+        // For the fuzz targets in Fuzz/ (a package of their own).
+        .library(name: "BuilddShared", targets: ["BuilddShared"]),
+        .library(name: "BuilddAgent", targets: ["BuilddAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

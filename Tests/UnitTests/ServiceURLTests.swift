@@ -30,6 +30,12 @@ import Testing
         #expect(throws: ServiceURL.ParseError.self) { try ServiceURL(parsing: text) }
     }
 
+    @Test func oddQueryStringsParse() throws {
+        // "=" alone once crashed the parser (found by fuzzing the agent's configuration).
+        let url = try ServiceURL(parsing: "amqps://host/v?=&cacert=%2Fetc%2Fca.pem&verify&=x")
+        #expect(url.query == ["": "x", "cacert": "/etc/ca.pem", "verify": ""])
+    }
+
     @Test func refusesOtherSchemesForTheBroker() {
         #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "http://host:80/") }
     }

@@ -27,7 +27,8 @@ public struct ServiceURL: Sendable, Equatable, CustomStringConvertible {
         var queryItems: [String: String] = [:]
         if let questionMark = rest.firstIndex(of: "?") {
             for pair in rest[rest.index(after: questionMark)...].split(separator: "&") {
-                let parts = pair.split(separator: "=", maxSplits: 1)
+                // "=" alone gives two empty parts (a crash found by fuzzing the agent's configuration).
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 let key = try Self.percentDecode(String(parts[0]))
                 queryItems[key] = parts.count > 1 ? try Self.percentDecode(String(parts[1])) : ""
             }

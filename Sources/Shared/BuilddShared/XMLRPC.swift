@@ -1,4 +1,3 @@
-import BuilddShared
 
 /// An XML-RPC value: every type of the specification plus the common `nil` extension.
 public enum XMLRPCValue: Sendable, Equatable {
