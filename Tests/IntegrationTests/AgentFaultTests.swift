@@ -300,7 +300,17 @@ struct PrivateBroker: TestResource {
                 let id = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
                                                              sourceName: "hello", sourceVersion: "1.0"))
                 #expect(try await eventually { try await store.build(id).build.status == .building })
-                try await broker.run("broker-restart", "2")
+                // While the broker is away the master's /healthz says so (503), and recovers after.
+                let health = farm.masterURLs[0] + "/healthz"
+                let status = { @Sendable () async -> Int in
+                    (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: health, timeoutSeconds: 2) })?.status ?? 0
+                }
+                #expect(await status() == 200)
+                let restart = Task { try await broker.run("broker-restart", "3") }
+                let outage = try await eventually(timeout: .seconds(30), interval: .milliseconds(100)) { await status() == 503 }
+                try await restart.value
+                #expect(outage, "/healthz reported the broker's absence")
+                #expect(try await eventually(timeout: .seconds(60)) { await status() == 200 }, "and its return")
                 #expect(try await eventually(timeout: .seconds(90)) { try await store.build(id).build.status == .fullyBuilt },
                         "agent log:\n\(farm.log("survivor"))")
                 let detail = try await store.build(id)
