@@ -81,18 +81,10 @@ import Testing
         #expect(byproc.isEmpty)
 
         // The same cycle from the command line.
-        let log = NSTemporaryDirectory() + "scan-\(randomHexToken(bytes: 4)).log"
-        defer { try? FileManager.default.removeItem(atPath: log) }
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try TestEnvironment.binDirectory + "/buildd-master")
-        process.arguments = ["scan", "--once", "--database", database.url]
-        process.environment = ["PATH": "/usr/bin:/bin"]
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        try process.run()
-        process.waitUntilExit()
-        let output = try String(contentsOfFile: log, encoding: .utf8)
-        #expect(process.terminationStatus == 0)
+        let (status, output, _) = try await FarmHarness.run(try TestEnvironment.binDirectory + "/buildd-master",
+                                                            ["scan", "--once", "--database", database.url],
+                                                            environment: ["PATH": "/usr/bin:/bin"])
+        #expect(status == 0)
         #expect(output.contains("Unable to setup builder for ubuntu/warty/i386.\nUnable to setup builder for ubuntu/hoary/i386."),
                 "scan --once printed:\n\(output)")
     }

@@ -52,6 +52,18 @@ public struct ArtifactStore: Sendable {
         try hashFile(path(sha256: sha256))
     }
 
+    /// Stores bytes already in memory (a file fetched from a legacy builder); returns its digest.
+    public func importBytes(_ bytes: [UInt8], name: String) throws -> FileDigest {
+        let upload = try beginUpload()
+        do {
+            try bytes.withUnsafeBytes { try upload.write($0) }
+            return FileDigest(name: name, sha256: try upload.commit(expectedSHA256: nil), size: Int64(bytes.count))
+        } catch {
+            upload.discard()
+            throw error
+        }
+    }
+
     /// Starts an upload into a temporary file.
     public func beginUpload() throws -> Upload {
         let temporary = "\(root)/tmp/upload-\(randomHexToken(bytes: 12))"

@@ -92,10 +92,10 @@ extension HTTPAPI {
     static var silence: Double { Double(BuilddStore.agentSilenceSeconds) }
 
     func requireToken(_ request: Request) async throws {
-        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") else {
+        guard let token = Self.bearer(request) else {
             throw HTTPError(.unauthorized, message: "this needs an API token: Authorization: Bearer <token>")
         }
-        guard try await store.authorizeAPI(token: String(authorization.dropFirst("Bearer ".count))) != nil else {
+        guard try await store.authorizeAPI(token: token) != nil else {
             throw HTTPError(.forbidden, message: "token refused")
         }
     }

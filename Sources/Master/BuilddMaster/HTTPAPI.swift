@@ -109,11 +109,10 @@ public struct HTTPAPI: Sendable {
         guard Naming.isValidFileName(name) else { throw HTTPError(.badRequest, message: "invalid file name") }
         let kind = request.uri.queryParameters["kind"].map(String.init) ?? "result"
         guard kind == "result" || kind == "log" else { throw HTTPError(.badRequest, message: "kind must be result or log") }
-        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") else {
+        guard let token = Self.bearer(request) else {
             throw HTTPError(.unauthorized, message: "missing upload token")
         }
-        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt,
-                                              token: String(authorization.dropFirst("Bearer ".count))) else {
+        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) else {
             throw HTTPError(.forbidden, message: "token refused or attempt \(attempt) of build \(buildID) is not running")
         }
         guard let expected = request.headers[Self.checksumHeader]?.lowercased(), Naming.isValidSHA256(expected) else {
@@ -162,12 +161,17 @@ public struct HTTPAPI: Sendable {
         return try serve(name: name, sha256: file.sha256, size: file.size)
     }
 
+    /// The token of `Authorization: Bearer TOKEN`, if that is what the request carries.
+    static func bearer(_ request: Request) -> String? {
+        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") else { return nil }
+        return String(authorization.dropFirst("Bearer ".count))
+    }
+
     /// The attempt's token: `Bearer TOKEN` (agents), or the password of `Basic` (launchpad-buildd's
     /// `ensurepresent` fetches with a user and password).
     static func token(_ request: Request) -> String? {
-        guard let authorization = request.headers[.authorization] else { return nil }
-        if authorization.hasPrefix("Bearer ") { return String(authorization.dropFirst("Bearer ".count)) }
-        guard authorization.hasPrefix("Basic "),
+        if let token = bearer(request) { return token }
+        guard let authorization = request.headers[.authorization], authorization.hasPrefix("Basic "),
               let decoded = XMLRPC.decodeBase64(String(authorization.dropFirst("Basic ".count))),
               let text = String(validating: decoded, as: UTF8.self), let colon = text.firstIndex(of: ":")
         else { return nil }

@@ -293,7 +293,7 @@ final class LegacyFollower: @unchecked Sendable {
         }
         if let problem {
             logger.warning("legacy builder refused", metadata: ["reason": "\(problem)"])
-            try await adapter.store.failLegacyBuilder(builderID: id, reason: problem)
+            try await adapter.store.disableBuilder(name, reason: problem)
             return false
         }
         logger.info("legacy builder verified", metadata: ["builder.arch": "\(info.archTag)",
@@ -346,7 +346,7 @@ final class LegacyFollower: @unchecked Sendable {
                 _ = try await apply(.finished, build: expected, result: .builderFail, message: reason)
                 setLocal(nil)
             }
-            try await adapter.store.failLegacyBuilder(builderID: id, reason: reason)
+            try await adapter.store.disableBuilder(name, reason: reason)
             verified = false
         }
     }
@@ -502,16 +502,7 @@ final class LegacyFollower: @unchecked Sendable {
 
     private func store(_ bytes: [UInt8], name: String) async throws -> FileDigest {
         let artifacts = adapter.artifacts
-        return try await runBlocking(name: "artifact") {
-            let upload = try artifacts.beginUpload()
-            do {
-                try bytes.withUnsafeBytes { try upload.write($0) }
-                return FileDigest(name: name, sha256: try upload.commit(expectedSHA256: nil), size: Int64(bytes.count))
-            } catch {
-                upload.discard()
-                throw error
-            }
-        }
+        return try await runBlocking(name: "artifact") { try artifacts.importBytes(bytes, name: name) }
     }
 
     /// A fault of the builder: its build (if any) ends BUILDERFAIL through failure counting and is

@@ -1,3 +1,4 @@
+import BuilddShared
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -38,7 +39,7 @@ public final class LegacyHTTPConnection: @unchecked Sendable {
     public let basePath: String
 
     public init(url: String) throws {
-        guard let parsed = try? ServiceURLParts(url) else { throw LegacyHTTPError.badURL(url) }
+        guard let parsed = try? ServiceURL(parsing: url), parsed.scheme == "http" else { throw LegacyHTTPError.badURL(url) }
         host = parsed.host
         port = parsed.port
         basePath = parsed.path.hasSuffix("/") ? String(parsed.path.dropLast()) : parsed.path
@@ -178,32 +179,5 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         fail(LegacyHTTPError.io("\(error)"))
         context.close(promise: nil)
-    }
-}
-
-/// Host, port and path of an `http://` URL (legacy builders speak plain HTTP on a private network).
-struct ServiceURLParts {
-    var host: String
-    var port: Int
-    var path: String
-
-    init(_ url: String) throws {
-        guard url.hasPrefix("http://") else { throw LegacyHTTPError.badURL(url) }
-        let rest = url.dropFirst("http://".count)
-        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
-        let authority = rest[..<slash]
-        path = String(rest[slash...])
-        if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
-            host = String(authority[..<colon])
-            guard let number = Int(authority[authority.index(after: colon)...]), (1...65535).contains(number) else {
-                throw LegacyHTTPError.badURL(url)
-            }
-            port = number
-        } else {
-            host = String(authority)
-            port = 80
-        }
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw LegacyHTTPError.badURL(url) }
     }
 }

@@ -115,22 +115,17 @@ extension BuilddStore {
     /// shows the reason in its failnotes. Returns whether the builder is now failed.
     @discardableResult
     public func countLegacyBuilderFault(builderID: Int, reason: String) async throws -> Bool {
-        try await database.query("""
-            UPDATE builder SET failure_count = failure_count + 1, failnotes = $3,
-                   builderok = CASE WHEN failure_count + 1 >= $2 THEN false ELSE builderok END
-             WHERE id = $1 RETURNING builderok
-            """, [builderID, FailureThresholds.builder, reason]).first.map { !(try $0.bool("builderok")) } ?? false
+        try await database.transaction { connection in
+            try Self.countBuilderFailure(connection, builderID: builderID, reason: reason)
+            return try connection.query("UPDATE builder SET failnotes = $2 WHERE id = $1 RETURNING builderok",
+                                        [builderID, reason]).first.map { !(try $0.bool("builderok")) } ?? false
+        }
     }
 
     /// Shows the reason of a legacy builder's last fault without counting it again (the build's
     /// failure counting already did).
     public func noteLegacyFault(builderID: Int, reason: String) async throws {
         try await database.query("UPDATE builder SET failnotes = $2 WHERE id = $1", [builderID, reason])
-    }
-
-    /// Marks a legacy builder failed at once (it wedged, or it is not what it was registered as).
-    public func failLegacyBuilder(builderID: Int, reason: String) async throws {
-        try await database.query("UPDATE builder SET builderok = false, failnotes = $2 WHERE id = $1", [builderID, reason])
     }
 
     /// A legacy builder that answered well after faults: its fault notes go, and so do the `faults` counted
