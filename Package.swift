@@ -94,6 +94,16 @@ let package = Package(
             ],
             path: "Sources/SlaveAgent/buildd-agent"
         ),
+        // `buildd-bench`: the benchmarks behind the README's Performance section (`deploy/localfarm bench`).
+        .executableTarget(
+            name: "buildd-bench",
+            dependencies: [
+                "BuilddMasterKit", "BuilddShared", "AMQP", "Postgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/buildd-bench"
+        ),
         .testTarget(
             name: "UnitTests",
             dependencies: ["BuilddShared", "BuilddMasterKit", "BuilddAgent", "AMQP"],

@@ -2,12 +2,19 @@ import AMQP
 import BuilddShared
 import Logging
 import Postgres
+import Synchronization
 
-/// Applies agent events from the status shards, in order, one transaction each.
+/// Applies agent events from the status shards.
+///
+/// Events go to one of `eventLanes` lanes by builder, so one builder's events are applied in the order
+/// its shard delivered them while other builders' events are applied at the same time. A lane applies
+/// what has queued up in it (up to `eventBatch` events) in one transaction, and acks each message only
+/// after that transaction committed: under load one durable commit serves many events.
 ///
 /// A message that cannot be read, or may not be applied, is rejected without requeue and so
-/// dead-lettered to `buildd.dead`. A message that fails for a transient reason (database down) is
-/// retried in place, keeping the builder's order, and acked only after its transaction committed.
+/// dead-lettered to `buildd.dead`. A batch that fails (database down) is retried one event at a time,
+/// in order, each until it applies: a transient error keeps the builder's order, and an event that
+/// cannot be applied does not take the others with it.
 public final class EventConsumer: Sendable {
     let master: BuilddMaster
     let store: BuilddStore
@@ -27,60 +34,141 @@ public final class EventConsumer: Sendable {
     }
 
     public func run() async {
-        for await delivery in broker.deliveries {
-            await handle(delivery)
+        let lanes = (0..<max(1, configuration.eventLanes)).map { _ in EventLane() }
+        await withTaskGroup(of: Void.self) { group in
+            for lane in lanes {
+                group.addTask { await self.drain(lane) }
+            }
+            for await delivery in broker.deliveries {
+                lanes[Self.lane(of: delivery, among: lanes.count)].push(delivery)
+            }
+            for lane in lanes { lane.finish() }
         }
     }
 
-    func handle(_ delivery: Delivery) async {
+    /// The lane of a delivery: by the builder it names (the `builder` header the shards hash on, else the
+    /// routing key's first part), with a hash that is the same in every process.
+    static func lane(of delivery: Delivery, among count: Int) -> Int {
+        let name: String
+        if case .string(let header)? = delivery.properties.headers[BrokerTopology.builderHeader] {
+            name = header
+        } else {
+            name = String(delivery.routingKey.split(separator: ".", maxSplits: 1).first ?? "")
+        }
+        var hash: UInt32 = 2_166_136_261  // FNV-1a
+        for byte in name.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return Int(hash % UInt32(count))
+    }
+
+    private func drain(_ lane: EventLane) async {
+        while let batch = await lane.next(max: max(1, configuration.eventBatch)) {
+            await handle(batch)
+        }
+    }
+
+    /// An event that was read and may be applied, with its message.
+    struct Readable {
+        let delivery: Delivery
+        let event: AgentEvent
+        var metadata: Logger.Metadata {
+            var metadata: Logger.Metadata = ["builder.name": "\(event.builder)", "event.kind": "\(event.kind.rawValue)",
+                                             "event.seq": "\(event.seq)"]
+            if let id = event.buildID { metadata["build.id"] = "\(id)" }
+            if let attempt = event.attempt { metadata["build.attempt"] = "\(attempt)" }
+            return metadata
+        }
+    }
+
+    func handle(_ delivery: Delivery) async { await handle([delivery]) }
+
+    func handle(_ deliveries: [Delivery]) async {
+        var readable: [Readable] = []
+        for delivery in deliveries {
+            if let event = await read(delivery) { readable.append(Readable(delivery: delivery, event: event)) }
+        }
+        guard !readable.isEmpty else { return }
+        if readable.count > 1 {
+            do {
+                let outcomes = try await store.apply(batch: readable.map { ($0.event, $0.delivery.properties.userID) },
+                                                     leaseSeconds: configuration.leaseSeconds)
+                var applied = false
+                for (item, outcome) in zip(readable, outcomes) {
+                    applied = await settle(item, outcome) || applied
+                }
+                if applied { onApplied() }
+                return
+            } catch {
+                logger.warning("event batch not applied, applying one by one",
+                               metadata: ["events": "\(readable.count)", "error": "\(error)"])
+            }
+        }
+        for item in readable {
+            if await applyAlone(item) == false { return }
+        }
+    }
+
+    /// Decodes a message; one that cannot be read or names another builder than its routing key is
+    /// dead-lettered (nil).
+    private func read(_ delivery: Delivery) async -> AgentEvent? {
         let event: AgentEvent
         do {
             event = try WireCodec.decodeEvent(delivery.body)
         } catch let error as WireError {
             await deadLetter(delivery, reason: "\(error)", kind: error.code.metricLabel)
-            return
+            return nil
         } catch {
             await deadLetter(delivery, reason: "\(error)", kind: "malformed")
-            return
+            return nil
         }
-        let expectedPrefix = event.builder + "."
-        guard delivery.routingKey.hasPrefix(expectedPrefix) else {
+        guard delivery.routingKey.hasPrefix(event.builder + ".") else {
             await deadLetter(delivery, reason: "routing key \(delivery.routingKey) does not match builder \(event.builder)",
                              kind: "routing_key")
-            return
+            return nil
         }
-        var metadata: Logger.Metadata = ["builder.name": "\(event.builder)", "event.kind": "\(event.kind.rawValue)",
-                                         "event.seq": "\(event.seq)"]
-        if let id = event.buildID { metadata["build.id"] = "\(id)" }
-        if let attempt = event.attempt { metadata["build.attempt"] = "\(attempt)" }
+        return event
+    }
+
+    /// Applies one event in a transaction of its own, retrying transient failures in place. Returns false
+    /// when the connection its message came on is gone (the rest of the batch is redelivered too).
+    private func applyAlone(_ item: Readable) async -> Bool {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
-                let outcome = try await store.apply(event, userID: delivery.properties.userID,
+                let outcome = try await store.apply(item.event, userID: item.delivery.properties.userID,
                                                     leaseSeconds: configuration.leaseSeconds)
-                switch outcome {
-                case .applied(let what):
-                    if event.kind != .heartbeat { logger.info("event applied: \(what)", metadata: metadata) }
-                case .ignored(let why):
-                    logger.info("event ignored: \(why)", metadata: metadata)
-                case .abort(let buildID, let attempt, let reason):
-                    logger.warning("telling agent to abort: \(reason)", metadata: metadata)
-                    await master.sendAbort(builder: event.builder, buildID: buildID, attempt: attempt, reason: reason)
-                case .rejected(let reason):
-                    await deadLetter(delivery, reason: reason, kind: "not_allowed")
-                    return
-                }
-                try await broker.ack(delivery)
-                if case .applied = outcome { onApplied() }
-                return
+                if await settle(item, outcome) { onApplied() }
+                return true
             } catch {
                 // Transient (database or broker trouble): keep the message, wait, try again.
-                logger.warning("event not applied, will retry", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-                if broker.currentGeneration != delivery.generation { return }  // redelivered on the new connection
+                logger.warning("event not applied, will retry", metadata: item.metadata.merging(["error": "\(error)"]) { $1 })
+                if broker.currentGeneration != item.delivery.generation { return false }  // redelivered on the new connection
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))
             }
         }
+        return false
+    }
+
+    /// Acts on an outcome after its transaction committed: log, send an abort, ack or dead-letter.
+    /// Returns whether the event changed state.
+    private func settle(_ item: Readable, _ outcome: EventOutcome) async -> Bool {
+        let metadata = item.metadata
+        switch outcome {
+        case .applied(let what):
+            if item.event.kind != .heartbeat { logger.info("event applied: \(what)", metadata: metadata) }
+        case .ignored(let why):
+            logger.info("event ignored: \(why)", metadata: metadata)
+        case .abort(let buildID, let attempt, let reason):
+            logger.warning("telling agent to abort: \(reason)", metadata: metadata)
+            await master.sendAbort(builder: item.event.builder, buildID: buildID, attempt: attempt, reason: reason)
+        case .rejected(let reason):
+            await deadLetter(item.delivery, reason: reason, kind: "not_allowed")
+            return false
+        }
+        // Applied and committed: if the ack is lost with the connection, the redelivery is a replay and ignored.
+        try? await broker.ack(item.delivery)
+        if case .applied = outcome { return true }
+        return false
     }
 
     private func deadLetter(_ delivery: Delivery, reason: String, kind: String) async {
@@ -88,6 +176,38 @@ public final class EventConsumer: Sendable {
         logger.warning("event dead-lettered", metadata: ["reason": "\(reason)", "routing.key": "\(delivery.routingKey)",
                                                           "amqp.user": "\(delivery.properties.userID ?? "")"])
         try? await broker.reject(delivery, requeue: false)
+    }
+}
+
+/// The deliveries waiting in one lane of the ``EventConsumer``.
+final class EventLane: Sendable {
+    private let queue = Mutex<(items: [Delivery], finished: Bool)>(([], false))
+    private let signal = WakeSignal()
+
+    func push(_ delivery: Delivery) {
+        queue.withLock { $0.items.append(delivery) }
+        signal.signal()
+    }
+
+    func finish() {
+        queue.withLock { $0.finished = true }
+        signal.signal()
+    }
+
+    /// Everything queued (at most `max`), waiting for at least one; nil once finished and empty.
+    func next(max: Int) async -> [Delivery]? {
+        var wakeups = signal.wakeups.makeAsyncIterator()
+        while true {
+            let (batch, done): ([Delivery], Bool) = queue.withLock { state in
+                let count = min(max, state.items.count)
+                let batch = Array(state.items.prefix(count))
+                state.items.removeFirst(count)
+                return (batch, state.finished && state.items.isEmpty)
+            }
+            if !batch.isEmpty { return batch }
+            if done { return nil }
+            guard await wakeups.next() != nil else { return nil }
+        }
     }
 }
 

@@ -26,6 +26,11 @@ public struct MasterConfiguration: Sendable {
     public var queueType: String = "classic"
     /// Database connections of this master. Default 8.
     public var databaseConnections: Int = 8
+    /// Status events are applied by this many lanes at once (a builder's events always in the same lane,
+    /// in order). Default 4.
+    public var eventLanes: Int = 4
+    /// Most events one lane applies in one transaction. Default 64.
+    public var eventBatch: Int = 64
     /// This master's name in logs and broker connection names. Default the host name.
     public var name: String = "master"
     /// How legacy (launchpad-buildd) builders are followed.

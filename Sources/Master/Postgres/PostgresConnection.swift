@@ -78,6 +78,11 @@ public struct PostgresNotification: Sendable, Equatable {
 /// One libpq connection. Not thread-safe: ``ConfinedWorker`` keeps it on one thread.
 public final class PostgresConnection: ReconnectableResource {
     private var handle: OpaquePointer?
+    /// Statements prepared on this connection, by SQL text: each is parsed and planned once per connection
+    /// rather than at every call (on a small machine planning costs as much as the round trip).
+    private var prepared: [String: String] = [:]
+    /// Past this many distinct statements the rest run unprepared.
+    static let maxPrepared = 512
 
     /// Connects with a libpq URL (`postgresql://user:password@host:port/db?sslmode=...`) or keyword string.
     public init(url: String, applicationName: String = "buildd") throws {
@@ -120,9 +125,14 @@ public final class PostgresConnection: ReconnectableResource {
         let texts = parameters.map { $0?.postgresText }
         var cStrings: [UnsafeMutablePointer<CChar>?] = texts.map { $0.flatMap { strdup($0) } }
         defer { cStrings.forEach { free($0) } }
+        let statement = try preparedStatement(for: sql, handle: handle)
         let result: OpaquePointer? = cStrings.withUnsafeMutableBufferPointer { buffer in
             buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) {
-                PQexecParams(handle, sql, Int32(texts.count), nil, texts.isEmpty ? nil : $0, nil, nil, 0)
+                if let statement {
+                    PQexecPrepared(handle, statement, Int32(texts.count), texts.isEmpty ? nil : $0, nil, nil, 0)
+                } else {
+                    PQexecParams(handle, sql, Int32(texts.count), nil, texts.isEmpty ? nil : $0, nil, nil, 0)
+                }
             }
         }
         guard let result else {
@@ -134,14 +144,7 @@ public final class PostgresConnection: ReconnectableResource {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK:
             break
         default:
-            func field(_ code: Int32) -> String? {
-                PQresultErrorField(result, code).map { String(cString: $0) }
-            }
-            let sqlState = field(Int32(UInt8(ascii: "C")))
-            let message = field(Int32(UInt8(ascii: "M"))) ?? Self.errorText(handle)
-            let detail = field(Int32(UInt8(ascii: "D")))
-            let kind: PostgresError.Kind = (PQstatus(handle) != CONNECTION_OK || sqlState == nil) ? .connection : .server
-            throw PostgresError(kind, sqlState: sqlState, message: message, detail: detail)
+            throw Self.error(of: result, handle: handle)
         }
         let rowCount = Int(PQntuples(result))
         let columnCount = Int(PQnfields(result))
@@ -165,6 +168,36 @@ public final class PostgresConnection: ReconnectableResource {
         }
         let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
         return PostgresResult(rows: rows, affectedRows: affected)
+    }
+
+    /// The error a failed result reports.
+    static func error(of result: OpaquePointer, handle: OpaquePointer) -> PostgresError {
+        func field(_ code: Int32) -> String? {
+            PQresultErrorField(result, code).map { String(cString: $0) }
+        }
+        let sqlState = field(Int32(UInt8(ascii: "C")))
+        let message = field(Int32(UInt8(ascii: "M"))) ?? errorText(handle)
+        let detail = field(Int32(UInt8(ascii: "D")))
+        let kind: PostgresError.Kind = (PQstatus(handle) != CONNECTION_OK || sqlState == nil) ? .connection : .server
+        return PostgresError(kind, sqlState: sqlState, message: message, detail: detail)
+    }
+
+    /// The name of `sql` prepared on this connection, preparing it the first time; nil for statements that
+    /// are not worth it or cannot be prepared (transaction control, utility statements) and once the cache
+    /// is full. A statement that cannot be prepared (a syntax error, a missing column) throws its error.
+    private func preparedStatement(for sql: String, handle: OpaquePointer) throws -> String? {
+        if let name = prepared[sql] { return name }
+        guard prepared.count < Self.maxPrepared else { return nil }
+        let head = sql.drop { $0 == " " || $0 == "\n" }.prefix(7).uppercased()
+        guard ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH"].contains(where: { head.hasPrefix($0) }) else { return nil }
+        let name = "buildd_\(prepared.count)"
+        guard let result = PQprepare(handle, name, sql, 0, nil) else {
+            throw PostgresError(.connection, message: Self.errorText(handle))
+        }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_COMMAND_OK else { throw Self.error(of: result, handle: handle) }
+        prepared[sql] = name
+        return name
     }
 
     /// Runs a statement and returns how many rows it changed.

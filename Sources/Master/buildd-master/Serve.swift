@@ -26,6 +26,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "This master's name in logs.") var name = ProcessInfo.processInfo.hostName
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @Option(help: "Database connections of this master (each on a thread of its own).") var databaseConnections = 8
+    @Option(help: "Status events applied at once (lanes by builder; one builder's events stay in order).")
+    var eventLanes = 4
+    @Option(help: "Most status events one lane applies in one transaction.") var eventBatch = 64
     @Option(help: "Seconds between two polls of a legacy (launchpad-buildd) builder.") var legacyInterval = 5.0
     @Option(help: "Seconds a legacy builder's XML-RPC call may take (ensurepresent and file fetches: 20 times that).")
     var legacyCallTimeout = 40.0
@@ -39,6 +42,8 @@ struct Serve: AsyncParsableCommand {
         guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard (1...64).contains(databaseConnections) else { throw ValidationError("--database-connections must be 1-64") }
+        guard (1...32).contains(eventLanes) else { throw ValidationError("--event-lanes must be 1-32") }
+        guard (1...1000).contains(eventBatch) else { throw ValidationError("--event-batch must be 1-1000") }
         guard legacyInterval >= 0.1 else { throw ValidationError("--legacy-interval must be at least 0.1 seconds") }
         guard legacyCallTimeout > 0, legacySilentBuild > 0, legacyAbortDeadline > 0 else {
             throw ValidationError("legacy timeouts and deadlines must be positive")
@@ -59,6 +64,8 @@ struct Serve: AsyncParsableCommand {
         configuration.queueType = queueType
         configuration.name = name
         configuration.databaseConnections = databaseConnections
+        configuration.eventLanes = eventLanes
+        configuration.eventBatch = eventBatch
         configuration.legacy.pollInterval = .milliseconds(Int64(legacyInterval * 1000))
         configuration.legacy.limits.callTimeout = legacyCallTimeout
         configuration.legacy.limits.maxFileBytes = Int(configuration.maxArtifactBytes)

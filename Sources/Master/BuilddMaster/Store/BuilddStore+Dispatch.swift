@@ -18,48 +18,50 @@ extension BuilddStore {
     /// processor's transaction-scoped advisory lock, the others return no jobs and try again later.
     public func claimJobs(processor: String, lookahead: Int, leaseSeconds: Int, artifactBaseURL: String) async throws -> [JobMessage] {
         try await database.transaction { connection in
-            guard let processorRow = try connection.query("SELECT id FROM processor WHERE name = $1", [processor]).first
+            // The processor, its try-lock and its window in one round trip.
+            guard let header = try connection.query("""
+                SELECT p.id, pg_try_advisory_xact_lock(7272, p.id) AS locked,
+                       (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
+                         WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)) AS idle,
+                       (SELECT count(*) FROM buildqueue WHERE processor_id = p.id AND state = 'DISPATCHED') AS in_flight
+                  FROM processor p WHERE p.name = $2
+                """, [Self.agentSilenceSeconds, processor]).first,
+                try header.bool("locked")
             else { return [] }
-            let processorID = try processorRow.int("id")
-            guard try connection.query("SELECT pg_try_advisory_xact_lock(7272, $1) AS locked", [processorID])
-                .first!.bool("locked") else { return [] }
-            let window = try connection.query("""
-                SELECT (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
-                         WHERE bp.processor_id = $2 AND \(Self.idleBuilderCondition)) AS idle,
-                       (SELECT count(*) FROM buildqueue WHERE processor_id = $2 AND state = 'DISPATCHED') AS in_flight
-                """, [Self.agentSilenceSeconds, processorID]).first!
-            let limit = dispatchWindow(idleBuilders: try window.int("idle"), lookahead: lookahead,
-                                       inFlight: try window.int("in_flight"))
+            let limit = dispatchWindow(idleBuilders: try header.int("idle"), lookahead: lookahead,
+                                       inFlight: try header.int("in_flight"))
             guard limit > 0 else { return [] }
+            // Claim, bump each attempt, give each a fresh upload token (only its SHA-256 is kept), record the
+            // event and read what the job says, in one statement.
             let claimed = try connection.query("""
-                SELECT id, build_id FROM buildqueue WHERE processor_id = $1 AND state = 'WAITING'
-                 ORDER BY lastscore DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED
-                """, [processorID, limit]).rows
-            guard !claimed.isEmpty else { return [] }
-            var tokens: [Int64: (attempt: Int32, token: String)] = [:]
-            for row in claimed {
-                let buildID = try row.int64("build_id")
-                let token = randomHexToken()
-                let attempt = try connection.query(
-                    "UPDATE build SET attempt = attempt + 1 WHERE id = $1 RETURNING attempt", [buildID]).first!.int("attempt")
-                try connection.execute("""
-                    UPDATE buildqueue SET state = 'DISPATCHED', dispatched_at = now(), token_sha256 = $2,
+                WITH picked AS (
+                    SELECT id, build_id FROM buildqueue WHERE processor_id = $1 AND state = 'WAITING'
+                     ORDER BY lastscore DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED),
+                bumped AS (
+                    UPDATE build b SET attempt = b.attempt + 1 FROM picked WHERE b.id = picked.build_id
+                    RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
+                tokens AS MATERIALIZED (
+                    SELECT id AS build_id,
+                           replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '') AS token
+                      FROM bumped),
+                queued AS (
+                    UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(),
+                           token_sha256 = encode(sha256(convert_to(t.token, 'UTF8')), 'hex'),
                            builder_id = NULL, logtail = NULL, lease_expires = NULL
-                     WHERE id = $1
-                    """, [try row.int64("id"), SHA256.hex(of: token)])
-                try Self.recordEvent(connection, build: buildID, status: .needsBuild, attempt: attempt, builder: nil,
-                                     message: "dispatched")
-                tokens[buildID] = (Int32(attempt), token)
-            }
-            let ids = "{" + tokens.keys.map(String.init).joined(separator: ",") + "}"
-            let details = try connection.query("""
-                SELECT b.id, b.build_type, b.source_name, b.source_version, d.name AS distribution, s.name AS series,
-                       das.architecturetag, q.lastscore
-                  FROM build b JOIN buildqueue q ON q.build_id = b.id
-                  JOIN distroarchseries das ON das.id = b.distroarchseries_id
+                      FROM tokens t WHERE q.build_id = t.build_id
+                    RETURNING q.id, q.build_id, q.lastscore),
+                events AS (
+                    INSERT INTO build_event (build_id, status, attempt, builder, message)
+                    SELECT id, 'NEEDSBUILD', attempt, NULL, 'dispatched' FROM bumped)
+                SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version, t.token,
+                       d.name AS distribution, s.name AS series, das.architecturetag
+                  FROM bumped bu JOIN tokens t ON t.build_id = bu.id JOIN queued qu ON qu.build_id = bu.id
+                  JOIN distroarchseries das ON das.id = bu.distroarchseries_id
                   JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
-                 WHERE b.id = ANY($1::bigint[]) ORDER BY q.lastscore DESC, q.id
-                """, [ids]).rows
+                 ORDER BY qu.lastscore DESC, qu.id
+                """, [try header.int("id"), limit]).rows
+            guard !claimed.isEmpty else { return [] }
+            let ids = "{" + (try claimed.map { String(try $0.int64("id")) }).joined(separator: ",") + "}"
             var sourceFiles: [Int64: [FileDigest]] = [:]
             for row in try connection.query("""
                 SELECT build_id, name, sha256, size FROM source_file WHERE build_id = ANY($1::bigint[]) ORDER BY name
@@ -67,17 +69,17 @@ extension BuilddStore {
                 sourceFiles[try row.int64("build_id"), default: []].append(
                     FileDigest(name: try row.string("name"), sha256: try row.string("sha256"), size: try row.int64("size")))
             }
-            return try details.map { row in
+            return try claimed.map { row in
                 let buildID = try row.int64("id")
-                let claim = tokens[buildID]!
+                let attempt = Int32(try row.int("attempt"))
                 return JobMessage(
-                    buildID: buildID, attempt: claim.attempt, processor: processor, buildType: try row.string("build_type"),
+                    buildID: buildID, attempt: attempt, processor: processor, buildType: try row.string("build_type"),
                     distribution: try row.string("distribution"), series: try row.string("series"),
                     archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
                     sourceVersion: try row.string("source_version"),
                     sourceFiles: sourceFiles[buildID] ?? [],
-                    uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(claim.attempt)/files/",
-                    uploadToken: claim.token, leaseSeconds: leaseSeconds)
+                    uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(attempt)/files/",
+                    uploadToken: try row.string("token"), leaseSeconds: leaseSeconds)
             }
         }
     }

@@ -38,6 +38,15 @@ extension BuilddStore {
         }
     }
 
+    /// Applies several agents' events in one transaction, each as ``apply(_:userID:leaseSeconds:legacy:recordingFiles:)``
+    /// would, in the order given; returns their outcomes in that order. Either all of them count or, when
+    /// this throws, none.
+    public func apply(batch events: [(event: AgentEvent, userID: String?)], leaseSeconds: Int) async throws -> [EventOutcome] {
+        try await database.transaction { connection in
+            try events.map { try Self.apply($0.event, userID: $0.userID, leaseSeconds: leaseSeconds, on: connection) }
+        }
+    }
+
     static func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int, legacy: Bool = false,
                       on connection: PostgresConnection) throws -> EventOutcome {
         guard let builder = try connection.query("""
