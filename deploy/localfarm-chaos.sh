@@ -6,8 +6,8 @@
 # (deploy/bench/chaos-build) journals what each builder runs and holds the builder's lock while it
 # does. BUILDS builds (default 10,000) are queued for two processors; while they run: a master is
 # SIGKILLed and restarted every 3-6 s, an agent is SIGKILLed in the middle of a build and restarted
-# every 4-8 s, RabbitMQ is restarted every 100 s and PostgreSQL is crashed (pg_ctl -m immediate) and
-# restarted every 100 s, offset by 50 s. When every build has ended (or MINUTES passed) the checker
+# every 4-8 s, RabbitMQ is restarted 8 s in and then every 60 s, and PostgreSQL is crashed (pg_ctl -m
+# immediate) and restarted 18 s in and then every 60 s. When every build has ended (or MINUTES passed) the checker
 # (deploy/bench/chaos_check.py) prints builds lost, builds completed twice, builders that ran two builds
 # at once and the longest stall, writes them to .localfarm/chaos/report.txt, and fails unless the first
 # three are 0. BUILDD_CHAOS_AGENTS sets the number of agents (default 8).
@@ -21,6 +21,7 @@ chaos_start_master() {  # chaos_start_master N
     start_process "chaos-master-$n" "$CHAOS/master-$n.log" "$CHAOS_BIN/buildd-master" serve --name "chaos-m$n" \
         --http-port "$port" --public-url "http://127.0.0.1:$port" --artifacts "$CHAOS/artifacts" \
         --lease 5 --accept-timeout 5
+    disown "$!" 2>/dev/null || true  # no "Killed" notices from the shell
 }
 
 chaos_start_agent() {  # chaos_start_agent NAME
@@ -100,7 +101,7 @@ SQL
     local kills_master=0 kills_agent=0 restarts_broker=0 restarts_pg=0
     start=$(date +%s)
     deadline=$((start + minutes * 60))
-    next_master=$((start + 3)); next_agent=$((start + 4)); next_broker=$((start + 40)); next_pg=$((start + 90))
+    next_master=$((start + 3)); next_agent=$((start + 4)); next_broker=$((start + 8)); next_pg=$((start + 18))
     chaos_fault "start $builds builds"
     log "faults begin: masters SIGKILLed every 3-6 s, agents mid-build every 4-8 s, broker and database restarts"
     while true; do
@@ -140,7 +141,7 @@ SQL
             RABBIT_TLS=1 start_rabbitmq
             restarts_broker=$((restarts_broker + 1))
             chaos_fault "broker back"
-            next_broker=$(( $(date +%s) + 100 ))
+            next_broker=$(( $(date +%s) + 60 ))
         fi
         if [ "$now" -ge "$next_pg" ]; then
             chaos_fault "crash database"
@@ -149,7 +150,7 @@ SQL
                 -l "$STATE/pg/postgres.log" >/dev/null
             restarts_pg=$((restarts_pg + 1))
             chaos_fault "database back"
-            next_pg=$(( $(date +%s) + 100 ))
+            next_pg=$(( $(date +%s) + 60 ))
         fi
         if [ $((now - last_report)) -ge 10 ]; then
             log "chaos: $done of $builds builds ended after $((now - start)) s; killed $kills_master masters," \

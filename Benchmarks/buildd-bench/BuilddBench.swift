@@ -131,7 +131,7 @@ struct ThroughputCommand: AsyncParsableCommand {
         let running = Task { try await sim.run() }
         defer { running.cancel() }
         var done = 0
-        try await waitFor("throughput", timeout: Double(builds) / 20 + 120, interval: .milliseconds(100)) {
+        try await waitFor("throughput", timeout: Double(builds) / 20 + 120, interval: .milliseconds(250)) {
             done = try await farm.count("""
                 SELECT count(*) AS n FROM build WHERE status = 'FULLYBUILT' AND id BETWEEN $1 AND $2
                 """, [range.lowerBound, range.upperBound])

@@ -12,7 +12,7 @@ and the fault log, and prints:
                             with two running builds
   longest stall             the longest time in which no build ended while builds remained
 
-Exit status 0 when the first three are all 0.
+Exit status 0 when the first three are all 0 and every kind of fault was injected at least once.
 """
 import argparse
 import collections
@@ -109,7 +109,10 @@ def main():
         print("| %s | %s |" % (name, value))
     if overlaps:
         print("overlapping builds (builder, build, attempt): %s" % overlaps[:10], file=sys.stderr)
-    ok = lost == 0 and twice == 0 and not overlaps and db_overlaps == 0
+    missing = [kind for kind in ("kill master", "kill agent", "restart broker", "crash database") if not counts.get(kind)]
+    if missing:
+        print("chaos: the run ended before every kind of fault was injected (missing: %s)" % ", ".join(missing))
+    ok = lost == 0 and twice == 0 and not overlaps and db_overlaps == 0 and not missing
     print("chaos: %s" % ("PASS: nothing lost, nothing completed twice, no builder ran two builds at once"
                          if ok else "FAIL"))
     return 0 if ok else 1

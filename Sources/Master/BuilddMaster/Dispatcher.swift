@@ -30,6 +30,7 @@ public final class Dispatcher: Sendable {
     let logger: Logger
     public let wake = WakeSignal()
     private let declared = Mutex<(generation: Int, processors: Set<String>)>((0, []))
+    private let processors = Mutex<(names: [String], at: ContinuousClock.Instant)?>(nil)
 
     public init(master: BuilddMaster, store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration,
                 logger: Logger) {
@@ -51,19 +52,28 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    /// One pass: the seed's `sortAndSplitByProcessor` then `dispatchByProcessor` for each processor.
-    /// Returns how many jobs were published.
+    /// One pass: for each processor, claim what fits its window and publish it (the seed's
+    /// `dispatchByProcessor`; the claim itself reads the head of the queue, so the seed's
+    /// `sortAndSplitByProcessor` would only add a round trip). Returns how many jobs were published.
     @discardableResult
     public func dispatchOnce() async throws -> Int {
         guard let generation = broker.currentGeneration else { return 0 }
-        for processor in try await store.processorNames() {
-            try await ensureQueue(processor: processor, generation: generation)
-        }
         var published = 0
-        for (processor, items) in try await master.sortAndSplitByProcessor() {
-            published += try await master.dispatchByProcessor(processor, items).count
+        for processor in try await processorNames() {
+            try await ensureQueue(processor: processor, generation: generation)
+            published += try await master.dispatch(processor: processor).count
         }
         return published
+    }
+
+    /// The processors, read again at most once a second: one declared while the farm runs is picked up
+    /// within a second, and a busy dispatcher does not ask for them at every pass.
+    private func processorNames() async throws -> [String] {
+        let now = ContinuousClock.now
+        if let cached = processors.withLock({ $0 }), now - cached.at < .seconds(1) { return cached.names }
+        let names = try await store.processorNames()
+        processors.withLock { $0 = (names, now) }
+        return names
     }
 
     /// Declares a processor's job queue once per broker connection; new processors are picked up at runtime.

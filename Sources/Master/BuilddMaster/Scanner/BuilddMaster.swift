@@ -145,7 +145,15 @@ public final class BuilddMaster: Sendable {
     /// - Returns: the jobs published.
     @discardableResult
     public func dispatchByProcessor(_ processor: String, _ items: [QueueItem]) async throws -> [JobMessage] {
-        guard !items.isEmpty, let broker else { return [] }
+        guard !items.isEmpty else { return [] }
+        return try await dispatch(processor: processor)
+    }
+
+    /// Claims what fits the processor's window and publishes it (``dispatchByProcessor(_:_:)`` without
+    /// looking at the queue first: the claim itself finds the best waiting builds).
+    @discardableResult
+    public func dispatch(processor: String) async throws -> [JobMessage] {
+        guard let broker else { return [] }
         let jobs = try await store.claimJobs(processor: processor, lookahead: configuration.lookahead,
                                              leaseSeconds: configuration.leaseSeconds,
                                              artifactBaseURL: configuration.artifactBaseURL)

@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import BuilddShared
 import Postgres
 
@@ -17,70 +22,64 @@ extension BuilddStore {
     /// Masters that call this at once for the same processor do not wait on each other: one takes the
     /// processor's transaction-scoped advisory lock, the others return no jobs and try again later.
     public func claimJobs(processor: String, lookahead: Int, leaseSeconds: Int, artifactBaseURL: String) async throws -> [JobMessage] {
-        try await database.transaction { connection in
-            // The processor, its try-lock and its window in one round trip.
-            guard let header = try connection.query("""
+        // One statement, so one round trip and its own transaction: the processor's try-lock (held until
+        // the statement ends), its window (``dispatchWindow(idleBuilders:lookahead:inFlight:)`` spelled in
+        // SQL), the claim, the bumped attempts, fresh upload tokens (only their SHA-256 is kept), the history
+        // and what each job says, its source files included. The claimed rows are looked up through
+        // `= ANY (ARRAY(...))`: the planner cannot know how many the window lets through and, joining,
+        // would scan the whole build table.
+        let claimed = try await database.query("""
+            WITH header AS MATERIALIZED (
                 SELECT p.id, pg_try_advisory_xact_lock(7272, p.id) AS locked,
                        (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
                          WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)) AS idle,
                        (SELECT count(*) FROM buildqueue WHERE processor_id = p.id AND state = 'DISPATCHED') AS in_flight
-                  FROM processor p WHERE p.name = $2
-                """, [Self.agentSilenceSeconds, processor]).first,
-                try header.bool("locked")
-            else { return [] }
-            let limit = dispatchWindow(idleBuilders: try header.int("idle"), lookahead: lookahead,
-                                       inFlight: try header.int("in_flight"))
-            guard limit > 0 else { return [] }
-            // Claim, bump each attempt, give each a fresh upload token (only its SHA-256 is kept), record the
-            // event and read what the job says, in one statement.
-            let claimed = try connection.query("""
-                WITH picked AS (
-                    SELECT id, build_id FROM buildqueue WHERE processor_id = $1 AND state = 'WAITING'
-                     ORDER BY lastscore DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED),
-                bumped AS (
-                    UPDATE build b SET attempt = b.attempt + 1 FROM picked WHERE b.id = picked.build_id
-                    RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
-                tokens AS MATERIALIZED (
-                    SELECT id AS build_id,
-                           replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '') AS token
-                      FROM bumped),
-                queued AS (
-                    UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(),
-                           token_sha256 = encode(sha256(convert_to(t.token, 'UTF8')), 'hex'),
-                           builder_id = NULL, logtail = NULL, lease_expires = NULL
-                      FROM tokens t WHERE q.build_id = t.build_id
-                    RETURNING q.id, q.build_id, q.lastscore),
-                events AS (
-                    INSERT INTO build_event (build_id, status, attempt, builder, message)
-                    SELECT id, 'NEEDSBUILD', attempt, NULL, 'dispatched' FROM bumped)
-                SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version, t.token,
-                       d.name AS distribution, s.name AS series, das.architecturetag
-                  FROM bumped bu JOIN tokens t ON t.build_id = bu.id JOIN queued qu ON qu.build_id = bu.id
-                  JOIN distroarchseries das ON das.id = bu.distroarchseries_id
-                  JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
-                 ORDER BY qu.lastscore DESC, qu.id
-                """, [try header.int("id"), limit]).rows
-            guard !claimed.isEmpty else { return [] }
-            let ids = "{" + (try claimed.map { String(try $0.int64("id")) }).joined(separator: ",") + "}"
-            var sourceFiles: [Int64: [FileDigest]] = [:]
-            for row in try connection.query("""
-                SELECT build_id, name, sha256, size FROM source_file WHERE build_id = ANY($1::bigint[]) ORDER BY name
-                """, [ids]).rows {
-                sourceFiles[try row.int64("build_id"), default: []].append(
-                    FileDigest(name: try row.string("name"), sha256: try row.string("sha256"), size: try row.int64("size")))
-            }
-            return try claimed.map { row in
-                let buildID = try row.int64("id")
-                let attempt = Int32(try row.int("attempt"))
-                return JobMessage(
-                    buildID: buildID, attempt: attempt, processor: processor, buildType: try row.string("build_type"),
-                    distribution: try row.string("distribution"), series: try row.string("series"),
-                    archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
-                    sourceVersion: try row.string("source_version"),
-                    sourceFiles: sourceFiles[buildID] ?? [],
-                    uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(attempt)/files/",
-                    uploadToken: try row.string("token"), leaseSeconds: leaseSeconds)
-            }
+                  FROM processor p WHERE p.name = $2),
+            picked AS (
+                SELECT id, build_id, lastscore FROM buildqueue
+                 WHERE processor_id = (SELECT id FROM header) AND state = 'WAITING'
+                 ORDER BY lastscore DESC, id
+                 LIMIT (SELECT CASE WHEN NOT locked OR idle = 0 THEN 0 ELSE greatest(0, idle + $3 - in_flight) END
+                          FROM header)
+                 FOR UPDATE SKIP LOCKED),
+            bumped AS (
+                UPDATE build b SET attempt = b.attempt + 1 WHERE b.id = ANY (ARRAY(SELECT build_id FROM picked))
+                RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
+            tokens AS MATERIALIZED (
+                SELECT id AS build_id,
+                       replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '') AS token
+                  FROM bumped),
+            queued AS (
+                UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(),
+                       token_sha256 = encode(sha256(convert_to(t.token, 'UTF8')), 'hex'),
+                       builder_id = NULL, logtail = NULL, lease_expires = NULL
+                  FROM tokens t WHERE q.id = ANY (ARRAY(SELECT id FROM picked)) AND q.build_id = t.build_id
+                RETURNING q.id, q.build_id, q.lastscore),
+            events AS (
+                INSERT INTO build_event (build_id, status, attempt, builder, message)
+                SELECT bu.id, 'NEEDSBUILD', bu.attempt, NULL, 'dispatched'
+                  FROM bumped bu JOIN picked p ON p.build_id = bu.id ORDER BY p.lastscore DESC, p.id)
+            SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version, t.token,
+                   d.name AS distribution, s.name AS series, das.architecturetag,
+                   (SELECT coalesce(json_agg(json_build_object('name', f.name, 'sha256', f.sha256, 'size', f.size)
+                                             ORDER BY f.name), '[]')
+                      FROM source_file f WHERE f.build_id = bu.id) AS source_files
+              FROM bumped bu JOIN tokens t ON t.build_id = bu.id JOIN queued qu ON qu.build_id = bu.id
+              JOIN distroarchseries das ON das.id = bu.distroarchseries_id
+              JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+             ORDER BY qu.lastscore DESC, qu.id
+            """, [Self.agentSilenceSeconds, processor, lookahead]).rows
+        return try claimed.map { row in
+            let buildID = try row.int64("id")
+            let attempt = Int32(try row.int("attempt"))
+            let files = try JSONDecoder().decode([FileDigest].self, from: Data(try row.string("source_files").utf8))
+            return JobMessage(
+                buildID: buildID, attempt: attempt, processor: processor, buildType: try row.string("build_type"),
+                distribution: try row.string("distribution"), series: try row.string("series"),
+                archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
+                sourceVersion: try row.string("source_version"), sourceFiles: files,
+                uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(attempt)/files/",
+                uploadToken: try row.string("token"), leaseSeconds: leaseSeconds)
         }
     }
 

@@ -70,10 +70,12 @@ extension BuilddStore {
         case .finished: .idle
         case .hello, .heartbeat: event.state
         }
+        // A finished build leaves the builder clean (its work folder is gone), whatever became of the build.
         try connection.execute("""
-            UPDATE builder SET agent_session = $2, last_seq = $3, last_seen = now(), agent_state = coalesce($4, agent_state)
+            UPDATE builder SET agent_session = $2, last_seq = $3, last_seen = now(), agent_state = coalesce($4, agent_state),
+                   clean_status = CASE WHEN $5 THEN 'CLEAN' ELSE clean_status END
              WHERE id = $1
-            """, [builderID, event.session, event.seq, newState?.rawValue])
+            """, [builderID, event.session, event.seq, newState?.rawValue, event.kind == .finished])
 
         switch event.kind {
         case .hello, .heartbeat:
@@ -152,7 +154,6 @@ extension BuilddStore {
         let buildID = event.buildID!
         let attempt = event.attempt!
         let result = event.result!
-        try connection.execute("UPDATE builder SET clean_status = 'CLEAN' WHERE id = $1", [builderID])
         guard var loaded = try loadLifecycle(buildID, on: connection) else { return .ignored("no build \(buildID)") }
         // Every file the agent names must be in the artifact store for this attempt, with the same digest.
         var missing: [String] = []
@@ -171,7 +172,10 @@ extension BuilddStore {
             try connection.execute("UPDATE build SET log_name = $2, log_sha256 = $3 WHERE id = $1",
                                    [buildID, log.name, log.sha256])
         }
-        try connection.execute("UPDATE build SET result = $2 WHERE id = $1", [buildID, result.rawValue])
+        // A finished build gets its result with its final status (finishBuild); a failure keeps it here.
+        if case .finish = action {} else {
+            try connection.execute("UPDATE build SET result = $2 WHERE id = $1", [buildID, result.rawValue])
+        }
         if case .finish(.fullyBuilt, _) = action {
             try recordEvent(connection, build: buildID, status: .gathering, attempt: Int(attempt),
                             builder: event.builder, message: "\(event.files?.count ?? 0) file(s) verified")
@@ -209,7 +213,8 @@ extension BuilddStore {
                 if builderFailure {
                     try countBuilderFailure(connection, builderID: builderID, reason: "did not confirm an abort")
                 } else if result != nil {
-                    try connection.execute("UPDATE builder SET failure_count = 0 WHERE id = $1", [builderID])
+                    try connection.execute("UPDATE builder SET failure_count = 0 WHERE id = $1 AND failure_count <> 0",
+                                           [builderID])
                 }
             }
         case .countFailure(let reason):
