@@ -6,7 +6,8 @@
 # the floors (one durable commit, one confirmed publish), buildd's dispatch latency, throughput through one
 # and two masters, turnaround with 1,000 / 100,000 / 1,000,000 waiting builds, Celery 5 on the same
 # broker, a master with 10,000 idle builders and an idle agent's memory. Prints the table and writes it,
-# with the raw JSON lines, to .localfarm/bench/. `quick` runs smaller sizes (about 5 minutes).
+# with the raw JSON lines, to .localfarm/bench/. `quick` runs smaller sizes (about 5 minutes); `depth` runs
+# only the queue-depth part again (on a fresh database) and redraws the table.
 
 bench_json() {  # bench_json ARGS... : runs buildd-bench, keeps its JSON line
     "$BENCH_BIN/buildd-bench" "$@" | tee -a "$BENCH/results.jsonl"
@@ -29,9 +30,40 @@ bench_stop() {  # bench_stop NAME
     rm -f "$STATE/run/$1.pid"
 }
 
+bench_depth() {  # bench_depth WAITING... : turnaround with that many waiting builds
+    log "queue depth: turnaround with $* waiting builds (master with --lookahead 0)"
+    bench_stop bench-master-1
+    local depth
+    for depth in "$@"; do
+        # Jobs published for earlier runs' builders would stand in the queue ahead of the best builds.
+        mgmt DELETE /queues/buildd-bench/buildd.jobs.benchcpu/contents || true
+        bench_master 1 --lookahead 0
+        bench_json depth --waiting "$depth"
+        bench_stop bench-master-1
+    done
+}
+
 cmd_bench() {
     local quick=${1:-}
     local samples=500 builds=20000 tasks=20000 fleet=10000 fleet_seconds=60 depths="1000 100000 1000000"
+    if [ "$quick" = depth ]; then  # only the queue-depth runs, on a fresh database
+        trap down EXIT
+        services
+        cd "$ROOT"
+        swift build -c release --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+        swift build -c release --product buildd-bench 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+        BENCH_BIN=$(swift build -c release --show-bin-path)
+        BENCH=$STATE/bench
+        export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
+        export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
+        fresh_target buildd_bench buildd-bench
+        "$BENCH_BIN/buildd-master" migrate >/dev/null
+        grep -v '"bench":"depth"' "$BENCH/results.jsonl" > "$BENCH/results.tmp" || true
+        mv "$BENCH/results.tmp" "$BENCH/results.jsonl"
+        bench_depth $depths
+        python3 "$ROOT/deploy/bench/bench_table.py" "$BENCH/results.jsonl" | tee "$BENCH/results.md"
+        return
+    fi
     if [ "$quick" = quick ]; then
         samples=200; builds=5000; tasks=5000; fleet=2000; fleet_seconds=20; depths="1000 100000"
     fi
@@ -49,14 +81,8 @@ cmd_bench() {
     agent_bin="$(swift build -c release --scratch-path .build-static --show-bin-path)/buildd-agent"
     mkdir -p "$BENCH" && rm -rf "$BENCH/artifacts" "$BENCH/agent-work"
     : > "$BENCH/results.jsonl"
-    PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
-        -c "DROP DATABASE IF EXISTS buildd_bench" -c "CREATE DATABASE buildd_bench" >/dev/null
-    local vhost
-    for vhost in buildd-bench celery-bench; do
-        mgmt DELETE "/vhosts/$vhost" || true
-        mgmt PUT "/vhosts/$vhost"
-        mgmt PUT "/permissions/$vhost/guest" '{"configure":".*","write":".*","read":".*"}'
-    done
+    fresh_target buildd_bench buildd-bench
+    fresh_target buildd_celery celery-bench  # (Celery uses only the vhost)
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
     "$BENCH_BIN/buildd-master" migrate >/dev/null
@@ -90,11 +116,7 @@ cmd_bench() {
     echo "{\"bench\":\"master-before-fleet\",\"rss_mib\":$((rss0 / 1024))}" >> "$BENCH/results.jsonl"
     bench_json fleet --builders "$fleet" --seconds "$fleet_seconds" --master-pid "$pid"
 
-    log "queue depth: turnaround with $depths waiting builds (master with --lookahead 0)"
-    bench_stop bench-master-1
-    bench_master 1 --lookahead 0
-    local depth
-    for depth in $depths; do bench_json depth --waiting "$depth"; done
+    bench_depth $depths
 
     log "memory: an idle agent (release, static Swift stdlib)"
     "$BENCH_BIN/buildd-master" processor add idlecpu >/dev/null

@@ -18,11 +18,7 @@ cmd_bench_legacy() {
     local master_bin bench="$STATE/bench" standin_port
     master_bin="$(swift build -c release --show-bin-path)/buildd-master"
     mkdir -p "$bench" && rm -rf "$bench/legacy-artifacts"
-    PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
-        -c "DROP DATABASE IF EXISTS buildd_bench_legacy" -c "CREATE DATABASE buildd_bench_legacy" >/dev/null
-    mgmt DELETE /vhosts/buildd-bench-legacy || true
-    mgmt PUT /vhosts/buildd-bench-legacy
-    mgmt PUT /permissions/buildd-bench-legacy/guest '{"configure":".*","write":".*","read":".*"}'
+    fresh_target buildd_bench_legacy buildd-bench-legacy
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench_legacy"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench-legacy"
     "$master_bin" migrate >/dev/null

@@ -15,11 +15,7 @@ cmd_bench_agent() {
     agent_bin="$(swift build -c release --scratch-path .build-static --show-bin-path)/buildd-agent"
     master_bin="$(swift build --show-bin-path)/buildd-master"
     rm -rf "$bench/work" && mkdir -p "$bench"
-    PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
-        -c "DROP DATABASE IF EXISTS buildd_bench" -c "CREATE DATABASE buildd_bench" >/dev/null
-    mgmt DELETE /vhosts/buildd-bench || true
-    mgmt PUT /vhosts/buildd-bench
-    mgmt PUT /permissions/buildd-bench/guest '{"configure":".*","write":".*","read":".*"}'
+    fresh_target buildd_bench buildd-bench
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
     "$master_bin" migrate >/dev/null

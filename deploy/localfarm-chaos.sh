@@ -45,11 +45,7 @@ cmd_chaos() {
     rm -rf "$CHAOS" && mkdir -p "$CHAOS/locks" "$CHAOS/artifacts" "$CHAOS/work"
     : > "$CHAOS/journal"
     : > "$CHAOS/faults.log"
-    PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
-        -c "DROP DATABASE IF EXISTS buildd_chaos" -c "CREATE DATABASE buildd_chaos" >/dev/null
-    mgmt DELETE /vhosts/buildd-chaos || true
-    mgmt PUT /vhosts/buildd-chaos
-    mgmt PUT /permissions/buildd-chaos/guest '{"configure":".*","write":".*","read":".*"}'
+    fresh_target buildd_chaos buildd-chaos
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_chaos"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-chaos"
     local master="$CHAOS_BIN/buildd-master"
@@ -122,7 +118,8 @@ SQL
             # An agent whose build command is running right now.
             local pid victim=""
             for pid in $(pgrep -f "deploy/bench/chaos-build" || true); do
-                victim=$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | sed -n 's/^CHAOS_BUILDER=//p')
+                # (the build may end meanwhile and its /proc entry with it)
+                victim=$(tr '\0' '\n' 2>/dev/null < "/proc/$pid/environ" | sed -n 's/^CHAOS_BUILDER=//p') || victim=""
                 [ -n "$victim" ] && break
             done
             if [ -n "$victim" ]; then

@@ -166,13 +166,25 @@ struct DepthCommand: AsyncParsableCommand {
 
     func run() async throws {
         let farm = BenchFarm(databaseURL: services.database)
+        let names = try await farm.prepare(builderPrefix: "depth-", count: 1)
+        // Only this benchmark's agent may be idle: builders of earlier runs still count as idle for a while
+        // after their simulated agents stopped, and jobs claimed for them would wait in the queue ahead of
+        // the best builds (`deploy/localfarm bench` purges it first). Their claims go back to the queue.
+        try await farm.database.query("UPDATE builder SET active = false WHERE name NOT LIKE 'depth-%'")
+        try await farm.database.query("""
+            UPDATE buildqueue SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL WHERE state = 'DISPATCHED'
+            """)
         let have = try await farm.waitingBuilds()
         if have < waiting + samples {
             progress("queue has \(have) waiting builds; adding \(waiting + samples - have)")
             _ = try await farm.queueBuilds(waiting + samples - have, score: nil, label: "backlog")
         }
-        try await farm.database.query("ANALYZE buildqueue")
-        let names = try await farm.prepare(builderPrefix: "depth-", count: 1)
+        // Settle the tables as a queue that grew over time would be, rather than racing autovacuum
+        // through the rows just added.
+        progress("vacuuming build and buildqueue")
+        try await farm.database.query("VACUUM (ANALYZE) buildqueue")
+        try await farm.database.query("VACUUM (ANALYZE) build")
+        let depth = try await farm.waitingBuilds()
         let lastFinished = Mutex<Double?>(nil)
         let turnarounds = Mutex(Samples())
         let sim = try SimulatedAgents(
@@ -193,8 +205,7 @@ struct DepthCommand: AsyncParsableCommand {
         }
         await sim.shutdown()
         let result = turnarounds.withLock { $0 }
-        let left = try await farm.waitingBuilds()
-        emit(["waiting": Double(left), "p50_ms": result.percentile(50), "p99_ms": result.percentile(99),
+        emit(["waiting": Double(depth), "p50_ms": result.percentile(50), "p99_ms": result.percentile(99),
               "samples": Double(result.count)], name: "depth")
     }
 }

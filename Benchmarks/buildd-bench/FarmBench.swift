@@ -58,11 +58,12 @@ struct BenchFarm {
         while done < count {
             let chunk = min(100_000, count - done)
             let range = try await database.transaction { connection in
-                let das = try connection.query("""
+                guard let das = try connection.query("""
                     SELECT das.id, das.processor_id FROM distroarchseries das
                       JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
                      WHERE d.name = $1 AND s.name = $2 AND das.architecturetag = $3
-                    """, [Self.distribution, Self.series, Self.archTag]).first!
+                    """, [Self.distribution, Self.series, Self.archTag]).first
+                else { throw BenchError("no arch series \(Self.distribution)/\(Self.series)/\(Self.archTag): call prepare first") }
                 let row = try connection.query("""
                     WITH b AS (
                         INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version)

@@ -46,6 +46,33 @@ import Testing
         #expect(try await db.query("SELECT count(*) AS n FROM u").first?.int("n") == 1)
     }
 
+    /// Statements are prepared once per connection; a statement that cannot be prepared reports its own
+    /// error (not "transaction aborted"), inside a transaction too, and prepared statements keep working
+    /// after a table changed and on a connection made again.
+    @Test func preparedStatementsReportTheirOwnErrorsAndSurviveChanges() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let db = PostgresDatabase(url: database.url, connections: 1)
+        defer { db.shutdown() }
+        try await db.query("CREATE TABLE p (id serial PRIMARY KEY, name text)")
+        for index in 0..<3 { try await db.query("INSERT INTO p (name) VALUES ($1)", ["row \(index)"]) }
+        let insideTransaction: PostgresError? = await {
+            do {
+                try await db.transaction { connection in
+                    _ = try connection.query("SELECT missing_column FROM p WHERE id = $1", [1])
+                }
+                return nil
+            } catch { return error as? PostgresError }
+        }()
+        #expect(insideTransaction?.sqlState == "42703", "undefined column, reported as itself")
+        // The same connection is usable afterwards, and the statements prepared before still run.
+        #expect(try await db.query("SELECT count(*) AS n FROM p WHERE id > $1", [0]).first?.int("n") == 3)
+        try await db.query("ALTER TABLE p ADD COLUMN extra integer DEFAULT 7")
+        #expect(try await db.query("SELECT count(*) AS n FROM p WHERE id > $1", [0]).first?.int("n") == 3)
+        try await db.query("INSERT INTO p (name) VALUES ($1)", ["after alter"])
+        #expect(try await db.query("SELECT extra FROM p WHERE name = $1", ["after alter"]).first?.int("extra") == 7)
+    }
+
     @Test func transactionsRollBackWhenTheBodyThrows() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }

@@ -79,6 +79,16 @@ def main():
         if b - a > stall:
             stall, stall_at = b - a, a
     cause = [what for at, what in faults if at <= stall_at + 0.001 and what not in ("end",)]
+
+    def recovery(marker):
+        # From the moment a restarted service was back to the next build that ended.
+        worst = None
+        for at, what in faults:
+            if what == marker:
+                following = [t for t in finished if t >= at]
+                if following:
+                    worst = max(worst or 0.0, following[0] - at)
+        return "-" if worst is None else "%.1f" % worst
     counts = collections.Counter(what.split(" ")[0] + " " + what.split(" ")[1] for _, what in faults
                                  if what.startswith(("kill", "restart", "crash")))
     failed = statuses.get("FAILEDTOBUILD", 0)
@@ -94,6 +104,8 @@ def main():
         ("**builds completed twice**", twice),
         ("**builders that ran two builds at once**", len(overlaps) + db_overlaps),
         ("longest stall (no build ended), s", "%.1f (after: %s)" % (stall, cause[-1] if cause else "start")),
+        ("longest wait for the next build to end once RabbitMQ was back, s", recovery("broker back")),
+        ("longest wait for the next build to end once PostgreSQL was back, s", recovery("database back")),
         ("run time, s", "%.0f" % (end - begin)),
         ("builds per second, faults included", "%.1f" % (ended / max(end - begin, 1))),
         ("masters SIGKILLed", counts.get("kill master", 0)),

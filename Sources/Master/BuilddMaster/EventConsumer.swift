@@ -47,7 +47,7 @@ public final class EventConsumer: Sendable {
     }
 
     /// The lane of a delivery: by the builder it names (the `builder` header the shards hash on, else the
-    /// routing key's first part), with a hash that is the same in every process.
+    /// routing key's first part), with FNV-1a rather than Swift's per-process seeded hash.
     static func lane(of delivery: Delivery, among count: Int) -> Int {
         let name: String
         if case .string(let header)? = delivery.properties.headers[BrokerTopology.builderHeader] {
@@ -78,8 +78,6 @@ public final class EventConsumer: Sendable {
             return metadata
         }
     }
-
-    func handle(_ delivery: Delivery) async { await handle([delivery]) }
 
     func handle(_ deliveries: [Delivery]) async {
         var readable: [Readable] = []
