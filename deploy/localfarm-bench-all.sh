@@ -6,7 +6,7 @@
 # the floors (one durable commit, one confirmed publish), buildd's dispatch latency, throughput through one
 # and two masters, turnaround with 1,000 / 100,000 / 1,000,000 waiting builds, Celery 5 on the same
 # broker, a master with 10,000 idle builders and an idle agent's memory. Prints the table and writes it,
-# with the raw JSON lines, to .localfarm/bench/. `quick` runs smaller sizes (about 5 minutes); `depth` runs
+# with the raw JSON lines, to .localfarm/bench/. `quick` runs smaller sizes; `depth` runs
 # only the queue-depth part again (on a fresh database) and redraws the table.
 
 bench_json() {  # bench_json ARGS... : runs buildd-bench, keeps its JSON line
@@ -82,7 +82,7 @@ cmd_bench() {
     mkdir -p "$BENCH" && rm -rf "$BENCH/artifacts" "$BENCH/agent-work"
     : > "$BENCH/results.jsonl"
     fresh_target buildd_bench buildd-bench
-    fresh_target buildd_celery celery-bench  # (Celery uses only the vhost)
+    fresh_target "" celery-bench
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
     "$BENCH_BIN/buildd-master" migrate >/dev/null

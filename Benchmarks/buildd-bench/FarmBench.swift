@@ -25,6 +25,15 @@ struct BenchFarm {
     /// The processor, its arch series and `count` agent builders named `<prefix>NNNNN` (idempotent; the
     /// builders are made usable again and forget earlier runs).
     func prepare(builderPrefix: String, count: Int) async throws -> [String] {
+        // The benchmarks change builders and queue rows freely: never on a farm's real database.
+        let foreign = try await self.count("""
+            SELECT count(*) AS n FROM builder
+             WHERE name !~ '^(dispatch|flow|depth|fleet)-[0-9]{5}$' AND name <> 'rss-agent'
+            """)
+        guard foreign == 0 else {
+            throw BenchError("this database has \(foreign) builder(s) the benchmark did not make: "
+                             + "run buildd-bench on a database of its own (deploy/localfarm bench does)")
+        }
         _ = try await store.addProcessor(Self.processor)
         do {
             try await store.addArchSeries(distribution: Self.distribution, series: Self.series, archTag: Self.archTag,
