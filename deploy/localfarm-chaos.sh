@@ -32,6 +32,15 @@ chaos_start_agent() {  # chaos_start_agent NAME
 
 chaos_pid() { cat "$STATE/run/$1.pid" 2>/dev/null || true; }
 
+chaos_kill() {  # chaos_kill PROCESS FAULT RESTART...: SIGKILL it, log the fault, restart it a moment later
+    local process=$1 fault=$2
+    shift 2
+    kill -KILL "$(chaos_pid "$process")" 2>/dev/null || true
+    chaos_fault "$fault"
+    sleep "0.$((RANDOM % 9 + 1))"
+    "$@"
+}
+
 cmd_chaos() {
     local builds=${1:-10000} minutes=${2:-60} agents=${BUILDD_CHAOS_AGENTS:-8}
     trap down EXIT
@@ -107,11 +116,8 @@ SQL
         if [ "$now" -ge "$deadline" ]; then log "time is up with $done of $builds builds ended"; break; fi
         if [ "$now" -ge "$next_master" ]; then
             n=$((RANDOM % 3 + 1))
-            kill -KILL "$(chaos_pid "chaos-master-$n")" 2>/dev/null || true
-            chaos_fault "kill master chaos-m$n"
+            chaos_kill "chaos-master-$n" "kill master chaos-m$n" chaos_start_master "$n"
             kills_master=$((kills_master + 1))
-            sleep "0.$((RANDOM % 9 + 1))"
-            chaos_start_master "$n"
             next_master=$((now + 3 + RANDOM % 4))
         fi
         if [ "$now" -ge "$next_agent" ]; then
@@ -123,11 +129,8 @@ SQL
                 [ -n "$victim" ] && break
             done
             if [ -n "$victim" ]; then
-                kill -KILL "$(chaos_pid "chaos-agent-$victim")" 2>/dev/null || true
-                chaos_fault "kill agent $victim mid-build"
+                chaos_kill "chaos-agent-$victim" "kill agent $victim mid-build" chaos_start_agent "$victim"
                 kills_agent=$((kills_agent + 1))
-                sleep "0.$((RANDOM % 9 + 1))"
-                chaos_start_agent "$victim"
             fi
             next_agent=$((now + 4 + RANDOM % 5))
         fi

@@ -114,7 +114,6 @@ enum BrokerFloor {
             consumer.close()
 
             // 3. Throughput: publishing with 100 confirms in flight while a consumer acks on another connection.
-            let consumed = Mutex(0)
             let consumerDone = Mutex<String?>(nil)
             let start = now()
             let finished = Mutex(false)
@@ -126,7 +125,7 @@ enum BrokerFloor {
                     try consumer.openChannel(1)
                     try consumer.qos(prefetch: 200, channel: 1)
                     try consumer.consume(queue: queue, channel: 1)
-                    try drain(consumer, expected: messages) { count in consumed.withLock { $0 = count } }
+                    try drain(consumer, expected: messages)
                 } catch {
                     consumerDone.withLock { $0 = "\(error)" }
                 }
@@ -174,7 +173,7 @@ enum BrokerFloor {
     }
 
     /// Consumes and acks `expected` messages on a connection that consumes the floor queue on channel 1.
-    private static func drain(_ connection: AMQPConnection, expected: Int, onCount: (Int) -> Void = { _ in }) throws {
+    private static func drain(_ connection: AMQPConnection, expected: Int) throws {
         var count = 0
         while count < expected {
             let delivery: Delivery
@@ -185,7 +184,6 @@ enum BrokerFloor {
             }
             try connection.ack(deliveryTag: delivery.deliveryTag, channel: 1)
             count += 1
-            if count % 1000 == 0 { onCount(count) }
         }
     }
 }

@@ -69,6 +69,25 @@ import Testing
         try await farm.store.apply(event, userID: user ?? event.builder, leaseSeconds: lease)
     }
 
+    /// The window of a claim: idle builders plus the look-ahead, less the jobs already in flight, and
+    /// nothing while no builder is idle (the rule is spelled in the claim statement's SQL).
+    @Test(arguments: [(0, 1, 0, 0), (1, 1, 0, 2), (1, 1, 2, 0), (3, 1, 1, 3), (2, 0, 5, 0)])
+    func theClaimWindowIsIdleBuildersPlusLookaheadLessInFlight(idle: Int, lookahead: Int, inFlight: Int,
+                                                              expected: Int) async throws {
+        let farm = try await Farm.make(builders: ["a1", "a2", "a3"])
+        try await closing(farm) {
+            for index in 0..<10 { _ = try await farm.submit("b\(index)") }
+            try await farm.store.database.query("""
+                UPDATE buildqueue SET state = 'DISPATCHED', dispatched_at = now()
+                 WHERE id IN (SELECT id FROM buildqueue ORDER BY id LIMIT $1)
+                """, [inFlight])
+            for name in ["a1", "a2", "a3"].prefix(idle) {
+                _ = try await apply(farm, FakeAgent(name).event(.hello, state: .idle))
+            }
+            #expect(try await farm.claim(lookahead: lookahead).count == expected)
+        }
+    }
+
     @Test func claimsTheBestScoredBuildsWithinTheWindow() async throws {
         let farm = try await Farm.make(builders: ["a1", "a2"])
         try await closing(farm) {

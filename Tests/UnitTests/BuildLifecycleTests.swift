@@ -133,9 +133,4 @@ import Testing
         #expect(machine.builderIdle(builder: builder + 1) == .ignore("not running on this builder"))
         #expect(machine.builderIdle(builder: builder) == .countFailure("builder reported idle while building"))
     }
-
-    @Test(arguments: [(0, 1, 0, 0), (1, 1, 0, 2), (1, 1, 2, 0), (3, 1, 1, 3), (2, 0, 5, 0)])
-    func dispatchWindowSize(idle: Int, lookahead: Int, inFlight: Int, expected: Int) {
-        #expect(dispatchWindow(idleBuilders: idle, lookahead: lookahead, inFlight: inFlight) == expected)
-    }
 }

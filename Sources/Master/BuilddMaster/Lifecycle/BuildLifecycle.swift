@@ -166,9 +166,3 @@ public struct BuildLifecycle: Equatable, Sendable {
         state = retry ? .waiting : .done
     }
 }
-
-/// How many jobs a processor may have published and unaccepted: its idle builders plus a look-ahead,
-/// less what is already in flight; nothing when no builder is idle.
-public func dispatchWindow(idleBuilders: Int, lookahead: Int, inFlight: Int) -> Int {
-    idleBuilders == 0 ? 0 : max(0, idleBuilders + lookahead - inFlight)
-}

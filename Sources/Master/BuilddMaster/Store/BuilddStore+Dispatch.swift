@@ -23,11 +23,11 @@ extension BuilddStore {
     /// processor's transaction-scoped advisory lock, the others return no jobs and try again later.
     public func claimJobs(processor: String, lookahead: Int, leaseSeconds: Int, artifactBaseURL: String) async throws -> [JobMessage] {
         // One statement, so one round trip and its own transaction: the processor's try-lock (held until
-        // the statement ends), its window (``dispatchWindow(idleBuilders:lookahead:inFlight:)`` spelled in
-        // SQL), the claim, the bumped attempts, fresh upload tokens (only their SHA-256 is kept), the history
-        // and what each job says, its source files included. The claimed rows are looked up through
-        // `= ANY (ARRAY(...))`: the planner cannot know how many the window lets through and, joining,
-        // would scan the whole build table.
+        // the statement ends), its window (as above, and nothing while no builder is idle), the claim, the
+        // bumped attempts, fresh upload tokens (only their SHA-256 is kept), the history and what each job
+        // says, its source files included. The claimed rows are looked up through `= ANY (ARRAY(...))`:
+        // the planner cannot know how many the window lets through and, joining, would scan the whole
+        // build table.
         let claimed = try await database.query("""
             WITH header AS MATERIALIZED (
                 SELECT p.id, pg_try_advisory_xact_lock(7272, p.id) AS locked,
