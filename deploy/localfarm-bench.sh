@@ -21,7 +21,7 @@ cmd_bench_agent() {
     "$master_bin" migrate >/dev/null
     "$master_bin" processor add amd64 >/dev/null
     "$master_bin" archseries add ubuntu/noble/amd64 --processor amd64 >/dev/null
-    "$master_bin" builder add bench-1 --processor amd64 >/dev/null
+    "$master_bin" builder add bench-1 --processor amd64 --no-sender-check >/dev/null
     start_process bench-master "$bench/master.log" "$master_bin" serve --http-port "$HTTP_PORT" --artifacts "$bench/artifacts"
     until curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null; do sleep 0.2; done
     echo guest > "$bench/secret"

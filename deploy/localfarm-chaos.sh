@@ -71,7 +71,7 @@ cmd_chaos() {
         processor=amd64; [ $((i % 2)) = 0 ] && processor=arm64
         name=$(printf 'chaos-%s-%02d' "$processor" "$i")
         names+=("$name")
-        "$master" builder add "$name" --processor "$processor" >/dev/null
+        "$master" builder add "$name" --processor "$processor" --no-sender-check >/dev/null
         cat > "$CHAOS/$name.conf" <<CONF
 [agent]
 name = $name
@@ -146,8 +146,8 @@ SQL
         if [ "$now" -ge "$next_pg" ]; then
             chaos_fault "crash database"
             log "crashing and restarting PostgreSQL"
-            as_postgres "$(pg_bin)/pg_ctl" -D "$STATE/pg/data" -m immediate -w -t 60 restart \
-                -l "$STATE/pg/postgres.log" >/dev/null
+            as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 60 restart \
+                -l "$PG_DIR/postgres.log" >/dev/null
             restarts_pg=$((restarts_pg + 1))
             chaos_fault "database back"
             next_pg=$(( $(date +%s) + 60 ))

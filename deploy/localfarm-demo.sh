@@ -96,7 +96,7 @@ CONF
     log "waiting for the builds (progress every second)"
     local deadline=$((SECONDS + 180)) counts
     while true; do
-        counts=$("$master" status --json | python3 -c '
+        counts=$("$master" status --json --finished | python3 -c '
 import json, sys
 b = json.load(sys.stdin)["builds"]
 print(" ".join(f"{k}={v}" for k, v in sorted(b.items())))

@@ -34,7 +34,7 @@ import Glibc
 
             // Let the farm get going, then kill the master that holds the status shards (the first to consume).
             #expect(try await eventually(timeout: .seconds(120)) {
-                (try await store.buildCounts()["FULLYBUILT"] ?? 0) >= 40
+                (try await store.buildCounts(includingFinished: true)["FULLYBUILT"] ?? 0) >= 40
             })
             let victim = farm.masters[0].process
             let killedAt = try await store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t").first!.double("t")

@@ -44,8 +44,24 @@ import Testing
                     return tail?.contains("sample-build: building hello-slow 2.10-3") == true
                 }
                 #expect(tailShown, "the running build's log tail is on the page")
+                #expect(try await !browser.text().contains("[object "), "no stray object text on the builders page")
                 if let directory = ProcessInfo.processInfo.environment["BUILDD_SCREENSHOT_DIR"] {
                     try await browser.screenshot().write(to: URL(fileURLWithPath: directory + "/status-builders.png"))
+                }
+                // The running build's own page: its status, and its live log tail as text under a heading.
+                let running = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builds/\(building)")
+                try await closing(running) {
+                    let (shown, text) = try await running.waitForText(
+                        ["Build #\(building): hello-slow 2.10-3 on ubuntu/noble/amd64", "BUILDING", "Log tail",
+                         "sample-build: building hello-slow 2.10-3"])
+                    #expect(shown, "the running build's page showed:\n\(text)")
+                    #expect(!text.contains("[object "), "no stray object text on a running build's page:\n\(text)")
+                    let tail = try await running.evaluate("document.getElementById('logtail')?.innerText ?? ''") as? String
+                    #expect(tail?.contains("sample-build: building hello-slow 2.10-3") == true,
+                            "the log tail is a <pre> of its own: \(tail ?? "nil")")
+                    let heading = try await running.evaluate(
+                        "document.getElementById('logtail')?.previousElementSibling?.textContent ?? ''") as? String
+                    #expect(heading == "Log tail")
                 }
                 // Mark this page load, end the build, and watch the page catch up by itself.
                 _ = try await browser.evaluate("window.__sameLoad = 'yes'")
@@ -67,6 +83,7 @@ import Testing
                 let order = try await queue.evaluate(
                     "Array.from(document.querySelectorAll('tr.queued a')).map(a => a.textContent)") as? [String]
                 #expect(order == ["#\(urgent) openssl 3.0.13", "#\(waiting) coreutils 9.4-3"])
+                #expect(!text.contains("[object "), "no stray object text on the queue page")
             }
 
             // A build's page: status, history, result files and the log.
@@ -78,6 +95,11 @@ import Testing
                 let (shown, text) = try await page.waitForText(
                     ["Build #\(built): hello 2.10-3 on ubuntu/noble/amd64", "FULLYBUILT", "BUILDING", "page-agent"] + files)
                 #expect(shown, "\(text)")
+                #expect(!text.contains("[object "), "no stray object text on a finished build's page:\n\(text)")
+                // Finished: its full log is a file to download, and no stale tail stays on the page.
+                let logName = detail.files.first { $0.kind == "log" }?.name
+                #expect(logName != nil && text.contains(logName!))
+                #expect(!text.contains("Log tail"), "a finished build shows no live log tail:\n\(text)")
             }
         }
     }

@@ -7,9 +7,11 @@ import Hummingbird
 /// with a token made by `buildd-master token add NAME`.
 extension HTTPAPI {
     func addJSONRoutes(to router: Router<BasicRequestContext>) {
-        router.get("/v1/status") { _, _ in
+        router.get("/v1/status") { request, _ in
             let processors = try await self.store.processors()
-            let counts = try await self.store.buildCounts()
+            // Finished builds are counted only when asked for (?finished=true): that scans all history.
+            let finished = request.uri.queryParameters["finished"].map { $0 == "true" || $0 == "1" } ?? false
+            let counts = try await self.store.buildCounts(includingFinished: finished)
             let builders = try await self.store.builders()
             var states: [String: Int] = [:]
             for builder in builders { states[builder.state(silentAfterSeconds: Self.silence), default: 0] += 1 }

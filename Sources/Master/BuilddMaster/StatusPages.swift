@@ -66,7 +66,7 @@ extension HTTPAPI {
         function el(tag, attrs, ...children) {
           const node = document.createElement(tag);
           for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
-          for (const child of children.flat()) {
+          for (const child of children.flat(Infinity)) {
             if (child === null || child === undefined) continue;
             node.append(child instanceof Node ? child : document.createTextNode(String(child)));
           }
@@ -92,7 +92,7 @@ extension HTTPAPI {
           async function tick() {
             try {
               const content = await draw();
-              app.replaceChildren(...[content].flat());
+              app.replaceChildren(...[content].flat(Infinity).filter(node => node !== null && node !== undefined));
               updated.textContent = 'updated ' + new Date().toLocaleTimeString();
             } catch (error) {
               updated.textContent = 'not updated: ' + error.message;
@@ -156,7 +156,7 @@ extension HTTPAPI {
                d.files.map(f => el('tr', {},
                  el('td', {}, el('a', {href: '/v1/builds/' + b.id + '/files/' + encodeURIComponent(f.name)}, f.name)),
                  el('td', {}, f.kind), el('td', {}, f.size + ' bytes'), el('td', {class: 'muted'}, f.sha256)))),
-            d.logtail ? [el('h2', {}, 'Log tail'), el('pre', {class: 'logtail'}, d.logtail)] : null,
+            d.logtail ? [el('h2', {}, 'Log tail'), el('pre', {class: 'logtail', id: 'logtail'}, d.logtail)] : null,
           ];
         });
         """

@@ -30,12 +30,13 @@ struct BuildCommand: AsyncParsableCommand {
                 directory); a running build shows the tail its builder last sent. Exit 1 when there is neither.
                 """)
         @Argument(help: "Build id.") var id: Int64
-        @Option(help: "The masters' artifact store directory.") var artifacts = "artifacts"
+        @OptionGroup var artifactStore: ArtifactOptions
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
             let detail = try await withStore(connection) { try await $0.build(id) }
             if let log = detail.files.last(where: { $0.kind == "log" }) {
+                let artifacts = try artifactStore.directory()
                 let path = try ArtifactStore(root: artifacts).path(sha256: log.sha256)
                 guard let handle = FileHandle(forReadingAtPath: path) else {
                     FileHandle.standardError.write(Data("error: log \(log.name) is not in \(artifacts) (is --artifacts right?)\n".utf8))
@@ -119,7 +120,7 @@ struct BuildCommand: AsyncParsableCommand {
         @Option(name: .customLong("source-file"),
                 help: "A source file (.dsc, tarballs) copied into the artifact store for the agent (repeatable).")
         var sourceFiles: [String] = []
-        @Option(help: "The masters' artifact store directory, for --source-file.") var artifacts = "artifacts"
+        @OptionGroup var artifactStore: ArtifactOptions
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
@@ -129,6 +130,7 @@ struct BuildCommand: AsyncParsableCommand {
                 let name = String(path.split(separator: "/").last ?? "")
                 guard Naming.isValidFileName(name) else { throw ValidationError("source file name not allowed: \(name)") }
             }
+            if !sourceFiles.isEmpty { _ = try artifactStore.directory() }
         }
 
         struct Submitted: Encodable { let id: Int64 }
@@ -137,7 +139,7 @@ struct BuildCommand: AsyncParsableCommand {
             let name = try ArchSeriesName(archSeries)
             var digests: [FileDigest] = []
             if !sourceFiles.isEmpty {
-                let store = try ArtifactStore(root: artifacts)
+                let store = try ArtifactStore(root: try artifactStore.directory())
                 for path in sourceFiles {
                     digests.append(try store.importFile(at: path, name: String(path.split(separator: "/").last!)))
                 }

@@ -10,8 +10,11 @@ struct BuilddMasterCommand: AsyncParsableCommand {
         commandName: "buildd-master",
         abstract: "The buildd build farm master and its operations commands.",
         discussion: """
-            Connection settings come from --database/--broker or the environment variables
-            BUILDD_DATABASE_URL (a libpq URL) and BUILDD_BROKER_URL (amqp://user:password@host:port/vhost).
+            Settings come from flags, else from the environment, else from the master's configuration file
+            ($BUILDD_CONFIG, or /etc/buildd/master.env when it exists: the file the systemd unit loads), so a
+            command run by hand on a master uses what the master uses: BUILDD_DATABASE_URL (a libpq URL),
+            BUILDD_BROKER_URL (amqp://user:password@host:port/vhost), BUILDD_QUEUE_TYPE (classic or quorum),
+            BUILDD_ARTIFACTS (the shared artifact store) and BUILDD_PUBLIC_URL (serve only).
             """,
         subcommands: [Migrate.self, Serve.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, BuilderCommand.self,
                       BuildCommand.self, Status.self, TokenCommand.self])
@@ -26,19 +29,17 @@ struct ConnectionOptions: ParsableArguments {
     var broker: String?
 
     func databaseURL() throws -> String {
-        if let database { return database }
-        if let value = ProcessInfo.processInfo.environment["BUILDD_DATABASE_URL"], !value.isEmpty { return value }
-        throw ValidationError("no database: pass --database or set BUILDD_DATABASE_URL")
+        if let value = try database ?? MasterSettings.value("BUILDD_DATABASE_URL") { return value }
+        throw ValidationError("no database: " + MasterSettings.sources(flag: "--database", key: "BUILDD_DATABASE_URL"))
     }
 
     func brokerURL() throws -> String {
-        if let broker { return broker }
-        if let value = ProcessInfo.processInfo.environment["BUILDD_BROKER_URL"], !value.isEmpty { return value }
-        throw ValidationError("no broker: pass --broker or set BUILDD_BROKER_URL")
+        if let value = try optionalBrokerURL() { return value }
+        throw ValidationError("no broker: " + MasterSettings.sources(flag: "--broker", key: "BUILDD_BROKER_URL"))
     }
 
-    var optionalBrokerURL: String? {
-        broker ?? ProcessInfo.processInfo.environment["BUILDD_BROKER_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    func optionalBrokerURL() throws -> String? {
+        try broker ?? MasterSettings.value("BUILDD_BROKER_URL")
     }
 
     func store() throws -> BuilddStore {
@@ -105,7 +106,8 @@ struct Migrate: AsyncParsableCommand {
 }
 
 struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show queues per processor, builders and build counts.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show queues per processor, builders and the counts of waiting and running builds.")
 
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var output: OutputOptions
@@ -117,6 +119,11 @@ struct Status: AsyncParsableCommand {
     }
 
     @Flag(help: "Redraw every --interval seconds until interrupted (a live terminal view).") var watch = false
+    @Flag(help: """
+        Also count finished builds (FULLYBUILT, FAILEDTOBUILD...): a scan of every build ever made. Without it the \
+        counts are of the builds still waiting or running, which cost what the live queue costs.
+        """)
+    var finished = false
     @Option(help: "Seconds between redraws with --watch.") var interval = 2.0
 
     func validate() throws {
@@ -128,7 +135,7 @@ struct Status: AsyncParsableCommand {
         try await withStore(connection) { store in
             repeat {
                 let report = Report(processors: try await store.processors(), builders: try await store.builders(),
-                                    builds: try await store.buildCounts())
+                                    builds: try await store.buildCounts(includingFinished: finished))
                 if output.json { return printJSON(report) }
                 if watch {
                     // Home and clear, then the whole view: the terminal shows the latest state only.

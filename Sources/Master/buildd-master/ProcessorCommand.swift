@@ -2,6 +2,7 @@ import AMQP
 import ArgumentParser
 import BuilddMasterKit
 import BuilddShared
+import Foundation
 import Logging
 
 struct ProcessorCommand: AsyncParsableCommand {
@@ -22,7 +23,7 @@ struct ProcessorCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await withStore(connection) { try await $0.removeProcessor(name) }
-            if let brokerURL = connection.optionalBrokerURL {
+            if let brokerURL = try connection.optionalBrokerURL() {
                 let name = self.name
                 try await withBroker(brokerURL) { client in
                     try await client.perform { try $0.deleteQueue(BrokerTopology.jobQueue(processor: name)) }
@@ -37,29 +38,52 @@ struct ProcessorCommand: AsyncParsableCommand {
             abstract: "Add a processor and declare its job queue.",
             discussion: """
                 Running masters pick the new processor up within a second and agents of it can start at once.
-                When a broker is configured the queue is also declared right away.
+                When a broker is configured the job queue is declared first and the processor is written to the
+                database only once the broker has it, so a refused declaration (a queue type that is not the
+                farm's, missing rights) adds nothing; if the database write fails, a queue this command just
+                made (empty, unused) is deleted again. Without a broker, running masters declare the queue.
                 """)
 
         @Argument(help: "Processor name, e.g. amd64.") var name: String
-        @Option(help: "x-queue-type of the job queue (classic or quorum).") var queueType = "classic"
+        @OptionGroup var queueType: QueueTypeOptions
         @OptionGroup var connection: ConnectionOptions
 
         func validate() throws {
             guard Naming.isValidName(name) else { throw ValidationError("invalid processor name '\(name)'") }
+            _ = try queueType.resolved()
         }
 
         func run() async throws {
-            let added = try await withStore(connection) { try await $0.addProcessor(name) }
-            if let brokerURL = connection.optionalBrokerURL {
-                let name = self.name, queueType = self.queueType
+            let name = self.name, queueType = try self.queueType.resolved()
+            guard let brokerURL = try connection.optionalBrokerURL() else {
+                let added = try await withStore(connection) { try await $0.addProcessor(name) }
+                print(added ? "processor \(name) added (no broker configured: running masters declare its queue)"
+                      : "processor \(name) already exists")
+                return
+            }
+            var added = false
+            do {
                 try await withBroker(brokerURL) { client in
-                    try await client.perform { connection in
+                    let before = try await client.perform { connection in
                         try BrokerTopology.declareMaster(on: connection, queueType: queueType)
-                        try BrokerTopology.declareJobQueue(processor: name, on: connection, queueType: queueType)
+                        return try BrokerTopology.declareJobQueue(processor: name, on: connection, queueType: queueType)
+                    }
+                    do {
+                        added = try await withStore(connection) { try await $0.addProcessor(name) }
+                    } catch {
+                        // Not written: take back a queue that holds nothing and serves no one.
+                        if before.messages == 0 && before.consumers == 0 {
+                            try? await client.perform { try $0.deleteQueue(BrokerTopology.jobQueue(processor: name)) }
+                        }
+                        throw error
                     }
                 }
+            } catch let error as AMQPError {
+                FileHandle.standardError.write(Data("error: processor \(name) not added: \(error)\n".utf8))
+                throw ExitCode.failure
             }
-            print(added ? "processor \(name) added" : "processor \(name) already exists")
+            print(added ? "processor \(name) added (queue \(BrokerTopology.jobQueue(processor: name)), \(queueType))"
+                  : "processor \(name) already exists")
         }
     }
 
@@ -109,14 +133,17 @@ struct ArchSeriesCommand: AsyncParsableCommand {
                 """)
         @Argument(help: "e.g. ubuntu/noble/amd64") var archSeries: String
         @Argument(help: "The chroot tarball.") var file: String
-        @Option(help: "The masters' artifact store directory.") var artifacts = "artifacts"
+        @OptionGroup var artifactStore: ArtifactOptions
         @OptionGroup var connection: ConnectionOptions
 
-        func validate() throws { _ = try ArchSeriesName(archSeries) }
+        func validate() throws {
+            _ = try ArchSeriesName(archSeries)
+            _ = try artifactStore.directory()
+        }
 
         func run() async throws {
             let name = try ArchSeriesName(archSeries)
-            let store = try ArtifactStore(root: artifacts)
+            let store = try ArtifactStore(root: try artifactStore.directory())
             let fileName = String(file.split(separator: "/").last ?? "chroot.tar.gz")
             guard Naming.isValidFileName(fileName) else { throw ValidationError("unusable file name \(fileName)") }
             let digest = try store.importFile(at: file, name: fileName)
@@ -275,19 +302,36 @@ struct BuilderCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Register a builder.",
             discussion: """
-                Without --url the builder is a buildd-agent that connects to the broker; with --url it is a
-                launchpad-buildd (XML-RPC) builder. --broker-user names the broker user allowed to send its events.
+                Without --url the builder is a buildd-agent that connects to the broker: give --broker-user, the \
+                broker user allowed to send its events (masters drop events of that builder from anyone else), or \
+                --no-sender-check to accept its events from any broker user (a laboratory only). With --url it is \
+                a launchpad-buildd (XML-RPC) builder, followed by the masters, and neither applies.
                 """)
         @Argument(help: "Builder name.") var name: String
         @Option(name: .customLong("processor"), help: "A processor it builds for (repeat for several).")
         var processors: [String]
         @Option(help: "launchpad-buildd URL, e.g. http://host:8221.") var url: String?
-        @Option(help: "Broker user that speaks for this builder.") var brokerUser: String?
+        @Option(help: "Broker user that speaks for this agent (its events from anyone else are dropped).")
+        var brokerUser: String?
+        @Flag(help: "Accept this agent's events from any broker user (no sender check; a laboratory only).")
+        var noSenderCheck = false
         @OptionGroup var connection: ConnectionOptions
 
         func validate() throws {
             guard Naming.isValidName(name) else { throw ValidationError("invalid builder name '\(name)'") }
             guard !processors.isEmpty else { throw ValidationError("give at least one --processor") }
+            if url != nil {
+                guard brokerUser == nil, !noSenderCheck else {
+                    throw ValidationError("--broker-user and --no-sender-check are for agents, not --url builders")
+                }
+            } else if brokerUser == nil && !noSenderCheck {
+                throw ValidationError("""
+                    an agent needs --broker-user USER (the broker user that may send its events; \
+                    deploy/rabbitmq/enrol-agent makes one), or --no-sender-check to accept them from anyone
+                    """)
+            } else if brokerUser != nil && noSenderCheck {
+                throw ValidationError("--broker-user and --no-sender-check exclude each other")
+            }
         }
 
         func run() async throws {

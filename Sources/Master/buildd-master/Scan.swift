@@ -20,6 +20,7 @@ struct Scan: AsyncParsableCommand {
     @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
     @Option(help: "Seconds a heartbeat keeps a build's lease.") var lease = 30
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
+    @OptionGroup var queueType: QueueTypeOptions
 
     func validate() throws {
         guard once else { throw ValidationError("only --once is supported; run `buildd-master serve` for a daemon") }
@@ -27,24 +28,28 @@ struct Scan: AsyncParsableCommand {
 
     func run() async throws {
         var configuration = MasterConfiguration(databaseURL: try connection.databaseURL(),
-                                                brokerURL: connection.optionalBrokerURL ?? "")
+                                                brokerURL: try connection.optionalBrokerURL() ?? "")
         configuration.publicURL = publicURL
         configuration.acceptTimeoutSeconds = acceptTimeout
         configuration.leaseSeconds = lease
         configuration.lookahead = lookahead
+        configuration.queueType = try queueType.resolved()
         var logger = Logger(label: "buildd.scan")
         logger.logLevel = .warning
         let store = try connection.store()
         defer { store.shutdown() }
         try await store.requireCurrentSchema()
         var broker: AMQPClient?
-        if let url = connection.optionalBrokerURL {
+        if let url = try connection.optionalBrokerURL() {
+            let queueType = configuration.queueType
             let client = AMQPClient(configuration: try AMQPConfiguration(url: url, connectionName: "buildd-scan"),
-                                    logger: logger) { try BrokerTopology.declareMaster(on: $0) }
+                                    logger: logger) { try BrokerTopology.declareMaster(on: $0, queueType: queueType) }
             client.start()
             try await client.waitUntilConnected(timeout: .seconds(10))
             for processor in try await store.processorNames() {
-                try await client.perform { try BrokerTopology.declareJobQueue(processor: processor, on: $0) }
+                try await client.perform {
+                    try BrokerTopology.declareJobQueue(processor: processor, on: $0, queueType: queueType)
+                }
             }
             broker = client
         } else {

@@ -17,12 +17,16 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Option(help: "Address of the HTTP server.") var httpHost = "127.0.0.1"
     @Option(help: "Port of the HTTP server.") var httpPort = 8080
-    @Option(help: "Base URL agents use to reach this master (default http://HOST:PORT).") var publicURL: String?
-    @Option(help: "Directory of the artifact store.") var artifacts = "artifacts"
+    @Option(help: """
+        Base URL agents and legacy builders use to reach this master, written as agents list it under \
+        [master] url (default: $BUILDD_PUBLIC_URL or the configuration file's, else http://HOST:PORT).
+        """)
+    var publicURL: String?
+    @OptionGroup var artifactStore: ArtifactOptions
     @Option(help: "Seconds a heartbeat keeps a build's lease.") var lease = 30
     @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
-    @Option(help: "x-queue-type of declared queues (classic or quorum).") var queueType = "classic"
+    @OptionGroup var queueType: QueueTypeOptions
     @Option(help: "This master's name in logs.") var name = ProcessInfo.processInfo.hostName
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @Option(help: "Database connections of this master (each on a thread of its own).") var databaseConnections = 8
@@ -45,6 +49,8 @@ struct Serve: AsyncParsableCommand {
         guard (1...32).contains(eventLanes) else { throw ValidationError("--event-lanes must be 1-32") }
         guard (1...1000).contains(eventBatch) else { throw ValidationError("--event-batch must be 1-1000") }
         guard legacyInterval >= 0.1 else { throw ValidationError("--legacy-interval must be at least 0.1 seconds") }
+        _ = try queueType.resolved()
+        _ = try artifactStore.directory(mustExist: false)
         guard legacyCallTimeout > 0, legacySilentBuild > 0, legacyAbortDeadline > 0 else {
             throw ValidationError("legacy timeouts and deadlines must be positive")
         }
@@ -56,12 +62,12 @@ struct Serve: AsyncParsableCommand {
                                                 brokerURL: try connection.brokerURL())
         configuration.httpHost = httpHost
         configuration.httpPort = httpPort
-        configuration.publicURL = publicURL
-        configuration.artifactDirectory = artifacts
+        configuration.publicURL = try publicURL ?? MasterSettings.value("BUILDD_PUBLIC_URL")
+        configuration.artifactDirectory = try artifactStore.directory(mustExist: false)
         configuration.leaseSeconds = lease
         configuration.acceptTimeoutSeconds = acceptTimeout
         configuration.lookahead = lookahead
-        configuration.queueType = queueType
+        configuration.queueType = try queueType.resolved()
         configuration.name = name
         configuration.databaseConnections = databaseConnections
         configuration.eventLanes = eventLanes

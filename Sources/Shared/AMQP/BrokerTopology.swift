@@ -35,7 +35,7 @@ public enum BrokerTopology {
     /// Declares the exchanges, status shards and dead-letter queue (master side). Idempotent.
     public static func declareMaster(on connection: AMQPConnection, queueType: String = "classic") throws {
         try connection.declareExchange(deadLetterExchange, type: "fanout")
-        try connection.declareQueue(deadLetterQueue, arguments: ["x-queue-type": .string(queueType)])
+        try declare(deadLetterQueue, arguments: ["x-queue-type": .string(queueType)], queueType: queueType, on: connection)
         try connection.bindQueue(deadLetterQueue, exchange: deadLetterExchange, routingKey: "")
         try connection.declareExchange(jobsExchange, type: "direct")
         try connection.declareExchange(controlExchange, type: "direct")
@@ -45,25 +45,48 @@ public enum BrokerTopology {
         try connection.bindExchange(destination: statusHashExchange, source: statusExchange, routingKey: "#")
         for shard in 0..<statusShards {
             let queue = statusShardQueue(shard)
-            try connection.declareQueue(queue, arguments: [
+            try declare(queue, arguments: [
                 "x-single-active-consumer": .bool(true),
                 "x-dead-letter-exchange": .string(deadLetterExchange),
                 "x-queue-type": .string(queueType),
-            ])
+            ], queueType: queueType, on: connection)
             try connection.bindQueue(queue, exchange: statusHashExchange, routingKey: "1")
         }
     }
 
-    /// Declares a processor's job queue and binds it. Idempotent.
-    public static func declareJobQueue(processor: String, on connection: AMQPConnection, queueType: String = "classic") throws {
-        try connection.declareQueue(jobQueue(processor: processor), arguments: jobQueueArguments(queueType: queueType))
+    /// Declares a processor's job queue and binds it. Idempotent. Returns the queue's message and consumer
+    /// counts as the declaration found them.
+    @discardableResult
+    public static func declareJobQueue(processor: String, on connection: AMQPConnection,
+                                       queueType: String = "classic") throws -> (messages: Int, consumers: Int) {
+        let counts = try declare(jobQueue(processor: processor), arguments: jobQueueArguments(queueType: queueType),
+                                 queueType: queueType, on: connection)
         try connection.bindQueue(jobQueue(processor: processor), exchange: jobsExchange, routingKey: processor)
+        return counts
+    }
+
+    /// Declares a queue of the farm's type; a queue that already exists with another type is refused by the
+    /// broker (406), and the error then says which setting to change rather than only what the broker saw.
+    @discardableResult
+    static func declare(_ name: String, arguments: [String: AMQPValue], queueType: String,
+                        on connection: AMQPConnection) throws -> (messages: Int, consumers: Int) {
+        do {
+            return try connection.declareQueue(name, arguments: arguments)
+        } catch let error as AMQPError where error.kind == .server && error.code == 406
+                    && error.text.contains("x-queue-type") {
+            throw AMQPError(.server, code: 406, text: """
+                queue \(name) exists with another x-queue-type than '\(queueType)' (\(error.text)); every master \
+                (--queue-type or BUILDD_QUEUE_TYPE), `processor add` and agent ([broker] queue_type) must use the \
+                farm's queue type, the one its queues were made with (deploy/rabbitmq/definitions.json: quorum)
+                """, context: error.context)
+        }
     }
 
     /// Declares a builder's control queue and binds it. Idempotent.
     public static func declareControlQueue(builder: String, on connection: AMQPConnection,
                                            queueType: String = "classic") throws {
-        try connection.declareQueue(controlQueue(builder: builder), arguments: ["x-queue-type": .string(queueType)])
+        try declare(controlQueue(builder: builder), arguments: ["x-queue-type": .string(queueType)],
+                    queueType: queueType, on: connection)
         try connection.bindQueue(controlQueue(builder: builder), exchange: controlExchange, routingKey: builder)
     }
 }

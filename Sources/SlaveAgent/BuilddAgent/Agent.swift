@@ -405,14 +405,17 @@ public final class Agent: Sendable {
     /// Fetches one source file from the master (the one that dispatched, then the others) and checks
     /// its size and SHA-256 before the build may use it.
     private func fetchSource(_ job: JobMessage, _ file: FileDigest, into folder: String) async throws {
-        guard Naming.isValidFileName(file.name),
-              let origin = configuration.masterURLs.first(where: { job.uploadURL.hasPrefix($0 + "/") }),
-              job.uploadURL.hasSuffix("/files/")
-        else { throw BuildProcess.Failure(description: "cannot fetch source \(file.name) for this job") }
-        let resource = String(job.uploadURL.dropFirst(origin.count).dropLast("files/".count)) + "sources/" + file.name
+        guard Naming.isValidFileName(file.name) else {
+            throw BuildProcess.Failure(description: "cannot fetch source \(file.name): not a plain file name")
+        }
+        let origin = try await masterOrigin(job)
+        guard origin.resource.hasSuffix("/files/") else {
+            throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) does not end in /files/")
+        }
+        let resource = String(origin.resource.dropLast("files/".count)) + "sources/" + file.name
         let path = folder + "/" + file.name
         var lastError = "unknown"
-        for master in [origin] + configuration.masterURLs.filter({ $0 != origin }) {
+        for master in [origin.master] + configuration.masterURLs.filter({ $0 != origin.master }) {
             do {
                 let url = master + resource
                 let got = try await runBlocking(name: "fetch") {
@@ -434,14 +437,26 @@ public final class Agent: Sendable {
         throw BuildProcess.Failure(description: "cannot fetch source \(file.name): \(lastError)")
     }
 
+    /// The configured master the job came from (compared by scheme, host as resolved here, port and path).
+    private func masterOrigin(_ job: JobMessage) async throws -> MasterOrigin {
+        let masters = configuration.masterURLs, uploadURL = job.uploadURL
+        let origin = try await runBlocking(name: "resolve") {
+            MasterOrigin.find(uploadURL: uploadURL, masters: masters)
+        }
+        guard let origin else {
+            throw BuildProcess.Failure(description: "upload URL \(uploadURL) is not on a configured master "
+                                       + "(\(masters.joined(separator: ", "))): compared by scheme, host "
+                                       + "(as this machine resolves it) and port")
+        }
+        return origin
+    }
+
     /// Uploads one file with its digest, retrying transient failures, first to the master named in the
     /// job and then to the other configured masters (which share the artifact store).
     private func upload(_ job: JobMessage, path: String, name: String, kind: String) async throws -> FileDigest {
-        guard let origin = configuration.masterURLs.first(where: { job.uploadURL.hasPrefix($0 + "/") }) else {
-            throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) is not on a configured master")
-        }
-        let resource = String(job.uploadURL.dropFirst(origin.count)) + name + "?kind=\(kind)"
-        let masters = [origin] + configuration.masterURLs.filter { $0 != origin }
+        let origin = try await masterOrigin(job)
+        let resource = origin.resource + name + "?kind=\(kind)"
+        let masters = [origin.master] + configuration.masterURLs.filter { $0 != origin.master }
         let (sha256, size) = try Files.digest(path)
         var lastError = "unknown"
         for attempt in 1...4 {

@@ -23,10 +23,12 @@ import Glibc
 /// [broker]
 /// url = amqp://bld-amd64-01@broker.example:5672/buildd
 /// password_file = /etc/buildd/agent.secret   ; never put the password on a command line
-/// queue_type = classic
+/// queue_type = classic          ; the farm's queue type: quorum with deploy/rabbitmq/definitions.json
 ///
 /// [master]
-/// url = http://master1.example:8080, http://master2.example:8080   ; uploads go only to these
+/// url = http://master1.example:8080, http://master2.example:8080
+/// ; uploads and source downloads go first to the master a job names (matched to one of these by scheme,
+/// ; host as this machine resolves it, and port), then to the others; never to a host not listed here
 ///
 /// [commands]
 /// ; one command per build type, run with /bin/sh -c
@@ -190,6 +192,10 @@ public struct AgentConfiguration: Sendable {
         for url in masterURLs where (try? ServiceURL(parsing: url))?.scheme != "http" {
             problems.append("[master] url '\(url)' must be an http:// URL")
         }
+        let queueType = value("broker", "queue_type") ?? "classic"
+        if !["classic", "quorum"].contains(queueType) {
+            problems.append("[broker] queue_type '\(queueType)' must be classic or quorum (the farm's queue type)")
+        }
         var commands: [String: String] = [:]
         for (type, command) in values["commands"] ?? [:] {
             if !Naming.isValidName(type) { problems.append("[commands] '\(type)' is not a valid build type") }
@@ -209,7 +215,7 @@ public struct AgentConfiguration: Sendable {
                                       buildTimeoutSeconds: timeout == 0 ? nil : timeout, maxLogBytes: maxLog,
                                       shutdownPolicy: policy ?? .giveback, shutdownDeadlineSeconds: deadline,
                                       buildUser: value("agent", "build_user"),
-                                      brokerURL: brokerURL, queueType: value("broker", "queue_type") ?? "classic",
+                                      brokerURL: brokerURL, queueType: queueType,
                                       masterURLs: masterURLs, commands: commands)
         }
         return try finish()

@@ -318,10 +318,16 @@ public final class BuilddStore: Sendable {
         }
     }
 
-    /// Counts of builds by status.
-    public func buildCounts() async throws -> [String: Int] {
+    /// Counts of builds by status: by default only the builds still waiting or running (``BuildStatus/isActive``),
+    /// read from the status index, so the cost follows the live queue and not the farm's whole history (what
+    /// `/v1/status` and `status --watch` ask for every few seconds). `includingFinished` counts every build
+    /// ever made: a scan of the whole table, for an operator who asks for it.
+    public func buildCounts(includingFinished: Bool = false) async throws -> [String: Int] {
         var counts: [String: Int] = [:]
-        for row in try await database.query("SELECT status, count(*) AS n FROM build GROUP BY status").rows {
+        let active = BuildStatus.allCases.filter(\.isActive).map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let sql = includingFinished ? "SELECT status, count(*) AS n FROM build GROUP BY status"
+            : "SELECT status, count(*) AS n FROM build WHERE status IN (\(active)) GROUP BY status"
+        for row in try await database.query(sql).rows {
             counts[try row.string("status")] = try row.int("n")
         }
         return counts
