@@ -71,7 +71,8 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try TestEnvironment.binDirectory + "/" + executable)
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.environment = ProcessInfo.processInfo.environment.merging(["BUILDD_CONFIG": "/dev/null"]) { $1 }
+            .merging(environment) { $1 }
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.standardOutput = handle
@@ -123,10 +124,13 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     }
 
     /// Runs `buildd-master` with this farm's database and broker.
-    func cli(_ arguments: String...) async throws -> (status: Int32, output: String, error: String) {
+    /// No configuration file is read (`BUILDD_CONFIG=/dev/null`) unless `environment` names one, so a
+    /// `/etc/buildd/master.env` on the test machine cannot change what a test sees.
+    func cli(_ arguments: String..., environment: [String: String] = [:]) async throws
+        -> (status: Int32, output: String, error: String) {
         try await Self.run(try TestEnvironment.binDirectory + "/buildd-master", arguments, environment: [
-            "BUILDD_DATABASE_URL": database.url, "BUILDD_BROKER_URL": vhost.brokerURL,
-        ])
+            "BUILDD_DATABASE_URL": database.url, "BUILDD_BROKER_URL": vhost.brokerURL, "BUILDD_CONFIG": "/dev/null",
+        ].merging(environment) { $1 })
     }
 
     /// A file of the checkout, e.g. `deploy/rabbitmq/enrol-agent`.

@@ -2,6 +2,7 @@ import AMQP
 import BuilddMasterKit
 import BuilddShared
 import Foundation
+import Postgres
 import Testing
 
 /// Operating the farm: the JSON API with tokens, `/metrics`, the ops CLI, and security enforced by the
@@ -259,6 +260,121 @@ import Testing
         guard let management = try? TestEnvironment.managementURL else { return }
         for name in names {
             _ = try? await runBlocking { try SimpleHTTPClient.send(method: "DELETE", url: management + "/api/users/\(name)") }
+        }
+    }
+}
+
+/// The command line refuses what would only hurt later (issue 11's traps), and a refusal changes nothing.
+@Suite(.serialized) struct CommandLineGuardTests {
+    @Test func builderAddNeedsASenderOrAnExplicitNoCheck() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            try await farm.store.addNobleProcessors(["amd64"])
+            let refused = try await farm.cli("builder", "add", "nameless", "--processor", "amd64")
+            #expect(refused.status == 64 && refused.error.contains("--broker-user"), "\(refused)")
+            #expect(try await farm.store.builders().isEmpty, "a refused builder add adds nothing")
+            let both = try await farm.cli("builder", "add", "both", "--processor", "amd64", "--broker-user", "both",
+                                          "--no-sender-check")
+            #expect(both.status == 64, "\(both)")
+            #expect(try await farm.cli("builder", "add", "owned", "--processor", "amd64", "--broker-user", "owned").status == 0)
+            #expect(try await farm.cli("builder", "add", "lab", "--processor", "amd64", "--no-sender-check").status == 0)
+            #expect(try await farm.cli("builder", "add", "lp1", "--processor", "amd64", "--url", "http://127.0.0.1:8221").status == 0)
+            let names = try await farm.store.builders().map(\.name).sorted()
+            #expect(names == ["lab", "lp1", "owned"])
+            // The sender check is on for the builder with a broker user, off only for the one that said so.
+            let url = farm.database.url
+            let owners = try await runBlocking {
+                try PostgresConnection(url: url).query("SELECT name, broker_user FROM builder ORDER BY name").rows
+                    .map { "\(try $0.string("name"))=\($0["broker_user"] ?? "-")" }
+            }
+            #expect(owners == ["lab=-", "lp1=-", "owned=owned"])
+        }
+    }
+
+    @Test func storeCommandsNeedTheArtifactStoreAndReadTheMastersFile() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            try await farm.store.addNobleProcessors(["amd64"])
+            let source = farm.directory + "/hello_1.0.dsc"
+            try Data("Source: hello\n".utf8).write(to: URL(fileURLWithPath: source))
+            let elsewhere = FileManager.default.currentDirectoryPath + "/artifacts"
+            let existedBefore = FileManager.default.fileExists(atPath: elsewhere)
+
+            let noStore = try await farm.cli("build", "submit", "ubuntu/noble/amd64", "hello", "1.0", "--source-file", source)
+            #expect(noStore.status != 0 && noStore.error.contains("BUILDD_ARTIFACTS"), "\(noStore)")
+            let missing = try await farm.cli("build", "submit", "ubuntu/noble/amd64", "hello", "1.0", "--source-file", source,
+                                             "--artifacts", farm.directory + "/no-such-store")
+            #expect(missing.status != 0 && missing.error.contains("does not exist"), "\(missing)")
+            let chroot = try await farm.cli("archseries", "chroot", "ubuntu/noble/amd64", source)
+            #expect(chroot.status != 0 && chroot.error.contains("BUILDD_ARTIFACTS"), "\(chroot)")
+            #expect(try await farm.store.builds(statuses: [], processor: nil, limit: 10).isEmpty, "nothing submitted")
+            #expect(FileManager.default.fileExists(atPath: elsewhere) == existedBefore, "no store made in the working directory")
+
+            // The same command with the master's configuration file: the store comes from BUILDD_ARTIFACTS there.
+            try FileManager.default.createDirectory(atPath: farm.artifactRoot, withIntermediateDirectories: true)
+            let file = farm.directory + "/master.env"
+            try Data("# as deploy/examples/master.env\nBUILDD_ARTIFACTS=\"\(farm.artifactRoot)\"\n".utf8)
+                .write(to: URL(fileURLWithPath: file))
+            let submitted = try await farm.cli("build", "submit", "ubuntu/noble/amd64", "hello", "1.0", "--source-file",
+                                               source, environment: ["BUILDD_CONFIG": file])
+            #expect(submitted.status == 0, "\(submitted)")
+            let id = try #require(Int64(submitted.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let digest = try #require(try await farm.store.sourceFile(buildID: id, name: "hello_1.0.dsc"))
+            #expect(FileManager.default.fileExists(atPath: try ArtifactStore(root: farm.artifactRoot).path(sha256: digest.sha256)))
+        }
+    }
+
+    @Test func processorAddIsAllOrNothingAndNamesTheQueueTypeSetting() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            // The first declaration makes the farm's queues quorum (as deploy/rabbitmq/definitions.json does).
+            let quorum = try await farm.cli("processor", "add", "amd64", environment: ["BUILDD_QUEUE_TYPE": "quorum"])
+            #expect(quorum.status == 0 && quorum.output.contains("quorum"), "\(quorum)")
+            // A command that would declare classic queues is refused by the broker, says which setting to
+            // change, and leaves no processor behind.
+            let classic = try await farm.cli("processor", "add", "arm64", "--queue-type", "classic")
+            #expect(classic.status == 1, "\(classic)")
+            #expect(classic.error.contains("x-queue-type") && classic.error.contains("BUILDD_QUEUE_TYPE"), "\(classic.error)")
+            #expect(try await farm.store.processorNames() == ["amd64"], "a refused declaration adds no processor")
+            let unknown = try await farm.cli("processor", "add", "arm64", "--queue-type", "stream")
+            #expect(unknown.status == 64 && unknown.error.contains("classic, quorum"), "\(unknown)")
+            // Same type: done, and the queue is there.
+            #expect(try await farm.cli("processor", "add", "arm64", "--queue-type", "quorum").status == 0)
+            #expect(try await farm.store.processorNames().sorted() == ["amd64", "arm64"])
+            let queue = try await farm.vhost.queueArguments("buildd.jobs.arm64")
+            #expect(queue["x-queue-type"] as? String == "quorum", "\(queue)")
+        }
+    }
+
+    @Test func statusCountsLiveBuildsUnlessAskedForHistory() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            try await farm.store.addNobleProcessors(["amd64"])
+            let waiting = try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                                   sourceName: "waits", sourceVersion: "1.0"))
+            let gone = try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                                sourceName: "gone", sourceVersion: "1.0"))
+            #expect(try await farm.store.cancel(gone) == .cancelled)
+            func builds(_ arguments: String...) async throws -> [String: Int] {
+                let run = try await FarmHarness.run(try TestEnvironment.binDirectory + "/buildd-master",
+                                                    ["status", "--json"] + arguments, environment: [
+                    "BUILDD_DATABASE_URL": farm.database.url, "BUILDD_CONFIG": "/dev/null"])
+                #expect(run.status == 0, "\(run)")
+                let report = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any]
+                return report?["builds"] as? [String: Int] ?? [:]
+            }
+            #expect(try await builds() == ["NEEDSBUILD": 1], "live builds only: \(waiting) waits")
+            #expect(try await builds("--finished") == ["NEEDSBUILD": 1, "CANCELLED": 1])
+            // The statement behind the default view can read the status index instead of the table's history
+            // (with sequential scans off: on a table this small the planner would rightly prefer one).
+            let url = farm.database.url
+            let plan = try await runBlocking {
+                let connection = try PostgresConnection(url: url)
+                _ = try connection.execute("SET enable_seqscan = off")
+                return try connection.query("EXPLAIN " + BuilddStore.buildCountsSQL(includingFinished: false)).rows
+                    .map { $0["QUERY PLAN"] ?? "" }.joined(separator: "\n")
+            }
+            #expect(plan.contains("build_by_status") && !plan.contains("Seq Scan"), "\(plan)")
         }
     }
 }

@@ -96,6 +96,17 @@ struct TestVhost {
         }
     }
 
+    /// A queue's arguments (`x-queue-type`, ...), from the management API.
+    func queueArguments(_ queue: String) async throws -> [String: Any] {
+        let management = try TestEnvironment.managementURL
+        let name = self.name
+        let response = try await runBlocking {
+            try SimpleHTTPClient.send(method: "GET", url: management + "/api/queues/\(name)/\(queue)")
+        }
+        let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        return object?["arguments"] as? [String: Any] ?? [:]
+    }
+
     /// How many messages a queue holds, from the management API.
     func messageCount(queue: String) async throws -> Int {
         let management = try TestEnvironment.managementURL

@@ -28,10 +28,12 @@ enum MasterSettings {
     }
 
     static func parse(file: String) throws -> [String: String] {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+        // Read to the end rather than by the size stat reports, so /dev/null (no file) reads as empty.
+        guard let handle = FileHandle(forReadingAtPath: file), let data = try? handle.readToEnd() ?? Data() else {
             throw ValidationError("cannot read the configuration file \(file) (BUILDD_CONFIG)")
         }
-        return try parse(text: text, file: file)
+        try? handle.close()
+        return try parse(text: String(decoding: data, as: UTF8.self), file: file)
     }
 
     static func parse(text: String, file: String) throws -> [String: String] {

@@ -66,7 +66,8 @@ public enum BuilderResult: String, Codable, Sendable, CaseIterable {
     case givenBack = "GIVENBACK"
     case aborted = "ABORTED"
 
-    /// How a build command's exit status maps to a result, the way sbuild's does:
+    /// How a build command's exit status maps to a result (buildd's convention, not sbuild's: under
+    /// launchpad-buildd sbuild exits 3 for GIVENBACK and 4 for BUILDERFAIL, so a wrapper translates):
     /// 0 OK; 1 and 2 PACKAGEFAIL; 3 DEPFAIL; anything else (a signal, 127 for a missing command) BUILDERFAIL.
     public static func fromExitStatus(_ status: Int32) -> BuilderResult {
         switch status {

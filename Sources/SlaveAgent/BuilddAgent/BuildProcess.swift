@@ -19,7 +19,7 @@ public final class BuildProcess: Sendable {
         case exited(Int32)
         case signalled(Int32)
 
-        /// The builder result this termination maps to (sbuild's convention; signals are BUILDERFAIL).
+        /// The builder result this termination maps to (buildd's convention, ``BuilderResult/fromExitStatus``; signals are BUILDERFAIL).
         public var result: BuilderResult {
             switch self {
             case .exited(let code): return BuilderResult.fromExitStatus(code)

@@ -25,8 +25,9 @@ struct BuilddAgentCommand: AsyncParsableCommand {
         commandName: "buildd-agent",
         abstract: "The buildd build agent: takes jobs of its processors from the broker and builds them.",
         discussion: """
-            Exit status of a build command gives the result, as sbuild's does: 0 OK, 1 or 2 PACKAGEFAIL,
-            3 DEPFAIL, anything else (a signal, 127 for a missing command) BUILDERFAIL.
+            Exit status of a build command gives the result (buildd's convention, not sbuild's, which uses 3 for
+            GIVENBACK: wrap sbuild to translate): 0 OK, 1 or 2 PACKAGEFAIL, 3 DEPFAIL, anything else (a signal,
+            127 for a missing command) BUILDERFAIL.
             """,
         subcommands: [Run.self, CheckConfig.self],
         defaultSubcommand: Run.self)

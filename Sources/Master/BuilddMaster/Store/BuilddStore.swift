@@ -318,16 +318,21 @@ public final class BuilddStore: Sendable {
         }
     }
 
+    /// The statement behind ``buildCounts(includingFinished:)``; the live one lists the active statuses from
+    /// ``BuildStatus/isActive`` (constants of this binary, no input).
+    public static func buildCountsSQL(includingFinished: Bool) -> String {
+        if includingFinished { return "SELECT status, count(*) AS n FROM build GROUP BY status" }
+        let active = BuildStatus.allCases.filter(\.isActive).map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        return "SELECT status, count(*) AS n FROM build WHERE status IN (\(active)) GROUP BY status"
+    }
+
     /// Counts of builds by status: by default only the builds still waiting or running (``BuildStatus/isActive``),
     /// read from the status index, so the cost follows the live queue and not the farm's whole history (what
     /// `/v1/status` and `status --watch` ask for every few seconds). `includingFinished` counts every build
     /// ever made: a scan of the whole table, for an operator who asks for it.
     public func buildCounts(includingFinished: Bool = false) async throws -> [String: Int] {
         var counts: [String: Int] = [:]
-        let active = BuildStatus.allCases.filter(\.isActive).map { "'\($0.rawValue)'" }.joined(separator: ", ")
-        let sql = includingFinished ? "SELECT status, count(*) AS n FROM build GROUP BY status"
-            : "SELECT status, count(*) AS n FROM build WHERE status IN (\(active)) GROUP BY status"
-        for row in try await database.query(sql).rows {
+        for row in try await database.query(Self.buildCountsSQL(includingFinished: includingFinished)).rows {
             counts[try row.string("status")] = try row.int("n")
         }
         return counts
