@@ -43,7 +43,7 @@ import Testing
 
     @Test(arguments: [(Int32(0), BuilderResult.ok), (1, .packageFail), (2, .packageFail), (3, .depFail),
                       (4, .builderFail), (127, .builderFail), (255, .builderFail)])
-    func exitStatusMapsLikeSbuild(status: Int32, result: BuilderResult) {
+    func exitStatusMapsByBuilddsConventionNotSbuilds(status: Int32, result: BuilderResult) {
         #expect(BuilderResult.fromExitStatus(status) == result)
     }
 }

@@ -74,8 +74,12 @@ public final class Agent: Sendable {
             for processor in configuration.processors {
                 try BrokerTopology.declareJobQueue(processor: processor, on: connection, queueType: configuration.queueType)
             }
-            // At most one unacked job on the whole channel, across every processor's queue.
-            try connection.qos(prefetch: 1, global: true, channel: AMQPClient.consumeChannel)
+            // One unacked message per consumer. Not a channel-wide (global) limit: quorum queues - the farm's
+            // type with deploy/rabbitmq/definitions.json - refuse global QoS (540 NOT_IMPLEMENTED), which
+            // kept every agent of such a farm from ever consuming. An agent of several processors may so be
+            // handed a second job before it has cancelled its job consumers; handleJob gives that one back
+            // at once (reject, requeue), so it still builds one job at a time.
+            try connection.qos(prefetch: 1, global: false, channel: AMQPClient.consumeChannel)
             try connection.consume(queue: BrokerTopology.controlQueue(builder: configuration.name),
                                    consumerTag: "control", channel: AMQPClient.consumeChannel)
             let idle = box.state.withLock { $0.current == nil && !$0.stopping }
