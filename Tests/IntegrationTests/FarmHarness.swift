@@ -161,7 +161,8 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     }
 
     func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3, agentSettings: String = "",
-                    commands: String = "", environment: [String: String] = [:]) throws {
+                    commands: String = "", queueType: String = "classic", masters: [String]? = nil,
+                    environment: [String: String] = [:]) throws {
         let secret = directory + "/\(name).secret"
         try "guest\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -177,8 +178,9 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             [broker]
             url = \(brokerURL)
             password_file = \(secret)
+            queue_type = \(queueType)
             [master]
-            url = \(masterURLs.joined(separator: ", "))
+            url = \((masters ?? masterURLs).joined(separator: ", "))
             [commands]
             binarypackage = \(repository)/deploy/examples/sample-build
             \(commands)

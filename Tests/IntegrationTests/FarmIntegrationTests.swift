@@ -95,4 +95,39 @@ import Testing
             for (name, status) in statuses { #expect(status == 0, "\(name) did not stop cleanly on SIGTERM") }
         }
     }
+
+    /// The shipped production settings: quorum queues (deploy/rabbitmq/definitions.json), and a master that
+    /// publishes another spelling of its URL than the agent lists (`localhost` against `127.0.0.1`). Agents
+    /// once asked quorum queues for a channel-wide prefetch, which RabbitMQ refuses, and compared URLs as
+    /// strings: either alone kept every build from being built.
+    @Test func quorumQueuesAndAMasterNamedOtherwiseThanTheAgentListsIt() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            let store = farm.store
+            try await store.addNobleProcessors(["amd64", "arm64"])
+            try await store.addBuilder(name: "quorum-1", processors: ["amd64", "arm64"], brokerUser: "guest")
+            let port = try FarmHarness.freePort()
+            try await farm.startMaster(port: port, arguments: ["--queue-type", "quorum",
+                                                               "--public-url", "http://localhost:\(port)"])
+            var ids: [Int64] = []
+            for index in 0..<6 {
+                ids.append(try await store.submit(BuildRequest(
+                    distribution: "ubuntu", series: "noble", archTag: index % 2 == 0 ? "amd64" : "arm64",
+                    sourceName: "quorum\(index)", sourceVersion: "1.0")))
+            }
+            // One agent of two processors: both queues offer it a job at once, it builds one at a time.
+            try farm.startAgent("quorum-1", processors: ["amd64", "arm64"], sampleSeconds: 0.2, queueType: "quorum",
+                                masters: ["http://127.0.0.1:\(port)"])
+            let quiet = try await farm.waitForQuiet(timeout: .seconds(90))
+            #expect(quiet, "agent log:\n\(farm.log("quorum-1"))")
+            for id in ids {
+                let detail = try await store.build(id)
+                #expect(detail.build.status == .fullyBuilt, "build \(id): \(detail.build.status)")
+                #expect(detail.files.contains { $0.kind == "log" }, "uploaded to the master by its other name")
+            }
+            let queue = try await farm.vhost.queueArguments("buildd.jobs.arm64")
+            #expect(queue["x-queue-type"] as? String == "quorum")
+            try await checkInvariants(store, builds: ids.count)
+        }
+    }
 }
