@@ -25,6 +25,12 @@ public enum BuilddMetrics {
         Counter(label: "buildd_jobs_published_total", dimensions: [("processor", processor)]).increment(by: count)
     }
 
+    /// A refused HTTP request, by route (`upload`, `source`, `api`) and reason (`missing_token`,
+    /// `token_refused`, `bad_name`, `bad_kind`, `bad_checksum_header`, `checksum_mismatch`, `too_large`).
+    public static func httpRefused(route: String, reason: String) {
+        Counter(label: "buildd_http_refused_total", dimensions: [("route", route), ("reason", reason)]).increment()
+    }
+
     public static func legacyPoll() { Counter(label: "buildd_legacy_polls_total").increment() }
 
     /// A legacy builder's fault, by kind: `fault`, `timeout`, `refused`, `http`, `malformed`, `other`.

@@ -2,6 +2,7 @@ import BuilddShared
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 
 /// The JSON API (documented in docs/API.md). Reading is open; changes need `Authorization: Bearer <token>`
 /// with a token made by `buildd-master token add NAME`.
@@ -94,11 +95,13 @@ extension HTTPAPI {
     static var silence: Double { Double(BuilddStore.agentSilenceSeconds) }
 
     func requireToken(_ request: Request) async throws {
+        let about: Logger.Metadata = ["http.path": "\(request.uri.path)"]
         guard let token = Self.bearer(request) else {
-            throw HTTPError(.unauthorized, message: "this needs an API token: Authorization: Bearer <token>")
+            throw refuse(.unauthorized, route: "api", reason: "missing_token",
+                         "this needs an API token: Authorization: Bearer <token>", about)
         }
         guard try await store.authorizeAPI(token: token) != nil else {
-            throw HTTPError(.forbidden, message: "token refused")
+            throw refuse(.forbidden, route: "api", reason: "token_refused", "token refused", about)
         }
     }
 

@@ -28,17 +28,30 @@ public struct HTTPAPI: Sendable {
     let broker: AMQPClient?
     let maxArtifactBytes: Int64
     let metrics: PrometheusCollectorRegistry?
+    let logger: Logger
 
     public static let checksumHeader = HTTPField.Name("X-Checksum-Sha256")!
 
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with; `/metrics` emits it.
     public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
-                metrics: PrometheusCollectorRegistry? = nil) {
+                metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http")) {
         self.store = store
         self.artifacts = artifacts
         self.broker = broker
         self.maxArtifactBytes = maxArtifactBytes
         self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// A refused request: logged (never with the token) and counted in `buildd_http_refused_total` by
+    /// route and reason, then thrown as the HTTP error the client sees.
+    func refuse(_ status: HTTPResponse.Status, route: String, reason: String, _ message: String,
+                _ metadata: Logger.Metadata = [:]) -> HTTPError {
+        BuilddMetrics.httpRefused(route: route, reason: reason)
+        logger.notice("request refused", metadata: metadata.merging([
+            "http.route": "\(route)", "refusal.reason": "\(reason)", "http.status": "\(status.code)",
+        ]) { $1 })
+        return HTTPError(status, message: message)
     }
 
     public func makeRouter() -> Router<BasicRequestContext> {
@@ -106,26 +119,36 @@ public struct HTTPAPI: Sendable {
         let buildID = try context.parameters.require("id", as: Int64.self)
         let attempt = try context.parameters.require("attempt", as: Int32.self)
         let name = try context.parameters.require("name")
-        guard Naming.isValidFileName(name) else { throw HTTPError(.badRequest, message: "invalid file name") }
+        let route = "upload"
+        let about: Logger.Metadata = ["build.id": "\(buildID)", "build.attempt": "\(attempt)"]
+        guard Naming.isValidFileName(name) else {
+            throw refuse(.badRequest, route: route, reason: "bad_name", "invalid file name", about)
+        }
         let kind = request.uri.queryParameters["kind"].map(String.init) ?? "result"
-        guard kind == "result" || kind == "log" else { throw HTTPError(.badRequest, message: "kind must be result or log") }
+        guard kind == "result" || kind == "log" else {
+            throw refuse(.badRequest, route: route, reason: "bad_kind", "kind must be result or log", about)
+        }
         guard let token = Self.bearer(request) else {
-            throw HTTPError(.unauthorized, message: "missing upload token")
+            throw refuse(.unauthorized, route: route, reason: "missing_token", "missing upload token", about)
         }
         guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) else {
-            throw HTTPError(.forbidden, message: "token refused or attempt \(attempt) of build \(buildID) is not running")
+            throw refuse(.forbidden, route: route, reason: "token_refused",
+                         "token refused or attempt \(attempt) of build \(buildID) is not running", about)
         }
         guard let expected = request.headers[Self.checksumHeader]?.lowercased(), Naming.isValidSHA256(expected) else {
-            throw HTTPError(.badRequest, message: "missing or invalid X-Checksum-Sha256")
+            throw refuse(.badRequest, route: route, reason: "bad_checksum_header", "missing or invalid X-Checksum-Sha256",
+                         about)
         }
         if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxArtifactBytes {
-            throw HTTPError(.contentTooLarge, message: "file larger than \(maxArtifactBytes) bytes")
+            throw refuse(.contentTooLarge, route: route, reason: "too_large",
+                         "file larger than \(maxArtifactBytes) bytes", about)
         }
         let upload = try artifacts.beginUpload()
         for try await buffer in request.body {
             guard upload.size + Int64(buffer.readableBytes) <= maxArtifactBytes else {
                 upload.discard()
-                throw HTTPError(.contentTooLarge, message: "file larger than \(maxArtifactBytes) bytes")
+                throw refuse(.contentTooLarge, route: route, reason: "too_large",
+                             "file larger than \(maxArtifactBytes) bytes", about)
             }
             try buffer.withUnsafeReadableBytes { try upload.write($0) }
         }
@@ -133,7 +156,7 @@ public struct HTTPAPI: Sendable {
         do {
             _ = try upload.commit(expectedSHA256: expected)
         } catch let failure as ArtifactStore.Failure {
-            throw HTTPError(.unprocessableContent, message: failure.description)
+            throw refuse(.unprocessableContent, route: route, reason: "checksum_mismatch", failure.description, about)
         }
         try await store.recordFile(buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: expected, size: size)
         return Self.json(FileDigest(name: name, sha256: expected, size: size), status: .created)
@@ -153,9 +176,18 @@ public struct HTTPAPI: Sendable {
         let buildID = try context.parameters.require("id", as: Int64.self)
         let attempt = try context.parameters.require("attempt", as: Int32.self)
         let name = try context.parameters.require("name")
-        guard let token = Self.token(request), try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token)
-        else { throw HTTPError(.forbidden, message: "token refused or attempt \(attempt) of build \(buildID) is not running") }
-        guard Naming.isValidFileName(name), let file = try await store.sourceFile(buildID: buildID, name: name) else {
+        let route = "source", about: Logger.Metadata = ["build.id": "\(buildID)", "build.attempt": "\(attempt)"]
+        guard let token = Self.token(request) else {
+            throw refuse(.unauthorized, route: route, reason: "missing_token", "missing source token", about)
+        }
+        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) else {
+            throw refuse(.forbidden, route: route, reason: "token_refused",
+                         "token refused or attempt \(attempt) of build \(buildID) is not running", about)
+        }
+        guard Naming.isValidFileName(name) else {
+            throw refuse(.badRequest, route: route, reason: "bad_name", "invalid file name", about)
+        }
+        guard let file = try await store.sourceFile(buildID: buildID, name: name) else {
             throw HTTPError(.notFound, message: "no source file \(name) for build \(buildID)")
         }
         return try serve(name: name, sha256: file.sha256, size: file.size)

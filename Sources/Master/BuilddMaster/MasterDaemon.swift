@@ -29,8 +29,10 @@ public final class MasterDaemon: Service {
         try await store.requireCurrentSchema()
         let artifacts = try ArtifactStore(root: configuration.artifactDirectory)
         let broker = try makeBroker()
+        var apiLogger = logger
+        apiLogger[metadataKey: "component"] = "http"
         let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
-                          metrics: metrics)
+                          metrics: metrics, logger: apiLogger)
         var httpLogger = logger
         httpLogger.logLevel = .warning
         let app = Application(

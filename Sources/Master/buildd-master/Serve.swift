@@ -24,6 +24,8 @@ struct Serve: AsyncParsableCommand {
     var publicURL: String?
     @OptionGroup var artifactStore: ArtifactOptions
     @Option(help: "Seconds a heartbeat keeps a build's lease.") var lease = 30
+    @Option(help: "Largest file (result, log) an upload may bring, in bytes (default 4 GiB).")
+    var maxArtifactBytes: Int64 = 4 << 30
     @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
     @OptionGroup var queueType: QueueTypeOptions
@@ -43,6 +45,7 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         guard (1...65535).contains(httpPort) else { throw ValidationError("--http-port must be 1-65535") }
         guard lease >= 5 else { throw ValidationError("--lease must be at least 5 seconds") }
+        guard maxArtifactBytes >= 1 else { throw ValidationError("--max-artifact-bytes must be positive") }
         guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard (1...64).contains(databaseConnections) else { throw ValidationError("--database-connections must be 1-64") }
@@ -65,6 +68,7 @@ struct Serve: AsyncParsableCommand {
         configuration.publicURL = try publicURL ?? MasterSettings.value("BUILDD_PUBLIC_URL")
         configuration.artifactDirectory = try artifactStore.directory(mustExist: false)
         configuration.leaseSeconds = lease
+        configuration.maxArtifactBytes = maxArtifactBytes
         configuration.acceptTimeoutSeconds = acceptTimeout
         configuration.lookahead = lookahead
         configuration.queueType = try queueType.resolved()
