@@ -4,7 +4,7 @@ import Logging
 import Synchronization
 import Testing
 
-@Suite struct AMQPIntegrationTests {
+@Suite(.timeLimit(.minutes(5))) struct AMQPIntegrationTests {
     let logger = Logger(label: "test")
 
     func client(_ vhost: TestVhost, setup: @escaping @Sendable (AMQPConnection) throws -> Void = { _ in }) async throws -> AMQPClient {
@@ -31,8 +31,12 @@ import Testing
                     try connection.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
                     try connection.publish(exchange: "", routingKey: queue, body: Array("over TLS".utf8),
                                            properties: MessageProperties(), channel: 1)
+                    let deadline = ContinuousClock.now + .seconds(10)
                     while true {
-                        if case .confirm? = try connection.nextEvent(timeout: .seconds(5)) { break }
+                        if case .confirm? = try connection.nextEvent(timeout: .seconds(1)) { break }
+                        guard ContinuousClock.now < deadline else {
+                            throw WaitTimedOut(description: "no publisher confirm within 10 s over TLS")
+                        }
                     }
                     // A round trip: the message comes back.
                     let got = try connection.get(queue: queue, channel: 1)
@@ -72,12 +76,15 @@ import Testing
         let messages = (0..<count).map { AMQPClient.OutgoingMessage(routingKey: "work", body: Array("m\($0)".utf8)) }
         let results = await client.publishAll(exchange: "", mandatory: true, messages)
         #expect(results.allSatisfy { (try? $0.get()) != nil })
-        var received: [String] = []
-        for await delivery in client.deliveries {
-            received.append(String(decoding: delivery.body, as: UTF8.self))
-            #expect(delivery.properties.persistent)
-            try await client.ack(delivery)
-            if received.count == count { break }
+        let received = try await within(.seconds(30), waitingFor: "\(count) deliveries") {
+            var received: [String] = []
+            for await delivery in client.deliveries {
+                received.append(String(decoding: delivery.body, as: UTF8.self))
+                #expect(delivery.properties.persistent)
+                try await client.ack(delivery)
+                if received.count == count { break }
+            }
+            return received
         }
         #expect(received == (0..<count).map { "m\($0)" })
         #expect(try await eventually { try await vhost.messageCount(queue: "work") == 0 })
@@ -94,8 +101,10 @@ import Testing
         }
         try await client.publish(exchange: "", routingKey: "inbox", body: Array("{broken".utf8),
                                  properties: MessageProperties(userID: "guest", headers: ["builder": .string("x")]))
-        var iterator = client.deliveries.makeAsyncIterator()
-        let delivery = try #require(await iterator.next())
+        let delivery = try #require(try await within(.seconds(15), waitingFor: "the published message") {
+            var iterator = client.deliveries.makeAsyncIterator()
+            return await iterator.next()
+        })
         #expect(delivery.properties.userID == "guest")
         #expect(delivery.properties.headers["builder"] == .string("x"))
         try await client.reject(delivery, requeue: false)

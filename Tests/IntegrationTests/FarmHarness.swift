@@ -193,7 +193,8 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             try? FileManager.default.moveItem(atPath: log, toPath: log + ".\(randomHexToken(bytes: 3))")
         }
         agents[name] = try spawn("buildd-agent", ["run", "-c", path], log: log,
-                                 environment: ["BUILDD_SAMPLE_SECONDS": "\(sampleSeconds)"].merging(environment) { $1 })
+                                 environment: ["BUILDD_SAMPLE_SECONDS": "\(sampleSeconds)", "BUILDD_TEST_FARM": directory]
+                                    .merging(environment) { $1 })
     }
 
     func log(_ name: String) -> String {

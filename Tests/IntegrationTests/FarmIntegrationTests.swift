@@ -5,7 +5,7 @@ import Postgres
 import Testing
 
 /// End to end: real master and agent processes, real PostgreSQL and RabbitMQ.
-@Suite(.serialized) struct FarmIntegrationTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct FarmIntegrationTests {
     struct Sample {
         let source: String
         let processor: String

@@ -126,6 +126,8 @@ final class HeadlessBrowser: TestResource, @unchecked Sendable {
     // MARK: A minimal WebSocket client (RFC 6455): text frames, client-masked, no extensions.
 
     private static func openWebSocket(port: Int, path: String) throws -> Int32 {
+        // The connection's send and receive time out after 30 s (SO_RCVTIMEO), so a browser that stops
+        // answering fails the command instead of hanging the test.
         let descriptor = try SimpleHTTPClient.connect(host: "127.0.0.1", port: port, timeoutSeconds: 30)
         let key = SimpleHTTPClient.base64((0..<16).map { _ in UInt8.random(in: 0...255) })
         let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -9,7 +9,7 @@ import Glibc
 
 /// Legacy builders: a master follows launchpad-buildd stand-ins (real XML-RPC over HTTP, served by
 /// Tests/Support/buildd-standin.py) next to agents, on real PostgreSQL and RabbitMQ.
-@Suite(.serialized) struct LegacyBuilderTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct LegacyBuilderTests {
     /// Master arguments of these tests: fast polls, short timeouts and deadlines.
     static let fastLegacy = ["--legacy-interval", "0.3", "--legacy-call-timeout", "3", "--legacy-silent-build", "3",
                              "--legacy-abort-deadline", "3"]
@@ -300,7 +300,7 @@ import Glibc
             #expect(try await owner(farm) == "first", "one master follows a builder at a time")
             let first = farm.masters.first { $0.name == "first" }!.process
             kill(first.processIdentifier, SIGKILL)
-            first.waitUntilExit()
+            try await waitForExit(first, "the SIGKILLed master")
             let clock = ContinuousClock()
             let killed = clock.now
             #expect(try await eventually(timeout: .seconds(20)) { try await owner(farm) == "second" })

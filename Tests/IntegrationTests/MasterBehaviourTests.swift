@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// The complete master's behaviour with real processes: ordering, cancellation, processors added live.
-@Suite(.serialized) struct MasterBehaviourTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct MasterBehaviourTests {
     func farm(processors: [String] = ["amd64"]) async throws -> FarmHarness {
         let farm = try await FarmHarness.make()
         try await farm.store.addNobleProcessors(processors)
@@ -94,7 +94,7 @@ import Glibc
             // picks the processor up from the database without a restart.
             let cli = try farm.spawn("buildd-master", ["processor", "add", "riscv64", "--database", farm.database.url,
                                                        "--broker", farm.vhost.brokerURL], log: farm.directory + "/cli.log")
-            cli.waitUntilExit()
+            try await waitForExit(cli, "buildd-master processor add")
             #expect(cli.terminationStatus == 0, "processor add failed: \(farm.log("cli"))")
             try await farm.store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "riscv64", processor: "riscv64")
             try await farm.store.addBuilder(name: "rv1", processors: ["riscv64"])
@@ -117,7 +117,7 @@ import Glibc
             let killedAt = try await farm.store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t")
                 .first!.double("t")
             kill(agent.processIdentifier, SIGKILL)
-            agent.waitUntilExit()
+            try await waitForExit(agent, "the SIGKILLed agent")
             try farm.startAgent("spare", processors: ["amd64"], sampleSeconds: 0.2)
             #expect(try await waitFor(farm, id, .fullyBuilt, timeout: .seconds(60)), "master log:\n\(farm.log("master"))")
             let requeued = try await farm.store.database.query("""

@@ -1,3 +1,4 @@
+import AMQP
 import BuilddMasterKit
 import BuilddShared
 import Foundation
@@ -9,7 +10,7 @@ import Glibc
 #endif
 
 /// Several masters on one database and broker; one dies with SIGKILL in the middle of a run.
-@Suite(.serialized) struct MultiMasterTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct MultiMasterTests {
     @Test func theOtherMasterTakesOverWhenOneIsKilled() async throws {
         let farm = try await FarmHarness.make()
         try await closing(farm) {
@@ -32,14 +33,23 @@ import Glibc
             }
             for (name, processor) in agents { try farm.startAgent(name, processors: [processor], sampleSeconds: 0.05) }
 
-            // Let the farm get going, then kill the master that holds the status shards (the first to consume).
+            // Let the farm get going, then kill the master that holds the status shards: which one that is
+            // is read from the broker (each shard's single active consumer), not assumed.
             #expect(try await eventually(timeout: .seconds(120)) {
                 (try await store.buildCounts(includingFinished: true)["FULLYBUILT"] ?? 0) >= 40
             })
-            let victim = farm.masters[0].process
+            let holders = try await shardHolders(farm) { $0.count == BrokerTopology.statusShards }
+            #expect(holders.count == BrokerTopology.statusShards, "every status shard has an active consumer: \(holders)")
+            let counts = Dictionary(holders.values.map { ($0, 1) }, uniquingKeysWith: +)
+            let holder = try #require(counts.max { $0.value < $1.value }?.key, "no shard holder: \(holders)")
+            let victimIndex = try #require(farm.masters.firstIndex { "buildd-master-\($0.name)" == holder },
+                                           "\(holder) is not one of this farm's masters")
+            let survivor = farm.masters[1 - victimIndex].name
+            print("status shards held before the kill: \(counts); killing \(farm.masters[victimIndex].name)")
+            let victim = farm.masters[victimIndex].process
             let killedAt = try await store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t").first!.double("t")
             kill(victim.processIdentifier, SIGKILL)
-            victim.waitUntilExit()
+            try await waitForExit(victim, "the SIGKILLed master")
 
             // Takeover: the first status change applied after the kill (only the survivor can apply it).
             var takeover: Double?
@@ -54,8 +64,14 @@ import Glibc
             let measured = try #require(takeover, "no event applied after the kill")
             print(String(format: "takeover after SIGKILL of a master: %.2f s until the survivor applied an event", measured))
             #expect(measured < 5, "takeover took \(measured) s")
+            let after = try await shardHolders(farm) {
+                $0.count == BrokerTopology.statusShards && $0.values.allSatisfy { $0 == "buildd-master-\(survivor)" }
+            }
+            #expect(after.count == BrokerTopology.statusShards
+                    && after.values.allSatisfy { $0 == "buildd-master-\(survivor)" },
+                    "every status shard moved to \(survivor): \(after)")
 
-            #expect(try await farm.waitForQuiet(timeout: .seconds(300)), "builds still active:\n\(farm.log("second"))")
+            #expect(try await farm.waitForQuiet(timeout: .seconds(300)), "builds still active:\n\(farm.log(survivor))")
             for (id, status) in expected {
                 #expect(try await store.build(id).build.status == status, "build \(id)")
             }
@@ -66,5 +82,17 @@ import Glibc
                 """).first!.int("n")
             #expect(dispatchedTwice == 0, "an attempt was dispatched twice")
         }
+    }
+
+    /// The status shards' holders (as the broker reports them) once `done` holds, or the last seen after 15 s.
+    func shardHolders(_ farm: FarmHarness, until done: ([String: String]) -> Bool) async throws -> [String: String] {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(15)
+        var holders = try await farm.vhost.statusShardHolders()
+        while !done(holders) && clock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+            holders = try await farm.vhost.statusShardHolders()
+        }
+        return holders
     }
 }

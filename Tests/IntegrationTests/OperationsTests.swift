@@ -7,7 +7,7 @@ import Testing
 
 /// Operating the farm: the JSON API with tokens, `/metrics`, the ops CLI, and security enforced by the
 /// broker, against a real master, PostgreSQL and RabbitMQ.
-@Suite(.serialized) struct OperationsTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct OperationsTests {
     func get(_ farm: FarmHarness, _ path: String) async throws -> (status: Int, body: [UInt8]) {
         let url = farm.masterURLs[0] + path
         let response = try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 10) }
@@ -265,7 +265,7 @@ import Testing
 }
 
 /// The command line refuses what would only hurt later (issue 11's traps), and a refusal changes nothing.
-@Suite(.serialized) struct CommandLineGuardTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct CommandLineGuardTests {
     @Test func builderAddNeedsASenderOrAnExplicitNoCheck() async throws {
         let farm = try await FarmHarness.make()
         try await closing(farm) {

@@ -3,7 +3,7 @@ import Logging
 import Postgres
 import Testing
 
-@Suite struct PostgresIntegrationTests {
+@Suite(.timeLimit(.minutes(5))) struct PostgresIntegrationTests {
     @Test func parametersAreNeverSplicedIntoSQL() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }
@@ -95,12 +95,19 @@ import Testing
         defer { Task { await database.drop() } }
         let listener = PostgresListener(url: database.url, channels: ["buildd_test"], logger: Logger(label: "test"))
         defer { listener.shutdown() }
-        var iterator = listener.notifications.makeAsyncIterator()
-        #expect(await iterator.next()?.channel == "")  // connected
+        let notifications = listener.notifications
+        let connected = try await within(.seconds(15), waitingFor: "the listener to connect") {
+            var iterator = notifications.makeAsyncIterator()
+            return await iterator.next()
+        }
+        #expect(connected?.channel == "")
         let db = PostgresDatabase(url: database.url, connections: 1)
         defer { db.shutdown() }
         try await db.query("SELECT pg_notify('buildd_test', $1)", ["hello"])
-        let notification = await iterator.next()
+        let notification = try await within(.seconds(15), waitingFor: "the notification") {
+            var iterator = notifications.makeAsyncIterator()
+            return await iterator.next()
+        }
         #expect(notification == PostgresNotification(channel: "buildd_test", payload: "hello"))
     }
 

@@ -6,7 +6,7 @@ import Testing
 
 /// `shared/seed/000_f3ad7593042374b7.txt`, Launchpad's buildd-master doctest, step by step on a real
 /// database (DistroArchRelease is DistroArchSeries here).
-@Suite struct SeedReplayTests {
+@Suite(.timeLimit(.minutes(5))) struct SeedReplayTests {
     struct Fault: Error, CustomStringConvertible {
         var description: String { "<Fault 8002: 'error'>" }
     }

@@ -5,7 +5,7 @@ import Testing
 
 /// The status pages in a real headless browser (Debian's Chromium): what a person sees, and that it
 /// follows the farm without a reload.
-@Suite(.serialized) struct StatusPageBrowserTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct StatusPageBrowserTests {
     @Test func theBuildersPageShowsTheFarmAndFollowsItWithoutAReload() async throws {
         let farm = try await FarmHarness.make()
         try await closing(farm) {

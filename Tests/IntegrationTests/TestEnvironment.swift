@@ -107,6 +107,38 @@ struct TestVhost {
         return object?["arguments"] as? [String: Any] ?? [:]
     }
 
+    /// Which connection (by the name its client gave it, e.g. `buildd-master-first`) is the single active
+    /// consumer of each status shard that has one, from the management API.
+    func statusShardHolders() async throws -> [String: String] {
+        let management = try TestEnvironment.managementURL
+        let name = self.name
+        func get(_ path: String) async throws -> Any {
+            let response = try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: management + path) }
+            return try JSONSerialization.jsonObject(with: Data(response.body))
+        }
+        // A connection's own name: what its client set as `connection_name` (the broker's id is the peer).
+        var provided: [String: String] = [:]
+        func clientName(_ id: String) async throws -> String {
+            if let known = provided[id] { return known }
+            let connection = try await get("/api/connections/\(ServiceURL.percentEncode(id))") as? [String: Any]
+            let properties = connection?["client_properties"] as? [String: Any]
+            let named = connection?["user_provided_name"] as? String ?? properties?["connection_name"] as? String ?? id
+            provided[id] = named
+            return named
+        }
+        var holders: [String: String] = [:]
+        for shard in 0..<BrokerTopology.statusShards {
+            let queue = BrokerTopology.statusShardQueue(shard)
+            let object = try await get("/api/queues/\(name)/\(queue)") as? [String: Any]
+            for consumer in object?["consumer_details"] as? [[String: Any]] ?? []
+                where consumer["activity_status"] as? String == "single_active" {
+                let channel = consumer["channel_details"] as? [String: Any]
+                if let id = channel?["connection_name"] as? String { holders[queue] = try await clientName(id) }
+            }
+        }
+        return holders
+    }
+
     /// How many messages a queue holds, from the management API.
     func messageCount(queue: String) async throws -> Int {
         let management = try TestEnvironment.managementURL
@@ -129,4 +161,39 @@ func eventually(timeout: Duration = .seconds(30), interval: Duration = .millisec
         try await Task.sleep(for: interval)
     }
     return try await condition()
+}
+
+/// A wait that ran out: says what the test was waiting for.
+struct WaitTimedOut: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Runs `body` (which must honour cancellation, as async sequences and `Task.sleep` do), and fails with
+/// what it was waiting for when it has not finished within `timeout`.
+func within<T: Sendable>(_ timeout: Duration, waitingFor what: String,
+                         _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw WaitTimedOut(description: "timed out after \(timeout) waiting for \(what)")
+        }
+        return value
+    }
+}
+
+/// Waits for `process` to exit, at most `timeout`; one still running then is killed and the wait fails,
+/// saying what was expected of it.
+func waitForExit(_ process: Process, timeout: Duration = .seconds(30), _ what: String) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while process.isRunning && clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+    guard process.isRunning else { return }
+    kill(process.processIdentifier, SIGKILL)
+    while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+    throw WaitTimedOut(description: "timed out after \(timeout) waiting for \(what) to exit (killed it)")
 }

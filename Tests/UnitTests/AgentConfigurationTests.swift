@@ -2,7 +2,7 @@
 import Foundation
 import Testing
 
-@Suite struct AgentConfigurationTests {
+@Suite(.timeLimit(.minutes(1))) struct AgentConfigurationTests {
     let valid = """
         # an agent
         [agent]

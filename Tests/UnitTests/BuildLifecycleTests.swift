@@ -3,7 +3,7 @@ import BuilddShared
 import Testing
 
 /// The dispatch contract and leases as a value, driven by a test clock.
-@Suite struct BuildLifecycleTests {
+@Suite(.timeLimit(.minutes(1))) struct BuildLifecycleTests {
     /// A clock the test moves by hand.
     struct TestClock {
         var now: Double = 1_000

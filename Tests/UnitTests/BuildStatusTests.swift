@@ -1,7 +1,7 @@
 import BuilddShared
 import Testing
 
-@Suite struct BuildStatusTests {
+@Suite(.timeLimit(.minutes(1))) struct BuildStatusTests {
     @Test func terminalStatesNeverChange() {
         for terminal in [BuildStatus.fullyBuilt, .superseded] {
             #expect(terminal.isTerminal)

@@ -1,7 +1,7 @@
 @testable import BuilddAgent
 import Testing
 
-@Suite struct CommandTemplateTests {
+@Suite(.timeLimit(.minutes(1))) struct CommandTemplateTests {
     @Test func fillsPlaceholdersShellQuoted() throws {
         let command = try CommandTemplate.render("sbuild --dist={series} --arch={arch} {dsc}",
                                                  values: ["series": "noble", "arch": "amd64", "dsc": "hello_2.10-3.dsc"])

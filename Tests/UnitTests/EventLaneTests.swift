@@ -2,7 +2,7 @@
 @testable import BuilddMasterKit
 import Testing
 
-@Suite struct EventLaneTests {
+@Suite(.timeLimit(.minutes(1))) struct EventLaneTests {
     func delivery(routingKey: String, builderHeader: String?) -> Delivery {
         Delivery(consumerTag: "c", deliveryTag: 1, generation: 1, redelivered: false, exchange: "buildd.status",
                  routingKey: routingKey,

@@ -1,7 +1,7 @@
 import BuilddMasterKit
 import Testing
 
-@Suite struct FailureJudgementTests {
+@Suite(.timeLimit(.minutes(1))) struct FailureJudgementTests {
     @Test(arguments: [
         // (builder failures, job failures) -> builder action, job action
         (1, 1, FailureJudgement(builder: .count, job: .retry)),       // first failure of both: blame the builder

@@ -3,7 +3,7 @@ import Testing
 
 /// A job's upload URL against the agent's configured masters (the trap of issue 11: the unit file published
 /// `http://%H:8080`, the agent listed `http://master.example.org:8080`, and every build failed).
-@Suite struct MasterOriginTests {
+@Suite(.timeLimit(.minutes(1))) struct MasterOriginTests {
     /// A stand-in for this machine's resolver: pure logic only, no DNS.
     static let hosts: [String: Set<String>] = [
         "master1": ["192.0.2.10"], "master1.example.org": ["192.0.2.10", "2001:db8::10"],

@@ -2,7 +2,7 @@
 import Foundation
 import Testing
 
-@Suite struct MigrationTests {
+@Suite(.timeLimit(.minutes(1))) struct MigrationTests {
     /// The binary's embedded schema is the one in deploy/migrations (run deploy/embed-migrations after editing).
     @Test func embeddedMigrationsMatchDeployFolder() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -1,7 +1,7 @@
 import BuilddMasterKit
 import Testing
 
-@Suite struct ScoringTests {
+@Suite(.timeLimit(.minutes(1))) struct ScoringTests {
     @Test func launchpadComponentsAddUp() {
         #expect(Scoring.score(urgency: .medium, pocket: .release, component: .main) == 10 + 1500 + 1000)
         #expect(Scoring.score(urgency: .emergency, pocket: .security, component: .partner, archive: .private)

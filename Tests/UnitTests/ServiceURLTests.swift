@@ -2,7 +2,7 @@ import AMQP
 import BuilddShared
 import Testing
 
-@Suite struct ServiceURLTests {
+@Suite(.timeLimit(.minutes(1))) struct ServiceURLTests {
     @Test func parsesBrokerURLWithVhost() throws {
         let url = try ServiceURL(parsing: "amqp://agent%2Done:s3cr%40t@broker.example:5673/buildd%2Fprod")
         #expect(url.scheme == "amqp")

@@ -1,7 +1,7 @@
 import BuilddShared
 import Testing
 
-@Suite struct WireCodecTests {
+@Suite(.timeLimit(.minutes(1))) struct WireCodecTests {
     let event = AgentEvent(kind: .finished, builder: "bld-1", session: "abc", seq: 7, state: .idle, buildID: 42,
                            attempt: 2, result: .ok,
                            files: [FileDigest(name: "hello_1.0_amd64.deb", sha256: String(repeating: "a", count: 64), size: 10)],

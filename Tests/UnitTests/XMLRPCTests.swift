@@ -2,7 +2,7 @@
 import BuilddShared
 import Testing
 
-@Suite struct XMLRPCTests {
+@Suite(.timeLimit(.minutes(1))) struct XMLRPCTests {
     @Test func everyValueTypeSurvivesAnEncodeAndDecode() throws {
         let value = XMLRPCValue.struct([
             "int": .int(-42), "bool": .bool(true), "string": .string("a < b & \"c\" > d"), "double": .double(2.5),
@@ -106,7 +106,7 @@ import Testing
     }
 }
 
-@Suite struct LegacyPolicyTests {
+@Suite(.timeLimit(.minutes(1))) struct LegacyPolicyTests {
     let deadlines = LegacyPolicy.Deadlines(silentBuild: 100, aborting: 10)
     let expected = LegacyBuilderSnapshot.CurrentBuild(buildID: 7, attempt: 2, buildType: "binarypackage", cancelling: false,
                                                       runningSeconds: 5)

@@ -98,8 +98,12 @@ public final class AMQPConnection {
             }
             _ = amqp_set_rpc_timeout(connection, &timeout)
             let heartbeat = Int32(configuration.heartbeat.components.seconds)
-            let reply = buildd_amqp_login_plain(
-                connection, configuration.vhost, 0, 131_072, heartbeat,
+            // The connection's name goes to the broker, so an operator (and a test) can tell in RabbitMQ's
+            // management UI which master or agent each connection is.
+            let arena = CArena()
+            var properties = arena.table(["connection_name": .string(configuration.connectionName)])
+            let reply = buildd_amqp_login_plain_properties(
+                connection, configuration.vhost, 0, 131_072, heartbeat, &properties,
                 configuration.url.user ?? "guest", configuration.url.password ?? "guest")
             try check(reply, context: "login to vhost \(configuration.vhost) as \(configuration.url.user ?? "guest")")
         } catch {
