@@ -32,13 +32,47 @@ chaos_start_agent() {  # chaos_start_agent NAME
 
 chaos_pid() { cat "$STATE/run/$1.pid" 2>/dev/null || true; }
 
-chaos_kill() {  # chaos_kill PROCESS FAULT RESTART...: SIGKILL it, log the fault, restart it a moment later
-    local process=$1 fault=$2
+chaos_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+chaos_gone() {  # chaos_gone PID: waits up to 5 s for PID to disappear
+    local tries=0
+    while chaos_alive "$1"; do
+        tries=$((tries + 1))
+        [ $tries -lt 50 ] || return 1
+        sleep 0.1
+    done
+}
+
+# chaos_kill PROCESS FAULT RESTART...: SIGKILL it, log the fault with its checked effect (the pid is gone),
+# restart it a moment later. A process that was not running is logged as skipped, not as a fault.
+chaos_kill() {
+    local process=$1 fault=$2 pid
     shift 2
-    kill -KILL "$(chaos_pid "$process")" 2>/dev/null || true
-    chaos_fault "$fault"
+    pid=$(chaos_pid "$process")
+    if ! chaos_alive "$pid"; then
+        chaos_fault "skipped $fault: not running"
+    else
+        kill -KILL "$pid" 2>/dev/null || true
+        if chaos_gone "$pid"; then chaos_fault "$fault (pid $pid gone)"; else chaos_fault "FAILED $fault: pid $pid still alive"; fi
+    fi
     sleep "0.$((RANDOM % 9 + 1))"
     "$@"
+}
+
+rabbit_pid() { cat "$STATE/rabbit/rabbit.pid" 2>/dev/null || true; }
+postgres_pid() { head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true; }
+
+# "Two at once", sampled from the database while the faults run (not after everything stopped): builders
+# with more than one build BUILDING or CANCELLING, and with more than one running queue entry.
+chaos_sample() {
+    local count
+    count=$(chaos_sql -c "SELECT (SELECT count(*) FROM (SELECT builder_id FROM build
+                                  WHERE status IN ('BUILDING', 'CANCELLING') AND builder_id IS NOT NULL
+                                  GROUP BY 1 HAVING count(*) > 1) b)
+                               + (SELECT count(*) FROM (SELECT builder_id FROM buildqueue
+                                  WHERE state IN ('RUNNING', 'CANCELLING') GROUP BY 1 HAVING count(*) > 1) q)" \
+            2>/dev/null) || return 0  # the database may be down right now
+    echo "$(date +%s.%N) $count" >> "$CHAOS/samples"
 }
 
 cmd_chaos() {
@@ -54,6 +88,7 @@ cmd_chaos() {
     rm -rf "$CHAOS" && mkdir -p "$CHAOS/locks" "$CHAOS/artifacts" "$CHAOS/work"
     : > "$CHAOS/journal"
     : > "$CHAOS/faults.log"
+    : > "$CHAOS/samples"
     fresh_target buildd_chaos buildd-chaos
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_chaos"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-chaos"
@@ -117,7 +152,7 @@ SQL
         if [ "$now" -ge "$next_master" ]; then
             n=$((RANDOM % 3 + 1))
             chaos_kill "chaos-master-$n" "kill master chaos-m$n" chaos_start_master "$n"
-            kills_master=$((kills_master + 1))
+            kills_master=$((kills_master + 1))  # attempts; the checker counts the confirmed ones
             next_master=$((now + 3 + RANDOM % 4))
         fi
         if [ "$now" -ge "$next_agent" ]; then
@@ -135,23 +170,47 @@ SQL
             next_agent=$((now + 4 + RANDOM % 5))
         fi
         if [ "$now" -ge "$next_broker" ]; then
-            chaos_fault "restart broker"
+            local before after
+            before=$(rabbit_pid)
             log "restarting RabbitMQ"
             stop_rabbitmq
-            RABBIT_TLS=1 start_rabbitmq
-            restarts_broker=$((restarts_broker + 1))
-            chaos_fault "broker back"
+            if ! chaos_gone "$before"; then
+                chaos_fault "FAILED restart broker: pid $before still alive after the stop"
+            else
+                chaos_fault "restart broker (pid $before gone)"
+                RABBIT_TLS=1 start_rabbitmq
+                after=$(rabbit_pid)
+                if [ -n "$after" ] && [ "$after" != "$before" ] && rabbitmqctl_ status >/dev/null 2>&1; then
+                    chaos_fault "broker back (pid $after, answering)"
+                    restarts_broker=$((restarts_broker + 1))
+                else
+                    chaos_fault "FAILED broker back: pid '$after' (was $before) or not answering"
+                fi
+            fi
             next_broker=$(( $(date +%s) + 60 ))
         fi
         if [ "$now" -ge "$next_pg" ]; then
-            chaos_fault "crash database"
+            local before after
+            before=$(postgres_pid)
             log "crashing and restarting PostgreSQL"
+            # An immediate stop (no checkpoint: what a crash leaves) and a start with the same options.
             as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 60 restart \
-                -l "$PG_DIR/postgres.log" >/dev/null
-            restarts_pg=$((restarts_pg + 1))
-            chaos_fault "database back"
+                -l "$PG_DIR/postgres.log" >/dev/null 2>&1 || true
+            after=$(postgres_pid)
+            if ! chaos_gone "$before"; then
+                chaos_fault "FAILED crash database: postmaster $before still alive"
+            else
+                chaos_fault "crash database (postmaster $before gone)"
+                if [ -n "$after" ] && [ "$after" != "$before" ] && [ "$(chaos_sql -c 'SELECT 1' 2>/dev/null)" = 1 ]; then
+                    chaos_fault "database back (postmaster $after, answering)"
+                    restarts_pg=$((restarts_pg + 1))
+                else
+                    chaos_fault "FAILED database back: postmaster '$after' (was $before) or not answering"
+                fi
+            fi
             next_pg=$(( $(date +%s) + 60 ))
         fi
+        chaos_sample
         if [ $((now - last_report)) -ge 10 ]; then
             log "chaos: $done of $builds builds ended after $((now - start)) s; killed $kills_master masters," \
                 "$kills_agent agents; restarted the broker $restarts_broker and the database $restarts_pg times"
@@ -163,6 +222,7 @@ SQL
     log "faults over after $(( $(date +%s) - start )) s; stopping the farm and checking"
     stop_processes
     python3 "$ROOT/deploy/bench/chaos_check.py" --dir "$CHAOS" --builds "$builds" \
+        --max-failed-share "${BUILDD_CHAOS_MAX_FAILED_SHARE:-0.05}" \
         --database "postgresql://postgres@127.0.0.1:$PG_PORT/buildd_chaos" | tee "$CHAOS/report.txt"
     return "${PIPESTATUS[0]}"
 }

@@ -4,15 +4,21 @@
 Reads the run's database (through psql), the builders' journal (written by deploy/bench/chaos-build)
 and the fault log, and prints:
 
-  builds lost               queued builds that did not end (FULLYBUILT, or FAILEDTOBUILD after three
-                            infrastructure failures), or ended FULLYBUILT without their result file
+  builds lost               queued builds that did not end as they may: FULLYBUILT with its result file,
+                            or FAILEDTOBUILD with exactly three infrastructure failures in its ledger
+                            (the job threshold); any other end counts as lost
   builds completed twice    builds with more than one accepted completion in their history
   builders running two      build commands that found their builder's lock taken (a builder asked to
-                            run a second build while one ran), plus any builder the database shows
-                            with two running builds
+                            run a second build while one ran), builders the database showed with two
+                            builds at once in the samples taken while the faults ran, and builders whose
+                            BUILDING intervals in the history overlap
   longest stall             the longest time in which no build ended while builds remained
 
-Exit status 0 when the first three are all 0 and every kind of fault was injected at least once.
+Faults count only with their effect checked by the run (a killed pid gone; the broker's and database's
+process replaced and answering again); a fault whose effect failed fails the run.
+
+Exit status 0 when the first three are all 0, no more than --max-failed-share of the builds ended other
+than FULLYBUILT, the database was sampled while the faults ran, and every kind of fault happened.
 """
 import argparse
 import collections
@@ -32,6 +38,8 @@ def main():
     parser.add_argument("--dir", required=True, help="the run's folder (journal, faults.log)")
     parser.add_argument("--database", required=True, help="PostgreSQL URL of the run's database")
     parser.add_argument("--builds", type=int, required=True, help="builds queued")
+    parser.add_argument("--max-failed-share", type=float, default=0.05,
+                        help="most builds (a share) that may end FAILEDTOBUILD rather than FULLYBUILT")
     args = parser.parse_args()
 
     statuses = dict((s, int(n)) for s, n in query(args.database, """
@@ -43,14 +51,32 @@ def main():
         SELECT count(*) FROM build b WHERE b.source_name = 'chaos' AND b.status = 'FULLYBUILT'
            AND NOT EXISTS (SELECT 1 FROM build_file f WHERE f.build_id = b.id AND f.attempt = b.attempt
                               AND f.kind = 'result')""")[0][0])
-    lost = (args.builds - queued) + unfinished + without_files
+    # FAILEDTOBUILD is an allowed end only after exactly the job threshold of infrastructure failures.
+    failed_otherwise = int(query(args.database, """
+        SELECT count(*) FROM build WHERE source_name = 'chaos' AND status = 'FAILEDTOBUILD' AND failure_count <> 3
+        """)[0][0])
+    lost = (args.builds - queued) + unfinished + without_files + failed_otherwise
     twice = int(query(args.database, """
         SELECT count(*) FROM (SELECT e.build_id FROM build_event e JOIN build b ON b.id = e.build_id
                                WHERE b.source_name = 'chaos' AND e.status IN %s
                                GROUP BY e.build_id HAVING count(*) > 1) x""" % (TERMINAL,))[0][0])
-    db_overlaps = int(query(args.database, """
-        SELECT count(*) FROM (SELECT builder_id FROM buildqueue WHERE state IN ('RUNNING', 'CANCELLING')
-                               GROUP BY builder_id HAVING count(*) > 1) x""")[0][0])
+    # From the history: a builder whose next build started before its previous one ended.
+    history_overlaps = int(query(args.database, """
+        WITH runs AS (
+            SELECT e.builder, e.at AS started,
+                   (SELECT min(f.at) FROM build_event f WHERE f.build_id = e.build_id AND f.id > e.id
+                       AND f.status NOT IN ('GATHERING', 'BUILDING')) AS ended
+              FROM build_event e JOIN build b ON b.id = e.build_id
+             WHERE e.status = 'BUILDING' AND b.source_name = 'chaos' AND e.builder IS NOT NULL),
+        ordered AS (SELECT started, lag(ended) OVER (PARTITION BY builder ORDER BY started) AS previous_end FROM runs)
+        SELECT count(*) FROM ordered WHERE previous_end IS NOT NULL AND started < previous_end""")[0][0])
+    # Sampled while the faults ran (deploy/localfarm-chaos.sh, every half second the database answered).
+    samples = []
+    with open(args.dir + "/samples") as sampled:
+        for line in sampled:
+            at, count = line.split()
+            samples.append((float(at), int(count)))
+    db_overlaps = max((count for _, count in samples), default=0)
 
     starts = collections.Counter()
     overlaps = []
@@ -84,13 +110,17 @@ def main():
         # From the moment a restarted service was back to the next build that ended.
         worst = None
         for at, what in faults:
-            if what == marker:
+            if what.startswith(marker):
                 following = [t for t in finished if t >= at]
                 if following:
                     worst = max(worst or 0.0, following[0] - at)
         return "-" if worst is None else "%.1f" % worst
+    # Only faults whose effect the run checked: "... (pid N gone)"; the services also "back ... answering".
     counts = collections.Counter(what.split(" ")[0] + " " + what.split(" ")[1] for _, what in faults
-                                 if what.startswith(("kill", "restart", "crash")))
+                                 if what.startswith(("kill", "restart", "crash")) and " gone)" in what)
+    back = collections.Counter(what.split(" ")[0] for _, what in faults if " back (" in what and "answering" in what)
+    failed_faults = [what for _, what in faults if what.startswith("FAILED")]
+    skipped = sum(1 for _, what in faults if what.startswith("skipped"))
     failed = statuses.get("FAILEDTOBUILD", 0)
     infra = int(query(args.database, """
         SELECT count(*) FROM build_event e JOIN build b ON b.id = e.build_id
@@ -99,10 +129,14 @@ def main():
     rows = [
         ("builds queued", args.builds),
         ("builds ended FULLYBUILT", statuses.get("FULLYBUILT", 0)),
-        ("builds ended FAILEDTOBUILD (3 infrastructure failures)", failed),
+        ("builds ended FAILEDTOBUILD (3 infrastructure failures)", failed - failed_otherwise),
+        ("builds ended FAILEDTOBUILD without exactly 3 infrastructure failures (counted lost)", failed_otherwise),
         ("**builds lost**", lost),
         ("**builds completed twice**", twice),
-        ("**builders that ran two builds at once**", len(overlaps) + db_overlaps),
+        ("**builders that ran two builds at once**", len(overlaps) + db_overlaps + history_overlaps),
+        ("  of which: caught by the build command's lock / in the history / in database samples",
+         "%d / %d / %d (max of %d samples taken while the faults ran)" % (len(overlaps), history_overlaps, db_overlaps,
+                                                                          len(samples))),
         ("longest stall (no build ended), s", "%.1f (after: %s)" % (stall, cause[-1] if cause else "start")),
         ("longest wait for the next build to end once RabbitMQ was back, s", recovery("broker back")),
         ("longest wait for the next build to end once PostgreSQL was back, s", recovery("database back")),
@@ -110,8 +144,10 @@ def main():
         ("builds per second, faults included", "%.1f" % (ended / max(end - begin, 1))),
         ("masters SIGKILLed", counts.get("kill master", 0)),
         ("agents SIGKILLed mid-build", counts.get("kill agent", 0)),
-        ("RabbitMQ restarts", counts.get("restart broker", 0)),
-        ("PostgreSQL crashes (immediate) and restarts", counts.get("crash database", 0)),
+        ("RabbitMQ restarts (old node gone, new one answering)", min(counts.get("restart broker", 0), back["broker"])),
+        ("PostgreSQL crashes (immediate) and restarts (old postmaster gone, new one answering)",
+         min(counts.get("crash database", 0), back["database"])),
+        ("faults skipped (the process was not running) / whose effect failed", "%d / %d" % (skipped, len(failed_faults))),
         ("builds requeued after a failure (retrying)", infra),
         ("builds whose command ran more than once", rerun),
     ]
@@ -122,9 +158,26 @@ def main():
     if overlaps:
         print("overlapping builds (builder, build, attempt): %s" % overlaps[:10], file=sys.stderr)
     missing = [kind for kind in ("kill master", "kill agent", "restart broker", "crash database") if not counts.get(kind)]
+    if not back["broker"]:
+        missing.append("broker back")
+    if not back["database"]:
+        missing.append("database back")
     if missing:
-        print("chaos: the run ended before every kind of fault was injected (missing: %s)" % ", ".join(missing))
-    ok = lost == 0 and twice == 0 and not overlaps and db_overlaps == 0 and not missing
+        print("chaos: the run ended before every kind of fault happened with its effect checked (missing: %s)"
+              % ", ".join(missing))
+    for what in failed_faults:
+        print("chaos: a fault did not have its effect: %s" % what)
+    not_built = queued - statuses.get("FULLYBUILT", 0)
+    share = not_built / max(queued, 1)
+    too_many_failed = share > args.max_failed_share
+    if too_many_failed:
+        print("chaos: %d of %d builds (%.1f%%) did not end FULLYBUILT, more than the %.1f%% allowed"
+              % (not_built, queued, 100 * share, 100 * args.max_failed_share))
+    too_few_samples = len(samples) < 3
+    if too_few_samples:
+        print("chaos: only %d database samples were taken while the faults ran" % len(samples))
+    ok = (lost == 0 and twice == 0 and not overlaps and db_overlaps == 0 and history_overlaps == 0 and not missing
+          and not failed_faults and not too_many_failed and not too_few_samples)
     print("chaos: %s" % ("PASS: nothing lost, nothing completed twice, no builder ran two builds at once"
                          if ok else "FAIL"))
     return 0 if ok else 1
