@@ -37,7 +37,7 @@ import Glibc
 ///
 /// `BUILDD_AGENT_<SECTION>_<KEY>` environment variables override file values
 /// (e.g. `BUILDD_AGENT_BROKER_PASSWORD`).
-public struct AgentConfiguration: Sendable {
+public struct AgentConfiguration: Sendable, Equatable {
     public var name: String
     public var processors: [String]
     public var workDirectory: String
@@ -242,5 +242,37 @@ public struct AgentConfiguration: Sendable {
 extension ServiceURL {
     init(scheme: String, host: String, port: Int) {
         try! self.init(parsing: "\(scheme)://\(host):\(port)")
+    }
+}
+
+extension AgentConfiguration {
+    /// The configuration as the file text ``parse(_:environment:readFile:)`` reads, every setting spelled
+    /// out; never the password (it comes from `password_file` or the environment, as in any agent.conf).
+    public var fileText: String {
+        var lines = ["[agent]", "name = \(name)", "processors = \(processors.joined(separator: ","))",
+                     "workdir = \(workDirectory)", "heartbeat = \(heartbeatSeconds)",
+                     "keep_workdir = \(keepWorkDirectory)", "build_timeout = \(buildTimeoutSeconds ?? 0)",
+                     "max_log_bytes = \(maxLogBytes)", "shutdown_policy = \(shutdownPolicy.rawValue)",
+                     "shutdown_deadline = \(shutdownDeadlineSeconds)"]
+        if let buildUser { lines.append("build_user = \(buildUser)") }
+        lines += ["", "[broker]", "url = \(Self.urlText(brokerURL))", "queue_type = \(queueType)",
+                  "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "", "[commands]"]
+        lines += commands.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A URL without its password, percent-encoded so that parsing it gives the same parts back.
+    static func urlText(_ url: ServiceURL) -> String {
+        var text = "\(url.scheme)://"
+        if let user = url.user { text += ServiceURL.percentEncode(user) + "@" }
+        text += url.host.contains(":") ? "[\(url.host)]" : url.host
+        text += ":\(url.port)"
+        if !url.path.isEmpty { text += "/" + ServiceURL.percentEncode(String(url.path.dropFirst())) }
+        if !url.query.isEmpty {
+            text += "?" + url.query.sorted { $0.key < $1.key }
+                .map { ServiceURL.percentEncode($0.key) + "=" + ServiceURL.percentEncode($0.value) }
+                .joined(separator: "&")
+        }
+        return text
     }
 }
