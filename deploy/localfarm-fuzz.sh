@@ -21,7 +21,8 @@ cmd_fuzz() {
         mkdir -p "$STATE/fuzz/$corpus"
         local started ended result log="$STATE/fuzz/$target.log"
         started=$(date +%s)
-        if "$bin/fuzz-$target" "$STATE/fuzz/$corpus" "$ROOT/Fuzz/corpus/$corpus" -runs="$runs" -seed="$seed" \
+        # libFuzzer, not the Swift runtime's backtracer, must see a crash: it saves the input to crashes/.
+        if SWIFT_BACKTRACE=enable=no "$bin/fuzz-$target" "$STATE/fuzz/$corpus" "$ROOT/Fuzz/corpus/$corpus" -runs="$runs" -seed="$seed" \
             -max_len=16384 -print_final_stats=1 -artifact_prefix="$STATE/fuzz/crashes/$target-" > "$log" 2>&1; then
             result=ok
         else

@@ -84,3 +84,18 @@ import Testing
         }
     }
 }
+
+/// `fileText` writes a configuration as the file it parses from (the fuzz target checks this on any input).
+@Suite(.timeLimit(.minutes(1))) struct AgentConfigurationFileTextTests {
+    @Test(arguments: [
+        "[agent]\nname = a1\nprocessors = amd64, arm64\nworkdir =;odd\nbuild_user =#x\n[broker]\nurl = amqp://us%40er@[::1]:5673/v%2Fh?cacert=/x%20y\npassword_file = /s\n[master]\nurl = http://m1:8080/, http://m2:8080\n[commands]\nbinarypackage = sbuild {dsc} ; not a comment here\n",
+        "[agent]\nname = b\nprocessors = riscv64\nkeep_workdir = yes\nbuild_timeout = 0\n[broker]\nurl = amqps://b@h/\nqueue_type = quorum\npassword_file = /s\n[master]\nurl = http://h:1\n[commands]\ncommand = true\n",
+    ])
+    func roundTrips(text: String) throws {
+        let environment = ["BUILDD_AGENT_BROKER_PASSWORD": "pw"]
+        let parsed = try AgentConfiguration.parse(text, environment: environment, readFile: { _ in "secret" })
+        let again = try AgentConfiguration.parse(parsed.fileText, environment: environment, readFile: { _ in "secret" })
+        #expect(again == parsed, "\(parsed.fileText)")
+        #expect(!parsed.fileText.contains("pw"), "the password is never written out")
+    }
+}

@@ -249,12 +249,16 @@ extension AgentConfiguration {
     /// The configuration as the file text ``parse(_:environment:readFile:)`` reads, every setting spelled
     /// out; never the password (it comes from `password_file` or the environment, as in any agent.conf).
     public var fileText: String {
+        // ` ;` and ` #` start a comment: a value that begins with `;` or `#` follows the `=` directly.
+        func setting(_ key: String, _ value: String) -> String {
+            value.first == ";" || value.first == "#" ? "\(key) =\(value)" : "\(key) = \(value)"
+        }
         var lines = ["[agent]", "name = \(name)", "processors = \(processors.joined(separator: ","))",
-                     "workdir = \(workDirectory)", "heartbeat = \(heartbeatSeconds)",
+                     setting("workdir", workDirectory), "heartbeat = \(heartbeatSeconds)",
                      "keep_workdir = \(keepWorkDirectory)", "build_timeout = \(buildTimeoutSeconds ?? 0)",
                      "max_log_bytes = \(maxLogBytes)", "shutdown_policy = \(shutdownPolicy.rawValue)",
                      "shutdown_deadline = \(shutdownDeadlineSeconds)"]
-        if let buildUser { lines.append("build_user = \(buildUser)") }
+        if let buildUser { lines.append(setting("build_user", buildUser)) }
         lines += ["", "[broker]", "url = \(Self.urlText(brokerURL))", "queue_type = \(queueType)",
                   "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "", "[commands]"]
         lines += commands.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }
