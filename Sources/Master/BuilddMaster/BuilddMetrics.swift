@@ -5,7 +5,7 @@ import Metrics
 /// ``MetricsExporter``). Names follow Prometheus conventions: seconds, `_total` for counters.
 public enum BuilddMetrics {
     /// An event that was dead-lettered, by why: `too_large`, `malformed`, `unsupported_version`,
-    /// `invalid_field`, `routing_key`, `not_allowed`.
+    /// `invalid_field`, `routing_key`, `not_allowed`, `apply_failed` (a poison event).
     public static func rejected(_ reason: String) {
         Counter(label: "buildd_messages_rejected_total", dimensions: [("reason", reason)]).increment()
     }

@@ -126,8 +126,10 @@ public final class EventConsumer: Sendable {
         return event
     }
 
-    /// Applies one event in a transaction of its own, retrying transient failures in place. Returns false
-    /// when the connection its message came on is gone (the rest of the batch is redelivered too).
+    /// Applies one event in a transaction of its own, retrying transient failures in place. An event that
+    /// fails otherwise fails the same way every time (a poison event: a constraint it violates, a bug): it
+    /// is dead-lettered with the reason, so the rest of its lane goes on. Returns false when the connection
+    /// its message came on is gone (the rest of the batch is redelivered too).
     private func applyAlone(_ item: Readable) async -> Bool {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
@@ -135,6 +137,9 @@ public final class EventConsumer: Sendable {
                 let outcome = try await store.apply(item.event, userID: item.delivery.properties.userID,
                                                     leaseSeconds: configuration.leaseSeconds)
                 if await settle(item, outcome) { onApplied() }
+                return true
+            } catch where !Self.mayPassOnRetry(error) {
+                await deadLetter(item.delivery, reason: "cannot be applied: \(error)", kind: "apply_failed")
                 return true
             } catch {
                 // Transient (database or broker trouble): keep the message, wait, try again.
@@ -167,6 +172,23 @@ public final class EventConsumer: Sendable {
         try? await broker.ack(item.delivery)
         if case .applied = outcome { return true }
         return false
+    }
+
+    /// Whether applying an event may succeed when tried again: the database or its connection was away, a
+    /// serialization failure or deadlock, a server short of resources or restarting, or this master is
+    /// stopping. Any other failure (a constraint the event violates, a decoding error, a bug) is for good.
+    static func mayPassOnRetry(_ error: any Error) -> Bool {
+        switch error {
+        case is CancellationError, is WorkerStoppedError:
+            return true
+        case let error as PostgresError:
+            guard !error.isTransient else { return true }
+            // 53: insufficient resources; 57: operator intervention (shutdown, cancel); 58: system (I/O) errors;
+            // 55P03: a lock that could not be had.
+            return error.sqlState.map { ["53", "57", "58"].contains(String($0.prefix(2))) || $0 == "55P03" } ?? false
+        default:
+            return false
+        }
     }
 
     private func deadLetter(_ delivery: Delivery, reason: String, kind: String) async {
