@@ -173,6 +173,7 @@ SQL
             local before after
             before=$(rabbit_pid)
             log "restarting RabbitMQ"
+            chaos_fault "broker stopping (pid $before)"  # when the outage begins; the effect is logged below
             stop_rabbitmq
             if ! chaos_gone "$before"; then
                 chaos_fault "FAILED restart broker: pid $before still alive after the stop"
@@ -193,6 +194,7 @@ SQL
             local before after
             before=$(postgres_pid)
             log "crashing and restarting PostgreSQL"
+            chaos_fault "database crashing (postmaster $before)"
             # An immediate stop (no checkpoint: what a crash leaves) and a start with the same options.
             as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 60 restart \
                 -l "$PG_DIR/postgres.log" >/dev/null 2>&1 || true

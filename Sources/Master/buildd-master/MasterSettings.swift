@@ -30,7 +30,10 @@ enum MasterSettings {
     static func parse(file: String) throws -> [String: String] {
         // Read to the end rather than by the size stat reports, so /dev/null (no file) reads as empty.
         guard let handle = FileHandle(forReadingAtPath: file), let data = try? handle.readToEnd() ?? Data() else {
-            throw ValidationError("cannot read the configuration file \(file) (BUILDD_CONFIG)")
+            throw ValidationError("""
+                cannot read the configuration file \(file): run as a user who may read it, or give the setting \
+                as a flag or environment variable (BUILDD_CONFIG=/dev/null reads no file)
+                """)
         }
         try? handle.close()
         return try parse(text: String(decoding: data, as: UTF8.self), file: file)
