@@ -91,7 +91,8 @@ import Glibc
             let other = try await submit(farm, "second")
             try await waitForExit(agent, timeout: .seconds(60), "the SIGTERMed agent finishing its build")
             #expect(agent.terminationStatus == 0)
-            #expect(try await farm.store.build(id).build.status == .fullyBuilt)
+            // The agent exits once the broker confirmed its `finished`; a master applies it a moment later.
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(15))
             #expect(try await farm.store.build(other).build.status == .needsBuild)
         }
     }
