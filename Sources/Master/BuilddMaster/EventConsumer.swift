@@ -174,20 +174,14 @@ public final class EventConsumer: Sendable {
         return false
     }
 
-    /// Whether applying an event may succeed when tried again: the database or its connection was away, a
-    /// serialization failure or deadlock, a server short of resources or restarting, or this master is
-    /// stopping. Any other failure (a constraint the event violates, a decoding error, a bug) is for good.
+    /// Whether applying an event may succeed when tried again: the database failed for a while
+    /// (``PostgresError/isTransient``) or this master is stopping. Any other failure (a constraint the event
+    /// violates, a decoding error, a bug) is for good.
     static func mayPassOnRetry(_ error: any Error) -> Bool {
         switch error {
-        case is CancellationError, is WorkerStoppedError:
-            return true
-        case let error as PostgresError:
-            guard !error.isTransient else { return true }
-            // 53: insufficient resources; 57: operator intervention (shutdown, cancel); 58: system (I/O) errors;
-            // 55P03: a lock that could not be had.
-            return error.sqlState.map { ["53", "57", "58"].contains(String($0.prefix(2))) || $0 == "55P03" } ?? false
-        default:
-            return false
+        case is CancellationError, is WorkerStoppedError: return true
+        case let error as PostgresError: return error.isTransient
+        default: return false
         }
     }
 

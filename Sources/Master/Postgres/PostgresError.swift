@@ -33,9 +33,14 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public var isUniqueViolation: Bool { sqlState == "23505" }
     public var isForeignKeyViolation: Bool { sqlState == "23503" }
     public var isCheckViolation: Bool { sqlState == "23514" }
-    /// Whether retrying the whole transaction may succeed (serialization failure, deadlock, lost connection).
+    /// Whether retrying the whole transaction may succeed: a lost connection (08), a serialization failure
+    /// (40001) or deadlock (40P01), a server short of resources (53), stopping, restarting or cancelling the
+    /// statement (57), a system or I/O error (58), or a lock that could not be had (55P03). Anything else (a
+    /// constraint violated, bad data, a decoding error) fails the same way every time.
     public var isTransient: Bool {
-        kind == .connection || sqlState == "40001" || sqlState == "40P01" || sqlState?.hasPrefix("08") == true
-            || sqlState == "57P01" || sqlState == "57P02" || sqlState == "57P03"
+        if kind == .connection { return true }
+        guard let sqlState, kind == .server else { return false }
+        return ["08", "53", "57", "58"].contains(String(sqlState.prefix(2)))
+            || ["40001", "40P01", "55P03"].contains(sqlState)
     }
 }

@@ -18,8 +18,25 @@ enum MasterSettings {
     /// `KEY` from the environment, else from the configuration file; nil when unset or empty.
     static func value(_ key: String) throws -> String? {
         if let value = ProcessInfo.processInfo.environment[key], !value.isEmpty { return value }
-        guard let file else { return nil }
-        return try parse(file: file)[key].flatMap { $0.isEmpty ? nil : $0 }
+        switch loaded {
+        case nil: return nil
+        case .values(let values)?: return values[key].flatMap { $0.isEmpty ? nil : $0 }
+        case .unreadable(let reason)?: throw ValidationError(reason)
+        }
+    }
+
+    /// The configuration file, read once per process (a command asks for several settings, some twice).
+    enum Loaded: Sendable {
+        case values([String: String])
+        case unreadable(String)
+    }
+
+    static let loaded: Loaded? = file.map { file in
+        do {
+            return .values(try parse(file: file))
+        } catch {
+            return .unreadable("\(error)")
+        }
     }
 
     /// Where a setting may be given, for error messages.

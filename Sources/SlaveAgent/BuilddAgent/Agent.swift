@@ -246,6 +246,10 @@ public final class Agent: Sendable {
         var metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)"]
         var result = BuilderResult.builderFail
         var message: String?
+        // The master the job came from, found once for all its downloads and uploads; when it is none of
+        // the configured masters, the first of them to need it fails.
+        let origin: Result<MasterOrigin, any Error>
+        do { origin = .success(try await masterOrigin(job)) } catch { origin = .failure(error) }
         Files.removeTree(folder)
         do {
             try makeDirectories(results)
@@ -259,7 +263,7 @@ public final class Agent: Sendable {
                 "dsc": job.sourceFiles.first { $0.name.hasSuffix(".dsc") }?.name ?? "",
             ]
             let command = try CommandTemplate.render(template, values: values)
-            for file in job.sourceFiles { try await fetchSource(job, file, into: folder) }
+            for file in job.sourceFiles { try await fetchSource(job, file, from: try origin.get(), into: folder) }
             let user = try buildUser()
             if let user { try Files.changeOwner(folder, uid: user.uid, gid: user.gid) }
             let process = try BuildProcess(
@@ -307,10 +311,11 @@ public final class Agent: Sendable {
                 guard Naming.isValidFileName(name) else {
                     throw BuildProcess.Failure(description: "result file name not allowed: \(name)")
                 }
-                uploaded.append(try await upload(job, path: results + "/" + name, name: name, kind: "result"))
+                uploaded.append(try await upload(job, to: try origin.get(), path: results + "/" + name, name: name,
+                                                 kind: "result"))
             }
             if access(logPath, F_OK) != 0 { appendToLog(logPath, "") }
-            log = try await upload(job, path: logPath, name: logName, kind: "log")
+            log = try await upload(job, to: try origin.get(), path: logPath, name: logName, kind: "log")
         } catch {
             logger.warning("upload failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             if result == .ok || result == .packageFail || result == .depFail || result == .chrootFail {
@@ -408,11 +413,11 @@ public final class Agent: Sendable {
 
     /// Fetches one source file from the master (the one that dispatched, then the others) and checks
     /// its size and SHA-256 before the build may use it.
-    private func fetchSource(_ job: JobMessage, _ file: FileDigest, into folder: String) async throws {
+    private func fetchSource(_ job: JobMessage, _ file: FileDigest, from origin: MasterOrigin,
+                             into folder: String) async throws {
         guard Naming.isValidFileName(file.name) else {
             throw BuildProcess.Failure(description: "cannot fetch source \(file.name): not a plain file name")
         }
-        let origin = try await masterOrigin(job)
         guard origin.resource.hasSuffix("/files/") else {
             throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) does not end in /files/")
         }
@@ -455,10 +460,10 @@ public final class Agent: Sendable {
         return origin
     }
 
-    /// Uploads one file with its digest, retrying transient failures, first to the master named in the
-    /// job and then to the other configured masters (which share the artifact store).
-    private func upload(_ job: JobMessage, path: String, name: String, kind: String) async throws -> FileDigest {
-        let origin = try await masterOrigin(job)
+    /// Uploads one file with its digest, retrying transient failures, first to the master the job came
+    /// from (`origin`) and then to the other configured masters (which share the artifact store).
+    private func upload(_ job: JobMessage, to origin: MasterOrigin, path: String, name: String,
+                        kind: String) async throws -> FileDigest {
         let resource = origin.resource + name + "?kind=\(kind)"
         let masters = [origin.master] + configuration.masterURLs.filter { $0 != origin.master }
         let (sha256, size) = try Files.digest(path)
