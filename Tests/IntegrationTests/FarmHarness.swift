@@ -124,6 +124,12 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     }
 
     /// Runs `buildd-master` with this farm's database and broker.
+    /// The `/metrics` text of this farm's first master.
+    func metricsText() async throws -> String {
+        let url = masterURLs[0] + "/metrics"
+        return try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 10).text }
+    }
+
     /// No configuration file is read (`BUILDD_CONFIG=/dev/null`) unless `environment` names one, so a
     /// `/etc/buildd/master.env` on the test machine cannot change what a test sees.
     func cli(_ arguments: String..., environment: [String: String] = [:]) async throws

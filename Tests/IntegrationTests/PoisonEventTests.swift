@@ -53,13 +53,9 @@ import Testing
             // Dead-lettered with the reason, counted, and kept in buildd.dead for an operator.
             let log = farm.log("master")
             #expect(log.contains("event dead-lettered") && log.contains("poisoned event of poison-1"))
-            let metrics = try await runBlocking { [base = farm.masterURLs[0]] in
-                try SimpleHTTPClient.send(method: "GET", url: base + "/metrics", timeoutSeconds: 10).text
-            }
-            let rejected = metrics.split(separator: "\n").first {
-                $0.hasPrefix("buildd_messages_rejected_total") && $0.contains("reason=\"apply_failed\"")
-            }
-            #expect((rejected?.split(separator: " ").last).flatMap { Double($0) } ?? 0 >= 1, "\(rejected ?? "no sample")")
+            let metrics = try await farm.metricsText()
+            let rejected = metricSample(metrics, "buildd_messages_rejected_total", ["reason": "apply_failed"])
+            #expect((rejected ?? 0) >= 1, "\(metrics)")
             #expect(try await farm.vhost.messageCount(queue: "buildd.dead") >= 1)
         }
     }

@@ -23,12 +23,7 @@ import Testing
 
     /// `buildd_http_refused_total{route, reason}` as the master exports it (0 before the first).
     static func refusals(_ farm: FarmHarness, route: String, reason: String) async throws -> Double {
-        let metrics = try await Self.send("GET", farm.masterURLs[0] + "/metrics").text
-        for line in metrics.split(separator: "\n") where line.hasPrefix("buildd_http_refused_total{")
-            && line.contains("route=\"\(route)\"") && line.contains("reason=\"\(reason)\"") {
-            return Double(line.split(separator: " ").last ?? "") ?? -1
-        }
-        return 0
+        metricSample(try await farm.metricsText(), "buildd_http_refused_total", ["route": route, "reason": reason]) ?? 0
     }
 
     /// Sends a request that must be refused with `status`, and checks the refusal's metric and log line.

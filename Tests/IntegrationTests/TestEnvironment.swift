@@ -163,6 +163,16 @@ func eventually(timeout: Duration = .seconds(30), interval: Duration = .millisec
     return try await condition()
 }
 
+/// The value of the `/metrics` sample of `name` whose labels include `labels` (in any order); nil when there
+/// is no such sample, NaN (equal to nothing) when its value does not read as a number.
+func metricSample(_ text: String, _ name: String, _ labels: [String: String] = [:]) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix(name + "{") || line.hasPrefix(name + " ") {
+        guard labels.allSatisfy({ line.contains("\($0.key)=\"\($0.value)\"") }) else { continue }
+        return Double(line.split(separator: " ").last ?? "") ?? .nan
+    }
+    return nil
+}
+
 /// A wait that ran out: says what the test was waiting for.
 struct WaitTimedOut: Error, CustomStringConvertible {
     let description: String
