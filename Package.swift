@@ -35,10 +35,17 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
         ),
+        // The lifecycle core: every transition of a build and a builder, decided over values in memory.
+        // No I/O: it depends on nothing (no C module, no NIO, no Hummingbird, no database code).
+        .target(
+            name: "BuilddCore",
+            dependencies: [],
+            path: "Sources/Core/BuilddCore"
+        ),
         // Shared by both daemons: wire messages, configuration, logging, threads, SHA-256, a tiny HTTP client.
         .target(
             name: "BuilddShared",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["BuilddCore", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Shared/BuilddShared"
         ),
         // The only code that touches librabbitmq.
@@ -106,7 +113,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UnitTests",
-            dependencies: ["BuilddShared", "BuilddMasterKit", "BuilddAgent", "AMQP"],
+            dependencies: ["BuilddCore", "BuilddShared", "BuilddMasterKit", "BuilddAgent", "AMQP"],
             path: "Tests/UnitTests"
         ),
         .testTarget(

@@ -1,5 +1,4 @@
-import BuilddMasterKit
-import BuilddShared
+import BuilddCore
 import Testing
 
 /// The dispatch contract and leases as a value, driven by a test clock.

@@ -1,3 +1,4 @@
+import BuilddCore
 import BuilddMasterKit
 import Testing
 

@@ -69,12 +69,14 @@ public final class EventConsumer: Sendable {
     /// An event that was read and may be applied, with its message.
     struct Readable {
         let delivery: Delivery
-        let event: AgentEvent
+        let report: BuilderReport
         var metadata: Logger.Metadata {
-            var metadata: Logger.Metadata = ["builder.name": "\(event.builder)", "event.kind": "\(event.kind.rawValue)",
-                                             "event.seq": "\(event.seq)"]
-            if let id = event.buildID { metadata["build.id"] = "\(id)" }
-            if let attempt = event.attempt { metadata["build.attempt"] = "\(attempt)" }
+            var metadata: Logger.Metadata = ["builder.name": "\(report.builder)", "event.kind": "\(report.event.name)",
+                                             "event.seq": "\(report.seq)"]
+            if let ref = report.event.attempt {
+                metadata["build.id"] = "\(ref.build)"
+                metadata["build.attempt"] = "\(ref.attempt)"
+            }
             return metadata
         }
     }
@@ -82,12 +84,12 @@ public final class EventConsumer: Sendable {
     func handle(_ deliveries: [Delivery]) async {
         var readable: [Readable] = []
         for delivery in deliveries {
-            if let event = await read(delivery) { readable.append(Readable(delivery: delivery, event: event)) }
+            if let report = await read(delivery) { readable.append(Readable(delivery: delivery, report: report)) }
         }
         guard !readable.isEmpty else { return }
         if readable.count > 1 {
             do {
-                let outcomes = try await store.apply(batch: readable.map { ($0.event, $0.delivery.properties.userID) },
+                let outcomes = try await store.apply(reports: readable.map(\.report),
                                                      leaseSeconds: configuration.leaseSeconds)
                 var applied = false
                 for (item, outcome) in zip(readable, outcomes) {
@@ -105,12 +107,14 @@ public final class EventConsumer: Sendable {
         }
     }
 
-    /// Decodes a message; one that cannot be read or names another builder than its routing key is
-    /// dead-lettered (nil).
-    private func read(_ delivery: Delivery) async -> AgentEvent? {
+    /// Decodes a message into a typed report; one that cannot be read or names another builder than its
+    /// routing key is dead-lettered (nil).
+    private func read(_ delivery: Delivery) async -> BuilderReport? {
         let event: AgentEvent
+        let report: BuilderReport
         do {
             event = try WireCodec.decodeEvent(delivery.body)
+            report = try event.report(user: delivery.properties.userID)
         } catch let error as WireError {
             await deadLetter(delivery, reason: "\(error)", kind: error.code.metricLabel)
             return nil
@@ -123,7 +127,7 @@ public final class EventConsumer: Sendable {
                              kind: "routing_key")
             return nil
         }
-        return event
+        return report
     }
 
     /// Applies one event in a transaction of its own, retrying transient failures in place. An event that
@@ -134,8 +138,7 @@ public final class EventConsumer: Sendable {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
-                let outcome = try await store.apply(item.event, userID: item.delivery.properties.userID,
-                                                    leaseSeconds: configuration.leaseSeconds)
+                let outcome = try await store.apply(reports: [item.report], leaseSeconds: configuration.leaseSeconds)[0]
                 if await settle(item, outcome) { onApplied() }
                 return true
             } catch where !Self.mayPassOnRetry(error) {
@@ -158,12 +161,12 @@ public final class EventConsumer: Sendable {
         let metadata = item.metadata
         switch outcome {
         case .applied(let what):
-            if item.event.kind != .heartbeat { logger.info("event applied: \(what)", metadata: metadata) }
+            if case .heartbeat = item.report.event {} else { logger.debug("event applied: \(what)", metadata: metadata) }
         case .ignored(let why):
             logger.info("event ignored: \(why)", metadata: metadata)
         case .abort(let buildID, let attempt, let reason):
             logger.warning("telling agent to abort: \(reason)", metadata: metadata)
-            await master.sendAbort(builder: item.event.builder, buildID: buildID, attempt: attempt, reason: reason)
+            await master.sendAbort(builder: item.report.builder, buildID: buildID, attempt: attempt, reason: reason)
         case .rejected(let reason):
             await deadLetter(item.delivery, reason: reason, kind: "not_allowed")
             return false

@@ -85,14 +85,16 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
         case currentTitle = "current_title", logTail = "log_tail"
     }
 
+    /// What the builder is doing and whether it may be given work (the one definition).
+    public func availability(silentAfterSeconds: Double) -> BuilderAvailability {
+        BuilderAvailability.of(BuilderAvailability.Facts(
+            active: active, builderok: builderok, manual: manual, agentState: agentState.flatMap(AgentState.init(rawValue:)),
+            secondsSinceSeen: secondsSinceSeen, holdsBuild: currentBuild != nil), silentAfterSeconds: silentAfterSeconds)
+    }
+
     /// One word for what the builder is doing, as the status page and metrics show it.
     public func state(silentAfterSeconds: Double) -> String {
-        if !active { return "removed" }
-        if !builderok { return "failed" }
-        if currentBuild != nil { return agentState == "ABORTING" ? "aborting" : "building" }
-        if manual { return "manual" }
-        guard let seen = secondsSinceSeen, seen <= silentAfterSeconds else { return "offline" }
-        return agentState == "IDLE" ? "idle" : (agentState ?? "offline").lowercased()
+        availability(silentAfterSeconds: silentAfterSeconds).rawValue
     }
 }
 

@@ -10,19 +10,6 @@ public let wireVersion = 1
 /// Largest message either side accepts, in bytes.
 public let maxMessageBytes = 256 * 1024
 
-/// A file with its digest.
-public struct FileDigest: Codable, Sendable, Equatable {
-    public var name: String
-    public var sha256: String
-    public var size: Int64
-
-    public init(name: String, sha256: String, size: Int64) {
-        self.name = name
-        self.sha256 = sha256
-        self.size = size
-    }
-}
-
 /// A job: master -> agents, on `buildd.jobs` with the processor as routing key.
 public struct JobMessage: Codable, Sendable, Equatable {
     public var v: Int = wireVersion
@@ -79,13 +66,6 @@ public enum AgentEventKind: String, Codable, Sendable, CaseIterable {
     case heartbeat
     /// The build ended with `result`; its files are already in the artifact store.
     case finished
-}
-
-/// What an agent is doing.
-public enum AgentState: String, Codable, Sendable {
-    case idle = "IDLE"
-    case building = "BUILDING"
-    case aborting = "ABORTING"
 }
 
 /// One agent event. Fields that do not apply to a kind are absent.
@@ -293,5 +273,32 @@ public enum Naming {
 
     public static func isValidSHA256(_ digest: String) -> Bool {
         digest.utf8.count == 64 && digest.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+}
+
+extension AgentEvent {
+    /// The typed report of a decoded event (``WireCodec/decodeEvent(_:)`` checked its fields for its kind),
+    /// sent by the broker user `user`.
+    public func report(user: String?) throws -> BuilderReport {
+        try report(sender: .agent(user: user))
+    }
+
+    /// The typed report of this event as `sender` sent it. Throws when a field its kind needs is missing.
+    public func report(sender: BuilderReport.Sender) throws -> BuilderReport {
+        let current: AttemptRef? = if let buildID, let attempt { AttemptRef(build: buildID, attempt: attempt) } else { nil }
+        let typed: BuilderReport.Event
+        switch kind {
+        case .hello, .heartbeat:
+            guard let state else { throw WireError(.invalidField, "\(kind.rawValue) needs state") }
+            typed = kind == .hello ? .hello(state, current: current) : .heartbeat(state, current: current, logTail: logTail)
+        case .accepted:
+            guard let current else { throw WireError(.invalidField, "accepted needs build_id and attempt") }
+            typed = .accepted(current)
+        case .finished:
+            guard let current else { throw WireError(.invalidField, "finished needs build_id and attempt") }
+            guard let result else { throw WireError(.invalidField, "finished needs result") }
+            typed = .finished(current, result, files: files ?? [], log: log)
+        }
+        return BuilderReport(builder: builder, session: session, seq: seq, event: typed, message: message, sender: sender)
     }
 }

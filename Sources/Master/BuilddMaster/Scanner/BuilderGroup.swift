@@ -10,6 +10,8 @@ public struct SlaveStatus: Sendable, Equatable {
         case aborting = "BuilderStatus.ABORTING"
         /// An agent that has not been heard from recently (agents push; nothing was asked).
         case offline = "BuilderStatus.OFFLINE"
+        /// Kept out of automatic dispatch by an operator (buildd's, not a launchpad-buildd state).
+        case manual = "BuilderStatus.MANUAL"
     }
 
     public var state: State
@@ -111,15 +113,12 @@ public struct AgentSlave: BuilderSlave {
     }
 
     public func status() async throws -> SlaveStatus {
-        if let build = summary.currentBuild { return SlaveStatus(state: .building, buildCookie: "\(build)") }
-        guard let silence = summary.secondsSinceSeen, silence <= silentAfterSeconds else {
-            return SlaveStatus(state: .offline)
-        }
-        switch summary.agentState {
-        case "IDLE": return SlaveStatus(state: .idle)
-        case "ABORTING": return SlaveStatus(state: .aborting)
-        case "BUILDING": return SlaveStatus(state: .building)
-        default: return SlaveStatus(state: .offline)
+        switch summary.availability(silentAfterSeconds: silentAfterSeconds) {
+        case .idle: return SlaveStatus(state: .idle)
+        case .building: return SlaveStatus(state: .building, buildCookie: summary.currentBuild.map { "\($0)" })
+        case .aborting: return SlaveStatus(state: .aborting, buildCookie: summary.currentBuild.map { "\($0)" })
+        case .manual: return SlaveStatus(state: .manual)
+        case .offline, .failed, .removed: return SlaveStatus(state: .offline)
         }
     }
 }

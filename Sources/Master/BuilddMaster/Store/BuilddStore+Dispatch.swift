@@ -6,14 +6,6 @@ import Foundation
 import BuilddShared
 import Postgres
 
-/// Thresholds of Launchpad's failure counting.
-public enum FailureThresholds {
-    /// A job that failed for infrastructure reasons this often ends FAILEDTOBUILD.
-    public static let job = 3
-    /// A builder that failed this often in a row is marked not ok.
-    public static let builder = 5
-}
-
 extension BuilddStore {
     /// Claims the best waiting builds of `processor`, at most its dispatch window: idle builders plus
     /// `lookahead`, less what is already published and not yet accepted. Each claim bumps the build's
@@ -105,97 +97,26 @@ extension BuilddStore {
 
     /// Running builds whose lease ran out (their agent went silent) are failures: counted and requeued.
     /// Cancelling builds whose agent never confirmed end CANCELLED and count against the builder.
-    /// Returns (build, attempt, builder) of each. Each build is judged by ``BuildLifecycle/tick(now:acceptTimeout:)``.
+    /// Returns (build, attempt, builder) of each. The rows are read and locked as an event batch's are, and
+    /// each build is judged by the ``LifecycleCore`` (``BuildLifecycle/tick(now:acceptTimeout:)``); the
+    /// query only picks candidates (``leaseExpiredCondition``, checked against the core by a test).
     public func expireLeases() async throws -> [(buildID: Int64, attempt: Int, builder: String)] {
         try await database.transaction { connection in
             let due = try connection.query("""
-                SELECT q.build_id FROM buildqueue q
-                 WHERE q.state IN ('RUNNING', 'CANCELLING') AND q.lease_expires < now()
-                 ORDER BY q.lease_expires LIMIT 100 FOR UPDATE SKIP LOCKED
-                """).rows.map { try $0.int64("build_id") }
-            var result: [(Int64, Int, String)] = []
-            for buildID in due {
-                guard var loaded = try Self.loadLifecycle(buildID, on: connection) else { continue }
-                let action = loaded.machine.tick(now: loaded.now, acceptTimeout: .infinity)
-                if case .ignore = action { continue }
-                let builder = loaded.builderName ?? "unknown"
-                let message: String? = if case .finish = action { "builder did not confirm the abort" } else { nil }
-                try Self.carryOut(action, &loaded, buildID: buildID, builder: builder, on: connection,
-                                  finishMessage: message)
-                result.append((buildID, loaded.attempt, builder))
-            }
-            return result
+                SELECT q.build_id, q.builder_id FROM buildqueue q WHERE \(Self.leaseExpiredCondition)
+                 ORDER BY q.lease_expires LIMIT 100
+                """).rows
+            guard !due.isEmpty else { return [] }
+            var core = try Self.loadCore(builderNames: [], builderIDs: due.compactMap { $0["builder_id"].flatMap(Int.init) },
+                                         buildIDs: try due.map { try $0.int64("build_id") }, filesOf: [],
+                                         leaseSeconds: 0, on: connection)
+            let expired = core.expireLeases()
+            try Self.write(core, on: connection)
+            return expired.map { ($0.buildID, Int($0.attempt), $0.builder) }
         }
     }
 
-    /// Ends a build in `status` and removes it from the queue.
-    static func finishBuild(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builder: String?,
-                            status: BuildStatus, result: BuilderResult?, message: String?) throws {
-        let took = try connection.query("""
-            UPDATE build SET status = $2, result = coalesce($3, result), date_finished = now(),
-                   failnotes = CASE WHEN $2 = 'FULLYBUILT' THEN NULL ELSE coalesce($4, failnotes) END
-             WHERE id = $1 RETURNING extract(epoch FROM date_finished - date_started) AS took
-            """, [buildID, status.rawValue, result?.rawValue, message]).first?.optionalDouble("took")
-        if let took { BuilddMetrics.buildDuration(status: status.rawValue, seconds: took) }
-        try connection.execute("DELETE FROM buildqueue WHERE build_id = $1", [buildID])
-        try recordEvent(connection, build: buildID, status: status, attempt: attempt, builder: builder, message: message)
-    }
-
-    /// Counts one infrastructure failure against the job and the builder and acts on the judgement:
-    /// retry the job, fail it, forgive or fail the builder (``FailureJudgement``).
-    @discardableResult
-    static func countFailure(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builderID: Int?,
-                             builder: String?, reason: String) throws -> Bool {
-        let jobFailures = try connection.query("""
-            UPDATE build SET failure_count = failure_count + 1, failnotes = $2 WHERE id = $1 RETURNING failure_count
-            """, [buildID, reason]).first!.int("failure_count")
-        var judgement = FailureJudgement(builder: .count, job: jobFailures >= FailureThresholds.job ? .fail : .retry)
-        if let builderID {
-            let builderFailures = try connection.query("""
-                UPDATE builder SET failure_count = failure_count + 1 WHERE id = $1 RETURNING failure_count
-                """, [builderID]).first!.int("failure_count")
-            judgement = FailureJudgement.judge(builderFailures: builderFailures, jobFailures: jobFailures)
-            switch judgement.builder {
-            case .count: break
-            case .forgive:
-                try connection.execute("UPDATE builder SET failure_count = failure_count - 1 WHERE id = $1", [builderID])
-            case .fail:
-                try connection.execute("UPDATE builder SET builderok = false, failnotes = $2 WHERE id = $1",
-                                       [builderID, "failed \(builderFailures) times in a row, last: \(reason)"])
-            }
-        }
-        switch judgement.job {
-        case .fail:
-            try finishBuild(connection, buildID: buildID, attempt: attempt, builder: builder, status: .failedToBuild,
-                            result: nil, message: "failed \(jobFailures) times, last: \(reason)")
-            return false
-        case .retry:
-            try requeue(connection, buildID: buildID, attempt: attempt, builder: builder, message: "retrying: \(reason)")
-            return true
-        }
-    }
-
-    static func countBuilderFailure(_ connection: PostgresConnection, builderID: Int, reason: String) throws {
-        try connection.execute("""
-            UPDATE builder SET failure_count = failure_count + 1,
-                   builderok = CASE WHEN failure_count + 1 >= $2 THEN false ELSE builderok END,
-                   failnotes = CASE WHEN failure_count + 1 >= $2 THEN $3 ELSE failnotes END
-             WHERE id = $1
-            """, [builderID, FailureThresholds.builder, reason])
-    }
-
-    /// Puts a build back in the queue as NEEDSBUILD.
-    static func requeue(_ connection: PostgresConnection, buildID: Int64, attempt: Int, builder: String?,
-                        message: String) throws {
-        try connection.execute("""
-            UPDATE build SET status = 'NEEDSBUILD', builder_id = NULL, date_started = NULL WHERE id = $1
-            """, [buildID])
-        try connection.execute("""
-            UPDATE buildqueue SET state = 'WAITING', builder_id = NULL, lease_expires = NULL, dispatched_at = NULL,
-                   token_sha256 = NULL, logtail = NULL
-             WHERE build_id = $1
-            """, [buildID])
-        try recordEvent(connection, build: buildID, status: .needsBuild, attempt: attempt, builder: builder,
-                        message: message)
-    }
+    /// The queue entries whose lease (running) or abort deadline (cancelling) ran out, on `buildqueue q`:
+    /// the rule of ``BuildLifecycle/tick(now:acceptTimeout:)`` for those states, as SQL.
+    static let leaseExpiredCondition = "q.state IN ('RUNNING', 'CANCELLING') AND q.lease_expires < now()"
 }

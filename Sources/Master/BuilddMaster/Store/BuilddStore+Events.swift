@@ -1,22 +1,8 @@
 import BuilddShared
 import Postgres
 
-/// What applying an agent event came to.
-public enum EventOutcome: Equatable, Sendable {
-    /// The event changed state.
-    case applied(String)
-    /// Stale or repeated: nothing changed (an old attempt, a replayed sequence number).
-    case ignored(String)
-    /// The agent works on something that is not current: tell it to abort (build, attempt).
-    case abort(buildID: Int64, attempt: Int32, reason: String)
-    /// The event may not be applied (unknown builder, wrong user): dead-letter it.
-    case rejected(String)
-}
-
 extension BuilddStore {
-    /// Applies one agent event in one transaction. Events of one builder must arrive in order
-    /// (the status queues shard by builder); `(session, seq)` makes a replay harmless and
-    /// `(build, attempt)` fences off everything an old attempt says.
+    /// Applies one agent event in one transaction (see ``apply(reports:leaseSeconds:recordingFiles:)``).
     ///
     /// - Parameters:
     ///   - userID: the AMQP `user_id` the broker validated; must own the builder when it has a broker user.
@@ -24,206 +10,213 @@ extension BuilddStore {
     ///   - legacy: the event comes from this master's legacy adapter, speaking for an XML-RPC builder.
     ///   - recordingFiles: record the event's files and log as this attempt's (in the same transaction) before
     ///     applying it: the legacy adapter stores what it fetched itself.
+    /// - Throws: `WireError` when the event lacks a field its kind needs.
     public func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int, legacy: Bool = false,
                       recordingFiles: Bool = false) async throws -> EventOutcome {
-        try await database.transaction { connection in
-            if recordingFiles, let buildID = event.buildID, let attempt = event.attempt {
-                let files = (event.files ?? []).map { ($0, "result") } + (event.log.map { [($0, "log")] } ?? [])
-                for (file, kind) in files {
-                    try Self.recordFile(connection, buildID: buildID, attempt: attempt, name: file.name, kind: kind,
-                                        sha256: file.sha256, size: file.size)
-                }
-            }
-            return try Self.apply(event, userID: userID, leaseSeconds: leaseSeconds, legacy: legacy, on: connection)
-        }
+        let report = try event.report(sender: legacy ? .legacyAdapter : .agent(user: userID))
+        return try await apply(reports: [report], leaseSeconds: leaseSeconds, recordingFiles: recordingFiles)[0]
     }
 
-    /// Applies several agents' events in one transaction, each as ``apply(_:userID:leaseSeconds:legacy:recordingFiles:)``
-    /// would, in the order given; returns their outcomes in that order. Either all of them count or, when
-    /// this throws, none.
+    /// Applies several agents' events in one transaction, in the order given; returns their outcomes in
+    /// that order. Either all of them count or, when this throws, none.
     public func apply(batch events: [(event: AgentEvent, userID: String?)], leaseSeconds: Int) async throws -> [EventOutcome] {
-        try await database.transaction { connection in
-            try events.map { try Self.apply($0.event, userID: $0.userID, leaseSeconds: leaseSeconds, on: connection) }
+        let reports = try events.map { try $0.event.report(user: $0.userID) }
+        return try await apply(reports: reports, leaseSeconds: leaseSeconds)
+    }
+
+    /// Applies a batch of reports in one transaction with a fixed number of statements, however many
+    /// reports it holds: every row they touch is read and locked in one global order (builders, then queue
+    /// entries, then builds, each by id), the ``LifecycleCore`` decides every transition in memory, report
+    /// by report in the order given (each builder's order is the order of its shard), and each kind of
+    /// change is written for the whole batch in one statement. Events of one builder must come in order;
+    /// `(session, seq)` makes a replay harmless and `(build, attempt)` fences off everything an old attempt
+    /// says. Either every report counts or, when this throws, none.
+    public func apply(reports: [BuilderReport], leaseSeconds: Int, recordingFiles: Bool = false) async throws -> [EventOutcome] {
+        guard !reports.isEmpty else { return [] }
+        return try await database.transaction { connection in
+            if recordingFiles { try Self.recordFiles(of: reports, on: connection) }
+            var core = try Self.loadCore(builderNames: reports.map(\.builder), builderIDs: [],
+                                         buildIDs: reports.compactMap { $0.event.attempt?.build },
+                                         filesOf: reports.compactMap(Self.declaredFiles),
+                                         leaseSeconds: leaseSeconds, on: connection)
+            let outcomes = reports.map { core.apply($0) }
+            try Self.write(core, on: connection)
+            return outcomes
         }
     }
 
-    static func apply(_ event: AgentEvent, userID: String?, leaseSeconds: Int, legacy: Bool = false,
-                      on connection: PostgresConnection) throws -> EventOutcome {
-        guard let builder = try connection.query("""
-            SELECT id, broker_user, agent_session, last_seq, builderok, active, kind FROM builder WHERE name = $1 FOR UPDATE
-            """, [event.builder]).first
-        else { return .rejected("unknown builder \(event.builder)") }
-        if let owner = builder["broker_user"], owner != userID {
-            return .rejected("user \(userID ?? "(none)") may not speak for builder \(event.builder)")
-        }
-        // Agents speak for agent builders only; the legacy adapter (in-process, never from the broker) for
-        // XML-RPC builders only.
-        guard try builder.string("kind") == (legacy ? "xmlrpc" : "agent") else {
-            return .rejected("builder \(event.builder) is not \(legacy ? "an XML-RPC builder" : "an agent")")
-        }
-        let builderID = try builder.int("id")
-        if builder["agent_session"] == event.session, event.seq <= (try builder.int64("last_seq")) {
-            return .ignored("replayed event \(event.seq) of session \(event.session)")
-        }
-        let newState: AgentState? = switch event.kind {
-        case .accepted: nil  // set below only when the accept holds
-        case .finished: .idle
-        case .hello, .heartbeat: event.state
-        }
-        // A finished build leaves the builder clean (its work folder is gone), whatever became of the build.
-        try connection.execute("""
-            UPDATE builder SET agent_session = $2, last_seq = $3, last_seen = now(), agent_state = coalesce($4, agent_state),
-                   clean_status = CASE WHEN $5 THEN 'CLEAN' ELSE clean_status END
-             WHERE id = $1
-            """, [builderID, event.session, event.seq, newState?.rawValue, event.kind == .finished])
-
-        switch event.kind {
-        case .hello, .heartbeat:
-            return try applyHeartbeat(event, builderID: builderID, leaseSeconds: leaseSeconds, on: connection)
-        case .accepted:
-            return try applyAccepted(event, builderID: builderID, usable: try builder.bool("builderok")
-                                     && builder.bool("active"), leaseSeconds: leaseSeconds, on: connection)
-        case .finished:
-            return try applyFinished(event, builderID: builderID, on: connection)
-        }
+    /// The attempt whose stored files a report's `finished` must be checked against, if it declares any.
+    static func declaredFiles(_ report: BuilderReport) -> AttemptRef? {
+        if case .finished(let ref, _, let files, let log) = report.event, !files.isEmpty || log != nil { return ref }
+        return nil
     }
 
-    private static func applyHeartbeat(_ event: AgentEvent, builderID: Int, leaseSeconds: Int,
-                                       on connection: PostgresConnection) throws -> EventOutcome {
-        if let buildID = event.buildID, let attempt = event.attempt, event.state != .idle {
-            guard var loaded = try loadLifecycle(buildID, on: connection) else {
-                return .abort(buildID: buildID, attempt: attempt, reason: "no build \(buildID)")
-            }
-            let ended = loaded.builderID.map { (Int32(loaded.attempt), $0) }
-            switch loaded.machine.heartbeat(attempt: attempt, builder: builderID, now: loaded.now,
-                                            lease: Double(leaseSeconds), endedAttempt: ended) {
-            case .renew:
-                try persistLease(loaded.machine, buildID: buildID, on: connection)
-                if let tail = event.logTail {
-                    try connection.execute("UPDATE buildqueue SET logtail = $2 WHERE build_id = $1", [buildID, tail])
-                }
-                return .applied("lease renewed")
-            case let other:
-                return unchanged(other, buildID: buildID)
+    /// The legacy adapter fetched the files itself: they are this attempt's before `finished` is applied.
+    static func recordFiles(of reports: [BuilderReport], on connection: PostgresConnection) throws {
+        for report in reports {
+            guard case .finished(let ref, _, let files, let log) = report.event else { continue }
+            for (file, kind) in files.map({ ($0, "result") }) + (log.map { [($0, "log")] } ?? []) {
+                try recordFile(connection, buildID: ref.build, attempt: ref.attempt, name: file.name, kind: kind,
+                               sha256: file.sha256, size: file.size)
             }
         }
-        // The agent is idle: a build the database still gives it was lost (the agent restarted or forgot it).
-        let held = try connection.query("""
-            SELECT build_id FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING')
-            """, [builderID]).rows.map { try $0.int64("build_id") }
-        for buildID in held {
-            guard var loaded = try loadLifecycle(buildID, on: connection) else { continue }
-            try carryOut(loaded.machine.builderIdle(builder: builderID), &loaded, buildID: buildID,
-                         builder: event.builder, on: connection, finishMessage: event.message)
-        }
-        return held.isEmpty ? .applied("\(event.kind.rawValue) \(event.state?.rawValue ?? "")")
-            : .applied("requeued \(held.count) lost build(s)")
     }
 
-    private static func applyAccepted(_ event: AgentEvent, builderID: Int, usable: Bool, leaseSeconds: Int,
-                                      on connection: PostgresConnection) throws -> EventOutcome {
-        let buildID = event.buildID!
-        let attempt = event.attempt!
-        guard var loaded = try loadLifecycle(buildID, on: connection) else {
-            return .abort(buildID: buildID, attempt: attempt, reason: "no build \(buildID)")
+    /// Reads and locks every row a batch may touch: the named builders (and those with the given ids),
+    /// the queue entries and builds named, the builds those builders hold, and the stored files of the
+    /// attempts given. Three round trips at most, whatever the batch's size; the time is the database's.
+    static func loadCore(builderNames: [String], builderIDs: [Int], buildIDs: [Int64], filesOf attempts: [AttemptRef],
+                         leaseSeconds: Int, on connection: PostgresConnection) throws -> LifecycleCore {
+        let builderRows = try connection.query("""
+            SELECT id, name, kind, broker_user, active, manual, agent_session, last_seq, agent_state, clean_status,
+                   failure_count, builderok, failnotes, extract(epoch FROM now()) AS now
+              FROM builder WHERE name = ANY ($1::text[]) OR id = ANY ($2::int[]) ORDER BY id FOR UPDATE
+            """, [PostgresArray(Array(Set(builderNames))), PostgresArray(builderIDs)]).rows
+        let now: Double
+        if let first = builderRows.first {
+            now = try first.double("now")
+        } else {
+            now = try connection.query("SELECT extract(epoch FROM now()) AS now").first!.double("now")
         }
-        let busy = try connection.query("""
-            SELECT 1 FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING') AND build_id <> $2
-            """, [builderID, buildID]).first != nil
-        let claimedAt: Double? = if case .dispatched(_, let since) = loaded.machine.state { since } else { nil }
-        switch loaded.machine.accepted(attempt: attempt, builder: builderID, builderUsable: usable, builderBusy: busy,
-                                       now: loaded.now, lease: Double(leaseSeconds)) {
-        case .start:
-            if let claimedAt { BuilddMetrics.dispatchLatency(seconds: loaded.now - claimedAt) }
-            try persistLease(loaded.machine, buildID: buildID, on: connection)
+        let builders = try builderRows.map { row in
+            BuilderRecord(
+                id: try row.int("id"), name: try row.string("name"),
+                kind: BuilderKind(rawValue: try row.string("kind")) ?? .agent, brokerUser: row["broker_user"],
+                active: try row.bool("active"), manual: try row.bool("manual"), session: row["agent_session"],
+                lastSeq: try row.int64("last_seq"), agentState: row["agent_state"].flatMap(AgentState.init(rawValue:)),
+                cleanStatus: try row.string("clean_status"),
+                standing: BuilderStanding(failures: try row.int("failure_count"), ok: try row.bool("builderok"),
+                                          notes: row["failnotes"]))
+        }
+        // Queue entries before builds, as the claim takes them: no two transactions wait on each other in a ring.
+        let buildRows = try connection.query("""
+            WITH q AS MATERIALIZED (
+                SELECT build_id, state, builder_id, extract(epoch FROM dispatched_at) AS dispatched,
+                       extract(epoch FROM lease_expires) AS lease
+                  FROM buildqueue
+                 WHERE build_id = ANY ($1::bigint[])
+                    OR (builder_id = ANY ($2::int[]) AND state IN ('RUNNING', 'CANCELLING'))
+                 ORDER BY build_id FOR UPDATE)
+            SELECT b.id, b.attempt, b.status, b.builder_id AS build_builder, b.failure_count, b.failnotes, b.result,
+                   b.log_name, b.log_sha256, extract(epoch FROM b.date_started) AS started,
+                   q.state, q.builder_id, q.dispatched, q.lease
+              FROM build b LEFT JOIN q ON q.build_id = b.id
+             WHERE b.id = ANY ($1::bigint[]) OR b.id IN (SELECT build_id FROM q)
+             ORDER BY b.id FOR UPDATE OF b
+            """, [PostgresArray(Array(Set(buildIDs))), PostgresArray(builders.map(\.id))]).rows
+        let builds = try buildRows.map { row in
+            let queue = row["state"].flatMap(QueueRecord.State.init(rawValue:)).map { state in
+                QueueRecord(state: state, builderID: row["builder_id"].flatMap(Int.init),
+                            dispatchedAt: row.optionalDouble("dispatched"), leaseUntil: row.optionalDouble("lease"))
+            }
+            return BuildRecord(
+                id: try row.int64("id"), attempt: Int32(try row.int("attempt")),
+                status: BuildStatus(rawValue: try row.string("status")) ?? .needsBuild,
+                builderID: row["build_builder"].flatMap(Int.init),
+                job: JobStanding(failures: try row.int("failure_count"), notes: row["failnotes"]),
+                result: row["result"].flatMap(BuilderResult.init(rawValue:)), logName: row["log_name"],
+                logSHA256: row["log_sha256"], startedAt: row.optionalDouble("started"), queue: queue)
+        }
+        var stored: [AttemptRef: [FileDigest]] = [:]
+        if !attempts.isEmpty {
+            let rows = try connection.query("""
+                SELECT f.build_id, f.attempt, f.name, f.sha256, f.size
+                  FROM build_file f JOIN unnest($1::bigint[], $2::int[]) AS x(build_id, attempt)
+                    ON f.build_id = x.build_id AND f.attempt = x.attempt
+                """, [PostgresArray(attempts.map(\.build)), PostgresArray(attempts.map(\.attempt))]).rows
+            for row in rows {
+                let ref = AttemptRef(build: try row.int64("build_id"), attempt: Int32(try row.int("attempt")))
+                stored[ref, default: []].append(FileDigest(name: try row.string("name"), sha256: try row.string("sha256"),
+                                                           size: try row.int64("size")))
+            }
+        }
+        return LifecycleCore(builders: builders, builds: builds, storedFiles: stored, now: now,
+                             leaseSeconds: Double(leaseSeconds))
+    }
+
+    /// Writes what the core changed: one statement per kind of change for the whole batch (builders,
+    /// builds, queue entries that left, queue entries that changed, history), each only when there is some.
+    static func write(_ core: LifecycleCore, on connection: PostgresConnection) throws {
+        let builders = core.changedBuilders
+        if !builders.isEmpty {
             try connection.execute("""
-                UPDATE build SET status = 'BUILDING', builder_id = $2, date_started = now() WHERE id = $1
-                """, [buildID, builderID])
-            try connection.execute("UPDATE builder SET agent_state = 'BUILDING', clean_status = 'DIRTY' WHERE id = $1",
-                                   [builderID])
-            try recordEvent(connection, build: buildID, status: .building, attempt: Int(attempt), builder: event.builder,
-                            message: nil)
-            return .applied("build \(buildID) attempt \(attempt) started on \(event.builder)")
-        case let other:
-            return unchanged(other, buildID: buildID)
+                UPDATE builder b SET agent_session = x.session, last_seq = x.seq,
+                       last_seen = CASE WHEN x.seen THEN now() ELSE b.last_seen END, agent_state = x.state,
+                       clean_status = x.clean, failure_count = x.failures, builderok = x.ok, failnotes = x.notes
+                  FROM unnest($1::int[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::int[],
+                              $8::bool[], $9::text[]) AS x(id, session, seq, seen, state, clean, failures, ok, notes)
+                 WHERE b.id = x.id
+                """, [PostgresArray(builders.map(\.id)), PostgresArray(builders.map(\.session)),
+                      PostgresArray(builders.map(\.lastSeq)), PostgresArray(builders.map(\.seen)),
+                      PostgresArray(builders.map(\.agentState?.rawValue)), PostgresArray(builders.map(\.cleanStatus)),
+                      PostgresArray(builders.map(\.standing.failures)), PostgresArray(builders.map(\.standing.ok)),
+                      PostgresArray(builders.map(\.standing.notes))])
+        }
+        let builds = core.changedBuilds
+        if !builds.isEmpty {
+            try connection.execute("""
+                UPDATE build b SET status = x.status, builder_id = x.builder, failure_count = x.failures,
+                       failnotes = x.notes, result = x.result, log_name = x.log_name, log_sha256 = x.log_sha256,
+                       date_started = CASE x.started WHEN 'now' THEN now() WHEN 'clear' THEN NULL ELSE b.date_started END,
+                       date_finished = CASE WHEN x.finished THEN now() ELSE b.date_finished END
+                  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::text[],
+                              $8::text[], $9::text[], $10::bool[])
+                       AS x(id, status, builder, failures, notes, result, log_name, log_sha256, started, finished)
+                 WHERE b.id = x.id
+                """, [PostgresArray(builds.map(\.id)), PostgresArray(builds.map(\.status.rawValue)),
+                      PostgresArray(builds.map(\.builderID)), PostgresArray(builds.map(\.job.failures)),
+                      PostgresArray(builds.map(\.job.notes)), PostgresArray(builds.map(\.result?.rawValue)),
+                      PostgresArray(builds.map(\.logName)), PostgresArray(builds.map(\.logSHA256)),
+                      PostgresArray(builds.map { Self.stampName($0.started) }), PostgresArray(builds.map(\.finished))])
+        }
+        let dequeued = core.dequeued
+        if !dequeued.isEmpty {
+            try connection.execute("DELETE FROM buildqueue WHERE build_id = ANY ($1::bigint[])", [PostgresArray(dequeued)])
+        }
+        // Entries that let go of a builder are written before those that take one, so that a builder moving
+        // from one build to another within the batch never holds two at once (a unique index forbids it).
+        let queued = builds.filter { $0.queue != nil }
+        let holding: (BuildRecord) -> Bool = { $0.queue?.state == .running || $0.queue?.state == .cancelling }
+        for group in [queued.filter { !holding($0) }, queued.filter(holding)] where !group.isEmpty {
+            let entries = group.map { ($0.id, $0.queue!) }
+            try connection.execute("""
+                UPDATE buildqueue q SET state = x.state, builder_id = x.builder, lease_expires = to_timestamp(x.lease),
+                       dispatched_at = CASE WHEN x.cleared THEN NULL ELSE q.dispatched_at END,
+                       token_sha256 = CASE WHEN x.cleared THEN NULL ELSE q.token_sha256 END,
+                       logtail = CASE WHEN x.tail_set THEN x.tail ELSE q.logtail END,
+                       abort_sent_at = CASE WHEN x.abort_cleared THEN NULL ELSE q.abort_sent_at END
+                  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::bool[], $6::bool[], $7::text[],
+                              $8::bool[]) AS x(id, state, builder, lease, cleared, tail_set, tail, abort_cleared)
+                 WHERE q.build_id = x.id
+                """, [PostgresArray(entries.map(\.0)), PostgresArray(entries.map(\.1.state.rawValue)),
+                      PostgresArray(entries.map(\.1.builderID)), PostgresArray(entries.map(\.1.leaseUntil)),
+                      PostgresArray(entries.map(\.1.dispatchCleared)), PostgresArray(entries.map { $0.1.logTail != nil }),
+                      PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSentCleared))])
+        }
+        try insertHistory(core.history, on: connection)
+        for latency in core.dispatchLatencies { BuilddMetrics.dispatchLatency(seconds: latency) }
+        for (status, seconds) in core.buildDurations { BuilddMetrics.buildDuration(status: status.rawValue, seconds: seconds) }
+    }
+
+    static func stampName(_ stamp: QueueRecord.Stamp) -> String {
+        switch stamp {
+        case .keep: "keep"
+        case .now: "now"
+        case .clear: "clear"
         }
     }
 
-    private static func applyFinished(_ event: AgentEvent, builderID: Int,
-                                      on connection: PostgresConnection) throws -> EventOutcome {
-        let buildID = event.buildID!
-        let attempt = event.attempt!
-        let result = event.result!
-        guard var loaded = try loadLifecycle(buildID, on: connection) else { return .ignored("no build \(buildID)") }
-        // Every file the agent names must be in the artifact store for this attempt, with the same digest.
-        var missing: [String] = []
-        let declared = (event.files ?? []) + (event.log.map { [$0] } ?? [])
-        for file in declared {
-            let stored = try connection.query("""
-                SELECT sha256, size FROM build_file WHERE build_id = $1 AND attempt = $2 AND name = $3
-                """, [buildID, Int(attempt), file.name]).first
-            if try stored?.string("sha256") != file.sha256 || stored?.int64("size") != file.size {
-                missing.append(file.name)
-            }
-        }
-        let action = loaded.machine.finished(attempt: attempt, builder: builderID, result: result, filesMissing: missing)
-        if case .ignore(let why) = action { return .ignored("build \(buildID): \(why)") }
-        if let log = event.log, !missing.contains(log.name) {
-            try connection.execute("UPDATE build SET log_name = $2, log_sha256 = $3 WHERE id = $1",
-                                   [buildID, log.name, log.sha256])
-        }
-        // A finished build gets its result with its final status (finishBuild); a failure keeps it here.
-        if case .finish = action {} else {
-            try connection.execute("UPDATE build SET result = $2 WHERE id = $1", [buildID, result.rawValue])
-        }
-        if case .finish(.fullyBuilt, _) = action {
-            try recordEvent(connection, build: buildID, status: .gathering, attempt: Int(attempt),
-                            builder: event.builder, message: "\(event.files?.count ?? 0) file(s) verified")
-        }
-        let message = event.message ?? result.rawValue
-        try carryOut(action, &loaded, buildID: buildID, builder: event.builder, on: connection,
-                     finishMessage: message, result: result)
-        switch action {
-        case .finish(let status, _): return .applied("build \(buildID) \(status.rawValue)")
-        default: return .applied("build \(buildID) \(result.rawValue), counted")
-        }
-    }
-
-    /// The outcome of an action that changes nothing: an abort to send, or an event to ignore.
-    static func unchanged(_ action: BuildLifecycle.Action, buildID: Int64) -> EventOutcome {
-        switch action {
-        case .abort(let attempt, let reason):
-            return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID): \(reason)")
-        case .ignore(let why):
-            return .ignored(why)
-        default:
-            return .ignored("no change for build \(buildID)")
-        }
-    }
-
-    /// Does what a lifecycle action asks: finish, count a failure (then retry or fail), requeue.
-    static func carryOut(_ action: BuildLifecycle.Action, _ loaded: inout LoadedLifecycle, buildID: Int64,
-                         builder: String?, on connection: PostgresConnection, finishMessage: String? = nil,
-                         result: BuilderResult? = nil) throws {
-        switch action {
-        case .finish(let status, let builderFailure):
-            try finishBuild(connection, buildID: buildID, attempt: loaded.attempt, builder: builder, status: status,
-                            result: result, message: status == .fullyBuilt ? nil : finishMessage)
-            if let builderID = loaded.builderID {
-                if builderFailure {
-                    try countBuilderFailure(connection, builderID: builderID, reason: "did not confirm an abort")
-                } else if result != nil {
-                    try connection.execute("UPDATE builder SET failure_count = 0 WHERE id = $1 AND failure_count <> 0",
-                                           [builderID])
-                }
-            }
-        case .countFailure(let reason):
-            let detail = finishMessage.map { "\(reason): \($0)" } ?? "\(reason) (\(builder ?? "no builder"))"
-            let retried = try countFailure(connection, buildID: buildID, attempt: loaded.attempt,
-                                           builderID: loaded.builderID, builder: builder, reason: detail)
-            loaded.machine.failureCounted(retry: retried)
-        case .reclaim, .renew, .start, .requestAbort, .ignore, .abort:
-            break
-        }
+    /// Adds history lines in one statement, in the order given (their ids follow it).
+    static func insertHistory(_ entries: [HistoryEntry], on connection: PostgresConnection) throws {
+        guard !entries.isEmpty else { return }
+        try connection.execute("""
+            INSERT INTO build_event (build_id, status, attempt, builder, message)
+            SELECT x.build_id, x.status, x.attempt, x.builder, x.message
+              FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[])
+                   WITH ORDINALITY AS x(build_id, status, attempt, builder, message, position)
+             ORDER BY x.position
+            """, [PostgresArray(entries.map(\.build)), PostgresArray(entries.map(\.status.rawValue)),
+                  PostgresArray(entries.map(\.attempt)), PostgresArray(entries.map(\.builder)),
+                  PostgresArray(entries.map(\.message))])
     }
 }

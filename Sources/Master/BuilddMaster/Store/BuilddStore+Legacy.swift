@@ -115,10 +115,10 @@ extension BuilddStore {
     /// shows the reason in its failnotes. Returns whether the builder is now failed.
     @discardableResult
     public func countLegacyBuilderFault(builderID: Int, reason: String) async throws -> Bool {
-        try await database.transaction { connection in
-            try Self.countBuilderFailure(connection, builderID: builderID, reason: reason)
-            return try connection.query("UPDATE builder SET failnotes = $2 WHERE id = $1 RETURNING builderok",
-                                        [builderID, reason]).first.map { !(try $0.bool("builderok")) } ?? false
+        try await updateStanding(id: builderID) { standing in
+            let broken = standing.countFailure(reason)
+            standing.notes = reason
+            return broken
         }
     }
 
@@ -132,10 +132,7 @@ extension BuilddStore {
     /// while it held no build (Launchpad's threshold is for failures in a row). Failures counted against
     /// builds stay until a good build resets them.
     public func forgiveLegacyFaults(builderID: Int, faults: Int) async throws {
-        try await database.query("""
-            UPDATE builder SET failnotes = NULL, failure_count = greatest(failure_count - $2, 0)
-             WHERE id = $1 AND builderok
-            """, [builderID, faults])
+        try await updateStanding(id: builderID) { $0.forgive(faults: faults) }
     }
 
     public func markBuilderClean(builderID: Int) async throws {

@@ -5,17 +5,40 @@ import Postgres
 extension BuilddStore {
     /// Re-enables a builder: ok again, failure count and failnotes cleared.
     public func enableBuilder(_ name: String) async throws {
-        try await updateBuilder(name, "builderok = true, failnotes = NULL, failure_count = 0", [])
+        try await updateStanding(name: name) { $0.reset() }
     }
 
     /// Takes a builder out of dispatch with a reason shown in `builder list`.
     public func disableBuilder(_ name: String, reason: String) async throws {
-        try await updateBuilder(name, "builderok = false, failnotes = $2", [reason])
+        try await updateStanding(name: name) { $0.disable(reason) }
     }
 
     /// In manual mode a builder gets no work from the dispatcher.
     public func setBuilderManual(_ name: String, _ manual: Bool) async throws {
         try await updateBuilder(name, "manual = $2", [manual])
+    }
+
+    /// Changes a builder's standing in the failure ledger (``BuilderStanding``) under its row lock.
+    @discardableResult
+    func updateStanding<T: Sendable>(name: String? = nil, id: Int? = nil,
+                                     _ change: @escaping @Sendable (inout BuilderStanding) -> T) async throws -> T {
+        try await database.transaction { connection in
+            try Self.updateStanding(name: name, id: id, on: connection, change)
+        }
+    }
+
+    static func updateStanding<T>(name: String?, id: Int?, on connection: PostgresConnection,
+                                  _ change: (inout BuilderStanding) -> T) throws -> T {
+        guard let row = try connection.query("""
+            SELECT id, failure_count, builderok, failnotes FROM builder WHERE name = $1 OR id = $2 FOR UPDATE
+            """, [name, id]).first
+        else { throw StoreError(.notFound, "no builder named '\(name ?? id.map(String.init) ?? "")'") }
+        var standing = BuilderStanding(failures: try row.int("failure_count"), ok: try row.bool("builderok"),
+                                       notes: row["failnotes"])
+        let result = change(&standing)
+        try connection.execute("UPDATE builder SET failure_count = $2, builderok = $3, failnotes = $4 WHERE id = $1",
+                               [try row.int("id"), standing.failures, standing.ok, standing.notes])
+        return result
     }
 
     private func updateBuilder(_ name: String, _ assignments: String, _ values: [(any PostgresBindable)?]) async throws {
@@ -30,25 +53,22 @@ extension BuilddStore {
     @discardableResult
     public func cancel(_ buildID: Int64, deadlineSeconds: Int = 180) async throws -> BuildStatus {
         try await database.transaction { connection in
-            guard var loaded = try Self.loadLifecycle(buildID, on: connection) else {
-                throw StoreError(.notFound, "no build \(buildID)")
-            }
-            switch loaded.machine.cancel(now: loaded.now, deadline: Double(deadlineSeconds)) {
-            case .finish:
-                try Self.finishBuild(connection, buildID: buildID, attempt: loaded.attempt, builder: nil,
-                                     status: .cancelled, result: nil, message: "cancelled before it started")
-                return .cancelled
-            case .requestAbort:
-                try Self.persistLease(loaded.machine, buildID: buildID, on: connection)
-                try connection.execute("UPDATE build SET status = 'CANCELLING' WHERE id = $1", [buildID])
-                try Self.recordEvent(connection, build: buildID, status: .cancelling, attempt: loaded.attempt,
-                                     builder: loaded.builderName, message: "cancel requested")
-                return .cancelling
-            default:
-                if case .cancelling = loaded.machine.state { return .cancelling }
-                let status = try connection.query("SELECT status FROM build WHERE id = $1", [buildID]).first?
-                    .string("status") ?? "?"
-                throw StoreError(.conflict, "build \(buildID) is \(status): only waiting or running builds can be cancelled")
+            // Who holds it, read first so that its builder is locked before the build, as everywhere.
+            let holder = try connection.query("""
+                SELECT coalesce(q.builder_id, b.builder_id) AS holder FROM build b
+                  LEFT JOIN buildqueue q ON q.build_id = b.id WHERE b.id = $1
+                """, [buildID]).first.map { $0["holder"].flatMap(Int.init) }
+            guard let holder else { throw StoreError(.notFound, "no build \(buildID)") }
+            var core = try Self.loadCore(builderNames: [], builderIDs: holder.map { [$0] } ?? [], buildIDs: [buildID],
+                                         filesOf: [], leaseSeconds: 0, on: connection)
+            let outcome = core.cancel(buildID, deadlineSeconds: Double(deadlineSeconds))
+            try Self.write(core, on: connection)
+            switch outcome {
+            case .cancelled: return .cancelled
+            case .cancelling: return .cancelling
+            case .notFound: throw StoreError(.notFound, "no build \(buildID)")
+            case .notCancellable(let status):
+                throw StoreError(.conflict, "build \(buildID) is \(status.rawValue): only waiting or running builds can be cancelled")
             }
         }
     }

@@ -134,15 +134,12 @@ public final class BuilddStore: Sendable {
 
     // MARK: Builders
 
-    /// A builder is idle when it is usable and its agent said IDLE recently. `$1` is the silence limit in seconds.
-    static let idleBuilderCondition = """
-        b.builderok AND b.active AND NOT b.manual AND b.agent_state = 'IDLE'
-        AND b.last_seen > now() - make_interval(secs => $1)
-        AND NOT EXISTS (SELECT 1 FROM buildqueue r WHERE r.builder_id = b.id AND r.state IN ('RUNNING', 'CANCELLING'))
-        """
+    /// Builders that may be given a job (``BuilderAvailability/takesWork``), on `builder b`; `$1` is the
+    /// silence limit in seconds.
+    static let idleBuilderCondition = BuilderAvailability.sqlCondition(alias: "b", silence: "$1")
 
     /// An agent that has said nothing for this long is not counted as idle.
-    public static let agentSilenceSeconds = 20
+    public static let agentSilenceSeconds = BuilderAvailability.silenceSeconds
 
     public func addBuilder(name: String, processors: [String], url: String? = nil, brokerUser: String? = nil,
                            virtualized: Bool = true) async throws {

@@ -1,5 +1,3 @@
-import BuilddShared
-
 /// The life of one queued build, as a value: the dispatch contract and its leases without I/O.
 ///
 /// The store loads a queue row into a `BuildLifecycle`, feeds it one input (an agent event, a clock

@@ -1,0 +1,486 @@
+/// The rows a batch of builder reports (or a pass of the clock) may change, as values: a builder, a
+/// build and its queue entry. The store reads every row a batch touches in one round trip, the core
+/// decides every transition over them in memory, and the store writes each kind of change back for the
+/// whole batch at once.
+public struct BuilderRecord: Equatable, Sendable {
+    public let id: Int
+    public let name: String
+    public let kind: BuilderKind
+    /// The broker user that may speak for it; nil: not checked.
+    public let brokerUser: String?
+    public let active: Bool
+    public let manual: Bool
+    public var session: String?
+    public var lastSeq: Int64
+    public var agentState: AgentState?
+    /// `CLEAN`, `DIRTY` or `CLEANING`.
+    public var cleanStatus: String
+    public var standing: BuilderStanding
+    /// Heard from in this batch: its `last_seen` becomes the batch's time.
+    public var seen = false
+
+    public init(id: Int, name: String, kind: BuilderKind, brokerUser: String?, active: Bool, manual: Bool,
+                session: String?, lastSeq: Int64, agentState: AgentState?, cleanStatus: String,
+                standing: BuilderStanding) {
+        self.id = id
+        self.name = name
+        self.kind = kind
+        self.brokerUser = brokerUser
+        self.active = active
+        self.manual = manual
+        self.session = session
+        self.lastSeq = lastSeq
+        self.agentState = agentState
+        self.cleanStatus = cleanStatus
+        self.standing = standing
+    }
+
+    /// Whether it may accept a job: usable and not removed.
+    public var usable: Bool { standing.ok && active }
+}
+
+/// A build's entry in the queue (it has one while it needs or holds a builder).
+public struct QueueRecord: Equatable, Sendable {
+    public enum State: String, Sendable {
+        case waiting = "WAITING", dispatched = "DISPATCHED", running = "RUNNING", cancelling = "CANCELLING"
+    }
+
+    /// A column the core either leaves, sets to the batch's time, or empties.
+    public enum Stamp: Equatable, Sendable {
+        case keep, now, clear
+    }
+
+    public var state: State
+    public var builderID: Int?
+    /// When it was claimed (epoch seconds), while dispatched.
+    public var dispatchedAt: Double?
+    /// When the lease (running) or the abort deadline (cancelling) runs out, epoch seconds.
+    public var leaseUntil: Double?
+    /// The new log tail: nil keeps what is stored; `.some(nil)` empties it.
+    public var logTail: String??
+    /// The upload token and dispatch time go when it is queued again.
+    public var dispatchCleared = false
+    /// The last abort sent goes when the deadline is set again.
+    public var abortSentCleared = false
+
+    public init(state: State, builderID: Int?, dispatchedAt: Double?, leaseUntil: Double?) {
+        self.state = state
+        self.builderID = builderID
+        self.dispatchedAt = dispatchedAt
+        self.leaseUntil = leaseUntil
+    }
+}
+
+public struct BuildRecord: Equatable, Sendable {
+    public let id: Int64
+    public var attempt: Int32
+    public var status: BuildStatus
+    public var builderID: Int?
+    public var job: JobStanding
+    public var result: BuilderResult?
+    public var logName: String?
+    public var logSHA256: String?
+    /// When it started on its builder (epoch seconds), for the build-duration metric.
+    public var startedAt: Double?
+    public var started: QueueRecord.Stamp = .keep
+    public var finished = false
+    /// Its queue entry; nil once it left the queue.
+    public var queue: QueueRecord?
+
+    public init(id: Int64, attempt: Int32, status: BuildStatus, builderID: Int?, job: JobStanding,
+                result: BuilderResult?, logName: String?, logSHA256: String?, startedAt: Double?,
+                queue: QueueRecord?) {
+        self.id = id
+        self.attempt = attempt
+        self.status = status
+        self.builderID = builderID
+        self.job = job
+        self.result = result
+        self.logName = logName
+        self.logSHA256 = logSHA256
+        self.startedAt = startedAt
+        self.queue = queue
+    }
+
+    /// The builder the build's current attempt is (or was last) on.
+    public var holder: Int? { queue?.builderID ?? builderID }
+
+    /// Whether it holds `builder` now (running or cancelling on it).
+    func isHeld(by builder: Int) -> Bool {
+        guard let queue, queue.builderID == builder else { return false }
+        return queue.state == .running || queue.state == .cancelling
+    }
+
+    /// Its lifecycle, as its rows say.
+    public var lifecycle: BuildLifecycle {
+        let state: BuildLifecycle.State
+        switch queue?.state {
+        case .waiting: state = .waiting
+        case .dispatched: state = .dispatched(attempt: attempt, since: queue?.dispatchedAt ?? 0)
+        case .running: state = .running(attempt: attempt, builder: queue?.builderID ?? 0, leaseUntil: queue?.leaseUntil ?? 0)
+        case .cancelling: state = .cancelling(attempt: attempt, builder: queue?.builderID ?? 0, deadline: queue?.leaseUntil ?? 0)
+        case nil: state = .done
+        }
+        return BuildLifecycle(state: state)
+    }
+}
+
+/// One line of a build's history.
+public struct HistoryEntry: Equatable, Sendable {
+    public let build: Int64
+    public let status: BuildStatus
+    public let attempt: Int32
+    public let builder: String?
+    public let message: String?
+
+    public init(build: Int64, status: BuildStatus, attempt: Int32, builder: String?, message: String?) {
+        self.build = build
+        self.status = status
+        self.attempt = attempt
+        self.builder = builder
+        self.message = message
+    }
+}
+
+/// Decides every transition of builds and builders over rows in memory.
+///
+/// Feed it the rows a batch touches and the time (the database's clock: every master judges time by
+/// it), then the batch's reports in order (or a pass of the clock); read back the changed rows, the
+/// history lines to add and an outcome per report. It does no I/O; tests drive it with a manual clock.
+public struct LifecycleCore: Sendable {
+    public private(set) var builders: [Int: BuilderRecord]
+    public private(set) var builds: [Int64: BuildRecord]
+    public let now: Double
+    public let leaseSeconds: Double
+    /// Stored result files: (name -> digest) by attempt.
+    let storedFiles: [AttemptRef: [String: FileDigest]]
+    private var builderIDs: [String: Int]
+    private let originalBuilders: [Int: BuilderRecord]
+    private let originalBuilds: [Int64: BuildRecord]
+
+    /// History lines to insert, in order.
+    public private(set) var history: [HistoryEntry] = []
+    /// Seconds from claim to accepted, per build started.
+    public private(set) var dispatchLatencies: [Double] = []
+    /// Seconds from start to end, per build ended, by its final status.
+    public private(set) var buildDurations: [(status: BuildStatus, seconds: Double)] = []
+
+    public init(builders: [BuilderRecord], builds: [BuildRecord], storedFiles: [AttemptRef: [FileDigest]] = [:],
+                now: Double, leaseSeconds: Double) {
+        self.builders = Dictionary(builders.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        self.builds = Dictionary(builds.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        builderIDs = Dictionary(builders.map { ($0.name, $0.id) }, uniquingKeysWith: { first, _ in first })
+        self.storedFiles = storedFiles.mapValues { Dictionary($0.map { ($0.name, $0) }, uniquingKeysWith: { $1 }) }
+        originalBuilders = self.builders
+        originalBuilds = self.builds
+        self.now = now
+        self.leaseSeconds = leaseSeconds
+    }
+
+    /// The builders whose rows changed, by id.
+    public var changedBuilders: [BuilderRecord] {
+        builders.values.filter { originalBuilders[$0.id] != $0 }.sorted { $0.id < $1.id }
+    }
+
+    /// The builds whose rows changed, by id.
+    public var changedBuilds: [BuildRecord] {
+        builds.values.filter { originalBuilds[$0.id] != $0 }.sorted { $0.id < $1.id }
+    }
+
+    /// The builds that left the queue in this batch (their queue rows are to be deleted).
+    public var dequeued: [Int64] {
+        builds.values.filter { $0.queue == nil && originalBuilds[$0.id]?.queue != nil }.map(\.id).sorted()
+    }
+
+    // MARK: Reports
+
+    /// Applies one report, as the next of its builder's.
+    public mutating func apply(_ report: BuilderReport) -> EventOutcome {
+        guard let builderID = builderIDs[report.builder], var builder = builders[builderID] else {
+            return .rejected("unknown builder \(report.builder)")
+        }
+        switch report.sender {
+        case .agent(let user):
+            if let owner = builder.brokerUser, owner != user {
+                return .rejected("user \(user ?? "(none)") may not speak for builder \(report.builder)")
+            }
+            // Agents speak for agent builders only; the legacy adapter for XML-RPC builders only.
+            guard builder.kind == .agent else { return .rejected("builder \(report.builder) is not an agent") }
+        case .legacyAdapter:
+            guard builder.kind == .xmlrpc else {
+                return .rejected("builder \(report.builder) is not an XML-RPC builder")
+            }
+        }
+        if builder.session == report.session, report.seq <= builder.lastSeq {
+            return .ignored("replayed event \(report.seq) of session \(report.session)")
+        }
+        builder.session = report.session
+        builder.lastSeq = report.seq
+        builder.seen = true
+        switch report.event {
+        case .hello(let state, _), .heartbeat(let state, _, _): builder.agentState = state
+        case .finished:
+            // A finished build leaves the builder clean (its work folder is gone), whatever became of the build.
+            builder.agentState = .idle
+            builder.cleanStatus = "CLEAN"
+        case .accepted: break  // set below only when the accept holds
+        }
+        builders[builderID] = builder
+
+        switch report.event {
+        case .hello(let state, let current):
+            return heartbeat(state: state, current: current, logTail: nil, name: "hello", builder: builder,
+                             message: report.message)
+        case .heartbeat(let state, let current, let tail):
+            return heartbeat(state: state, current: current, logTail: tail, name: "heartbeat", builder: builder,
+                             message: report.message)
+        case .accepted(let ref):
+            return accepted(ref, builder: builder)
+        case .finished(let ref, let result, let files, let log):
+            return finished(ref, result: result, files: files, log: log, builder: builder, message: report.message)
+        }
+    }
+
+    private mutating func heartbeat(state: AgentState, current: AttemptRef?, logTail: String?, name: String,
+                                    builder: BuilderRecord, message: String?) -> EventOutcome {
+        if let ref = current, state != .idle {
+            guard var build = builds[ref.build] else {
+                return .abort(buildID: ref.build, attempt: ref.attempt, reason: "no build \(ref.build)")
+            }
+            var machine = build.lifecycle
+            let ended = build.holder.map { (build.attempt, $0) }
+            switch machine.heartbeat(attempt: ref.attempt, builder: builder.id, now: now, lease: leaseSeconds,
+                                     endedAttempt: ended) {
+            case .renew:
+                persistLease(machine, &build)
+                if let logTail { build.queue?.logTail = .some(logTail) }
+                builds[ref.build] = build
+                return .applied("lease renewed")
+            case let other:
+                return Self.unchanged(other, buildID: ref.build)
+            }
+        }
+        // The agent is idle: a build the database still gives it was lost (the agent restarted or forgot it).
+        let held = builds.values.filter { $0.isHeld(by: builder.id) }.map(\.id).sorted()
+        for buildID in held {
+            var machine = builds[buildID]!.lifecycle
+            carryOut(machine.builderIdle(builder: builder.id), &machine, buildID: buildID, builder: builder.name,
+                     finishMessage: message)
+        }
+        return held.isEmpty ? .applied("\(name) \(state.rawValue)") : .applied("requeued \(held.count) lost build(s)")
+    }
+
+    private mutating func accepted(_ ref: AttemptRef, builder: BuilderRecord) -> EventOutcome {
+        guard var build = builds[ref.build] else {
+            return .abort(buildID: ref.build, attempt: ref.attempt, reason: "no build \(ref.build)")
+        }
+        let busy = builds.values.contains { $0.id != ref.build && $0.isHeld(by: builder.id) }
+        var machine = build.lifecycle
+        let claimedAt: Double? = if case .dispatched(_, let since) = machine.state { since } else { nil }
+        switch machine.accepted(attempt: ref.attempt, builder: builder.id, builderUsable: builder.usable,
+                                builderBusy: busy, now: now, lease: leaseSeconds) {
+        case .start:
+            if let claimedAt { dispatchLatencies.append(now - claimedAt) }
+            persistLease(machine, &build)
+            build.status = .building
+            build.builderID = builder.id
+            build.started = .now
+            build.startedAt = now
+            builds[ref.build] = build
+            builders[builder.id]?.agentState = .building
+            builders[builder.id]?.cleanStatus = "DIRTY"
+            history.append(HistoryEntry(build: ref.build, status: .building, attempt: ref.attempt,
+                                        builder: builder.name, message: nil))
+            return .applied("build \(ref.build) attempt \(ref.attempt) started on \(builder.name)")
+        case let other:
+            return Self.unchanged(other, buildID: ref.build)
+        }
+    }
+
+    private mutating func finished(_ ref: AttemptRef, result: BuilderResult, files: [FileDigest], log: FileDigest?,
+                                   builder: BuilderRecord, message: String?) -> EventOutcome {
+        guard var build = builds[ref.build] else { return .ignored("no build \(ref.build)") }
+        // Every file the agent names must be in the artifact store for this attempt, with the same digest.
+        let stored = storedFiles[ref] ?? [:]
+        let missing = (files + (log.map { [$0] } ?? [])).filter { file in
+            guard let kept = stored[file.name] else { return true }
+            return kept.sha256 != file.sha256 || kept.size != file.size
+        }.map(\.name)
+        var machine = build.lifecycle
+        let action = machine.finished(attempt: ref.attempt, builder: builder.id, result: result, filesMissing: missing)
+        if case .ignore(let why) = action { return .ignored("build \(ref.build): \(why)") }
+        if let log, !missing.contains(log.name) {
+            build.logName = log.name
+            build.logSHA256 = log.sha256
+        }
+        // A finished build gets its result with its final status; a failure keeps it here.
+        if case .finish = action {} else { build.result = result }
+        builds[ref.build] = build
+        if case .finish(.fullyBuilt, _) = action {
+            history.append(HistoryEntry(build: ref.build, status: .gathering, attempt: ref.attempt, builder: builder.name,
+                                        message: "\(files.count) file(s) verified"))
+        }
+        carryOut(action, &machine, buildID: ref.build, builder: builder.name, finishMessage: message ?? result.rawValue,
+                 result: result)
+        switch action {
+        case .finish(let status, _): return .applied("build \(ref.build) \(status.rawValue)")
+        default: return .applied("build \(ref.build) \(result.rawValue), counted")
+        }
+    }
+
+    // MARK: The clock
+
+    /// Running builds whose lease ran out (their agent went silent) are failures: counted and requeued.
+    /// Cancelling builds whose agent never confirmed end CANCELLED and count against the builder. Returns
+    /// (build, attempt, builder name) of each build the clock changed, in build order.
+    public mutating func expireLeases() -> [(buildID: Int64, attempt: Int32, builder: String)] {
+        var expired: [(Int64, Int32, String)] = []
+        for buildID in builds.keys.sorted() {
+            guard let build = builds[buildID] else { continue }
+            var machine = build.lifecycle
+            let action = machine.tick(now: now, acceptTimeout: .infinity)
+            if case .ignore = action { continue }
+            if case .reclaim = action { continue }  // claims are expired by the claim window's own statement
+            let builder = build.holder.flatMap { builders[$0]?.name } ?? "unknown"
+            let message: String? = if case .finish = action { "builder did not confirm the abort" } else { nil }
+            carryOut(action, &machine, buildID: buildID, builder: builder, finishMessage: message)
+            expired.append((buildID, build.attempt, builder))
+        }
+        return expired
+    }
+
+    // MARK: Operators
+
+    /// What cancelling a build came to.
+    public enum CancelOutcome: Equatable, Sendable {
+        /// It had not started: it is CANCELLED now.
+        case cancelled
+        /// It runs: it is CANCELLING and its builder is to be told to abort.
+        case cancelling
+        /// It is in a status that cannot be cancelled.
+        case notCancellable(BuildStatus)
+        case notFound
+    }
+
+    /// An operator cancels a build: at once when it has not started, else by asking its builder, who has
+    /// `deadlineSeconds` to confirm.
+    public mutating func cancel(_ buildID: Int64, deadlineSeconds: Double) -> CancelOutcome {
+        guard var build = builds[buildID] else { return .notFound }
+        var machine = build.lifecycle
+        switch machine.cancel(now: now, deadline: deadlineSeconds) {
+        case .finish:
+            finish(buildID, status: .cancelled, builder: nil, result: nil, message: "cancelled before it started")
+            return .cancelled
+        case .requestAbort:
+            persistLease(machine, &build)
+            build.status = .cancelling
+            builds[buildID] = build
+            history.append(HistoryEntry(build: buildID, status: .cancelling, attempt: build.attempt,
+                                        builder: build.holder.flatMap { builders[$0]?.name }, message: "cancel requested"))
+            return .cancelling
+        default:
+            if case .cancelling = machine.state { return .cancelling }
+            return .notCancellable(build.status)
+        }
+    }
+
+    // MARK: Carrying out the lifecycle's actions
+
+    /// The outcome of an action that changes nothing: an abort to send, or an event to ignore.
+    static func unchanged(_ action: BuildLifecycle.Action, buildID: Int64) -> EventOutcome {
+        switch action {
+        case .abort(let attempt, let reason):
+            return .abort(buildID: buildID, attempt: attempt, reason: "build \(buildID): \(reason)")
+        case .ignore(let why):
+            return .ignored(why)
+        default:
+            return .ignored("no change for build \(buildID)")
+        }
+    }
+
+    /// Writes the queue entry of a running or cancelling build from the machine's state.
+    private func persistLease(_ machine: BuildLifecycle, _ build: inout BuildRecord) {
+        switch machine.state {
+        case .running(_, let builder, let leaseUntil):
+            build.queue?.state = .running
+            build.queue?.builderID = builder
+            build.queue?.leaseUntil = leaseUntil
+        case .cancelling(_, let builder, let deadline):
+            build.queue?.state = .cancelling
+            build.queue?.builderID = builder
+            build.queue?.leaseUntil = deadline
+            build.queue?.abortSentCleared = true
+        default:
+            break
+        }
+    }
+
+    /// Does what a lifecycle action asks: finish, count a failure (then retry or fail), requeue.
+    private mutating func carryOut(_ action: BuildLifecycle.Action, _ machine: inout BuildLifecycle, buildID: Int64,
+                                   builder: String?, finishMessage: String? = nil, result: BuilderResult? = nil) {
+        guard let current = builds[buildID] else { return }
+        let holder = current.holder
+        switch action {
+        case .finish(let status, let builderFailure):
+            finish(buildID, status: status, builder: builder, result: result,
+                   message: status == .fullyBuilt ? nil : finishMessage)
+            if let holder, builders[holder] != nil {
+                if builderFailure {
+                    builders[holder]!.standing.countFailure("did not confirm an abort")
+                } else if result != nil {
+                    builders[holder]!.standing.succeeded()
+                }
+            }
+        case .countFailure(let reason):
+            let detail = finishMessage.map { "\(reason): \($0)" } ?? "\(reason) (\(builder ?? "no builder"))"
+            guard var build = builds[buildID] else { return }
+            var standing = holder.flatMap { builders[$0]?.standing }
+            let judgement = FailureLedger.infrastructureFailure(job: &build.job, builder: &standing, reason: detail)
+            if let holder, let standing { builders[holder]?.standing = standing }
+            builds[buildID] = build
+            switch judgement.job {
+            case .fail:
+                finish(buildID, status: .failedToBuild, builder: builder, result: nil,
+                       message: "failed \(build.job.failures) times, last: \(detail)")
+            case .retry:
+                requeue(buildID, builder: builder, message: "retrying: \(detail)")
+            }
+            machine.failureCounted(retry: judgement.job == .retry)
+        case .reclaim, .renew, .start, .requestAbort, .ignore, .abort:
+            break
+        }
+    }
+
+    /// Ends a build in `status` and takes it out of the queue.
+    private mutating func finish(_ buildID: Int64, status: BuildStatus, builder: String?, result: BuilderResult?,
+                                 message: String?) {
+        guard var build = builds[buildID] else { return }
+        build.status = status
+        if let result { build.result = result }
+        build.finished = true
+        if status == .fullyBuilt { build.job.notes = nil } else if let message { build.job.notes = message }
+        if let started = build.startedAt { buildDurations.append((status, now - started)) }
+        build.queue = nil
+        builds[buildID] = build
+        history.append(HistoryEntry(build: buildID, status: status, attempt: build.attempt, builder: builder,
+                                    message: message))
+    }
+
+    /// Puts a build back in the queue as NEEDSBUILD.
+    private mutating func requeue(_ buildID: Int64, builder: String?, message: String) {
+        guard var build = builds[buildID] else { return }
+        build.status = .needsBuild
+        build.builderID = nil
+        build.started = .clear
+        build.startedAt = nil
+        build.queue?.state = .waiting
+        build.queue?.builderID = nil
+        build.queue?.leaseUntil = nil
+        build.queue?.dispatchedAt = nil
+        build.queue?.dispatchCleared = true
+        build.queue?.logTail = .some(nil)
+        builds[buildID] = build
+        history.append(HistoryEntry(build: buildID, status: .needsBuild, attempt: build.attempt, builder: builder,
+                                    message: message))
+    }
+}
