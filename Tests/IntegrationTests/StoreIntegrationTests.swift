@@ -70,7 +70,7 @@ import Testing
     }
 
     /// The window of a claim: idle builders plus the look-ahead, less the jobs already in flight, and
-    /// nothing while no builder is idle (the rule is spelled in the claim statement's SQL).
+    /// nothing while no builder is idle (``DispatchWindow``; the claim statement's SQL is generated from it).
     @Test(arguments: [(0, 1, 0, 0), (1, 1, 0, 2), (1, 1, 2, 0), (3, 1, 1, 3), (2, 0, 5, 0)])
     func theClaimWindowIsIdleBuildersPlusLookaheadLessInFlight(idle: Int, lookahead: Int, inFlight: Int,
                                                               expected: Int) async throws {
@@ -84,6 +84,8 @@ import Testing
             for name in ["a1", "a2", "a3"].prefix(idle) {
                 _ = try await apply(farm, FakeAgent(name).event(.hello, state: .idle))
             }
+            // The SQL the claim runs, the core's rule and the table agree.
+            #expect(DispatchWindow.size(idle: idle, lookahead: lookahead, inFlight: inFlight) == expected)
             #expect(try await farm.claim(lookahead: lookahead).count == expected)
         }
     }

@@ -31,7 +31,8 @@ extension BuilddStore {
                 SELECT id, build_id, lastscore FROM buildqueue
                  WHERE processor_id = (SELECT id FROM header) AND state = 'WAITING'
                  ORDER BY lastscore DESC, id
-                 LIMIT (SELECT CASE WHEN NOT locked OR idle = 0 THEN 0 ELSE greatest(0, idle + $3 - in_flight) END
+                 LIMIT (SELECT CASE WHEN NOT locked THEN 0
+                               ELSE \(DispatchWindow.sqlExpression(idle: "idle", lookahead: "$3", inFlight: "in_flight")) END
                           FROM header)
                  FOR UPDATE SKIP LOCKED),
             bumped AS (

@@ -1,0 +1,121 @@
+@testable import BuilddMasterKit
+import BuilddShared
+import Postgres
+import Testing
+
+/// Where SQL still states a lifecycle rule (which builders take work, which leases ran out), the SQL the
+/// master runs and the lifecycle core are run over one table of cases and must give the same answers.
+@Suite(.timeLimit(.minutes(5))) struct CoreRulesInSQLTests {
+    struct AvailabilityCase: Sendable, CustomTestStringConvertible {
+        let facts: BuilderAvailability.Facts
+        var testDescription: String { "\(facts)" }
+    }
+
+    static func facts(active: Bool = true, ok: Bool = true, manual: Bool = false, state: AgentState? = .idle,
+                      seen: Double? = 1, holds: Bool = false) -> BuilderAvailability.Facts {
+        BuilderAvailability.Facts(active: active, builderok: ok, manual: manual, agentState: state,
+                                  secondsSinceSeen: seen, holdsBuild: holds)
+    }
+
+    /// Every field's effect alone and a few together, either side of the silence limit.
+    static let availabilityCases: [BuilderAvailability.Facts] = [
+        facts(), facts(active: false), facts(ok: false), facts(manual: true), facts(holds: true),
+        facts(state: .aborting, holds: true), facts(seen: 19.5), facts(seen: 20.5), facts(seen: nil),
+        facts(state: nil), facts(state: .building), facts(state: .aborting), facts(manual: true, seen: 300),
+        facts(ok: false, manual: true, holds: true), facts(active: false, seen: nil),
+    ]
+
+    @Test func theClaimCountsAsIdleExactlyTheBuildersTheCoreSaysTakeWork() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        for (index, facts) in Self.availabilityCases.enumerated() {
+            let name = "b\(index)"
+            try await store.addBuilder(name: name, processors: ["amd64"], brokerUser: name)
+            try await store.database.query("""
+                UPDATE builder SET active = $2, builderok = $3, manual = $4, agent_state = $5,
+                       last_seen = now() - make_interval(secs => $6::float8) WHERE name = $1
+                """, [name, facts.active, facts.builderok, facts.manual, facts.agentState?.rawValue, facts.secondsSinceSeen])
+            if facts.holdsBuild {
+                let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                                sourceName: "held\(index)", sourceVersion: "1.0"))
+                try await store.database.query("""
+                    UPDATE buildqueue SET state = 'RUNNING', builder_id = (SELECT id FROM builder WHERE name = $2),
+                           lease_expires = now() + interval '1 hour'
+                     WHERE build_id = $1
+                    """, [build, name])
+            }
+        }
+        let rows = try await store.database.query("""
+            SELECT b.name, coalesce((\(BuilddStore.idleBuilderCondition)), false) AS takes FROM builder b ORDER BY b.id
+            """, [BuilderAvailability.silenceSeconds]).rows
+        #expect(rows.count == Self.availabilityCases.count)
+        var idle = 0
+        for (facts, row) in zip(Self.availabilityCases, rows) {
+            let core = BuilderAvailability.of(facts).takesWork
+            let sql = try row.bool("takes")
+            #expect(sql == core, "\(facts): SQL says \(sql), the core \(core)")
+            if core { idle += 1 }
+        }
+        #expect(idle == 2)  // the table has both answers
+        await database.drop()
+    }
+
+    struct LeaseCase: Sendable {
+        let state: QueueRecord.State
+        /// Seconds from now until the lease (or abort deadline) runs out; negative: ran out.
+        let leaseIn: Double?
+    }
+
+    static let leaseCases: [LeaseCase] = [
+        LeaseCase(state: .running, leaseIn: -5), LeaseCase(state: .running, leaseIn: 5),
+        LeaseCase(state: .cancelling, leaseIn: -5), LeaseCase(state: .cancelling, leaseIn: 5),
+        LeaseCase(state: .dispatched, leaseIn: -5), LeaseCase(state: .waiting, leaseIn: -5),
+        LeaseCase(state: .running, leaseIn: -3600), LeaseCase(state: .running, leaseIn: 3600),
+    ]
+
+    @Test func theLeaseQueryPicksExactlyTheBuildsTheCoreExpires() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        var builds: [Int64] = []
+        for (index, example) in Self.leaseCases.enumerated() {
+            try await store.addBuilder(name: "b\(index)", processors: ["amd64"], brokerUser: "b\(index)")
+            let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                            sourceName: "l\(index)", sourceVersion: "1.0"))
+            let holds = example.state == .running || example.state == .cancelling
+            try await store.database.query("""
+                UPDATE buildqueue SET state = $2, builder_id = (SELECT id FROM builder WHERE name = $3),
+                       dispatched_at = now(), lease_expires = now() + make_interval(secs => $4::float8)
+                 WHERE build_id = $1
+                """, [build, example.state.rawValue, holds ? "b\(index)" : nil, holds ? example.leaseIn : nil])
+            builds.append(build)
+        }
+        let picked = Set(try await store.database.query("""
+            SELECT q.build_id FROM buildqueue q WHERE \(BuilddStore.leaseExpiredCondition)
+            """).rows.map { try $0.int64("build_id") })
+        let now = 1_000_000.0
+        var expired = 0
+        for (example, build) in zip(Self.leaseCases, builds) {
+            let holds = example.state == .running || example.state == .cancelling
+            let queue = QueueRecord(state: example.state, builderID: holds ? 1 : nil, dispatchedAt: now,
+                                    leaseUntil: holds ? example.leaseIn.map { now + $0 } : nil)
+            var machine = BuildRecord(id: build, attempt: 1, status: .building, builderID: nil,
+                                      job: JobStanding(failures: 0, notes: nil), result: nil, logName: nil,
+                                      logSHA256: nil, startedAt: nil, queue: queue).lifecycle
+            let action = machine.tick(now: now, acceptTimeout: .infinity)
+            let core: Bool = switch action {
+            case .ignore, .reclaim: false
+            default: true
+            }
+            #expect(picked.contains(build) == core, "\(example): SQL \(picked.contains(build)), core \(core)")
+            if core { expired += 1 }
+        }
+        #expect(expired == 3)
+        await database.drop()
+    }
+}
