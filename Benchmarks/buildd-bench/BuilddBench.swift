@@ -127,6 +127,8 @@ struct ThroughputCommand: AsyncParsableCommand {
         progress("queued \(builds) builds (\(range.lowerBound)...\(range.upperBound)); starting \(agents) agents")
         let sim = try SimulatedAgents(brokerURL: services.broker, processor: BenchFarm.processor, names: names,
                                       prefetch: UInt16(min(agents * 2, 1000)))
+        let statements = await StatementTime.reset(farm.database)
+        let cpuBefore = ComponentCPU.now()
         let start = now()
         let running = Task { try await sim.run() }
         defer { running.cancel() }
@@ -139,13 +141,27 @@ struct ThroughputCommand: AsyncParsableCommand {
             return (done == builds, "\(done) of \(builds) FULLYBUILT, \(Int(rate)) builds/s")
         }
         let seconds = now() - start
+        let cpu = ComponentCPU.now().millisecondsPerBuild(since: cpuBefore, builds: builds)
         await sim.shutdown()
         let lost = try await farm.count("""
             SELECT count(*) AS n FROM build WHERE id BETWEEN $1 AND $2 AND status <> 'FULLYBUILT'
             """, [range.lowerBound, range.upperBound])
         guard lost == 0 else { throw BenchError("\(lost) builds did not end FULLYBUILT") }
-        emit(["builds": Double(builds), "seconds": seconds, "builds_per_s": Double(builds) / seconds,
-              "agents": Double(agents)], name: label)
+        var figures = ["builds": Double(builds), "seconds": seconds, "builds_per_s": Double(builds) / seconds,
+                       "agents": Double(agents)]
+        // Where the time goes: CPU per build of each part, and PostgreSQL's own time per build.
+        for (part, ms) in cpu { figures["cpu_ms_per_build_\(part)"] = ms }
+        if statements {
+            let time = try await StatementTime.read(farm.database)
+            figures["pg_ms_per_build"] = time.total / Double(builds)
+            for (query, calls, ms) in time.top {
+                progress(String(format: "pg: %8.1f ms in %6d calls (%.3f ms per build): ", ms, calls,
+                                ms / Double(builds)) + query)
+            }
+        }
+        progress(cpu.sorted { $0.key < $1.key }.map { "\($0.key) " + String(format: "%.3f", $0.value) }
+            .joined(separator: ", ") + " CPU ms per build")
+        emit(figures, name: label)
     }
 }
 

@@ -49,7 +49,23 @@ def main(path):
     print("| throughput, one master: durable no-op builds/s (claim, job, accepted, finished) | %s | >= 3,000; > Celery "
           "| Celery best drain %s tasks/s |"
           % (get("throughput-1", "builds_per_s", "%.0f"), get("celery", "best_drain_per_s", "%.0f")))
-    print("| throughput, two masters | %s | | |" % get("throughput-2", "builds_per_s", "%.0f"))
+    one = runs.get("throughput-1", {}).get("builds_per_s")
+    celery = runs.get("celery", {}).get("best_drain_per_s")
+    if one and celery:
+        print("| throughput, one master / Celery's best drain, same run | %.2f | >= 1 | |" % (one / celery))
+    print("| throughput, two masters | %s | about 2x one master on separate machines | %s x one master |"
+          % (get("throughput-2", "builds_per_s", "%.0f"),
+             ("%.2f" % (runs["throughput-2"]["builds_per_s"] / one)) if one and "throughput-2" in runs else "-"))
+    for label, title in (("throughput-1", "one master"), ("throughput-2", "two masters")):
+        run = runs.get(label, {})
+        if "pg_ms_per_build" in run:
+            print("| PostgreSQL time per build (pg_stat_statements), %s | %.3f ms | <= 0.6 ms | |"
+                  % (title, run["pg_ms_per_build"]))
+        parts = [(key[len("cpu_ms_per_build_"):], value) for key, value in sorted(run.items())
+                 if key.startswith("cpu_ms_per_build_")]
+        if parts:
+            print("| CPU per build, %s (ms): %s | | | the limit is the largest share of 2 cores |"
+                  % (title, ", ".join("%s %.3f" % part for part in parts)))
     print("| floors for throughput | | | PostgreSQL %s commits/s on 1 connection, %s on 8; broker %s msg/s published "
           "(confirmed) and consumed |"
           % (get("postgres-floor", "commits_per_s_1", "%.0f"), get("postgres-floor", "commits_per_s_n", "%.0f"),

@@ -70,7 +70,9 @@ extension BuilddStore {
         let builderRows = try connection.query("""
             SELECT id, name, kind, broker_user, active, manual, agent_session, last_seq, agent_state, clean_status,
                    failure_count, builderok, failnotes, extract(epoch FROM now()) AS now
-              FROM builder WHERE name = ANY ($1::text[]) OR id = ANY ($2::int[]) ORDER BY id FOR UPDATE
+              FROM builder
+             WHERE id = ANY (ARRAY(SELECT id FROM builder WHERE name = ANY ($1::text[]) UNION SELECT unnest($2::int[])))
+             ORDER BY id FOR UPDATE
             """, [PostgresArray(Array(Set(builderNames))), PostgresArray(builderIDs)]).rows
         let now: Double
         if let first = builderRows.first {
@@ -89,19 +91,21 @@ extension BuilddStore {
                                           notes: row["failnotes"]))
         }
         // Queue entries before builds, as the claim takes them: no two transactions wait on each other in a ring.
+        // Rows are found through `= ANY (ARRAY(...))`, by key: an `OR` of two lookups would read the whole table.
         let buildRows = try connection.query("""
             WITH q AS MATERIALIZED (
                 SELECT build_id, state, builder_id, extract(epoch FROM dispatched_at) AS dispatched,
                        extract(epoch FROM lease_expires) AS lease
                   FROM buildqueue
-                 WHERE build_id = ANY ($1::bigint[])
-                    OR (builder_id = ANY ($2::int[]) AND state IN ('RUNNING', 'CANCELLING'))
+                 WHERE build_id = ANY (ARRAY(
+                        SELECT unnest($1::bigint[]) UNION
+                        SELECT build_id FROM buildqueue WHERE builder_id = ANY ($2::int[]) AND state IN ('RUNNING', 'CANCELLING')))
                  ORDER BY build_id FOR UPDATE)
             SELECT b.id, b.attempt, b.status, b.builder_id AS build_builder, b.failure_count, b.failnotes, b.result,
                    b.log_name, b.log_sha256, extract(epoch FROM b.date_started) AS started,
                    q.state, q.builder_id, q.dispatched, q.lease
               FROM build b LEFT JOIN q ON q.build_id = b.id
-             WHERE b.id = ANY ($1::bigint[]) OR b.id IN (SELECT build_id FROM q)
+             WHERE b.id = ANY (ARRAY(SELECT unnest($1::bigint[]) UNION SELECT build_id FROM q))
              ORDER BY b.id FOR UPDATE OF b
             """, [PostgresArray(Array(Set(buildIDs))), PostgresArray(builders.map(\.id))]).rows
         let builds = try buildRows.map { row in

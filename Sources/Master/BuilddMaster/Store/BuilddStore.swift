@@ -319,12 +319,12 @@ public final class BuilddStore: Sendable {
     /// ``BuildStatus/isActive`` (constants of this binary, no input).
     public static func buildCountsSQL(includingFinished: Bool) -> String {
         if includingFinished { return "SELECT status, count(*) AS n FROM build GROUP BY status" }
-        let active = BuildStatus.allCases.filter(\.isActive).map { "'\($0.rawValue)'" }.joined(separator: ", ")
-        return "SELECT status, count(*) AS n FROM build WHERE status IN (\(active)) GROUP BY status"
+        // The active builds are those with a queue entry (a build leaves the queue when it ends).
+        return "SELECT b.status, count(*) AS n FROM buildqueue q JOIN build b ON b.id = q.build_id GROUP BY b.status"
     }
 
     /// Counts of builds by status: by default only the builds still waiting or running (``BuildStatus/isActive``),
-    /// read from the status index, so the cost follows the live queue and not the farm's whole history (what
+    /// read through the queue, so the cost follows the live queue and not the farm's whole history (what
     /// `/v1/status` and `status --watch` ask for every few seconds). `includingFinished` counts every build
     /// ever made: a scan of the whole table, for an operator who asks for it.
     public func buildCounts(includingFinished: Bool = false) async throws -> [String: Int] {

@@ -33,10 +33,11 @@ public enum Migrations {
         }
     }
 
-    /// Brings the schema up to date. Idempotent; safe to run from several hosts at once (advisory lock).
+    /// Brings the schema up to date (or up to `target`, for tests that start from an older schema).
+    /// Idempotent; safe to run from several hosts at once (advisory lock).
     /// - Returns: the versions applied by this call.
     @discardableResult
-    public static func migrate(_ connection: PostgresConnection,
+    public static func migrate(_ connection: PostgresConnection, through target: Int? = nil,
                                progress: (Migration) -> Void = { _ in }) throws -> [Int] {
         try connection.execute("SET client_min_messages = warning")
         try connection.execute("""
@@ -52,7 +53,7 @@ public enum Migrations {
             guard current <= latestVersion else {
                 throw SchemaTooNewError(databaseVersion: current, binaryVersion: latestVersion)
             }
-            for migration in all where migration.version > current {
+            for migration in all where migration.version > current && migration.version <= (target ?? latestVersion) {
                 progress(migration)
                 try connection.executeScript(migration.sql)
                 try connection.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)",
