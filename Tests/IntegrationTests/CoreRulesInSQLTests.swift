@@ -31,13 +31,16 @@ import Testing
         defer { store.shutdown() }
         try await store.addProcessor("amd64")
         try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        // One moment the facts are stated at and the rule is judged at, so a slow run does not age them.
+        let moment = try await store.database.query("SELECT now()::text AS t").first!.string("t")
         for (index, facts) in Self.availabilityCases.enumerated() {
             let name = "b\(index)"
             try await store.addBuilder(name: name, processors: ["amd64"], brokerUser: name)
             try await store.database.query("""
                 UPDATE builder SET active = $2, builderok = $3, manual = $4, agent_state = $5,
-                       last_seen = now() - make_interval(secs => $6::float8) WHERE name = $1
-                """, [name, facts.active, facts.builderok, facts.manual, facts.agentState?.rawValue, facts.secondsSinceSeen])
+                       last_seen = $7::timestamptz - make_interval(secs => $6::float8) WHERE name = $1
+                """, [name, facts.active, facts.builderok, facts.manual, facts.agentState?.rawValue, facts.secondsSinceSeen,
+                      moment])
             if facts.holdsBuild {
                 let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
                                                                 sourceName: "held\(index)", sourceVersion: "1.0"))
@@ -49,8 +52,12 @@ import Testing
             }
         }
         let rows = try await store.database.query("""
-            SELECT b.name, coalesce((\(BuilddStore.idleBuilderCondition)), false) AS takes FROM builder b ORDER BY b.id
-            """, [BuilderAvailability.silenceSeconds]).rows
+            SELECT b.name, coalesce((\(BuilderAvailability.sqlCondition(alias: "b", silence: "$1", now: "$2::timestamptz"))),
+                                    false) AS takes
+              FROM builder b ORDER BY b.id
+            """, [BuilderAvailability.silenceSeconds, moment]).rows
+        // The claim uses the same rule with the database's clock.
+        #expect(BuilddStore.idleBuilderCondition == BuilderAvailability.sqlCondition(alias: "b", silence: "$1", now: "now()"))
         #expect(rows.count == Self.availabilityCases.count)
         var idle = 0
         for (facts, row) in zip(Self.availabilityCases, rows) {
@@ -70,9 +77,9 @@ import Testing
     }
 
     static let leaseCases: [LeaseCase] = [
-        LeaseCase(state: .running, leaseIn: -5), LeaseCase(state: .running, leaseIn: 5),
-        LeaseCase(state: .cancelling, leaseIn: -5), LeaseCase(state: .cancelling, leaseIn: 5),
-        LeaseCase(state: .dispatched, leaseIn: -5), LeaseCase(state: .waiting, leaseIn: -5),
+        LeaseCase(state: .running, leaseIn: -120), LeaseCase(state: .running, leaseIn: 120),
+        LeaseCase(state: .cancelling, leaseIn: -120), LeaseCase(state: .cancelling, leaseIn: 120),
+        LeaseCase(state: .dispatched, leaseIn: -120), LeaseCase(state: .waiting, leaseIn: -120),
         LeaseCase(state: .running, leaseIn: -3600), LeaseCase(state: .running, leaseIn: 3600),
     ]
 

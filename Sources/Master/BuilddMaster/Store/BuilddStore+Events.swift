@@ -138,68 +138,91 @@ extension BuilddStore {
                              leaseSeconds: Double(leaseSeconds))
     }
 
-    /// Writes what the core changed: one statement per kind of change for the whole batch (builders,
-    /// builds, queue entries that left, queue entries that changed, history), each only when there is some.
+    /// Writes what the core changed, each kind of change for the whole batch at once: queue entries that
+    /// left, then one statement for the rest (builders, builds, queue entries, history). Queue entries that
+    /// let go of a builder and stay queued (a retry) are written first, on their own: a builder moving from
+    /// one build to another within the batch never holds two at once (a unique index forbids it).
     static func write(_ core: LifecycleCore, on connection: PostgresConnection) throws {
+        let dequeued = core.dequeued
+        if !dequeued.isEmpty {
+            try connection.execute("DELETE FROM buildqueue WHERE build_id = ANY ($1::bigint[])", [PostgresArray(dequeued)])
+        }
+        let builds = core.changedBuilds
+        let queued = builds.filter { $0.queue != nil }
+        let holding: (BuildRecord) -> Bool = { $0.queue?.state == .running || $0.queue?.state == .cancelling }
+        let releasing = queued.filter { !holding($0) }
+        if !releasing.isEmpty {
+            try connection.execute("WITH \(Self.queueUpdate(parameter: 1)) SELECT 1", Self.queueParameters(releasing))
+        }
+        let taking = queued.filter(holding)
         let builders = core.changedBuilders
-        if !builders.isEmpty {
-            try connection.execute("""
+        let history = core.history
+        guard !builders.isEmpty || !builds.isEmpty || !history.isEmpty else { return }
+        try connection.execute("""
+            WITH builders AS (
                 UPDATE builder b SET agent_session = x.session, last_seq = x.seq,
                        last_seen = CASE WHEN x.seen THEN now() ELSE b.last_seen END, agent_state = x.state,
                        clean_status = x.clean, failure_count = x.failures, builderok = x.ok, failnotes = x.notes
                   FROM unnest($1::int[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::int[],
                               $8::bool[], $9::text[]) AS x(id, session, seq, seen, state, clean, failures, ok, notes)
-                 WHERE b.id = x.id
-                """, [PostgresArray(builders.map(\.id)), PostgresArray(builders.map(\.session)),
-                      PostgresArray(builders.map(\.lastSeq)), PostgresArray(builders.map(\.seen)),
-                      PostgresArray(builders.map(\.agentState?.rawValue)), PostgresArray(builders.map(\.cleanStatus)),
-                      PostgresArray(builders.map(\.standing.failures)), PostgresArray(builders.map(\.standing.ok)),
-                      PostgresArray(builders.map(\.standing.notes))])
-        }
-        let builds = core.changedBuilds
-        if !builds.isEmpty {
-            try connection.execute("""
+                 WHERE b.id = x.id),
+            builds AS (
                 UPDATE build b SET status = x.status, builder_id = x.builder, failure_count = x.failures,
                        failnotes = x.notes, result = x.result, log_name = x.log_name, log_sha256 = x.log_sha256,
                        date_started = CASE x.started WHEN 'now' THEN now() WHEN 'clear' THEN NULL ELSE b.date_started END,
                        date_finished = CASE WHEN x.finished THEN now() ELSE b.date_finished END
-                  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::text[],
-                              $8::text[], $9::text[], $10::bool[])
+                  FROM unnest($10::bigint[], $11::text[], $12::int[], $13::int[], $14::text[], $15::text[], $16::text[],
+                              $17::text[], $18::text[], $19::bool[])
                        AS x(id, status, builder, failures, notes, result, log_name, log_sha256, started, finished)
-                 WHERE b.id = x.id
-                """, [PostgresArray(builds.map(\.id)), PostgresArray(builds.map(\.status.rawValue)),
-                      PostgresArray(builds.map(\.builderID)), PostgresArray(builds.map(\.job.failures)),
-                      PostgresArray(builds.map(\.job.notes)), PostgresArray(builds.map(\.result?.rawValue)),
-                      PostgresArray(builds.map(\.logName)), PostgresArray(builds.map(\.logSHA256)),
-                      PostgresArray(builds.map { Self.stampName($0.started) }), PostgresArray(builds.map(\.finished))])
-        }
-        let dequeued = core.dequeued
-        if !dequeued.isEmpty {
-            try connection.execute("DELETE FROM buildqueue WHERE build_id = ANY ($1::bigint[])", [PostgresArray(dequeued)])
-        }
-        // Entries that let go of a builder are written before those that take one, so that a builder moving
-        // from one build to another within the batch never holds two at once (a unique index forbids it).
-        let queued = builds.filter { $0.queue != nil }
-        let holding: (BuildRecord) -> Bool = { $0.queue?.state == .running || $0.queue?.state == .cancelling }
-        for group in [queued.filter { !holding($0) }, queued.filter(holding)] where !group.isEmpty {
-            let entries = group.map { ($0.id, $0.queue!) }
-            try connection.execute("""
+                 WHERE b.id = x.id),
+            history AS (
+                INSERT INTO build_event (build_id, status, attempt, builder, message)
+                SELECT x.build_id, x.status, x.attempt, x.builder, x.message
+                  FROM unnest($20::bigint[], $21::text[], $22::int[], $23::text[], $24::text[])
+                       WITH ORDINALITY AS x(build_id, status, attempt, builder, message, position)
+                 ORDER BY x.position),
+            \(Self.queueUpdate(parameter: 25))
+            SELECT 1
+            """, [PostgresArray(builders.map(\.id)), PostgresArray(builders.map(\.session)),
+                  PostgresArray(builders.map(\.lastSeq)), PostgresArray(builders.map(\.seen)),
+                  PostgresArray(builders.map(\.agentState?.rawValue)), PostgresArray(builders.map(\.cleanStatus)),
+                  PostgresArray(builders.map(\.standing.failures)), PostgresArray(builders.map(\.standing.ok)),
+                  PostgresArray(builders.map(\.standing.notes)),
+                  PostgresArray(builds.map(\.id)), PostgresArray(builds.map(\.status.rawValue)),
+                  PostgresArray(builds.map(\.builderID)), PostgresArray(builds.map(\.job.failures)),
+                  PostgresArray(builds.map(\.job.notes)), PostgresArray(builds.map(\.result?.rawValue)),
+                  PostgresArray(builds.map(\.logName)), PostgresArray(builds.map(\.logSHA256)),
+                  PostgresArray(builds.map { Self.stampName($0.started) }), PostgresArray(builds.map(\.finished)),
+                  PostgresArray(history.map(\.build)), PostgresArray(history.map(\.status.rawValue)),
+                  PostgresArray(history.map(\.attempt)), PostgresArray(history.map(\.builder)),
+                  PostgresArray(history.map(\.message))] + Self.queueParameters(taking))
+        for latency in core.dispatchLatencies { BuilddMetrics.dispatchLatency(seconds: latency) }
+        for (status, seconds) in core.buildDurations { BuilddMetrics.buildDuration(status: status.rawValue, seconds: seconds) }
+    }
+
+    /// A `queue AS (UPDATE buildqueue ...)` clause taking its eight arrays from parameter `first` on.
+    static func queueUpdate(parameter first: Int) -> String {
+        let p = (first..<(first + 8)).map { "$\($0)" }
+        return """
+            queue AS (
                 UPDATE buildqueue q SET state = x.state, builder_id = x.builder, lease_expires = to_timestamp(x.lease),
                        dispatched_at = CASE WHEN x.cleared THEN NULL ELSE q.dispatched_at END,
                        token_sha256 = CASE WHEN x.cleared THEN NULL ELSE q.token_sha256 END,
                        logtail = CASE WHEN x.tail_set THEN x.tail ELSE q.logtail END,
                        abort_sent_at = CASE WHEN x.abort_cleared THEN NULL ELSE q.abort_sent_at END
-                  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::bool[], $6::bool[], $7::text[],
-                              $8::bool[]) AS x(id, state, builder, lease, cleared, tail_set, tail, abort_cleared)
-                 WHERE q.build_id = x.id
-                """, [PostgresArray(entries.map(\.0)), PostgresArray(entries.map(\.1.state.rawValue)),
-                      PostgresArray(entries.map(\.1.builderID)), PostgresArray(entries.map(\.1.leaseUntil)),
-                      PostgresArray(entries.map(\.1.dispatchCleared)), PostgresArray(entries.map { $0.1.logTail != nil }),
-                      PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSentCleared))])
-        }
-        try insertHistory(core.history, on: connection)
-        for latency in core.dispatchLatencies { BuilddMetrics.dispatchLatency(seconds: latency) }
-        for (status, seconds) in core.buildDurations { BuilddMetrics.buildDuration(status: status.rawValue, seconds: seconds) }
+                  FROM unnest(\(p[0])::bigint[], \(p[1])::text[], \(p[2])::int[], \(p[3])::float8[], \(p[4])::bool[],
+                              \(p[5])::bool[], \(p[6])::text[], \(p[7])::bool[])
+                       AS x(id, state, builder, lease, cleared, tail_set, tail, abort_cleared)
+                 WHERE q.build_id = x.id)
+            """
+    }
+
+    static func queueParameters(_ builds: [BuildRecord]) -> [(any PostgresBindable)?] {
+        let entries = builds.compactMap { build in build.queue.map { (build.id, $0) } }
+        return [PostgresArray(entries.map(\.0)), PostgresArray(entries.map(\.1.state.rawValue)),
+                PostgresArray(entries.map(\.1.builderID)), PostgresArray(entries.map(\.1.leaseUntil)),
+                PostgresArray(entries.map(\.1.dispatchCleared)), PostgresArray(entries.map { $0.1.logTail != nil }),
+                PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSentCleared))]
     }
 
     static func stampName(_ stamp: QueueRecord.Stamp) -> String {
@@ -208,19 +231,5 @@ extension BuilddStore {
         case .now: "now"
         case .clear: "clear"
         }
-    }
-
-    /// Adds history lines in one statement, in the order given (their ids follow it).
-    static func insertHistory(_ entries: [HistoryEntry], on connection: PostgresConnection) throws {
-        guard !entries.isEmpty else { return }
-        try connection.execute("""
-            INSERT INTO build_event (build_id, status, attempt, builder, message)
-            SELECT x.build_id, x.status, x.attempt, x.builder, x.message
-              FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[])
-                   WITH ORDINALITY AS x(build_id, status, attempt, builder, message, position)
-             ORDER BY x.position
-            """, [PostgresArray(entries.map(\.build)), PostgresArray(entries.map(\.status.rawValue)),
-                  PostgresArray(entries.map(\.attempt)), PostgresArray(entries.map(\.builder)),
-                  PostgresArray(entries.map(\.message))])
     }
 }
