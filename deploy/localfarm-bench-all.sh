@@ -7,7 +7,8 @@
 # and two masters, turnaround with 1,000 / 100,000 / 1,000,000 waiting builds, Celery 5 on the same
 # broker, a master with 10,000 idle builders and an idle agent's memory. Prints the table and writes it,
 # with the raw JSON lines, to .localfarm/bench/. `quick` runs smaller sizes; `depth` runs
-# only the queue-depth part again (on a fresh database) and redraws the table.
+# only the queue-depth part again (on a fresh database) and redraws the table; `throughput [OPTIONS...]`
+# runs only one master's throughput, the master started with these `serve` options (for tuning).
 
 bench_json() {  # bench_json ARGS... : runs buildd-bench, keeps its JSON line
     "$BENCH_BIN/buildd-bench" "$@" | tee -a "$BENCH/results.jsonl"
@@ -62,6 +63,25 @@ cmd_bench() {
         mv "$BENCH/results.tmp" "$BENCH/results.jsonl"
         bench_depth $depths
         python3 "$ROOT/deploy/bench/bench_table.py" "$BENCH/results.jsonl" | tee "$BENCH/results.md"
+        return
+    fi
+    if [ "$quick" = throughput ]; then  # only one master's throughput, with these serve options (tuning)
+        shift
+        trap down EXIT
+        services
+        cd "$ROOT"
+        swift build -c release --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+        swift build -c release --product buildd-bench 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+        BENCH_BIN=$(swift build -c release --show-bin-path)
+        BENCH=$STATE/bench
+        mkdir -p "$BENCH" && rm -rf "$BENCH/artifacts"
+        export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
+        export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
+        fresh_target buildd_bench buildd-bench
+        "$BENCH_BIN/buildd-master" migrate >/dev/null
+        bench_master 1 "$@"
+        log "throughput, one master ($*): ${BUILDD_BENCH_BUILDS:-5000} no-op builds, 200 simulated agents"
+        "$BENCH_BIN/buildd-bench" throughput --builds "${BUILDD_BENCH_BUILDS:-5000}" --agents 200 --label throughput-1
         return
     fi
     if [ "$quick" = quick ]; then

@@ -91,6 +91,46 @@ import Testing
         await client.shutdown()
     }
 
+    /// A batch is acked in one hop, with one `multiple` frame only when nothing older is outstanding: an
+    /// older delivery still being worked on is never acked with it.
+    @Test func aBatchAckNeverCoversAnOlderDeliveryStillOutstanding() async throws {
+        let vhost = try await TestVhost.create()
+        defer { Task { await vhost.delete() } }
+        let setup: @Sendable (AMQPConnection) throws -> Void = { connection in
+            try connection.declareQueue("batch")
+            try connection.qos(prefetch: 50, channel: AMQPClient.consumeChannel)
+            try connection.consume(queue: "batch", channel: AMQPClient.consumeChannel)
+        }
+        let first = try await client(vhost, setup: setup)
+        let results = await first.publishAll(exchange: "", mandatory: true,
+                                             (0..<6).map { AMQPClient.OutgoingMessage(routingKey: "batch", body: Array("m\($0)".utf8)) })
+        #expect(results.allSatisfy { (try? $0.get()) != nil })
+        let got = try await within(.seconds(30), waitingFor: "6 deliveries") {
+            var got: [Delivery] = []
+            for await delivery in first.deliveries {
+                got.append(delivery)
+                if got.count == 6 { break }
+            }
+            return got
+        }
+        // m0 is still being worked on; m1...m3 are done; then m4 and m5, with m0 still open.
+        try await first.ackAll(Array(got[1...3]))
+        try await first.ackAll(Array(got[4...5]))
+        #expect(try await eventually { try await vhost.messageCount(queue: "batch") == 1 })
+        await first.shutdown()
+        // The connection is gone: only m0 comes back.
+        let second = try await client(vhost, setup: setup)
+        let again = try await within(.seconds(30), waitingFor: "the redelivery") {
+            var iterator = second.deliveries.makeAsyncIterator()
+            return await iterator.next()
+        }
+        #expect(again.map { String(decoding: $0.body, as: UTF8.self) } == "m0")
+        #expect(again?.redelivered == true)
+        if let again { try await second.ackAll([again]) }
+        #expect(try await eventually { try await vhost.messageCount(queue: "batch") == 0 })
+        await second.shutdown()
+    }
+
     @Test func rejectedMessagesAreDeadLettered() async throws {
         let vhost = try await TestVhost.create()
         defer { Task { await vhost.delete() } }

@@ -92,9 +92,15 @@ public final class EventConsumer: Sendable {
                 let outcomes = try await store.apply(reports: readable.map(\.report),
                                                      leaseSeconds: configuration.leaseSeconds)
                 var applied = false
+                var acks: [Delivery] = []
                 for (item, outcome) in zip(readable, outcomes) {
-                    applied = await settle(item, outcome) || applied
+                    let settled = await settle(item, outcome)
+                    applied = settled.applied || applied
+                    if settled.ack { acks.append(item.delivery) }
                 }
+                // Committed: one hop to the broker's thread (and, when nothing older is outstanding, one frame)
+                // acks the batch. If the acks are lost with the connection, the redeliveries are replays.
+                try? await broker.ackAll(acks)
                 if applied { onApplied() }
                 return
             } catch {
@@ -139,7 +145,9 @@ public final class EventConsumer: Sendable {
         while !Task.isCancelled {
             do {
                 let outcome = try await store.apply(reports: [item.report], leaseSeconds: configuration.leaseSeconds)[0]
-                if await settle(item, outcome) { onApplied() }
+                let settled = await settle(item, outcome)
+                if settled.ack { try? await broker.ack(item.delivery) }
+                if settled.applied { onApplied() }
                 return true
             } catch where !Self.mayPassOnRetry(error) {
                 await deadLetter(item.delivery, reason: "cannot be applied: \(error)", kind: "apply_failed")
@@ -155,26 +163,25 @@ public final class EventConsumer: Sendable {
         return false
     }
 
-    /// Acts on an outcome after its transaction committed: log, send an abort, ack or dead-letter.
-    /// Returns whether the event changed state.
-    private func settle(_ item: Readable, _ outcome: EventOutcome) async -> Bool {
+    /// Acts on an outcome after its transaction committed: log, send an abort or dead-letter. Returns
+    /// whether the event changed state and whether its message is to be acked (the caller acks).
+    private func settle(_ item: Readable, _ outcome: EventOutcome) async -> (applied: Bool, ack: Bool) {
         let metadata = item.metadata
         switch outcome {
         case .applied(let what):
             if case .heartbeat = item.report.event {} else { logger.debug("event applied: \(what)", metadata: metadata) }
+            return (true, true)
         case .ignored(let why):
             logger.info("event ignored: \(why)", metadata: metadata)
+            return (false, true)
         case .abort(let buildID, let attempt, let reason):
             logger.warning("telling agent to abort: \(reason)", metadata: metadata)
             await master.sendAbort(builder: item.report.builder, buildID: buildID, attempt: attempt, reason: reason)
+            return (false, true)
         case .rejected(let reason):
             await deadLetter(item.delivery, reason: reason, kind: "not_allowed")
-            return false
+            return (false, false)
         }
-        // Applied and committed: if the ack is lost with the connection, the redelivery is a replay and ignored.
-        try? await broker.ack(item.delivery)
-        if case .applied = outcome { return true }
-        return false
     }
 
     /// Whether applying an event may succeed when tried again: the database failed for a while

@@ -59,6 +59,9 @@ public final class AMQPClient: @unchecked Sendable {
     private var connection: AMQPConnection?
     private var generation = 0
     private var pending: [UInt64: PendingPublish] = [:]
+    /// Deliveries of the current connection not yet acked or rejected, by channel (connection thread only):
+    /// what lets ``ackAll(_:)`` ack a whole batch with one frame when nothing older is outstanding.
+    private var unsettled: [UInt16: Set<UInt64>] = [:]
     private var publishCounter: UInt64 = 0
 
     public init(configuration: AMQPConfiguration, logger: Logger,
@@ -166,6 +169,7 @@ public final class AMQPClient: @unchecked Sendable {
     private func handle(_ event: AMQPEvent) {
         switch event {
         case .delivery(let delivery):
+            unsettled[delivery.channel, default: []].insert(delivery.deliveryTag)
             deliveryContinuation.yield(delivery)
         case .confirm(let channel, let tag, let multiple, let ack):
             guard channel == Self.publishChannel else { return }
@@ -195,6 +199,7 @@ public final class AMQPClient: @unchecked Sendable {
     private func drop(reason: String) {
         connection?.close()
         connection = nil
+        unsettled = [:]
         connectedGeneration.withLock { $0 = nil }
         connectedSince.withLock { $0 = nil }
         let failed = pending
@@ -302,20 +307,38 @@ public final class AMQPClient: @unchecked Sendable {
 
     /// Acknowledges a delivery. A delivery of a dropped connection needs no ack: the broker requeued it.
     public func ack(_ delivery: Delivery) async throws {
-        try await settle(delivery) { try $0.ack(deliveryTag: delivery.deliveryTag, channel: delivery.channel) }
+        try await ackAll([delivery])
+    }
+
+    /// Acknowledges several deliveries in one hop to the connection thread. On each channel, when no
+    /// older delivery is still outstanding, one `basic.ack` with `multiple` covers them all; otherwise each
+    /// is acked alone. Deliveries of a dropped connection are skipped: the broker requeued them.
+    public func ackAll(_ deliveries: [Delivery]) async throws {
+        guard !deliveries.isEmpty else { return }
+        try await perform { connection in
+            let current = deliveries.filter { $0.generation == connection.generation }
+            for (channel, batch) in Dictionary(grouping: current, by: \.channel) {
+                let tags = Set(batch.map(\.deliveryTag))
+                var open = self.unsettled[channel] ?? []
+                open.subtract(tags)
+                self.unsettled[channel] = open
+                let newest = tags.max()!
+                // Only consumers' deliveries are tracked (`basic.get` answers are not): multiple only there.
+                if tags.count > 1, channel == Self.consumeChannel, !open.contains(where: { $0 < newest }) {
+                    try connection.ack(deliveryTag: newest, multiple: true, channel: channel)
+                } else {
+                    for tag in tags.sorted() { try connection.ack(deliveryTag: tag, multiple: false, channel: channel) }
+                }
+            }
+        }
     }
 
     /// Rejects a delivery; without requeue it is dead-lettered.
     public func reject(_ delivery: Delivery, requeue: Bool) async throws {
-        try await settle(delivery) {
-            try $0.reject(deliveryTag: delivery.deliveryTag, requeue: requeue, channel: delivery.channel)
-        }
-    }
-
-    private func settle(_ delivery: Delivery, _ body: @escaping @Sendable (AMQPConnection) throws -> Void) async throws {
         try await perform { connection in
             guard connection.generation == delivery.generation else { return }
-            try body(connection)
+            self.unsettled[delivery.channel]?.remove(delivery.deliveryTag)
+            try connection.reject(deliveryTag: delivery.deliveryTag, requeue: requeue, channel: delivery.channel)
         }
     }
 

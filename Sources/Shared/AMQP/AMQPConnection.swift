@@ -350,8 +350,9 @@ public final class AMQPConnection {
         try lastReply("cancel \(consumerTag)")
     }
 
-    public func ack(deliveryTag: UInt64, channel: UInt16) throws {
-        try checkStatus(amqp_basic_ack(try connection(), channel, deliveryTag, 0), context: "ack")
+    /// Acknowledges a delivery; with `multiple`, every delivery up to it on the channel too.
+    public func ack(deliveryTag: UInt64, multiple: Bool = false, channel: UInt16) throws {
+        try checkStatus(amqp_basic_ack(try connection(), channel, deliveryTag, multiple ? 1 : 0), context: "ack")
     }
 
     /// Rejects a message; without requeue it goes to the queue's dead-letter exchange.
