@@ -34,7 +34,13 @@ extension BuilddStore {
     public func apply(reports: [BuilderReport], leaseSeconds: Int, recordingFiles: Bool = false) async throws -> [EventOutcome] {
         guard !reports.isEmpty else { return [] }
         return try await database.transaction { connection in
-            if recordingFiles { try Self.recordFiles(of: reports, on: connection) }
+            if recordingFiles {
+                // Builders first, as every transaction that changes a build takes them: recording a file
+                // already locks its build (for key share).
+                _ = try connection.query("SELECT id FROM builder WHERE name = ANY ($1::text[]) ORDER BY id FOR UPDATE",
+                                         [PostgresArray(reports.map(\.builder))])
+                try Self.recordFiles(of: reports, on: connection)
+            }
             var core = try Self.loadCore(builderNames: reports.map(\.builder), builderIDs: [],
                                          buildIDs: reports.compactMap { $0.event.attempt?.build },
                                          filesOf: reports.compactMap(Self.declaredFiles),
