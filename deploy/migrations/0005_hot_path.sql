@@ -11,6 +11,8 @@ ALTER TABLE build SET (fillfactor = 80);
 -- among the running builds through the one-build-per-builder index (as many entries as builders).
 DROP INDEX buildqueue_leases;
 ALTER TABLE buildqueue SET (fillfactor = 70);
+-- Every event rewrites its builder's row (session, sequence, last seen): room for those versions on the page.
+ALTER TABLE builder SET (fillfactor = 50);
 
 -- One build's history is one range of its primary key; no second index to keep per line.
 ALTER TABLE build_event DROP CONSTRAINT build_event_pkey;
