@@ -125,4 +125,46 @@ import Testing
         #expect(expired == 3)
         await database.drop()
     }
+
+    /// Claims nobody accepted in time go back to waiting: the watchdog's SQL and the core agree.
+    @Test func theClaimQueryPicksExactlyTheClaimsTheCoreReclaims() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        let timeout = 30.0
+        // Seconds since the claim, by state: either side of the accept timeout, and states it does not touch.
+        let cases: [(QueueRecord.State, Double)] = [(.dispatched, 5), (.dispatched, 29), (.dispatched, 31), (.dispatched, 600),
+                                                    (.waiting, 600), (.running, 600)]
+        var builds: [Int64] = []
+        for (index, (state, age)) in cases.enumerated() {
+            let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                            sourceName: "c\(index)", sourceVersion: "1.0"))
+            try await store.addBuilder(name: "c\(index)", processors: ["amd64"], brokerUser: "c\(index)")
+            try await store.database.query("""
+                UPDATE buildqueue SET state = $2, dispatched_at = now() - make_interval(secs => $3::float8),
+                       builder_id = CASE WHEN $2 = 'RUNNING' THEN (SELECT id FROM builder WHERE name = $4) END,
+                       lease_expires = CASE WHEN $2 = 'RUNNING' THEN now() + interval '1 hour' END
+                 WHERE build_id = $1
+                """, [build, state.rawValue, age, "c\(index)"])
+            builds.append(build)
+        }
+        let picked = Set(try await store.database.query("""
+            SELECT q.build_id FROM buildqueue q WHERE \(BuilddStore.claimExpiredCondition)
+            """, [Int(timeout)]).rows.map { try $0.int64("build_id") })
+        let now = 1_000_000.0
+        for ((state, age), build) in zip(cases, builds) {
+            let running = state == .running
+            let queue = QueueRecord(state: state, builderID: running ? 1 : nil, dispatchedAt: now - age,
+                                    leaseUntil: running ? now + 3600 : nil)
+            var machine = BuildRecord(id: build, attempt: 1, status: .needsBuild, builderID: nil,
+                                      job: JobStanding(failures: 0, notes: nil), result: nil, logName: nil,
+                                      logSHA256: nil, startedAt: nil, queue: queue).lifecycle
+            let core = machine.tick(now: now, acceptTimeout: timeout) == .reclaim
+            #expect(picked.contains(build) == core, "\(state) \(age) s: SQL \(picked.contains(build)), core \(core)")
+        }
+        #expect(picked.count == 2)
+        await database.drop()
+    }
 }

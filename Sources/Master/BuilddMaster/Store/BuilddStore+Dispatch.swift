@@ -90,8 +90,7 @@ extension BuilddStore {
     public func expireClaims(olderThanSeconds timeout: Int) async throws -> [Int64] {
         try await database.query("""
             UPDATE buildqueue SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL
-             WHERE id IN (SELECT id FROM buildqueue WHERE state = 'DISPATCHED'
-                            AND dispatched_at < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED)
+             WHERE id IN (SELECT q.id FROM buildqueue q WHERE \(Self.claimExpiredCondition) FOR UPDATE SKIP LOCKED)
             RETURNING build_id
             """, [timeout]).rows.map { try $0.int64("build_id") }
     }
@@ -116,6 +115,10 @@ extension BuilddStore {
             return expired.map { ($0.buildID, Int($0.attempt), $0.builder) }
         }
     }
+
+    /// Claims not accepted within `$1` seconds, on `buildqueue q`: the rule of
+    /// ``BuildLifecycle/tick(now:acceptTimeout:)`` for a dispatched build, as SQL (checked against the core).
+    static let claimExpiredCondition = "q.state = 'DISPATCHED' AND q.dispatched_at < now() - make_interval(secs => $1)"
 
     /// The queue entries whose lease (running) or abort deadline (cancelling) ran out, on `buildqueue q`:
     /// the rule of ``BuildLifecycle/tick(now:acceptTimeout:)`` for those states, as SQL.
