@@ -1,4 +1,4 @@
-import BuilddMasterKit
+import BuilddCore
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct ScoringTests {
