@@ -47,7 +47,7 @@ import Testing
         ].map { core.apply($0) }
         #expect(outcomes == [.applied("build 10 attempt 1 started on a1"), .applied("build 11 attempt 1 started on a2"),
                              .applied("build 10 FULLYBUILT"), .applied("build 11 FAILEDTOBUILD")])
-        #expect(core.builds[10]?.status == .fullyBuilt && core.builds[10]?.queue == nil && core.builds[10]?.finished == true)
+        #expect(core.builds[10]?.status == .fullyBuilt && core.builds[10]?.queue == nil && core.builds[10]?.finished == .now)
         #expect(core.builds[11]?.status == .failedToBuild && core.builds[11]?.job.notes == "make failed")
         #expect(core.dequeued == [10, 11])
         #expect(core.builders[1]?.agentState == .idle && core.builders[1]?.cleanStatus == "CLEAN")
@@ -175,6 +175,28 @@ import Testing
         #expect(late.builds[10]?.status == .cancelled)
         // Not confirming an abort is the builder's failure alone.
         #expect(late.builders[1]?.standing.failures == 1 && late.builds[10]?.job.failures == 0)
+    }
+
+    @Test func aRetryQueuesAFailedBuildAgainWithAFreshLedger() {
+        var failed = Self.dispatched(10, attempt: 3, at: 0, failures: 3)
+        failed.queue = nil
+        failed.status = .failedToBuild
+        failed.result = .builderFail
+        failed.job.notes = "failed 3 times"
+        var running = Self.dispatched(11, at: 0)
+        running.status = .building
+        var core = LifecycleCore(builders: [], builds: [failed, running], now: 1, leaseSeconds: Self.lease)
+        #expect(core.retry(11, processor: 1, score: 2000) == .notRetryable(.building))
+        #expect(core.retry(12, processor: 1, score: 2000) == .notFound)
+        #expect(core.retry(10, processor: 1, score: 2000) == .queued)
+        let retried = core.builds[10]
+        #expect(retried?.status == .needsBuild && retried?.queue?.state == .waiting)
+        #expect(retried?.job == JobStanding(failures: 0, notes: nil) && retried?.result == nil)
+        #expect(retried?.enqueued == BuildRecord.Enqueued(processor: 1, score: 2000) && retried?.finished == .clear)
+        #expect(retried?.attempt == 3)  // attempts go on: the next claim is attempt 4
+        #expect(core.history.last == HistoryEntry(build: 10, status: .needsBuild, attempt: 3, builder: nil,
+                                                  message: "retried from FAILEDTOBUILD"))
+        #expect(core.retry(10, processor: 1, score: 2000) == .notRetryable(.needsBuild))
     }
 
     @Test func filesThatDoNotMatchTheUploadAreAnInfrastructureFailure() {

@@ -83,7 +83,21 @@ public struct BuildRecord: Equatable, Sendable {
     /// When it started on its builder (epoch seconds), for the build-duration metric.
     public var startedAt: Double?
     public var started: QueueRecord.Stamp = .keep
-    public var finished = false
+    /// `.now` when it ended in this batch; `.clear` when it was queued again (a retry).
+    public var finished: QueueRecord.Stamp = .keep
+    /// Set when it enters the queue in this batch (a retry): the entry to insert, with its score.
+    public var enqueued: Enqueued?
+
+    /// A new queue entry: the build's processor and its score.
+    public struct Enqueued: Equatable, Sendable {
+        public let processor: Int
+        public let score: Int
+
+        public init(processor: Int, score: Int) {
+            self.processor = processor
+            self.score = score
+        }
+    }
     /// Its queue entry; nil once it left the queue.
     public var queue: QueueRecord?
 
@@ -384,6 +398,36 @@ public struct LifecycleCore: Sendable {
         }
     }
 
+    /// What retrying a build came to.
+    public enum RetryOutcome: Equatable, Sendable {
+        /// It waits again, with `score`.
+        case queued
+        /// Only failed or cancelled builds may be retried (``BuildStatus/isRetryable``).
+        case notRetryable(BuildStatus)
+        case notFound
+    }
+
+    /// An operator retries a failed or cancelled build: it waits again on `processor` with `score`, its
+    /// failure count, result and notes cleared (its attempts go on: the next claim is a new attempt).
+    public mutating func retry(_ buildID: Int64, processor: Int, score: Int) -> RetryOutcome {
+        guard var build = builds[buildID] else { return .notFound }
+        guard build.status.isRetryable, build.queue == nil else { return .notRetryable(build.status) }
+        let from = build.status
+        build.status = .needsBuild
+        build.job = JobStanding(failures: 0, notes: nil)
+        build.result = nil
+        build.builderID = nil
+        build.started = .clear
+        build.startedAt = nil
+        build.finished = .clear
+        build.queue = QueueRecord(state: .waiting, builderID: nil, dispatchedAt: nil, leaseUntil: nil)
+        build.enqueued = BuildRecord.Enqueued(processor: processor, score: score)
+        builds[buildID] = build
+        history.append(HistoryEntry(build: buildID, status: .needsBuild, attempt: build.attempt, builder: nil,
+                                    message: "retried from \(from.rawValue)"))
+        return .queued
+    }
+
     // MARK: Carrying out the lifecycle's actions
 
     /// The outcome of an action that changes nothing: an abort to send, or an event to ignore.
@@ -457,7 +501,7 @@ public struct LifecycleCore: Sendable {
         guard var build = builds[buildID] else { return }
         build.status = status
         if let result { build.result = result }
-        build.finished = true
+        build.finished = .now
         if status == .fullyBuilt { build.job.notes = nil } else if let message { build.job.notes = message }
         if let started = build.startedAt { buildDurations.append((status, now - started)) }
         build.queue = nil

@@ -154,7 +154,16 @@ extension BuilddStore {
             try connection.execute("DELETE FROM buildqueue WHERE build_id = ANY ($1::bigint[])", [PostgresArray(dequeued)])
         }
         let builds = core.changedBuilds
-        let queued = builds.filter { $0.queue != nil }
+        // Builds that enter the queue (a retry) get their entry first; the rest of the batch may update it.
+        let enqueued = builds.compactMap { build in build.enqueued.map { (build.id, $0) } }
+        if !enqueued.isEmpty {
+            try connection.execute("""
+                INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore)
+                SELECT x.id, x.processor, x.score, x.score FROM unnest($1::bigint[], $2::int[], $3::int[]) AS x(id, processor, score)
+                """, [PostgresArray(enqueued.map(\.0)), PostgresArray(enqueued.map(\.1.processor)),
+                      PostgresArray(enqueued.map(\.1.score))])
+        }
+        let queued = builds.filter { $0.queue != nil && $0.enqueued == nil }
         let holding: (BuildRecord) -> Bool = { $0.queue?.state == .running || $0.queue?.state == .cancelling }
         let releasing = queued.filter { !holding($0) }
         if !releasing.isEmpty {
@@ -176,9 +185,9 @@ extension BuilddStore {
                 UPDATE build b SET status = x.status, builder_id = x.builder, failure_count = x.failures,
                        failnotes = x.notes, result = x.result, log_name = x.log_name, log_sha256 = x.log_sha256,
                        date_started = CASE x.started WHEN 'now' THEN now() WHEN 'clear' THEN NULL ELSE b.date_started END,
-                       date_finished = CASE WHEN x.finished THEN now() ELSE b.date_finished END
+                       date_finished = CASE x.finished WHEN 'now' THEN now() WHEN 'clear' THEN NULL ELSE b.date_finished END
                   FROM unnest($10::bigint[], $11::text[], $12::int[], $13::int[], $14::text[], $15::text[], $16::text[],
-                              $17::text[], $18::text[], $19::bool[])
+                              $17::text[], $18::text[], $19::text[])
                        AS x(id, status, builder, failures, notes, result, log_name, log_sha256, started, finished)
                  WHERE b.id = x.id),
             history AS (
@@ -198,7 +207,8 @@ extension BuilddStore {
                   PostgresArray(builds.map(\.builderID)), PostgresArray(builds.map(\.job.failures)),
                   PostgresArray(builds.map(\.job.notes)), PostgresArray(builds.map(\.result?.rawValue)),
                   PostgresArray(builds.map(\.logName)), PostgresArray(builds.map(\.logSHA256)),
-                  PostgresArray(builds.map { Self.stampName($0.started) }), PostgresArray(builds.map(\.finished)),
+                  PostgresArray(builds.map { Self.stampName($0.started) }),
+                  PostgresArray(builds.map { Self.stampName($0.finished) }),
                   PostgresArray(history.map(\.build)), PostgresArray(history.map(\.status.rawValue)),
                   PostgresArray(history.map(\.attempt)), PostgresArray(history.map(\.builder)),
                   PostgresArray(history.map(\.message))] + Self.queueParameters(taking))

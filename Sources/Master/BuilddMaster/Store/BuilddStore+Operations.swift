@@ -87,30 +87,25 @@ extension BuilddStore {
     public func retry(_ buildID: Int64) async throws {
         try await database.transaction { connection in
             guard let row = try connection.query("""
-                SELECT status, attempt, processor_id, urgency, pocket, component, archive_purpose FROM build
-                 WHERE id = $1 FOR UPDATE
+                SELECT processor_id, urgency, pocket, component, archive_purpose FROM build WHERE id = $1
                 """, [buildID]).first
             else { throw StoreError(.notFound, "no build \(buildID)") }
-            let status = BuildStatus(rawValue: try row.string("status"))
-            guard let status, status.isRetryable else {
-                throw StoreError(.conflict, "build \(buildID) is \(try row.string("status")): only FAILEDTOBUILD, "
-                                 + "MANUALDEPWAIT, CHROOTWAIT, FAILEDTOUPLOAD and CANCELLED builds can be retried")
-            }
             let score = Scoring.score(
                 urgency: Urgency(rawValue: try row.string("urgency")) ?? .medium,
                 pocket: Pocket(rawValue: try row.string("pocket")) ?? .release,
                 component: Component(rawValue: try row.string("component")) ?? .main,
                 archive: ArchivePurpose(rawValue: try row.string("archive_purpose")) ?? .primary)
-            try connection.execute("""
-                UPDATE build SET status = 'NEEDSBUILD', failure_count = 0, result = NULL, failnotes = NULL,
-                       builder_id = NULL, date_started = NULL, date_finished = NULL
-                 WHERE id = $1
-                """, [buildID])
-            try connection.execute("""
-                INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore) VALUES ($1, $2, $3, $3)
-                """, [buildID, try row.int("processor_id"), score])
-            try Self.recordEvent(connection, build: buildID, status: .needsBuild, attempt: try row.int("attempt"),
-                                 builder: nil, message: "retried from \(status.rawValue)")
+            var core = try Self.loadCore(builderNames: [], builderIDs: [], buildIDs: [buildID], filesOf: [],
+                                         leaseSeconds: 0, on: connection)
+            switch core.retry(buildID, processor: try row.int("processor_id"), score: score) {
+            case .queued:
+                try Self.write(core, on: connection)
+            case .notFound:
+                throw StoreError(.notFound, "no build \(buildID)")
+            case .notRetryable(let status):
+                throw StoreError(.conflict, "build \(buildID) is \(status.rawValue): only FAILEDTOBUILD, "
+                                 + "MANUALDEPWAIT, CHROOTWAIT, FAILEDTOUPLOAD and CANCELLED builds can be retried")
+            }
         }
     }
 
