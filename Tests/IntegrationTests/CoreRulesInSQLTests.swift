@@ -126,6 +126,46 @@ import Testing
         await database.drop()
     }
 
+    /// The claim statement moves builds as ``BuildLifecycle/claim(attempt:now:)`` says: the claimed ones
+    /// from waiting to dispatched with the next attempt at the claim's time, the others stay waiting.
+    @Test func theClaimStatementMovesBuildsAsTheCoreClaims() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        try await store.addBuilder(name: "a1", processors: ["amd64"], brokerUser: "a1")
+        var builds: [Int64] = []
+        for index in 0..<4 {
+            builds.append(try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                              sourceName: "k\(index)", sourceVersion: "1.0")))
+        }
+        _ = try await store.apply(AgentEvent(kind: .hello, builder: "a1", session: "s", seq: 1, state: .idle),
+                                  userID: "a1", leaseSeconds: 30)
+        let ids = builds
+        let before = try await store.database.withConnection { connection in
+            try BuilddStore.loadCore(builderNames: [], builderIDs: [], buildIDs: ids, filesOf: [], leaseSeconds: 30,
+                                     on: connection).builds
+        }
+        let jobs = try await store.claimJobs(processor: "amd64", lookahead: 1, leaseSeconds: 30, artifactBaseURL: "http://m")
+        #expect(jobs.count == 2)  // one idle builder plus a look-ahead of one
+        let after = try await store.database.withConnection { connection in
+            try BuilddStore.loadCore(builderNames: [], builderIDs: [], buildIDs: ids, filesOf: [], leaseSeconds: 30,
+                                     on: connection).builds
+        }
+        for build in builds {
+            var machine = try #require(before[build]).lifecycle
+            let record = try #require(after[build])
+            if jobs.contains(where: { $0.buildID == build }) {
+                let since = try #require(record.queue?.dispatchedAt)
+                #expect(machine.claim(attempt: before[build]!.attempt + 1, now: since) == .start)
+                #expect(record.attempt == before[build]!.attempt + 1)
+            }
+            #expect(record.lifecycle == machine, "build \(build): the store left \(record.lifecycle), the core \(machine)")
+        }
+        await database.drop()
+    }
+
     /// Claims nobody accepted in time go back to waiting: the watchdog's SQL and the core agree.
     @Test func theClaimQueryPicksExactlyTheClaimsTheCoreReclaims() async throws {
         let database = try await TestDatabase.create()

@@ -91,8 +91,11 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         ] + arguments, log: directory + "/\(name).log")
         masters.append((name, port, process))
         let url = "http://127.0.0.1:\(port)/healthz"
+        // Healthy, and listening itself: a port taken by another test's process between `freePort()` and the
+        // bind would otherwise answer for it.
         let up = try await eventually(timeout: .seconds(30)) {
             if !process.isRunning { return true }
+            guard self.log(name).contains("msg=\"http listening\"") else { return false }
             return (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 2) })?
                 .status == 200
         } && process.isRunning

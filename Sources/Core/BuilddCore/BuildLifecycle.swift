@@ -39,6 +39,10 @@ public struct BuildLifecycle: Equatable, Sendable {
 
     public private(set) var state: State
 
+    /// A cancelling build's builder is told to abort again when it has not confirmed within this many
+    /// seconds of the last request (until the abort deadline ends the build).
+    public static let abortResendSeconds = 30
+
     public init(state: State) {
         self.state = state
     }

@@ -39,6 +39,10 @@ public final class MasterDaemon: Service {
             router: api.makeRouter(),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort),
                                  serverName: "buildd-master"),
+            onServerRunning: { [logger] channel in
+                // What supervisors and tests wait for: this process, not another, holds the port.
+                logger.info("http listening", metadata: ["http": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            },
             logger: httpLogger)
         let core = MasterCore(configuration: configuration, store: store, broker: broker, artifacts: artifacts,
                               logger: logger)

@@ -73,12 +73,13 @@ extension BuilddStore {
         }
     }
 
-    /// Cancelling builds whose builder should be told (again) to abort: not told yet, or not for 30 s.
+    /// Cancelling builds whose builder should be told (again) to abort: not told yet, or not for
+    /// ``BuildLifecycle/abortResendSeconds``.
     public func abortsDue() async throws -> [(buildID: Int64, attempt: Int32, builder: String)] {
         try await database.query("""
             UPDATE buildqueue q SET abort_sent_at = now() FROM build b, builder bl
              WHERE b.id = q.build_id AND bl.id = q.builder_id AND q.state = 'CANCELLING'
-               AND (q.abort_sent_at IS NULL OR q.abort_sent_at < now() - interval '30 seconds')
+               AND (q.abort_sent_at IS NULL OR q.abort_sent_at < now() - interval '\(BuildLifecycle.abortResendSeconds) seconds')
             RETURNING q.build_id, b.attempt, bl.name
             """).rows.map { (try $0.int64("build_id"), Int32(try $0.int("attempt")), try $0.string("name")) }
     }
