@@ -113,6 +113,8 @@ import Testing
                 == .applied("lease renewed"))
         #expect(later.builds[10]?.queue?.leaseUntil == clock.now + Self.lease)
         #expect(later.builds[10]?.queue?.logTail == .some("line"))
+        // A renewal changes the queue entry, not the build's row: only the entry is written.
+        #expect(later.changedBuilds.map(\.id) == [10] && later.changedBuildRows.isEmpty)
         // A heartbeat of an attempt that is not current asks the agent to abort.
         #expect(later.apply(Self.report("a1", 3, .heartbeat(.building, current: Self.ref(10, 7), logTail: nil)))
                 == .abort(buildID: 10, attempt: 7, reason: "build 10: attempt 7 is not current"))

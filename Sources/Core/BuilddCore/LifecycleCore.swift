@@ -201,6 +201,18 @@ public struct LifecycleCore: Sendable {
         builds.values.filter { originalBuilds[$0.id] != $0 }.sorted { $0.id < $1.id }
     }
 
+    /// The builds whose own row changed, leaving their queue entries aside (a heartbeat renews a lease
+    /// and changes no build row).
+    public var changedBuildRows: [BuildRecord] {
+        changedBuilds.filter { build in
+            var mine = build
+            mine.queue = nil
+            var before = originalBuilds[build.id]
+            before?.queue = nil
+            return mine != before
+        }
+    }
+
     /// The builds that left the queue in this batch (their queue rows are to be deleted).
     public var dequeued: [Int64] {
         builds.values.filter { $0.queue == nil && originalBuilds[$0.id]?.queue != nil }.map(\.id).sorted()

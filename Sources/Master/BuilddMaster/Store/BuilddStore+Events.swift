@@ -172,7 +172,9 @@ extension BuilddStore {
         let taking = queued.filter(holding)
         let builders = core.changedBuilders
         let history = core.history
-        guard !builders.isEmpty || !builds.isEmpty || !history.isEmpty else { return }
+        // Only builds whose own row changed are written; a lease renewal touches the queue entry alone.
+        let rows = core.changedBuildRows
+        guard !builders.isEmpty || !rows.isEmpty || !taking.isEmpty || !history.isEmpty else { return }
         try connection.execute("""
             WITH builders AS (
                 UPDATE builder b SET agent_session = x.session, last_seq = x.seq,
@@ -203,12 +205,12 @@ extension BuilddStore {
                   PostgresArray(builders.map(\.agentState?.rawValue)), PostgresArray(builders.map(\.cleanStatus)),
                   PostgresArray(builders.map(\.standing.failures)), PostgresArray(builders.map(\.standing.ok)),
                   PostgresArray(builders.map(\.standing.notes)),
-                  PostgresArray(builds.map(\.id)), PostgresArray(builds.map(\.status.rawValue)),
-                  PostgresArray(builds.map(\.builderID)), PostgresArray(builds.map(\.job.failures)),
-                  PostgresArray(builds.map(\.job.notes)), PostgresArray(builds.map(\.result?.rawValue)),
-                  PostgresArray(builds.map(\.logName)), PostgresArray(builds.map(\.logSHA256)),
-                  PostgresArray(builds.map { Self.stampName($0.started) }),
-                  PostgresArray(builds.map { Self.stampName($0.finished) }),
+                  PostgresArray(rows.map(\.id)), PostgresArray(rows.map(\.status.rawValue)),
+                  PostgresArray(rows.map(\.builderID)), PostgresArray(rows.map(\.job.failures)),
+                  PostgresArray(rows.map(\.job.notes)), PostgresArray(rows.map(\.result?.rawValue)),
+                  PostgresArray(rows.map(\.logName)), PostgresArray(rows.map(\.logSHA256)),
+                  PostgresArray(rows.map { Self.stampName($0.started) }),
+                  PostgresArray(rows.map { Self.stampName($0.finished) }),
                   PostgresArray(history.map(\.build)), PostgresArray(history.map(\.status.rawValue)),
                   PostgresArray(history.map(\.attempt)), PostgresArray(history.map(\.builder)),
                   PostgresArray(history.map(\.message))] + Self.queueParameters(taking))
