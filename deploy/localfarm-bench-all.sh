@@ -44,21 +44,26 @@ bench_depth() {  # bench_depth WAITING... : turnaround with that many waiting bu
     done
 }
 
+bench_setup() {  # services up, release builds of buildd-master and buildd-bench, a fresh migrated bench database and vhost
+    trap down EXIT
+    services
+    cd "$ROOT"
+    swift build -c release --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+    swift build -c release --product buildd-bench 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+    BENCH_BIN=$(swift build -c release --show-bin-path)
+    BENCH=$STATE/bench
+    mkdir -p "$BENCH"
+    export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
+    export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
+    fresh_target buildd_bench buildd-bench
+    "$BENCH_BIN/buildd-master" migrate >/dev/null
+}
+
 cmd_bench() {
     local quick=${1:-}
     local samples=500 builds=20000 tasks=20000 fleet=10000 fleet_seconds=60 depths="1000 100000 1000000"
     if [ "$quick" = depth ]; then  # only the queue-depth runs, on a fresh database
-        trap down EXIT
-        services
-        cd "$ROOT"
-        swift build -c release --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-        swift build -c release --product buildd-bench 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-        BENCH_BIN=$(swift build -c release --show-bin-path)
-        BENCH=$STATE/bench
-        export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
-        export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
-        fresh_target buildd_bench buildd-bench
-        "$BENCH_BIN/buildd-master" migrate >/dev/null
+        bench_setup
         grep -v '"bench":"depth"' "$BENCH/results.jsonl" > "$BENCH/results.tmp" || true
         mv "$BENCH/results.tmp" "$BENCH/results.jsonl"
         bench_depth $depths
@@ -67,18 +72,8 @@ cmd_bench() {
     fi
     if [ "$quick" = throughput ]; then  # only one master's throughput, with these serve options (tuning)
         shift
-        trap down EXIT
-        services
-        cd "$ROOT"
-        swift build -c release --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-        swift build -c release --product buildd-bench 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-        BENCH_BIN=$(swift build -c release --show-bin-path)
-        BENCH=$STATE/bench
-        mkdir -p "$BENCH" && rm -rf "$BENCH/artifacts"
-        export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
-        export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
-        fresh_target buildd_bench buildd-bench
-        "$BENCH_BIN/buildd-master" migrate >/dev/null
+        bench_setup
+        rm -rf "$BENCH/artifacts"
         bench_master 1 "$@"
         log "throughput, one master ($*): ${BUILDD_BENCH_BUILDS:-5000} no-op builds, 200 simulated agents"
         "$BENCH_BIN/buildd-bench" throughput --builds "${BUILDD_BENCH_BUILDS:-5000}" --agents 200 --label throughput-1
@@ -87,25 +82,15 @@ cmd_bench() {
     if [ "$quick" = quick ]; then
         samples=200; builds=5000; tasks=5000; fleet=2000; fleet_seconds=20; depths="1000 100000"
     fi
-    trap down EXIT
-    services
-    cd "$ROOT"
     log "building buildd-master and buildd-bench (release) and buildd-agent (release, static Swift stdlib)"
-    swift build -c release --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-    swift build -c release --product buildd-bench 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
+    bench_setup
     swift build -c release --product buildd-agent --static-swift-stdlib --scratch-path .build-static 2>&1 \
         | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-    BENCH_BIN=$(swift build -c release --show-bin-path)
-    BENCH=$STATE/bench
     local agent_bin
     agent_bin="$(swift build -c release --scratch-path .build-static --show-bin-path)/buildd-agent"
-    mkdir -p "$BENCH" && rm -rf "$BENCH/artifacts" "$BENCH/agent-work"
+    rm -rf "$BENCH/artifacts" "$BENCH/agent-work"
     : > "$BENCH/results.jsonl"
-    fresh_target buildd_bench buildd-bench
     fresh_target "" celery-bench
-    export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench"
-    export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench"
-    "$BENCH_BIN/buildd-master" migrate >/dev/null
 
     log "floors: durable commits and confirmed publishes"
     bench_json postgres-floor

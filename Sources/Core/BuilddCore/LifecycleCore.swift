@@ -46,7 +46,7 @@ public struct QueueRecord: Equatable, Sendable {
     }
 
     /// A column the core either leaves, sets to the batch's time, or empties.
-    public enum Stamp: Equatable, Sendable {
+    public enum Stamp: String, Equatable, Sendable {
         case keep, now, clear
     }
 
@@ -168,7 +168,7 @@ public struct LifecycleCore: Sendable {
     public let leaseSeconds: Double
     /// Stored result files: (name -> digest) by attempt.
     let storedFiles: [AttemptRef: [String: FileDigest]]
-    private var builderIDs: [String: Int]
+    private let builderIDs: [String: Int]
     private let originalBuilders: [Int: BuilderRecord]
     private let originalBuilds: [Int64: BuildRecord]
 
@@ -489,7 +489,7 @@ public struct LifecycleCore: Sendable {
             }
         case .countFailure(let reason):
             let detail = finishMessage.map { "\(reason): \($0)" } ?? "\(reason) (\(builder ?? "no builder"))"
-            guard var build = builds[buildID] else { return }
+            var build = current
             var standing = holder.flatMap { builders[$0]?.standing }
             let judgement = FailureLedger.infrastructureFailure(job: &build.job, builder: &standing, reason: detail)
             if let holder, let standing { builders[holder]?.standing = standing }

@@ -17,13 +17,6 @@ extension BuilddStore {
         return try await apply(reports: [report], leaseSeconds: leaseSeconds, recordingFiles: recordingFiles)[0]
     }
 
-    /// Applies several agents' events in one transaction, in the order given; returns their outcomes in
-    /// that order. Either all of them count or, when this throws, none.
-    public func apply(batch events: [(event: AgentEvent, userID: String?)], leaseSeconds: Int) async throws -> [EventOutcome] {
-        let reports = try events.map { try $0.event.report(user: $0.userID) }
-        return try await apply(reports: reports, leaseSeconds: leaseSeconds)
-    }
-
     /// Applies a batch of reports in one transaction with a fixed number of statements, however many
     /// reports it holds: every row they touch is read and locked in one global order (builders, then queue
     /// entries, then builds, each by id), the ``LifecycleCore`` decides every transition in memory, report
@@ -209,8 +202,8 @@ extension BuilddStore {
                   PostgresArray(rows.map(\.builderID)), PostgresArray(rows.map(\.job.failures)),
                   PostgresArray(rows.map(\.job.notes)), PostgresArray(rows.map(\.result?.rawValue)),
                   PostgresArray(rows.map(\.logName)), PostgresArray(rows.map(\.logSHA256)),
-                  PostgresArray(rows.map { Self.stampName($0.started) }),
-                  PostgresArray(rows.map { Self.stampName($0.finished) }),
+                  PostgresArray(rows.map(\.started.rawValue)),
+                  PostgresArray(rows.map(\.finished.rawValue)),
                   PostgresArray(history.map(\.build)), PostgresArray(history.map(\.status.rawValue)),
                   PostgresArray(history.map(\.attempt)), PostgresArray(history.map(\.builder)),
                   PostgresArray(history.map(\.message))] + Self.queueParameters(taking))
@@ -241,13 +234,5 @@ extension BuilddStore {
                 PostgresArray(entries.map(\.1.builderID)), PostgresArray(entries.map(\.1.leaseUntil)),
                 PostgresArray(entries.map(\.1.dispatchCleared)), PostgresArray(entries.map { $0.1.logTail != nil }),
                 PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSentCleared))]
-    }
-
-    static func stampName(_ stamp: QueueRecord.Stamp) -> String {
-        switch stamp {
-        case .keep: "keep"
-        case .now: "now"
-        case .clear: "clear"
-        }
     }
 }
