@@ -42,7 +42,7 @@ import Testing
     }
 
     @Test(arguments: [(Int32(0), BuilderResult.ok), (1, .packageFail), (2, .packageFail), (3, .depFail),
-                      (4, .builderFail), (127, .builderFail), (255, .builderFail)])
+                      (4, .chrootFail), (5, .builderFail), (127, .builderFail), (255, .builderFail)])
     func exitStatusMapsByBuilddsConventionNotSbuilds(status: Int32, result: BuilderResult) {
         #expect(BuilderResult.fromExitStatus(status) == result)
     }

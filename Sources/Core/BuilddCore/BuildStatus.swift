@@ -68,12 +68,15 @@ public enum BuilderResult: String, Codable, Sendable, CaseIterable {
 
     /// How a build command's exit status maps to a result (buildd's convention, not sbuild's: under
     /// launchpad-buildd sbuild exits 3 for GIVENBACK and 4 for BUILDERFAIL, so a wrapper translates):
-    /// 0 OK; 1 and 2 PACKAGEFAIL; 3 DEPFAIL; anything else (a signal, 127 for a missing command) BUILDERFAIL.
+    /// 0 OK; 1 and 2 PACKAGEFAIL; 3 DEPFAIL; 4 CHROOTFAIL (the build root could not be made: no chroot, a
+    /// tarball that does not unpack, a mount that fails); anything else (a signal, 127 for a missing
+    /// command) BUILDERFAIL.
     public static func fromExitStatus(_ status: Int32) -> BuilderResult {
         switch status {
         case 0: return .ok
         case 1, 2: return .packageFail
         case 3: return .depFail
+        case 4: return .chrootFail
         default: return .builderFail
         }
     }

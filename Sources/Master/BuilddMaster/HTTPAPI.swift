@@ -16,7 +16,7 @@ import Glibc
 /// | `PUT /v1/builds/{id}/attempts/{attempt}/files/{name}?kind=result\|log` | upload; `Authorization: Bearer <token>`, `X-Checksum-Sha256` |
 /// | `GET /v1/builds/{id}/files/{name}` | download a stored file |
 /// | `GET /v1/builds/{id}/attempts/{attempt}/sources/{name}` | a source file, for the running attempt's builder (the attempt's token as `Bearer`, or as the Basic password launchpad-buildd's `ensurepresent` sends) |
-/// | `GET /v1/chroots/{sha1}` | a chroot tarball, for legacy builders |
+/// | `GET /v1/chroots/{sha1 or sha256}` | a chroot tarball, for legacy builders and agents |
 /// | `GET /v1/builds/{id}` | a build as JSON |
 /// | `GET /healthz` | 200 when the database and the broker answer, else 503 |
 /// | `GET /metrics` | Prometheus text format |
@@ -67,10 +67,13 @@ public struct HTTPAPI: Sendable {
         router.get("/v1/builds/:id/attempts/:attempt/sources/:name") { request, context in
             try await self.downloadSource(request, context)
         }
-        router.get("/v1/chroots/:sha1") { _, context in
-            let sha1 = try context.parameters.require("sha1")
-            guard sha1.count == 40, sha1.allSatisfy(\.isHexDigit), let chroot = try await self.store.chroot(sha1: sha1.lowercased()) else {
-                throw HTTPError(.notFound, message: "no chroot \(sha1)")
+        // Chroots by SHA-1 (launchpad-buildd's `ensurepresent`) or SHA-256 (agents). They hold nothing
+        // private (a Debian base system), so they need no token.
+        router.get("/v1/chroots/:digest") { _, context in
+            let digest = try context.parameters.require("digest")
+            guard digest.count == 40 || digest.count == 64, digest.allSatisfy(\.isHexDigit),
+                  let chroot = try await self.store.chroot(digest: digest.lowercased()) else {
+                throw HTTPError(.notFound, message: "no chroot \(digest)")
             }
             return try self.serve(name: chroot.name, sha256: chroot.sha256, size: chroot.size)
         }

@@ -29,9 +29,13 @@ public struct JobMessage: Codable, Sendable, Equatable {
     /// A per-attempt secret for the uploads; only its hash is stored.
     public var uploadToken: String
     public var leaseSeconds: Int
+    /// The arch series' chroot tarball (``FileDigest/sha256`` names it at `<master>/v1/chroots/<sha256>`),
+    /// when one is set with `buildd-master archseries chroot`: build commands that make a root per build
+    /// (`buildd-binarypackage`) get it as `BUILDD_CHROOT`, fetched and checked by the agent.
+    public var chroot: FileDigest?
 
     enum CodingKeys: String, CodingKey {
-        case v, kind, attempt, processor, distribution, series
+        case v, kind, attempt, processor, distribution, series, chroot
         case buildID = "build_id", buildType = "build_type", archTag = "arch_tag"
         case sourceName = "source_name", sourceVersion = "source_version", sourceFiles = "source_files"
         case uploadURL = "upload_url", uploadToken = "upload_token", leaseSeconds = "lease_seconds"
@@ -39,7 +43,8 @@ public struct JobMessage: Codable, Sendable, Equatable {
 
     public init(buildID: Int64, attempt: Int32, processor: String, buildType: String, distribution: String,
                 series: String, archTag: String, sourceName: String, sourceVersion: String,
-                sourceFiles: [FileDigest], uploadURL: String, uploadToken: String, leaseSeconds: Int) {
+                sourceFiles: [FileDigest], uploadURL: String, uploadToken: String, leaseSeconds: Int,
+                chroot: FileDigest? = nil) {
         self.buildID = buildID
         self.attempt = attempt
         self.processor = processor
@@ -53,6 +58,7 @@ public struct JobMessage: Codable, Sendable, Equatable {
         self.uploadURL = uploadURL
         self.uploadToken = uploadToken
         self.leaseSeconds = leaseSeconds
+        self.chroot = chroot
     }
 }
 
@@ -235,6 +241,11 @@ public enum WireCodec {
         guard job.buildID > 0, job.attempt > 0 else { throw WireError(.invalidField, "build_id/attempt") }
         guard Naming.isValidName(job.processor), Naming.isValidName(job.buildType) else {
             throw WireError(.invalidField, "processor/build_type")
+        }
+        if let chroot = job.chroot {
+            guard Naming.isValidFileName(chroot.name), chroot.size >= 0, chroot.sha256.utf8.count == 64,
+                  chroot.sha256.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+            else { throw WireError(.invalidField, "chroot") }
         }
         return job
     }

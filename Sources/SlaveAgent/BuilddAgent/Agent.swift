@@ -256,15 +256,19 @@ public final class Agent: Sendable {
             guard let template = configuration.commands[job.buildType] else {
                 throw BuildProcess.Failure(description: "no command configured for build type \(job.buildType)")
             }
-            let values = [
+            var values = [
                 "build_id": "\(job.buildID)", "attempt": "\(job.attempt)", "build_type": job.buildType,
                 "source": job.sourceName, "version": job.sourceVersion, "distribution": job.distribution,
                 "series": job.series, "arch": job.archTag, "processor": job.processor, "results": results,
                 "dsc": job.sourceFiles.first { $0.name.hasSuffix(".dsc") }?.name ?? "",
+                "chroot": "", "build_user": configuration.buildUser ?? "",
             ]
-            let command = try CommandTemplate.render(template, values: values)
             for file in job.sourceFiles { try await fetchSource(job, file, from: try origin.get(), into: folder) }
-            let user = try buildUser()
+            if let chroot = job.chroot { values["chroot"] = try await ensureChroot(chroot, from: try origin.get()) }
+            let command = try CommandTemplate.render(template, values: values)
+            // A privileged command (one that makes a root per build) starts as root and drops to the build
+            // user itself; any other runs as the build user from the start.
+            let user = configuration.privilegedCommands.contains(job.buildType) ? nil : try buildUser()
             if let user { try Files.changeOwner(folder, uid: user.uid, gid: user.gid) }
             let process = try BuildProcess(
                 command: command, directory: folder,
@@ -297,6 +301,12 @@ public final class Agent: Sendable {
             } else {
                 result = termination.result
                 message = "build command ended with \(termination)"
+                // A dependency wait names what is missing, read from apt's account in the log (as
+                // launchpad-buildd reads sbuild's); the master records it on the build.
+                if result == .depFail, let missing = DebianControl.unmetBuildDependencies(
+                    inLog: BuildProcess.tail(of: logPath, bytes: 64 * 1024)) {
+                    message = "missing dependencies: \(missing)"
+                }
             }
         } catch {
             message = "\(error)"
@@ -444,6 +454,63 @@ public final class Agent: Sendable {
             }
         }
         throw BuildProcess.Failure(description: "cannot fetch source \(file.name): \(lastError)")
+    }
+
+    /// The job's chroot tarball in the agent's cache (`workdir/chroots`), fetched from the masters and
+    /// checked against its SHA-256 when it is not there yet, as launchpad-buildd's `ensurepresent` does.
+    /// The cache keeps the `chroot_cache` most recently used tarballs. A chroot that cannot be fetched
+    /// is the machine's (or the network's) failure, not the package's: BUILDERFAIL.
+    private func ensureChroot(_ chroot: FileDigest, from origin: MasterOrigin) async throws -> String {
+        guard Naming.isValidFileName(chroot.name) else {
+            throw BuildProcess.Failure(description: "chroot name not allowed: \(chroot.name)")
+        }
+        let cache = configuration.workDirectory + "/chroots"
+        try makeDirectories(cache)
+        let path = "\(cache)/\(chroot.sha256)-\(chroot.name)"
+        var info = stat()
+        if stat(path, &info) == 0, Int64(info.st_size) == chroot.size {
+            utimes(path, nil)
+            return path
+        }
+        logger.info("fetching chroot", metadata: ["chroot": "\(chroot.name)", "chroot.sha256": "\(chroot.sha256)",
+                                                  "chroot.size": "\(chroot.size)"])
+        let partial = path + ".part"
+        var lastError = "unknown"
+        for master in [origin.master] + configuration.masterURLs.filter({ $0 != origin.master }) {
+            do {
+                let url = "\(master)/v1/chroots/\(chroot.sha256)"
+                let got = try await runBlocking(name: "fetch-chroot") {
+                    try SimpleHTTPClient.download(url: url, to: partial, maxBytes: chroot.size, timeoutSeconds: 600)
+                }
+                guard got.status == 200 else { lastError = "HTTP \(got.status) from \(master)"; continue }
+                guard got.sha256 == chroot.sha256, got.size == chroot.size else {
+                    unlink(partial)
+                    throw BuildProcess.Failure(description: "chroot \(chroot.name) failed its sha256 check "
+                                               + "(got \(got.sha256), \(got.size) bytes)")
+                }
+                guard rename(partial, path) == 0 else {
+                    throw BuildProcess.Failure(description: "cannot store chroot \(path): \(String(cString: strerror(errno)))")
+                }
+                Self.pruneChroots(in: cache, keeping: configuration.chrootCache)
+                return path
+            } catch let failure as BuildProcess.Failure {
+                throw failure
+            } catch {
+                lastError = "\(master): \(error)"
+            }
+        }
+        unlink(partial)
+        throw BuildProcess.Failure(description: "cannot fetch chroot \(chroot.name): \(lastError)")
+    }
+
+    /// Removes all but the `keeping` most recently used chroot tarballs of the cache.
+    static func pruneChroots(in cache: String, keeping: Int) {
+        let files = Files.regularFiles(in: cache).map { name -> (String, Int) in
+            var info = stat()
+            _ = stat(cache + "/" + name, &info)
+            return (name, info.st_mtim.tv_sec)
+        }.sorted { $0.1 > $1.1 }
+        for (name, _) in files.dropFirst(keeping) { unlink(cache + "/" + name) }
     }
 
     /// The configured master the job came from (compared by scheme, host as resolved here, port and path).

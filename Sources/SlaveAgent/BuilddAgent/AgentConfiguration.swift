@@ -19,6 +19,9 @@ import Glibc
 /// shutdown_policy = giveback   ; on SIGTERM: giveback (stop the build, the master requeues it) or finish
 /// shutdown_deadline = 3600     ; with finish: seconds to wait for the build before giving it back
 /// build_user = buildd-build    ; when the agent runs as root, builds run as this user
+/// privileged_commands = binarypackage ; build types whose command starts as root: it makes a root per
+///                              ; build and drops to build_user itself (`buildd-binarypackage`)
+/// chroot_cache = 3             ; chroot tarballs kept in workdir/chroots (the most recently used)
 ///
 /// [broker]
 /// url = amqp://bld-amd64-01@broker.example:5672/buildd
@@ -50,6 +53,12 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var shutdownDeadlineSeconds: Int
     /// The user builds run as when the agent runs as root.
     public var buildUser: String?
+    /// Build types whose command starts as root even when `buildUser` is set: commands that unpack a
+    /// root, mount and chroot (`buildd-binarypackage`), and run the package build as `buildUser` themselves
+    /// (they get it as `BUILDD_BUILD_USER`).
+    public var privilegedCommands: Set<String> = []
+    /// How many chroot tarballs stay cached in `workdir/chroots` (the most recently used).
+    public var chrootCache: Int = 3
     /// The broker URL with the password filled in (from the file or environment). Never log it; use `brokerURL.description`.
     public var brokerURL: ServiceURL
     public var queueType: String
@@ -120,7 +129,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         }
         let known: [String: Set<String>] = [
             "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir", "build_timeout", "max_log_bytes",
-                      "shutdown_policy", "shutdown_deadline", "build_user"],
+                      "shutdown_policy", "shutdown_deadline", "build_user", "privileged_commands", "chroot_cache"],
             "broker": ["url", "password", "password_file", "queue_type"],
             "master": ["url"],
         ]
@@ -208,15 +217,26 @@ public struct AgentConfiguration: Sendable, Equatable {
             }
         }
 
+        let privileged = Set((value("agent", "privileged_commands") ?? "").split(separator: ",")
+            .map { $0.trimmed(" ") }.filter { !$0.isEmpty })
+        for type in privileged.sorted() where commands[type] == nil {
+            problems.append("[agent] privileged_commands names '\(type)', which has no command in [commands]")
+        }
+        let chrootCache = Int(value("agent", "chroot_cache") ?? "3") ?? -1
+        if chrootCache < 1 { problems.append("[agent] chroot_cache must be at least 1") }
+
         func finish() throws -> AgentConfiguration {
             guard problems.isEmpty else { throw Invalid(problems: problems) }
-            return AgentConfiguration(name: name, processors: processors, workDirectory: workdir,
+            var configuration = AgentConfiguration(name: name, processors: processors, workDirectory: workdir,
                                       heartbeatSeconds: heartbeat, keepWorkDirectory: keep == "true" || keep == "yes",
                                       buildTimeoutSeconds: timeout == 0 ? nil : timeout, maxLogBytes: maxLog,
                                       shutdownPolicy: policy ?? .giveback, shutdownDeadlineSeconds: deadline,
                                       buildUser: value("agent", "build_user"),
                                       brokerURL: brokerURL, queueType: queueType,
                                       masterURLs: masterURLs, commands: commands)
+            configuration.privilegedCommands = privileged
+            configuration.chrootCache = chrootCache
+            return configuration
         }
         return try finish()
     }
@@ -259,6 +279,8 @@ extension AgentConfiguration {
                      "max_log_bytes = \(maxLogBytes)", "shutdown_policy = \(shutdownPolicy.rawValue)",
                      "shutdown_deadline = \(shutdownDeadlineSeconds)"]
         if let buildUser { lines.append(setting("build_user", buildUser)) }
+        if !privilegedCommands.isEmpty { lines.append("privileged_commands = \(privilegedCommands.sorted().joined(separator: ","))") }
+        lines.append("chroot_cache = \(chrootCache)")
         lines += ["", "[broker]", "url = \(Self.urlText(brokerURL))", "queue_type = \(queueType)",
                   "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "", "[commands]"]
         lines += commands.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }

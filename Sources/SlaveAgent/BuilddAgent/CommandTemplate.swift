@@ -5,7 +5,7 @@
 /// `BUILDD_<NAME>` (upper case).
 public enum CommandTemplate {
     public static let placeholders = ["build_id", "attempt", "build_type", "source", "version", "distribution",
-                                      "series", "arch", "processor", "results", "dsc"]
+                                      "series", "arch", "processor", "results", "dsc", "chroot", "build_user"]
 
     public struct Invalid: Error, CustomStringConvertible, Equatable {
         public let description: String

@@ -54,6 +54,7 @@ extension BuilddStore {
                   FROM bumped bu JOIN picked p ON p.build_id = bu.id ORDER BY p.lastscore DESC, p.id)
             SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version, t.token,
                    d.name AS distribution, s.name AS series, das.architecturetag,
+                   das.chroot_name, das.chroot_sha256, das.chroot_size,
                    (SELECT coalesce(json_agg(json_build_object('name', f.name, 'sha256', f.sha256, 'size', f.size)
                                              ORDER BY f.name), '[]')
                       FROM source_file f WHERE f.build_id = bu.id) AS source_files
@@ -66,13 +67,18 @@ extension BuilddStore {
             let buildID = try row.int64("id")
             let attempt = Int32(try row.int("attempt"))
             let files = try JSONDecoder().decode([FileDigest].self, from: Data(try row.string("source_files").utf8))
+            var chroot: FileDigest?
+            if let sha256 = row["chroot_sha256"] {
+                chroot = FileDigest(name: row["chroot_name"] ?? "chroot.tar", sha256: sha256,
+                                    size: row.optionalInt64("chroot_size") ?? 0)
+            }
             return JobMessage(
                 buildID: buildID, attempt: attempt, processor: processor, buildType: try row.string("build_type"),
                 distribution: try row.string("distribution"), series: try row.string("series"),
                 archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
                 sourceVersion: try row.string("source_version"), sourceFiles: files,
                 uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(attempt)/files/",
-                uploadToken: try row.string("token"), leaseSeconds: leaseSeconds)
+                uploadToken: try row.string("token"), leaseSeconds: leaseSeconds, chroot: chroot)
         }
     }
 

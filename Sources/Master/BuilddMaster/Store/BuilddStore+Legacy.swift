@@ -198,11 +198,13 @@ extension BuilddStore {
         }
     }
 
-    /// A chroot by its SHA-1 (what a legacy builder's `ensurepresent` asks for).
-    public func chroot(sha1: String) async throws -> FileDigest? {
-        try await database.query("""
-            SELECT chroot_name, chroot_sha256, chroot_size FROM distroarchseries WHERE chroot_sha1 = $1 LIMIT 1
-            """, [sha1]).first.map {
+    /// A chroot by its SHA-1 (what a legacy builder's `ensurepresent` asks for) or its SHA-256 (what a
+    /// job names for agents), lower-case hex.
+    public func chroot(digest: String) async throws -> FileDigest? {
+        let column = digest.count == 64 ? "chroot_sha256" : "chroot_sha1"
+        return try await database.query("""
+            SELECT chroot_name, chroot_sha256, chroot_size FROM distroarchseries WHERE \(column) = $1 LIMIT 1
+            """, [digest]).first.map {
             FileDigest(name: try $0.string("chroot_name"), sha256: try $0.string("chroot_sha256"),
                        size: try $0.int64("chroot_size"))
         }
