@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // C libraries, each through a system library module.
@@ -42,10 +43,12 @@ let package = Package(
             dependencies: [],
             path: "Sources/Core/BuilddCore"
         ),
-        // Shared by both daemons: wire messages, configuration, logging, threads, SHA-256, a tiny HTTP client.
+        // Shared by both daemons: wire messages, configuration, logging, threads, digests (swift-crypto), a
+        // tiny HTTP client.
         .target(
             name: "BuilddShared",
-            dependencies: ["BuilddCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BuilddCore", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/Shared/BuilddShared"
         ),
         // The only code that touches librabbitmq.

@@ -120,12 +120,26 @@ struct BuildCommand: AsyncParsableCommand {
         @Option(name: .customLong("source-file"),
                 help: "A source file (.dsc, tarballs) copied into the artifact store for the agent (repeatable).")
         var sourceFiles: [String] = []
+        @Option(help: "A .dsc on disk: it and the files it lists (beside it) are checked against its SHA-256 and stored.")
+        var dsc: String?
+        @Flag(help: "Fetch SOURCE VERSION's .dsc and files from the Debian archive of --archive-sources (with apt), check them and store them.")
+        var fromArchive = false
+        @Option(help: "The apt sources file naming the archive (its deb entries are read as deb-src).")
+        var archiveSources = "/etc/apt/sources.list.d/debian.sources"
+        @Option(help: "Check the .dsc's OpenPGP signature against this keyring (gpgv) before storing anything.")
+        var keyring: String?
         @OptionGroup var artifactStore: ArtifactOptions
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
             _ = try ArchSeriesName(archSeries)
+            if fromArchive && dsc != nil { throw ValidationError("--from-archive and --dsc exclude each other") }
+            if (fromArchive || dsc != nil) && !sourceFiles.isEmpty {
+                throw ValidationError("--source-file does not go with --from-archive or --dsc: the .dsc lists the files")
+            }
+            if keyring != nil && !fromArchive && dsc == nil { throw ValidationError("--keyring checks a .dsc: use it with --dsc or --from-archive") }
+            if fromArchive || dsc != nil { _ = try artifactStore.directory() }
             for path in sourceFiles {
                 let name = String(path.split(separator: "/").last ?? "")
                 guard Naming.isValidFileName(name) else { throw ValidationError("source file name not allowed: \(name)") }
@@ -138,7 +152,21 @@ struct BuildCommand: AsyncParsableCommand {
         func run() async throws {
             let name = try ArchSeriesName(archSeries)
             var digests: [FileDigest] = []
-            if !sourceFiles.isEmpty {
+            if fromArchive || dsc != nil {
+                let store = try ArtifactStore(root: try artifactStore.directory())
+                if let dsc {
+                    digests = try SourceImport.importDsc(at: dsc, keyring: keyring, into: store,
+                                                         expecting: (source, version))
+                } else {
+                    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("buildd-source-\(UUID().uuidString)").path
+                    defer { try? FileManager.default.removeItem(atPath: folder) }
+                    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                    let path = try SourceImport.fetchFromArchive(name: source, version: version, sources: archiveSources,
+                                                                 into: folder)
+                    digests = try SourceImport.importDsc(at: path, keyring: keyring, into: store,
+                                                         expecting: (source, version))
+                }
+            } else if !sourceFiles.isEmpty {
                 let store = try ArtifactStore(root: try artifactStore.directory())
                 for path in sourceFiles {
                     digests.append(try store.importFile(at: path, name: String(path.split(separator: "/").last!)))

@@ -125,11 +125,12 @@ struct ArchSeriesCommand: AsyncParsableCommand {
 
     struct Chroot: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Set the chroot tarball legacy (launchpad-buildd) builders of DISTRO/SERIES/ARCHTAG build in.",
+            abstract: "Set the chroot tarball builders (agents and launchpad-buildd) of DISTRO/SERIES/ARCHTAG build in.",
             discussion: """
                 The file is copied into the artifact store (the masters' --artifacts directory, shared by all \
                 masters) and served to builders at /v1/chroots/SHA1; a legacy build of an arch series without a \
-                chroot ends CHROOTWAIT. Agents do not use it.
+                chroot ends CHROOTWAIT. Jobs for agents name it by SHA-256 (/v1/chroots/SHA256): agents fetch, check \
+                and cache it, and build commands that make a root per build (binarypackage) unpack it.
                 """)
         @Argument(help: "e.g. ubuntu/noble/amd64") var archSeries: String
         @Argument(help: "The chroot tarball.") var file: String

@@ -1,0 +1,171 @@
+import BuilddMasterKit
+import BuilddShared
+import Foundation
+import Testing
+
+/// Real Debian builds through an agent: GNU hello fetched from the Debian archive this machine's apt uses,
+/// built by `deploy/examples/binarypackage` in a fresh root unpacked from a real chroot tarball (mmdebstrap,
+/// made once per run by `deploy/localfarm test`: `BUILDD_TEST_CHROOT`); a package whose build fails and one
+/// with a build dependency no archive has. Needs root (the build command unpacks, mounts and chroots).
+@Suite(.serialized, .timeLimit(.minutes(10))) struct RealBuildTests {
+    struct NeedsRoot: Error, CustomStringConvertible {
+        var description: String { "real builds need root (the build command unpacks a root, mounts /proc and chroots)" }
+    }
+
+    /// Runs a host program; fails the test with its output when it does not exit 0.
+    @discardableResult
+    static func host(_ arguments: String..., directory: String? = nil, timeout: Duration = .seconds(120)) async throws -> String {
+        var command = arguments
+        if let directory { command = ["/usr/bin/env", "-C", directory] + arguments }
+        let result = try await FarmHarness.run(command[0], Array(command.dropFirst()), timeout: timeout)
+        #expect(result.status == 0, "\(arguments.joined(separator: " ")) exited \(result.status):\n\(result.output)\n\(result.error)")
+        return result.output + result.error
+    }
+
+    @Test func anAgentBuildsHelloFromTheArchiveAndRealFailuresEndAsLaunchpadSays() async throws {
+        let chroot = try TestEnvironment.value("BUILDD_TEST_CHROOT")
+        guard geteuid() == 0 else { throw NeedsRoot() }
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            let store = farm.store
+            try await store.addProcessor("amd64")
+            try await store.addArchSeries(distribution: "debian", series: "bookworm", archTag: "amd64", processor: "amd64")
+            try await store.addBuilder(name: "real-1", processors: ["amd64"], brokerUser: "guest")
+            try await farm.startMaster(lease: 120, acceptTimeout: 60)
+            let registered = try await farm.cli("archseries", "chroot", "debian/bookworm/amd64", chroot,
+                                                "--artifacts", farm.artifactRoot)
+            #expect(registered.status == 0, "archseries chroot: \(registered.error)")
+
+            // hello from the archive; the two test packages from their sources in the checkout.
+            let hello = try await farm.cli("build", "submit", "debian/bookworm/amd64", "hello", "2.10-3", "--from-archive",
+                                           "--artifacts", farm.artifactRoot, "--urgency", "high")
+            #expect(hello.status == 0, "submit --from-archive: \(hello.error)")
+            let helloID = try #require(Int64(hello.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let sources = farm.directory + "/sources"
+            try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
+            var ids: [String: Int64] = [:]
+            for name in ["buildd-test-fails", "buildd-test-depwait"] {
+                try await Self.host("/usr/bin/dpkg-source", "-b", FarmHarness.repositoryFile("deploy/examples/packages/\(name)"),
+                                    directory: sources)
+                let submitted = try await farm.cli("build", "submit", "debian/bookworm/amd64", name, "1.0",
+                                                   "--dsc", "\(sources)/\(name)_1.0.dsc", "--artifacts", farm.artifactRoot)
+                #expect(submitted.status == 0, "submit --dsc \(name): \(submitted.error)")
+                ids[name] = Int64(submitted.output.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            // A .dsc whose files do not match it is refused, and nothing is queued.
+            let tampered = farm.directory + "/tampered"
+            try FileManager.default.createDirectory(atPath: tampered, withIntermediateDirectories: true)
+            for file in try FileManager.default.contentsOfDirectory(atPath: sources) where file.hasPrefix("buildd-test-fails_") {
+                try FileManager.default.copyItem(atPath: "\(sources)/\(file)", toPath: "\(tampered)/\(file)")
+            }
+            let tarball = try #require(try FileManager.default.contentsOfDirectory(atPath: tampered).first { $0.hasSuffix(".tar.xz") })
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(tampered)/\(tarball)"))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data("x".utf8))
+            try handle.close()
+            let refused = try await farm.cli("build", "submit", "debian/bookworm/amd64", "buildd-test-fails", "1.0",
+                                             "--dsc", "\(tampered)/buildd-test-fails_1.0.dsc", "--artifacts", farm.artifactRoot)
+            #expect(refused.status != 0 && refused.error.contains("does not match the .dsc"), "\(refused.error)")
+            #expect(try await store.builds(statuses: [], processor: nil, limit: 10).count == 3)
+
+            try farm.startAgent("real-1", processors: ["amd64"], agentSettings: "privileged_commands = binarypackage",
+                                commands: "binarypackage = \(FarmHarness.repositoryFile("deploy/examples/binarypackage"))")
+            let quiet = try await farm.waitForQuiet(timeout: .seconds(480))
+            #expect(quiet, "builds still active; agent log:\n\(farm.log("real-1"))")
+
+            // hello built, with its .deb, .buildinfo and .changes and the log.
+            let built = try await store.build(helloID)
+            #expect(built.build.status == .fullyBuilt, "hello: \(built.history)")
+            let results = built.files.filter { $0.kind == "result" }.map(\.name).sorted()
+            #expect(results.contains("hello_2.10-3_amd64.deb"))
+            #expect(results.contains("hello_2.10-3_amd64.buildinfo"))
+            #expect(results.contains("hello_2.10-3_amd64.changes"))
+            let log = try #require(built.files.first { $0.kind == "log" })
+            let logText = try String(contentsOfFile: ArtifactStore(root: farm.artifactRoot).path(sha256: log.sha256), encoding: .utf8)
+            #expect(logText.contains("dpkg-buildpackage -b"), "the log is the build's")
+
+            // The .deb, as the master serves it, is a real package that installs and runs.
+            let deb = farm.directory + "/hello_2.10-3_amd64.deb"
+            let download = try await runBlocking { [masterURL = farm.masterURLs[0]] in
+                try SimpleHTTPClient.download(url: "\(masterURL)/v1/builds/\(helloID)/files/hello_2.10-3_amd64.deb",
+                                              to: deb, maxBytes: 10 << 20)
+            }
+            #expect(download.status == 200)
+            #expect(try await Self.host("/usr/bin/dpkg-deb", "--info", deb).contains("Package: hello"))
+            #expect(try await Self.host("/usr/bin/dpkg-deb", "--contents", deb).contains("./usr/bin/hello"))
+            let root = farm.directory + "/install-root"
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            try await Self.host("/bin/tar", "-xf", chroot, "-C", root)
+            try FileManager.default.copyItem(atPath: deb, toPath: root + "/hello.deb")
+            try await Self.host("/usr/sbin/chroot", root, "/usr/bin/dpkg", "-i", "/hello.deb")
+            #expect(try await Self.host("/usr/sbin/chroot", root, "/usr/bin/hello").contains("Hello, world!"))
+            try? FileManager.default.removeItem(atPath: root)
+
+            // A real build failure and a real dependency wait, as Launchpad ends them.
+            let failed = try await store.build(try #require(ids["buildd-test-fails"]))
+            #expect(failed.build.status == .failedToBuild, "\(failed.history)")
+            #expect(failed.build.attempt == 1, "a package that fails to build is not retried")
+            let waiting = try await store.build(try #require(ids["buildd-test-depwait"]))
+            #expect(waiting.build.status == .manualDepWait, "\(waiting.history)")
+            #expect(waiting.history.contains { ($0.message ?? "").contains("missing dependencies: buildd-no-such-package (>= 1.0)") },
+                    "the missing relation is recorded: \(waiting.history)")
+
+            // Nothing of a build is left behind: no build folder, no mount under the agent's folder.
+            let work = farm.directory + "/work-real-1"
+            let left = try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.hasPrefix("build-") }
+            #expect(left.isEmpty, "build folders left: \(left)")
+            let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+            #expect(!mounts.contains(work), "mounts left under \(work)")
+            // The chroot is cached for the next build, by its digest.
+            #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/chroots").count == 1)
+        }
+    }
+
+    /// The processes whose root is under `folder` (a build's root).
+    static func processesRooted(under folder: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let root = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/root") else { return false }
+            return root.hasPrefix(folder)
+        }
+    }
+
+    @Test func cancellingARealBuildKillsEveryProcessInItsRootAndLeavesNothing() async throws {
+        let chroot = try TestEnvironment.value("BUILDD_TEST_CHROOT")
+        guard geteuid() == 0 else { throw NeedsRoot() }
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            let store = farm.store
+            try await store.addProcessor("amd64")
+            try await store.addArchSeries(distribution: "debian", series: "bookworm", archTag: "amd64", processor: "amd64")
+            try await store.addBuilder(name: "real-2", processors: ["amd64"], brokerUser: "guest")
+            try await farm.startMaster(lease: 120, acceptTimeout: 60)
+            #expect(try await farm.cli("archseries", "chroot", "debian/bookworm/amd64", chroot, "--artifacts", farm.artifactRoot).status == 0)
+            let hello = try await farm.cli("build", "submit", "debian/bookworm/amd64", "hello", "2.10-3", "--from-archive",
+                                           "--artifacts", farm.artifactRoot)
+            let id = try #require(Int64(hello.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(hello.error)")
+            try farm.startAgent("real-2", processors: ["amd64"], agentSettings: "privileged_commands = binarypackage",
+                                commands: "binarypackage = \(FarmHarness.repositoryFile("deploy/examples/binarypackage"))")
+            let work = farm.directory + "/work-real-2"
+            // Cancelled once the build runs inside its root (processes whose root is there).
+            let inside = try await eventually(timeout: .seconds(180)) {
+                !Self.processesRooted(under: work + "/build-").isEmpty
+            }
+            #expect(inside, "the build never ran in its root: \(farm.log("real-2"))")
+            #expect(try await farm.cli("build", "cancel", "\(id)").status == 0)
+            let cancelled = try await eventually(timeout: .seconds(60)) {
+                (try? await store.build(id).build.status) == .cancelled
+            }
+            let history = try await store.build(id).history
+            #expect(cancelled, "\(history)")
+            let gone = try await eventually(timeout: .seconds(30)) {
+                Self.processesRooted(under: work).isEmpty
+                    && !((try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []).contains { $0.hasPrefix("build-") }
+            }
+            let folder = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
+            #expect(gone, "left behind: processes \(Self.processesRooted(under: work)), folder \(folder)")
+            let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+            #expect(!mounts.contains(work), "mounts left under \(work)")
+        }
+    }
+}
