@@ -243,7 +243,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         store.shutdown()
         await database.drop()
         await vhost.delete()
-        try? FileManager.default.removeItem(atPath: directory)
+        if ProcessInfo.processInfo.environment["BUILDD_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     /// Waits until no build is active; returns whether that happened within `timeout`.

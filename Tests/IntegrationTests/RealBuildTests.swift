@@ -116,8 +116,12 @@ import Testing
             #expect(left.isEmpty, "build folders left: \(left)")
             let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
             #expect(!mounts.contains(work), "mounts left under \(work)")
-            // The chroot is cached for the next build, by its digest.
-            #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/chroots").count == 1)
+            // The chroot is cached for the next build, by its digest, with the tree the builds' overlays
+            // share as their read-only lower layer (never written: each build writes its own upper layer).
+            let cached = try FileManager.default.contentsOfDirectory(atPath: work + "/chroots").sorted()
+            #expect(cached.count == 2 && cached[0].hasSuffix(".tar.zst") && cached[1] == cached[0] + ".root", "\(cached)")
+            #expect(!FileManager.default.fileExists(atPath: work + "/chroots/\(cached[0]).root/build"),
+                    "a build wrote into the shared lower layer")
         }
     }
 

@@ -503,7 +503,8 @@ public final class Agent: Sendable {
         throw BuildProcess.Failure(description: "cannot fetch chroot \(chroot.name): \(lastError)")
     }
 
-    /// Removes all but the `keeping` most recently used chroot tarballs of the cache.
+    /// Removes all but the `keeping` most recently used chroot tarballs of the cache, and the trees build
+    /// commands unpacked from the ones that went (`<tarball>.root`, `<tarball>.root.part`).
     static func pruneChroots(in cache: String, keeping: Int) {
         let files = Files.regularFiles(in: cache).map { name -> (String, Int) in
             var info = stat()
@@ -511,6 +512,12 @@ public final class Agent: Sendable {
             return (name, info.st_mtim.tv_sec)
         }.sorted { $0.1 > $1.1 }
         for (name, _) in files.dropFirst(keeping) { unlink(cache + "/" + name) }
+        let kept = Set(files.prefix(keeping).map(\.0))
+        for name in Files.entries(in: cache) {
+            for suffix in [".root", ".root.part"] where name.hasSuffix(suffix) {
+                if !kept.contains(String(name.dropLast(suffix.count))) { Files.removeTree(cache + "/" + name) }
+            }
+        }
     }
 
     /// The configured master the job came from (compared by scheme, host as resolved here, port and path).

@@ -157,6 +157,18 @@ enum Files {
         }
     }
 
+    /// Every name directly in a folder but `.` and `..`, sorted.
+    static func entries(in path: String) -> [String] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
     /// Regular files directly in a folder, sorted.
     static func regularFiles(in path: String) -> [String] {
         guard let directory = opendir(path) else { return [] }
