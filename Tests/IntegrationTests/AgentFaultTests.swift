@@ -304,7 +304,9 @@ struct PrivateBroker: TestResource {
             try await closing(farm) {
                 try await store.addNobleProcessors(["amd64"])
                 try await store.addBuilder(name: "survivor", processors: ["amd64"])
-                try await farm.startMaster()
+                // The production default lease (30 s), longer than the outage: a broker restart under load
+                // took over the harness's 10 s here once, and the build was requeued as its lease ran out.
+                try await farm.startMaster(lease: 30)
                 try farm.startAgent("survivor", processors: ["amd64"], sampleSeconds: 6)
                 let id = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
                                                              sourceName: "hello", sourceVersion: "1.0"))

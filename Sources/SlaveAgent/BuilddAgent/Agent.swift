@@ -355,11 +355,20 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Whether `pid` still is this build's command (its environment names the build), so a reused pid
-    /// is never killed.
-    static func isBuildProcess(_ pid: Int32, buildID: Int64) -> Bool {
-        guard pid > 1, let environment = AgentConfiguration.readFile("/proc/\(pid)/environ") else { return false }
-        return environment.split(separator: "\0").contains { $0 == "BUILDD_BUILD_ID=\(buildID)" }
+    /// The process groups of processes left from this build's attempt (their environment names both),
+    /// never this agent's own group.
+    static func orphanedGroups(buildID: Int64, attempt: Int32) -> Set<pid_t> {
+        var groups: Set<pid_t> = []
+        for entry in Files.entries(in: "/proc") {
+            guard let pid = pid_t(entry), pid > 1, pid != getpid(),
+                  let environment = AgentConfiguration.readFile("/proc/\(pid)/environ") else { continue }
+            let variables = environment.split(separator: "\0")
+            guard variables.contains(where: { $0 == "BUILDD_BUILD_ID=\(buildID)" }),
+                  variables.contains(where: { $0 == "BUILDD_ATTEMPT=\(attempt)" }) else { continue }
+            let group = getpgid(pid)
+            if group > 1 && group != getpgrp() { groups.insert(group) }
+        }
+        return groups
     }
 
     /// The unprivileged user builds run as, when the agent runs as root and one is configured.
@@ -399,10 +408,14 @@ public final class Agent: Sendable {
     /// was ready is delivered as it was; a build that was running is given back.
     private func recover(_ persisted: PersistedBuild) async {
         let job = persisted.job
-        if persisted.finished == nil, let pid = persisted.pid, Self.isBuildProcess(pid, buildID: job.buildID) {
-            // The build command outlived the agent: stop its whole process group before giving it back.
-            logger.warning("stopping the orphaned build command", metadata: ["pid": "\(pid)"])
-            kill(-pid, SIGKILL)
+        if persisted.finished == nil {
+            // The build command outlived the agent: stop its whole process group before giving it back. The
+            // groups are found by the build's environment, so a command started just before the agent died
+            // (its pid not saved yet) is found too.
+            for group in Self.orphanedGroups(buildID: job.buildID, attempt: job.attempt) {
+                logger.warning("stopping the orphaned build command", metadata: ["pgid": "\(group)"])
+                kill(-group, SIGKILL)
+            }
         }
         let report = persisted.finished ?? PendingFinished(
             result: .givenBack, files: [], log: nil,
