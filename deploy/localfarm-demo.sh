@@ -13,7 +13,36 @@ DEMO_SAMPLES=(
 )
 DEMO_AGENTS=("demo-amd64-1 amd64" "demo-amd64-2 amd64" "demo-arm64-1 arm64")
 
+# demo --real: real Debian builds on an agent of this machine's architecture with the real binarypackage
+# command (GNU hello from the Debian archive apt uses here, a package that fails to build, one whose build
+# dependency no archive has), next to the arm64 sample builds. Root only (the build command unpacks a root,
+# mounts and chroots); the first run makes the chroot with mmdebstrap (about 30 s).
+DEMO_REAL_SAMPLES=(
+    "hello 2.10-3 --from-archive --urgency high|FULLYBUILT"
+    "buildd-test-fails 1.0 --dsc SOURCES/buildd-test-fails_1.0.dsc|FAILEDTOBUILD"
+    "buildd-test-depwait 1.0 --dsc SOURCES/buildd-test-depwait_1.0.dsc|MANUALDEPWAIT"
+)
+
 cmd_demo() {
+    local real=0
+    case "${1:-}" in
+        --real) real=1 ;;
+        "") ;;
+        *) die "usage: deploy/localfarm demo [--real]" ;;
+    esac
+    local host_arch=""
+    if [ $real = 1 ]; then
+        [ "$(id -u)" = 0 ] || die "demo --real needs root: its build command unpacks a root, mounts /proc and chroots"
+        host_arch=$(dpkg --print-architecture)
+        command -v dpkg-source >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
+        # The sample builds of this machine's architecture make way for the real ones.
+        local kept=() sample
+        for sample in "${DEMO_SAMPLES[@]}"; do
+            case "$sample" in "ubuntu/noble/$host_arch "*) ;; *) kept+=("$sample") ;; esac
+        done
+        DEMO_SAMPLES=("${kept[@]}")
+        DEMO_AGENTS=("demo-$host_arch-real $host_arch" "demo-arm64-1 arm64")
+    fi
     trap down EXIT
     services
     cd "$ROOT"
@@ -43,6 +72,9 @@ cmd_demo() {
     "$master" processor add arm64
     "$master" archseries add ubuntu/noble/amd64 --processor amd64
     "$master" archseries add ubuntu/noble/arm64 --processor arm64
+    if [ $real = 1 ]; then
+        "$master" archseries add "debian/bookworm/$host_arch" --processor "$host_arch"
+    fi
 
     log "starting the master (HTTP on 127.0.0.1:$HTTP_PORT, log $demo/master.log)"
     start_process master "$demo/master.log" "$master" serve --http-port "$HTTP_PORT" --artifacts "$demo/artifacts" \
@@ -51,6 +83,11 @@ cmd_demo() {
         kill -0 "$(cat "$STATE/run/master.pid")" 2>/dev/null || { tail "$demo/master.log" >&2; die "master died"; }
         sleep 0.2
     done
+    if [ $real = 1 ]; then
+        local tarball
+        tarball=$(make_chroot bookworm "$host_arch")
+        "$master" archseries chroot "debian/bookworm/$host_arch" "$tarball" --artifacts "$demo/artifacts"
+    fi
 
     local entry name processor password
     for entry in "${DEMO_AGENTS[@]}"; do
@@ -68,6 +105,7 @@ name = $name
 processors = $processor
 workdir = $demo/work-$name
 heartbeat = 2
+$(if [ "$name" = "demo-$host_arch-real" ]; then echo "privileged_commands = binarypackage"; fi)
 
 [broker]
 url = amqp://$name@127.0.0.1:$AMQP_PORT/buildd-demo
@@ -77,7 +115,7 @@ password_file = $demo/$name.secret
 url = http://127.0.0.1:$HTTP_PORT
 
 [commands]
-binarypackage = $ROOT/deploy/examples/sample-build
+binarypackage = $ROOT/deploy/examples/$(if [ "$name" = "demo-$host_arch-real" ]; then echo binarypackage; else echo sample-build; fi)
 CONF
         umask 022
         "$master" builder add "$name" --processor "$processor" --broker-user "$name"
@@ -92,9 +130,24 @@ CONF
         ids+=("$("$master" build submit $args)")
         expected+=("${sample##*|}")
     done
+    local real_started=$SECONDS hello_id=""
+    if [ $real = 1 ]; then
+        log "submitting ${#DEMO_REAL_SAMPLES[@]} real builds for debian/bookworm/$host_arch"
+        mkdir -p "$demo/sources"
+        (cd "$demo/sources" && for package in buildd-test-fails buildd-test-depwait; do
+            dpkg-source -b "$ROOT/deploy/examples/packages/$package" >/dev/null; done)
+        for sample in "${DEMO_REAL_SAMPLES[@]}"; do
+            args=${sample%|*}
+            args=${args//SOURCES/$demo/sources}
+            # shellcheck disable=SC2086
+            ids+=("$("$master" build submit "debian/bookworm/$host_arch" $args --artifacts "$demo/artifacts")")
+            expected+=("${sample##*|}")
+            case "$sample" in hello*) hello_id=${ids[-1]} ;; esac
+        done
+    fi
 
     log "waiting for the builds (progress every second)"
-    local deadline=$((SECONDS + 180)) counts
+    local deadline=$((SECONDS + (real ? 600 : 180))) counts
     while true; do
         counts=$("$master" status --json --finished | python3 -c '
 import json, sys
@@ -122,6 +175,24 @@ sys.exit(0 if active == 0 else 3)') && { log "builds: $counts"; break; }
             failures=$((failures + 1))
         fi
     done
+    if [ -n "$hello_id" ]; then
+        echo
+        local deb="$demo/results/hello_2.10-3_${host_arch}.deb"
+        mkdir -p "$demo/results"
+        if curl -sf -o "$deb" "http://127.0.0.1:$HTTP_PORT/v1/builds/$hello_id/files/hello_2.10-3_${host_arch}.deb"; then
+            local log_name took
+            log_name=$("$master" build show "$hello_id" | sed -n 's/^  \(buildlog_[^ ]*\).*/\1/p')
+            took=$(curl -sf "http://127.0.0.1:$HTTP_PORT/v1/builds/$hello_id/files/$log_name" \
+                | sed -n 's/^binarypackage \[\([0-9]*\) s\]: built .*/\1 s/p')
+            echo "real builds: $((SECONDS - real_started)) s from submit to the last one ending; hello's build command: ${took:-?}"
+            echo "hello's package: $deb"
+            dpkg-deb --info "$deb" | sed -n 's/^ \(Package\|Version\|Architecture\|Installed-Size\):/  \1:/p'
+            echo "hello's build log: $log_name (buildd-master build show $hello_id)"
+        else
+            echo "WRONG hello built no package to fetch"
+            failures=$((failures + 1))
+        fi
+    fi
     echo
     stop_processes
     if [ $failures -eq 0 ]; then
