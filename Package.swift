@@ -20,7 +20,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // C libraries, each through a system library module.
@@ -29,6 +28,13 @@ let package = Package(
             path: "Sources/Shared/CRabbitMQ",
             pkgConfig: "librabbitmq",
             providers: [.apt(["librabbitmq-dev"]), .brew(["rabbitmq-c"])]
+        ),
+        // Digests (SHA-256, launchpad-buildd's SHA-1): OpenSSL's libcrypto, which librabbitmq links already.
+        .systemLibrary(
+            name: "CLibCrypto",
+            path: "Sources/Shared/CLibCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"]), .brew(["openssl"])]
         ),
         .systemLibrary(
             name: "CLibPQ",
@@ -43,12 +49,11 @@ let package = Package(
             dependencies: [],
             path: "Sources/Core/BuilddCore"
         ),
-        // Shared by both daemons: wire messages, configuration, logging, threads, digests (swift-crypto), a
+        // Shared by both daemons: wire messages, configuration, logging, threads, digests (libcrypto), a
         // tiny HTTP client.
         .target(
             name: "BuilddShared",
-            dependencies: ["BuilddCore", .product(name: "Logging", package: "swift-log"),
-                           .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["BuilddCore", "CLibCrypto", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Shared/BuilddShared"
         ),
         // The only code that touches librabbitmq.

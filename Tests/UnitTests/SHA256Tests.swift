@@ -30,4 +30,14 @@ import Testing
         }
         #expect(hasher.finalizeHex() == SHA256.hex(of: data))
     }
+
+    @Test func aCopyGoesOnFromWhereTheOriginalWasWithoutDisturbingIt() {
+        var original = SHA256()
+        original.update(Array("ab".utf8))
+        var copy = original
+        copy.update(Array("c".utf8))
+        #expect(copy.finalizeHex() == SHA256.hex(of: "abc"))
+        #expect(original.finalizeHex() == SHA256.hex(of: "ab"))
+        #expect(SHA256.hex(of: "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
 }
