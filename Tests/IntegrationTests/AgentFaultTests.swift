@@ -248,6 +248,42 @@ import Glibc
             #expect(!detail.files.contains { $0.name == "sum.txt" })
         }
     }
+
+    @Test func theJobsChrootIsFetchedOnceCheckedAndCachedAndABadCopyIsNeverUsed() async throws {
+        // The command prints the chroot it was given and hashes it, so the test sees what the build got.
+        let farm = try await farm(agent: "rooted", commands: "command = sha256sum \"$BUILDD_CHROOT\" > {results}/chroot.txt")
+        try await closing(farm) {
+            let tarball = farm.directory + "/chroot-ubuntu-noble-amd64.tar"
+            try Data((0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }).write(to: URL(fileURLWithPath: tarball))
+            #expect(try await farm.cli("archseries", "chroot", "ubuntu/noble/amd64", tarball, "--artifacts", farm.artifactRoot).status == 0)
+            let digest = try ArtifactStore(root: farm.artifactRoot).importFile(at: tarball, name: "chroot-ubuntu-noble-amd64.tar")
+            func submit() async throws -> Int64 {
+                try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                         sourceName: "hello", sourceVersion: "1.0", buildType: "command"))
+            }
+            let cache = farm.directory + "/work-rooted/chroots/\(digest.sha256)-chroot-ubuntu-noble-amd64.tar"
+            for _ in 0..<2 {
+                let id = try await submit()
+                try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(30))
+                let file = try #require(try await farm.store.build(id).files.first { $0.name == "chroot.txt" })
+                let text = try String(contentsOfFile: ArtifactStore(root: farm.artifactRoot).path(sha256: file.sha256), encoding: .utf8)
+                #expect(text == "\(digest.sha256)  \(cache)\n", "the build got the checked, cached chroot")
+            }
+            #expect(farm.log("rooted").components(separatedBy: "msg=\"fetching chroot\"").count == 2, "fetched once, then cached")
+
+            // A copy that went bad in the masters' store fails the agent's check: never used, never cached.
+            unlink(cache)
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: tarball))
+            bytes[100] ^= 0xff
+            try bytes.write(to: URL(fileURLWithPath: ArtifactStore(root: farm.artifactRoot).path(sha256: digest.sha256)))
+            let broken = try await submit()
+            #expect(try await eventually(timeout: .seconds(30)) { try await farm.store.build(broken).build.failureCount >= 1 })
+            let detail = try await farm.store.build(broken)
+            #expect(detail.build.failnotes?.contains("failed its sha256 check") == true, "\(detail.build.failnotes ?? "")")
+            #expect(!detail.files.contains { $0.name == "chroot.txt" })
+            #expect(!FileManager.default.fileExists(atPath: cache) && !FileManager.default.fileExists(atPath: cache + ".part"))
+        }
+    }
 }
 
 /// A broker of its own for one test, through `deploy/localfarm broker-up|broker-restart|broker-down`.

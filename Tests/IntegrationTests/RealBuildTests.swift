@@ -76,6 +76,7 @@ import Testing
             // hello built, with its .deb, .buildinfo and .changes and the log.
             let built = try await store.build(helloID)
             #expect(built.build.status == .fullyBuilt, "hello: \(built.history)")
+            #expect(built.build.attempt == 1, "built at the first attempt: \(built.history)")
             let results = built.files.filter { $0.kind == "result" }.map(\.name).sorted()
             #expect(results.contains("hello_2.10-3_amd64.deb"))
             #expect(results.contains("hello_2.10-3_amd64.buildinfo"))
@@ -110,6 +111,21 @@ import Testing
             #expect(waiting.history.contains { ($0.message ?? "").contains("missing dependencies: buildd-no-such-package (>= 1.0)") },
                     "the missing relation is recorded: \(waiting.history)")
 
+            // A chroot that does not unpack is the root's failure, not the package's: CHROOTWAIT, with the
+            // reason in the log.
+            try await store.addArchSeries(distribution: "debian", series: "trixie", archTag: "amd64", processor: "amd64")
+            let garbage = farm.directory + "/garbage.tar.zst"
+            try Data("this is not a tarball\n".utf8).write(to: URL(fileURLWithPath: garbage))
+            #expect(try await farm.cli("archseries", "chroot", "debian/trixie/amd64", garbage, "--artifacts", farm.artifactRoot).status == 0)
+            let broken = try await store.submit(BuildRequest(distribution: "debian", series: "trixie", archTag: "amd64",
+                                                             sourceName: "hello", sourceVersion: "2.10-3"))
+            let waited = try await eventually(timeout: .seconds(120)) { try await store.build(broken).build.status == .chrootWait }
+            let brokenHistory = try await store.build(broken).history
+            #expect(waited, "\(brokenHistory)")
+            let brokenLog = try #require(try await store.build(broken).files.first { $0.kind == "log" })
+            #expect(try String(contentsOfFile: ArtifactStore(root: farm.artifactRoot).path(sha256: brokenLog.sha256), encoding: .utf8)
+                .contains("the chroot tarball did not unpack"))
+
             // Nothing of a build is left behind: no build folder, no mount under the agent's folder.
             let work = farm.directory + "/work-real-1"
             let left = try FileManager.default.contentsOfDirectory(atPath: work).filter { $0.hasPrefix("build-") }
@@ -119,8 +135,10 @@ import Testing
             // The chroot is cached for the next build, by its digest, with the tree the builds' overlays
             // share as their read-only lower layer (never written: each build writes its own upper layer).
             let cached = try FileManager.default.contentsOfDirectory(atPath: work + "/chroots").sorted()
-            #expect(cached.count == 2 && cached[0].hasSuffix(".tar.zst") && cached[1] == cached[0] + ".root", "\(cached)")
-            #expect(!FileManager.default.fileExists(atPath: work + "/chroots/\(cached[0]).root/build"),
+            #expect(cached.count == 3 && cached.contains { $0.hasSuffix("-garbage.tar.zst") }, "\(cached)")
+            let good = try #require(cached.first { $0.hasSuffix("-chroot-debian-bookworm-amd64.tar.zst") })
+            #expect(cached.contains(good + ".root"), "\(cached)")
+            #expect(!FileManager.default.fileExists(atPath: work + "/chroots/\(good).root/build"),
                     "a build wrote into the shared lower layer")
         }
     }

@@ -21,6 +21,25 @@ import Testing
         #expect(try WireCodec.decodeJob(WireCodec.encode(job)) == job)
     }
 
+    @Test func aJobNamesItsChrootByDigestAndAHostileOneIsRefused() throws {
+        var job = JobMessage(buildID: 1, attempt: 3, processor: "amd64", buildType: "binarypackage", distribution: "debian",
+                             series: "bookworm", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3",
+                             sourceFiles: [], uploadURL: "http://m/v1/builds/1/attempts/3/files/", uploadToken: "t",
+                             leaseSeconds: 30,
+                             chroot: FileDigest(name: "chroot.tar.zst", sha256: String(repeating: "a", count: 64), size: 5))
+        #expect(try WireCodec.decodeJob(WireCodec.encode(job)) == job)
+        // A job without one (an arch series with no chroot, or a master before chroots) still decodes.
+        job.chroot = nil
+        #expect(try WireCodec.decodeJob(WireCodec.encode(job)).chroot == nil)
+        for bad in [FileDigest(name: "../../etc/passwd", sha256: String(repeating: "a", count: 64), size: 5),
+                    FileDigest(name: "c.tar", sha256: "ABC", size: 5),
+                    FileDigest(name: "c.tar", sha256: String(repeating: "A", count: 64), size: 5),
+                    FileDigest(name: "c.tar", sha256: String(repeating: "a", count: 64), size: -1)] {
+            job.chroot = bad
+            #expect(throws: WireError(.invalidField, "chroot")) { try WireCodec.decodeJob(WireCodec.encode(job)) }
+        }
+    }
+
     @Test func garbageIsMalformed() {
         #expect(throws: WireError(.malformed, "not a JSON object")) { try decode("not json") }
         #expect(throws: WireError(.malformed, "not a JSON object")) { try decode("[1,2]") }

@@ -355,16 +355,16 @@ public final class Agent: Sendable {
         }
     }
 
-    /// The process groups of processes left from this build's attempt (their environment names both),
-    /// never this agent's own group.
-    static func orphanedGroups(buildID: Int64, attempt: Int32) -> Set<pid_t> {
+    /// The process groups of processes left from a build of this agent: their environment names the build's
+    /// folder (`BUILDD_WORKDIR`), which is this agent's own (another agent on the machine, or another farm's
+    /// build with the same id and attempt, has another). Never this agent's own group.
+    static func orphanedGroups(workFolder: String) -> Set<pid_t> {
         var groups: Set<pid_t> = []
+        let marker = "BUILDD_WORKDIR=\(workFolder)"
         for entry in Files.entries(in: "/proc") {
             guard let pid = pid_t(entry), pid > 1, pid != getpid(),
-                  let environment = AgentConfiguration.readFile("/proc/\(pid)/environ") else { continue }
-            let variables = environment.split(separator: "\0")
-            guard variables.contains(where: { $0 == "BUILDD_BUILD_ID=\(buildID)" }),
-                  variables.contains(where: { $0 == "BUILDD_ATTEMPT=\(attempt)" }) else { continue }
+                  let environment = AgentConfiguration.readFile("/proc/\(pid)/environ"),
+                  environment.split(separator: "\0").contains(where: { $0 == marker }) else { continue }
             let group = getpgid(pid)
             if group > 1 && group != getpgrp() { groups.insert(group) }
         }
@@ -412,7 +412,8 @@ public final class Agent: Sendable {
             // The build command outlived the agent: stop its whole process group before giving it back. The
             // groups are found by the build's environment, so a command started just before the agent died
             // (its pid not saved yet) is found too.
-            for group in Self.orphanedGroups(buildID: job.buildID, attempt: job.attempt) {
+            let folder = "\(configuration.workDirectory)/build-\(job.buildID)-\(job.attempt)"
+            for group in Self.orphanedGroups(workFolder: folder) {
                 logger.warning("stopping the orphaned build command", metadata: ["pgid": "\(group)"])
                 kill(-group, SIGKILL)
             }
