@@ -137,6 +137,11 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     /// `/etc/buildd/master.env` on the test machine cannot change what a test sees.
     func cli(_ arguments: String..., environment: [String: String] = [:]) async throws
         -> (status: Int32, output: String, error: String) {
+        try await cli(arguments, environment: environment)
+    }
+
+    func cli(_ arguments: [String], environment: [String: String] = [:]) async throws
+        -> (status: Int32, output: String, error: String) {
         try await Self.run(try TestEnvironment.binDirectory + "/buildd-master", arguments, environment: [
             "BUILDD_DATABASE_URL": database.url, "BUILDD_BROKER_URL": vhost.brokerURL, "BUILDD_CONFIG": "/dev/null",
         ].merging(environment) { $1 })

@@ -44,11 +44,37 @@ import Testing
             let sources = farm.directory + "/sources"
             try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
             var ids: [String: Int64] = [:]
+            // The dependency-wait package comes signed, and is checked against the signer's keyring (gpgv).
+            let gnupg = farm.directory + "/gnupg"
+            try FileManager.default.createDirectory(atPath: gnupg, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try await Self.host("/usr/bin/env", "GNUPGHOME=\(gnupg)", "/usr/bin/gpg", "--batch", "--passphrase", "",
+                                "--quick-gen-key", "buildd test <test@localhost>", "ed25519", "sign", "never")
+            let keyring = farm.directory + "/signer.gpg"
+            try await Self.host("/usr/bin/env", "GNUPGHOME=\(gnupg)", "/usr/bin/gpg", "--batch", "--yes", "--output", keyring, "--export")
             for name in ["buildd-test-fails", "buildd-test-depwait"] {
                 try await Self.host("/usr/bin/dpkg-source", "-b", FarmHarness.repositoryFile("deploy/examples/packages/\(name)"),
                                     directory: sources)
-                let submitted = try await farm.cli("build", "submit", "debian/bookworm/amd64", name, "1.0",
-                                                   "--dsc", "\(sources)/\(name)_1.0.dsc", "--artifacts", farm.artifactRoot)
+                var checks: [String] = []
+                if name == "buildd-test-depwait" {
+                    let dsc = "\(sources)/\(name)_1.0.dsc"
+                    // Unsigned, it is refused when a keyring is given.
+                    let unsigned = try await farm.cli("build", "submit", "debian/bookworm/amd64", name, "1.0", "--dsc", dsc,
+                                                      "--keyring", keyring, "--artifacts", farm.artifactRoot)
+                    #expect(unsigned.status != 0 && unsigned.error.contains("signature not valid"), "\(unsigned.error)")
+                    try await Self.host("/usr/bin/env", "GNUPGHOME=\(gnupg)", "/usr/bin/gpg", "--batch", "--yes",
+                                        "--clearsign", "--output", dsc + ".signed", dsc)
+                    try FileManager.default.removeItem(atPath: dsc)
+                    try FileManager.default.moveItem(atPath: dsc + ".signed", toPath: dsc)
+                    // Signed, but not by a key of the keyring given: refused.
+                    let stranger = try await farm.cli("build", "submit", "debian/bookworm/amd64", name, "1.0", "--dsc", dsc,
+                                                      "--keyring", "/usr/share/keyrings/debian-archive-keyring.gpg",
+                                                      "--artifacts", farm.artifactRoot)
+                    #expect(stranger.status != 0 && stranger.error.contains("signature not valid"), "\(stranger.error)")
+                    checks = ["--keyring", keyring]
+                }
+                let submitted = try await farm.cli(["build", "submit", "debian/bookworm/amd64", name, "1.0",
+                                                    "--dsc", "\(sources)/\(name)_1.0.dsc", "--artifacts", farm.artifactRoot] + checks)
                 #expect(submitted.status == 0, "submit --dsc \(name): \(submitted.error)")
                 ids[name] = Int64(submitted.output.trimmingCharacters(in: .whitespacesAndNewlines))
             }

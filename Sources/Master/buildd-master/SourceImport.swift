@@ -21,7 +21,9 @@ enum SourceImport {
         if let expected, expected.name != package.name || expected.version != package.version {
             throw Failure(description: "\(dscPath) is \(package.name) \(package.version), not \(expected.name) \(expected.version)")
         }
-        if let keyring {
+        if var keyring {
+            // gpgv reads a keyring named without a slash from its home folder: name the file given.
+            if !keyring.contains("/") { keyring = FileManager.default.currentDirectoryPath + "/" + keyring }
             progress("checking the signature of \(dscPath) against \(keyring)")
             let (status, output) = try run(["/usr/bin/gpgv", "--keyring", keyring, dscPath])
             guard status == 0 else { throw Failure(description: "\(dscPath): signature not valid for \(keyring):\n\(output)") }
