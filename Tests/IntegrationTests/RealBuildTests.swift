@@ -85,10 +85,10 @@ import Testing
                 try FileManager.default.copyItem(atPath: "\(sources)/\(file)", toPath: "\(tampered)/\(file)")
             }
             let tarball = try #require(try FileManager.default.contentsOfDirectory(atPath: tampered).first { $0.hasSuffix(".tar.xz") })
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(tampered)/\(tarball)"))
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data("x".utf8))
-            try handle.close()
+            // One byte changed, the size kept: only the SHA-256 can tell.
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: "\(tampered)/\(tarball)"))
+            bytes[bytes.count / 2] ^= 0x01
+            try bytes.write(to: URL(fileURLWithPath: "\(tampered)/\(tarball)"))
             let refused = try await farm.cli("build", "submit", "debian/bookworm/amd64", "buildd-test-fails", "1.0",
                                              "--dsc", "\(tampered)/buildd-test-fails_1.0.dsc", "--artifacts", farm.artifactRoot)
             #expect(refused.status != 0 && refused.error.contains("does not match the .dsc"), "\(refused.error)")
