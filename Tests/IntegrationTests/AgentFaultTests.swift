@@ -249,6 +249,35 @@ import Glibc
         }
     }
 
+    @Test func aSecondSignalStopsTheAgentAtOnceAndItsBuildIsGivenBackWhenItComesBack() async throws {
+        // An agent told to let its build finish (up to 10 minutes) is told again: it stops at once.
+        let farm = try await farm(agent: "hasty", lease: 30, sampleSeconds: 60,
+                                  agentSettings: "shutdown_policy = finish\nshutdown_deadline = 600\nstop_timeout = 600")
+        try await closing(farm) {
+            let id = try await submit(farm, "hello")
+            try await expectStatus(farm, id, .building, timeout: .seconds(30))
+            try await Task.sleep(for: .milliseconds(500))
+            let agent = try #require(farm.agents["hasty"])
+            kill(agent.processIdentifier, SIGTERM)
+            try await Task.sleep(for: .seconds(1))
+            #expect(agent.isRunning, "the first signal lets the build go on")
+            let clock = ContinuousClock()
+            let started = clock.now
+            kill(agent.processIdentifier, SIGTERM)
+            let stopped = try await eventually(timeout: .seconds(5), interval: .milliseconds(20)) { !agent.isRunning }
+            #expect(stopped && clock.now - started < .seconds(5), "a second signal stops the agent at once")
+            #expect(farm.log("hasty").contains("stopping at once: a second signal"))
+            // The build command went with it.
+            let leftovers = try await FarmHarness.run("/usr/bin/pgrep", ["-f", "BUILDD_TEST_FARM=\(farm.directory)"])
+            #expect(leftovers.output.isEmpty, "build processes left: \(leftovers.output)")
+            // Started again, the agent gives the build back first; it is built again, at a new attempt.
+            try farm.startAgent("hasty", processors: ["amd64"], sampleSeconds: 0.2)
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(60))
+            #expect(try await farm.store.build(id).build.attempt == 2)
+            #expect(farm.log("hasty").contains("reporting a build from before the restart"))
+        }
+    }
+
     @Test func theJobsChrootIsFetchedOnceCheckedAndCachedAndABadCopyIsNeverUsed() async throws {
         // The command prints the chroot it was given and hashes it, so the test sees what the build got.
         let farm = try await farm(agent: "rooted", commands: "command = sha256sum \"$BUILDD_CHROOT\" > {results}/chroot.txt")
@@ -366,6 +395,45 @@ struct PrivateBroker: TestResource {
                 #expect(detail.history.filter { $0.status == "FULLYBUILT" }.count == 1)
                 #expect(farm.log("survivor").contains("broker connection lost"))
                 #expect(detail.files.contains { $0.name == "hello_1.0_amd64.deb" })
+            }
+        }
+    }
+
+    @Test func anAgentCutOffFromItsBrokerStopsInBoundedTimeAndDeliversItsResultWhenBack() async throws {
+        let broker = try await PrivateBroker.start()
+        try await closing(broker) {
+            let database = try await TestDatabase.create()
+            let store = try await database.store()
+            let farm = try FarmHarness(database: database, vhost: TestVhost(name: "/", brokerURL: broker.url), store: store)
+            try await closing(farm) {
+                try await store.addNobleProcessors(["amd64"])
+                try await store.addBuilder(name: "islander", processors: ["amd64"])
+                try await farm.startMaster(lease: 30)
+                try farm.startAgent("islander", processors: ["amd64"], sampleSeconds: 60, agentSettings: "stop_timeout = 3")
+                let id = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                             sourceName: "hello", sourceVersion: "1.0"))
+                #expect(try await eventually(timeout: .seconds(30)) { try await store.build(id).build.status == .building })
+                // The broker goes away; then the agent is told to stop. It cannot report the given-back build,
+                // and stops anyway within its stop timeout (3 s) after the build command ends.
+                try await broker.run("broker-down")
+                let agent = try #require(farm.agents["islander"])
+                let clock = ContinuousClock()
+                let started = clock.now
+                kill(agent.processIdentifier, SIGTERM)
+                let stopped = try await eventually(timeout: .seconds(20), interval: .milliseconds(50)) { !agent.isRunning }
+                let took = clock.now - started
+                #expect(stopped && took < .seconds(15), "stopped after \(took)")
+                #expect(farm.log("islander").contains("stopping at once: the stop timeout (3 s) ran out"))
+                let state = try String(contentsOfFile: farm.directory + "/work-islander/agent-state.json", encoding: .utf8)
+                #expect(state.contains("GIVENBACK"), "the undelivered result stays in the state file: \(state)")
+                // Broker back, agent started again: it delivers the result it kept, and the build is built again.
+                try await broker.run("broker-up")
+                try farm.startAgent("islander", processors: ["amd64"], sampleSeconds: 0.2)
+                #expect(try await eventually(timeout: .seconds(90)) { try await store.build(id).build.status == .fullyBuilt },
+                        "agent log:\n\(farm.log("islander"))")
+                #expect(farm.log("islander").contains("reporting a build from before the restart"))
+                #expect(try await store.build(id).build.attempt == 2)
+                #expect(!FileManager.default.fileExists(atPath: farm.directory + "/work-islander/agent-state.json"))
             }
         }
     }

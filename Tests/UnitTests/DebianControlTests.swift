@@ -1,7 +1,7 @@
 import BuilddShared
 import Testing
 
-@Suite struct DebianControlTests {
+@Suite(.timeLimit(.minutes(1))) struct DebianControlTests {
     static let dsc = """
         -----BEGIN PGP SIGNED MESSAGE-----
         Hash: SHA256

@@ -130,11 +130,22 @@ public final class Agent: Sendable {
             state.stopping = true
             return state.current != nil
         }
-        try? await stopConsumingJobs()
+        // Reporting the given-back build, or leaving the broker, may wait for a broker that is gone: the stop
+        // is bounded all the same (after the build's own deadline under the `finish` policy).
+        let timeout = configuration.stopTimeoutSeconds
+            + (building && configuration.shutdownPolicy == .finish ? configuration.shutdownDeadlineSeconds : 0)
+        Task {
+            try? await Task.sleep(for: .seconds(timeout))
+            self.stopNow(reason: "the stop timeout (\(timeout) s) ran out")
+        }
         guard building else {
+            try? await stopConsumingJobs()
             await client.shutdown()
             return
         }
+        // No job is taken while stopping; the consumers are cancelled on the side, so that a broker that is
+        // gone (this waits for it) does not hold up giving the build back.
+        Task { try? await self.stopConsumingJobs() }
         if configuration.shutdownPolicy == .finish {
             logger.info("shutting down after the running build", metadata: [
                 "deadline.seconds": "\(configuration.shutdownDeadlineSeconds)"])
@@ -151,6 +162,19 @@ public final class Agent: Sendable {
             process.signalGroup(SIGTERM)
             scheduleKill(process)
         }
+    }
+
+    /// Stops the agent at once: the build command's process group is killed and the process exits (status
+    /// 1). What was not delivered stays in the state file: a build that was running is given back, and a
+    /// result that was ready is delivered, when the agent starts again.
+    public func stopNow(reason: String) -> Never {
+        let (process, pending) = box.state.withLock { state in
+            (state.current?.process, state.current.map { "build \($0.job.buildID) attempt \($0.job.attempt)" })
+        }
+        if let process { process.signalGroup(SIGKILL) }
+        logger.warning("stopping at once: \(reason)", metadata: [
+            "undelivered": "\(pending ?? "nothing")", "state.file": "\(stateFile.path)"])
+        exit(1)
     }
 
     private func consumeDeliveries() async {

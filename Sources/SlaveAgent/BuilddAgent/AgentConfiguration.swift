@@ -18,6 +18,8 @@ import Glibc
 /// max_log_bytes = 104857600    ; a build whose log grows past this is stopped, PACKAGEFAIL
 /// shutdown_policy = giveback   ; on SIGTERM: giveback (stop the build, the master requeues it) or finish
 /// shutdown_deadline = 3600     ; with finish: seconds to wait for the build before giving it back
+/// stop_timeout = 30            ; then seconds to report it (a broker may be gone) before stopping anyway:
+///                              ; what was not delivered stays in the state file for the next start
 /// build_user = buildd-build    ; when the agent runs as root, builds run as this user
 /// privileged_commands = binarypackage ; build types whose command starts as root: it makes a root per
 ///                              ; build and drops to build_user itself (`buildd-binarypackage`)
@@ -51,6 +53,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var maxLogBytes: Int64
     public var shutdownPolicy: ShutdownPolicy
     public var shutdownDeadlineSeconds: Int
+    /// Seconds a stopping agent may spend reporting the given-back build before it exits anyway (the
+    /// report stays in the state file and is delivered at the next start). A second signal does not wait.
+    public var stopTimeoutSeconds: Int = 30
     /// The user builds run as when the agent runs as root.
     public var buildUser: String?
     /// Build types whose command starts as root even when `buildUser` is set: commands that unpack a
@@ -129,7 +134,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         }
         let known: [String: Set<String>] = [
             "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir", "build_timeout", "max_log_bytes",
-                      "shutdown_policy", "shutdown_deadline", "build_user", "privileged_commands", "chroot_cache"],
+                      "shutdown_policy", "shutdown_deadline", "build_user", "privileged_commands", "chroot_cache", "stop_timeout"],
             "broker": ["url", "password", "password_file", "queue_type"],
             "master": ["url"],
         ]
@@ -222,6 +227,8 @@ public struct AgentConfiguration: Sendable, Equatable {
         for type in privileged.sorted() where commands[type] == nil {
             problems.append("[agent] privileged_commands names '\(type)', which has no command in [commands]")
         }
+        let stopTimeout = Int(value("agent", "stop_timeout") ?? "30") ?? -1
+        if !(1...3600).contains(stopTimeout) { problems.append("[agent] stop_timeout must be 1-3600 seconds") }
         let chrootCache = Int(value("agent", "chroot_cache") ?? "3") ?? -1
         if chrootCache < 1 { problems.append("[agent] chroot_cache must be at least 1") }
 
@@ -236,6 +243,7 @@ public struct AgentConfiguration: Sendable, Equatable {
                                       masterURLs: masterURLs, commands: commands)
             configuration.privilegedCommands = privileged
             configuration.chrootCache = chrootCache
+            configuration.stopTimeoutSeconds = stopTimeout
             return configuration
         }
         return try finish()
@@ -277,7 +285,7 @@ extension AgentConfiguration {
                      setting("workdir", workDirectory), "heartbeat = \(heartbeatSeconds)",
                      "keep_workdir = \(keepWorkDirectory)", "build_timeout = \(buildTimeoutSeconds ?? 0)",
                      "max_log_bytes = \(maxLogBytes)", "shutdown_policy = \(shutdownPolicy.rawValue)",
-                     "shutdown_deadline = \(shutdownDeadlineSeconds)"]
+                     "shutdown_deadline = \(shutdownDeadlineSeconds)", "stop_timeout = \(stopTimeoutSeconds)"]
         if let buildUser { lines.append(setting("build_user", buildUser)) }
         if !privilegedCommands.isEmpty { lines.append("privileged_commands = \(privilegedCommands.sorted().joined(separator: ","))") }
         lines.append("chroot_cache = \(chrootCache)")

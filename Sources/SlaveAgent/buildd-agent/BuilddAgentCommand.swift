@@ -1,4 +1,5 @@
 import ArgumentParser
+import Synchronization
 import BuilddAgent
 import BuilddShared
 import Dispatch
@@ -26,8 +27,8 @@ struct BuilddAgentCommand: AsyncParsableCommand {
         abstract: "The buildd build agent: takes jobs of its processors from the broker and builds them.",
         discussion: """
             Exit status of a build command gives the result (buildd's convention, not sbuild's, which uses 3 for
-            GIVENBACK: wrap sbuild to translate): 0 OK, 1 or 2 PACKAGEFAIL, 3 DEPFAIL, anything else (a signal,
-            127 for a missing command) BUILDERFAIL.
+            GIVENBACK: wrap sbuild to translate): 0 OK, 1 or 2 PACKAGEFAIL, 3 DEPFAIL, 4 CHROOTFAIL, anything else \
+            (a signal, 127 for a missing command) BUILDERFAIL.
             """,
         subcommands: [Run.self, CheckConfig.self],
         defaultSubcommand: Run.self)
@@ -64,12 +65,24 @@ struct Run: AsyncParsableCommand {
         var logger = Logger(label: "buildd.agent")
         logger[metadataKey: "builder.name"] = "\(configuration.name)"
         let agent = try Agent(configuration: configuration, logger: logger)
+        // The first SIGTERM or SIGINT stops the agent within a bounded time (`stop_timeout` once the running
+        // build is given back); a second one stops it at once. Either way an undelivered result stays in the
+        // state file, and the agent delivers it when it starts again.
+        let signals = Mutex(0)
         let sources = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                logger.info("signal received, shutting down", metadata: ["signal": "\(number)"])
-                Task { await agent.shutdown() }
+                let count = signals.withLock { count -> Int in
+                    count += 1
+                    return count
+                }
+                if count == 1 {
+                    logger.info("signal received, shutting down", metadata: ["signal": "\(number)"])
+                    Task { await agent.shutdown() }
+                } else {
+                    agent.stopNow(reason: "a second signal")
+                }
             }
             source.resume()
             return source
