@@ -91,6 +91,37 @@ import Testing
         await client.shutdown()
     }
 
+    /// A cluster's nodes, tried in turn: a node that cannot be reached is passed over at once, and a client
+    /// whose node goes away connects to the next one (two brokers stand for two nodes of a cluster here).
+    @Test func aClientGoesOnToTheNextNodeWhenItsNodeIsDownOrLost() async throws {
+        let broker = try await PrivateBroker.start()
+        try await closing(broker) {
+            let shared = try ServiceURL(parsing: try TestEnvironment.brokerURL)
+            let sharedRoot = "amqp://guest:guest@\(shared.host):\(shared.port)/"
+            let dead = "amqp://guest:guest@127.0.0.1:\(try FarmHarness.freePort())/"
+            let configuration = try AMQPConfiguration(url: "\(dead), \(broker.url), \(sharedRoot)", connectionName: "cluster-test")
+            #expect(configuration.nodes.count == 3)
+            let queue = "cluster-\(randomHexToken(bytes: 4))"
+            let client = AMQPClient(configuration: configuration, logger: logger) { connection in
+                try connection.declareQueue(queue, durable: false, autoDelete: false)
+            }
+            client.start()
+            try await client.waitUntilConnected(timeout: .seconds(20))
+            #expect(client.currentNode?.port == broker.amqpPort, "the unreachable first node is passed over")
+            try await client.publish(exchange: "", routingKey: queue, body: Array("one".utf8))
+            let generation = client.currentGeneration
+            try await broker.run("broker-down")
+            let moved = try await eventually(timeout: .seconds(30), interval: .milliseconds(100)) {
+                client.currentGeneration != nil && client.currentGeneration != generation
+            }
+            #expect(moved, "reconnected after its node went away")
+            #expect(client.currentNode?.port == shared.port, "now on the next node")
+            try await client.publish(exchange: "", routingKey: queue, body: Array("two".utf8))
+            try await client.perform { try $0.deleteQueue(queue) }
+            await client.shutdown()
+        }
+    }
+
     /// A batch is acked in one hop, with one `multiple` frame only when nothing older is outstanding: an
     /// older delivery still being worked on is never acked with it.
     @Test func aBatchAckNeverCoversAnOlderDeliveryStillOutstanding() async throws {

@@ -40,6 +40,20 @@ import Testing
         #expect(!configuration.brokerURL.description.contains("hunter2"))
     }
 
+    @Test func aBrokerClusterIsEveryNodesURLWithThePasswordGivenOnce() throws {
+        let text = valid.replacingOccurrences(of: "url = amqp://bld-amd64-01@broker:5672/buildd",
+                                              with: "url = amqp://bld-amd64-01@rmq1:5672/buildd, amqp://bld-amd64-01@rmq2:5672/buildd")
+        let configuration = try AgentConfiguration.parse(text, readFile: secrets)
+        #expect(configuration.brokerNodes.map(\.host) == ["rmq1", "rmq2"])
+        #expect(configuration.brokerNodes.allSatisfy { $0.password == "hunter2" })
+        #expect(configuration.brokerURL.host == "rmq1")
+        // The file text reads back the same.
+        #expect(try AgentConfiguration.parse(configuration.fileText, readFile: secrets).brokerNodes.map(\.host) == ["rmq1", "rmq2"])
+        let mixed = valid.replacingOccurrences(of: "url = amqp://bld-amd64-01@broker:5672/buildd",
+                                               with: "url = amqp://bld-amd64-01@rmq1:5672/buildd, amqp://other@rmq2:5672/buildd")
+        #expect(throws: AgentConfiguration.Invalid.self) { try AgentConfiguration.parse(mixed, readFile: secrets) }
+    }
+
     @Test func environmentOverridesTheFile() throws {
         let configuration = try AgentConfiguration.parse(valid, environment: [
             "BUILDD_AGENT_AGENT_HEARTBEAT": "9", "BUILDD_AGENT_BROKER_PASSWORD": "fromenv",

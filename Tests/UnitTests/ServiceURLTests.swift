@@ -36,6 +36,18 @@ import Testing
         #expect(url.query == ["": "x", "cacert": "/etc/ca.pem", "verify": ""])
     }
 
+    @Test func aClustersNodesAreTriedInTurnAndMustBeOneCluster() throws {
+        let configuration = try AMQPConfiguration(url: "amqps://u:p@rmq1:5671/buildd, amqps://u:p@rmq2:5671/buildd,amqps://u:p@rmq3/buildd")
+        #expect(configuration.nodes.map(\.host) == ["rmq1", "rmq2", "rmq3"])
+        #expect(configuration.url.host == "rmq1")
+        #expect(configuration.node(1).url.host == "rmq2")
+        #expect(configuration.node(5).url.host == "rmq3")
+        #expect(configuration.node(5).vhost == "buildd")
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://u:p@rmq1/buildd,amqp://u:p@rmq2/other") }
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://u:p@rmq1/buildd,amqp://v:p@rmq2/buildd") }
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://u:p@rmq1/buildd,amqps://u:p@rmq2/buildd") }
+    }
+
     @Test func refusesOtherSchemesForTheBroker() {
         #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "http://host:80/") }
     }

@@ -22,10 +22,16 @@ struct BuilddMasterCommand: AsyncParsableCommand {
 
 /// Where the database and broker are.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "PostgreSQL URL (default: $BUILDD_DATABASE_URL).")
+    @Option(help: """
+        PostgreSQL URL (default: $BUILDD_DATABASE_URL); for a primary and replicas, libpq's multi-host form \
+        postgresql://pg1,pg2/buildd?target_session_attrs=read-write.
+        """)
     var database: String?
 
-    @Option(help: "RabbitMQ URL (default: $BUILDD_BROKER_URL).")
+    @Option(help: """
+        RabbitMQ URL (default: $BUILDD_BROKER_URL); for a cluster, every node's URL separated by commas, tried in \
+        turn when one cannot be reached or is lost.
+        """)
     var broker: String?
 
     func databaseURL() throws -> String {

@@ -55,8 +55,12 @@ public final class AMQPClient: @unchecked Sendable {
     private let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let threadDone = Mutex(false)
 
+    private let connectedNode = Mutex<ServiceURL?>(nil)
+
     // Confined to the connection thread:
     private var connection: AMQPConnection?
+    /// The node of ``AMQPConfiguration/nodes`` to connect to next.
+    private var nodeIndex = 0
     private var generation = 0
     private var pending: [UInt64: PendingPublish] = [:]
     /// Deliveries of the current connection not yet acked or rejected, by channel (connection thread only):
@@ -79,6 +83,9 @@ public final class AMQPClient: @unchecked Sendable {
     }
 
     /// The generation of the live connection, if one is up.
+    /// The node the client is connected to, if it is.
+    public var currentNode: ServiceURL? { connectedNode.withLock { $0 } }
+
     public var currentGeneration: Int? { connectedGeneration.withLock { $0 } }
 
     /// How long the current connection has been up, or nil while disconnected.
@@ -100,11 +107,15 @@ public final class AMQPClient: @unchecked Sendable {
 
     private func loop() {
         var backoff = Duration.milliseconds(250)
+        // Which of the cluster's nodes to try next: a failed attempt goes on to the next node at once, and the
+        // client backs off only after a whole round; a lost connection is made again on the next node.
+        var failedInRound = 0
         while !stopping.withLock({ $0 }) {
             if connection == nil {
+                let target = configuration.node(nodeIndex)
                 do {
                     generation += 1
-                    let fresh = try AMQPConnection(configuration: configuration, generation: generation)
+                    let fresh = try AMQPConnection(configuration: target, generation: generation)
                     try fresh.openChannel(Self.publishChannel)
                     try fresh.confirmSelect(channel: Self.publishChannel)
                     try fresh.openChannel(Self.consumeChannel)
@@ -115,13 +126,19 @@ public final class AMQPClient: @unchecked Sendable {
                     backoff = .milliseconds(250)
                     connectedGeneration.withLock { $0 = generation }
                     connectedSince.withLock { $0 = ContinuousClock.now }
+                    failedInRound = 0
+                    connectedNode.withLock { $0 = target.url }
                     logger.info("broker connected", metadata: [
-                        "broker.url": "\(configuration.url)", "amqp.generation": "\(generation)"])
+                        "broker.url": "\(target.url)", "amqp.generation": "\(generation)"])
                     eventContinuation.yield(.connected(generation: generation))
                 } catch {
                     logger.warning("broker connection failed", metadata: [
-                        "broker.url": "\(configuration.url)", "error": "\(error)"])
+                        "broker.url": "\(target.url)", "error": "\(error)"])
                     runJobs()  // fail what was queued meanwhile
+                    nodeIndex += 1
+                    failedInRound += 1
+                    if failedInRound < configuration.nodes.count { continue }
+                    failedInRound = 0
                     let jitter = Double.random(in: 0.8...1.2)
                     let wait = backoff * jitter
                     mailbox.wait(timeoutMilliseconds: Int32(wait.components.seconds * 1000
@@ -197,8 +214,10 @@ public final class AMQPClient: @unchecked Sendable {
     }
 
     private func drop(reason: String) {
+        if connection != nil && reason != "shutdown" { nodeIndex += 1 }  // made again on the next node
         connection?.close()
         connection = nil
+        connectedNode.withLock { $0 = nil }
         unsettled = [:]
         connectedGeneration.withLock { $0 = nil }
         connectedSince.withLock { $0 = nil }

@@ -11,7 +11,12 @@ public struct AMQPConfiguration: Sendable {
     /// TLS, with query parameters `cacert=PATH` (the CA that signed the broker's certificate; default the
     /// system's bundle), `cert=PATH&key=PATH` (a client certificate) and `verify=false` (no peer or host
     /// name check: laboratories only).
+    ///
+    /// The node a connection is made to; ``nodes`` lists every node of the cluster, `url` first.
     public var url: ServiceURL
+    /// The cluster's nodes, in the order they are tried: a client that cannot reach one, or loses it, goes
+    /// on to the next (``AMQPClient``). One URL for a single broker.
+    public var nodes: [ServiceURL]
     /// Heartbeat interval negotiated with the broker. Default 10 s.
     public var heartbeat: Duration
     /// Connect and RPC timeout. Default 10 s.
@@ -25,17 +30,44 @@ public struct AMQPConfiguration: Sendable {
             throw AMQPError(.invalidArgument, text: "unsupported broker scheme \(url.scheme) (use amqp:// or amqps://)")
         }
         self.url = url
+        self.nodes = [url]
         self.heartbeat = heartbeat
         self.timeout = timeout
         self.connectionName = connectionName
     }
 
-    public init(url text: String, connectionName: String = "buildd") throws {
-        let url: ServiceURL
-        do { url = try ServiceURL(parsing: text) } catch {
-            throw AMQPError(.invalidArgument, text: "broker URL: \(error)")
+    /// Several nodes of one cluster, tried in this order (all with the same scheme, user and vhost).
+    public init(nodes: [ServiceURL], heartbeat: Duration = .seconds(10), timeout: Duration = .seconds(10),
+                connectionName: String = "buildd") throws {
+        guard let first = nodes.first else { throw AMQPError(.invalidArgument, text: "no broker URL") }
+        try self.init(url: first, heartbeat: heartbeat, timeout: timeout, connectionName: connectionName)
+        for node in nodes.dropFirst() {
+            guard node.scheme == first.scheme, node.user == first.user, node.path == first.path else {
+                throw AMQPError(.invalidArgument, text: "broker URLs of one cluster must share scheme, user and vhost: "
+                                + "\(first) and \(node)")
+            }
         }
-        try self.init(url: url, connectionName: connectionName)
+        self.nodes = nodes
+    }
+
+    /// One broker URL, or the nodes of a cluster separated by commas
+    /// (`amqps://u:p@rmq1:5671/buildd,amqps://u:p@rmq2:5671/buildd`).
+    public init(url text: String, connectionName: String = "buildd") throws {
+        var nodes: [ServiceURL] = []
+        for part in text.split(separator: ",") {
+            let trimmed = part.trimmingCharacters(in: " ")
+            do { nodes.append(try ServiceURL(parsing: trimmed)) } catch {
+                throw AMQPError(.invalidArgument, text: "broker URL: \(error)")
+            }
+        }
+        try self.init(nodes: nodes, connectionName: connectionName)
+    }
+
+    /// This configuration aimed at node `index` (modulo the number of nodes).
+    public func node(_ index: Int) -> AMQPConfiguration {
+        var copy = self
+        copy.url = nodes[index % nodes.count]
+        return copy
     }
 
     /// The vhost: the URL's path without its leading slash, "/" when empty.
@@ -428,5 +460,14 @@ public final class AMQPConnection {
                 continue
             }
         }
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in blanks: String) -> String {
+        var text = self
+        while let first = text.first, blanks.contains(first) { text = text.dropFirst() }
+        while let last = text.last, blanks.contains(last) { text = text.dropLast() }
+        return String(text)
     }
 }

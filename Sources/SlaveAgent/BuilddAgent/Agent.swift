@@ -65,7 +65,8 @@ public final class Agent: Sendable {
                                           phase: .running)
             }
         }
-        let amqp = try AMQPConfiguration(url: configuration.brokerURL, heartbeat: .seconds(10), timeout: .seconds(10),
+        let amqp = try AMQPConfiguration(nodes: configuration.brokerNodes.isEmpty ? [configuration.brokerURL] : configuration.brokerNodes,
+                                         heartbeat: .seconds(10), timeout: .seconds(10),
                                          connectionName: "buildd-agent-\(configuration.name)")
         let configuration = configuration
         client = AMQPClient(configuration: amqp, logger: logger) { connection in

@@ -26,7 +26,7 @@ import Glibc
 /// chroot_cache = 3             ; chroot tarballs kept in workdir/chroots (the most recently used)
 ///
 /// [broker]
-/// url = amqp://bld-amd64-01@broker.example:5672/buildd
+/// url = amqp://bld-amd64-01@broker.example:5672/buildd   ; a cluster: every node's URL, comma-separated
 /// password_file = /etc/buildd/agent.secret   ; never put the password on a command line
 /// queue_type = classic          ; the farm's queue type: quorum with deploy/rabbitmq/definitions.json
 ///
@@ -66,6 +66,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var chrootCache: Int = 3
     /// The broker URL with the password filled in (from the file or environment). Never log it; use `brokerURL.description`.
     public var brokerURL: ServiceURL
+    /// Every node of the broker cluster (`url = a, b, c`), `brokerURL` first, each with the password.
+    public var brokerNodes: [ServiceURL] = []
     public var queueType: String
     /// The masters' artifact store URLs. Uploads go to the one named in the job and, when it does not
     /// answer, to the others (masters of one farm share their artifact store).
@@ -170,34 +172,41 @@ public struct AgentConfiguration: Sendable, Equatable {
         let keep = value("agent", "keep_workdir") ?? "false"
         if !["true", "false", "yes", "no"].contains(keep) { problems.append("[agent] keep_workdir must be true or false") }
 
-        var brokerURL = ServiceURL(scheme: "amqp", host: "localhost", port: 5672)
+        var brokerNodes: [ServiceURL] = []
         let brokerText = required("broker", "url")
-        if !brokerText.isEmpty {
+        for text in brokerText.split(separator: ",").map({ $0.trimmed(" ") }) where !text.isEmpty {
             do {
-                brokerURL = try ServiceURL(parsing: brokerText)
-                if brokerURL.scheme != "amqp" && brokerURL.scheme != "amqps" {
+                let node = try ServiceURL(parsing: text)
+                if node.scheme != "amqp" && node.scheme != "amqps" {
                     problems.append("[broker] url must start with amqp:// or amqps://")
                 }
-                if brokerURL.password != nil {
+                if node.password != nil {
                     problems.append("[broker] url must not contain the password: use password_file or BUILDD_AGENT_BROKER_PASSWORD")
                 }
+                if let first = brokerNodes.first, first.scheme != node.scheme || first.user != node.user || first.path != node.path {
+                    problems.append("[broker] url: the nodes of one cluster share scheme, user and vhost (\(first) and \(node))")
+                }
+                brokerNodes.append(node)
             } catch {
                 problems.append("[broker] url: \(error)")
             }
         }
-        if let password = value("broker", "password") {
+        var password: String?
+        if let given = value("broker", "password") {
             if environment["BUILDD_AGENT_BROKER_PASSWORD"] == nil {
                 problems.append("[broker] password may only come from BUILDD_AGENT_BROKER_PASSWORD or password_file")
             } else {
-                brokerURL.password = password
+                password = given
             }
         } else if let file = value("broker", "password_file") {
             if let secret = readFile(file) {
-                brokerURL.password = secret.trimmed(" \n\r\t")
+                password = secret.trimmed(" \n\r\t")
             } else {
                 problems.append("[broker] password_file \(file) cannot be read")
             }
         }
+        if let password { for index in brokerNodes.indices { brokerNodes[index].password = password } }
+        let brokerURL = brokerNodes.first ?? ServiceURL(scheme: "amqp", host: "localhost", port: 5672)
         let masterURLs = required("master", "url").split(separator: ",").map { url -> String in
             var text = url.trimmed(" ")
             while text.hasSuffix("/") { text.removeLast() }
@@ -244,6 +253,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             configuration.privilegedCommands = privileged
             configuration.chrootCache = chrootCache
             configuration.stopTimeoutSeconds = stopTimeout
+            configuration.brokerNodes = brokerNodes
             return configuration
         }
         return try finish()
@@ -289,7 +299,8 @@ extension AgentConfiguration {
         if let buildUser { lines.append(setting("build_user", buildUser)) }
         if !privilegedCommands.isEmpty { lines.append("privileged_commands = \(privilegedCommands.sorted().joined(separator: ","))") }
         lines.append("chroot_cache = \(chrootCache)")
-        lines += ["", "[broker]", "url = \(Self.urlText(brokerURL))", "queue_type = \(queueType)",
+        lines += ["", "[broker]", "url = \((brokerNodes.isEmpty ? [brokerURL] : brokerNodes).map(Self.urlText).joined(separator: ", "))",
+                  "queue_type = \(queueType)",
                   "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "", "[commands]"]
         lines += commands.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }
         return lines.joined(separator: "\n") + "\n"
