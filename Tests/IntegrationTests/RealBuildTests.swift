@@ -22,19 +22,33 @@ import Testing
         return result.output + result.error
     }
 
-    @Test func anAgentBuildsHelloFromTheArchiveAndRealFailuresEndAsLaunchpadSays() async throws {
+    /// A farm with debian/bookworm/amd64, its chroot registered, and builder `builder` added (its agent
+    /// not started yet: `startRealAgent`).
+    static func withRealFarm(builder: String, _ body: (FarmHarness, String) async throws -> Void) async throws {
         let chroot = try TestEnvironment.value("BUILDD_TEST_CHROOT")
         guard geteuid() == 0 else { throw NeedsRoot() }
         let farm = try await FarmHarness.make()
         try await closing(farm) {
-            let store = farm.store
-            try await store.addProcessor("amd64")
-            try await store.addArchSeries(distribution: "debian", series: "bookworm", archTag: "amd64", processor: "amd64")
-            try await store.addBuilder(name: "real-1", processors: ["amd64"], brokerUser: "guest")
+            try await farm.store.addProcessor("amd64")
+            try await farm.store.addArchSeries(distribution: "debian", series: "bookworm", archTag: "amd64", processor: "amd64")
+            try await farm.store.addBuilder(name: builder, processors: ["amd64"], brokerUser: "guest")
             try await farm.startMaster(lease: 120, acceptTimeout: 60)
             let registered = try await farm.cli("archseries", "chroot", "debian/bookworm/amd64", chroot,
                                                 "--artifacts", farm.artifactRoot)
             #expect(registered.status == 0, "archseries chroot: \(registered.error)")
+            try await body(farm, chroot)
+        }
+    }
+
+    /// The agent of a builder for real builds: `binarypackage` starts as root.
+    static func startRealAgent(_ farm: FarmHarness, _ name: String) throws {
+        try farm.startAgent(name, processors: ["amd64"], agentSettings: "privileged_commands = binarypackage",
+                            commands: "binarypackage = \(FarmHarness.repositoryFile("deploy/examples/binarypackage"))")
+    }
+
+    @Test func anAgentBuildsHelloFromTheArchiveAndRealFailuresEndAsLaunchpadSays() async throws {
+        try await Self.withRealFarm(builder: "real-1") { farm, chroot in
+            let store = farm.store
 
             // hello from the archive; the two test packages from their sources in the checkout.
             let hello = try await farm.cli("build", "submit", "debian/bookworm/amd64", "hello", "2.10-3", "--from-archive",
@@ -94,8 +108,7 @@ import Testing
             #expect(refused.status != 0 && refused.error.contains("does not match the .dsc"), "\(refused.error)")
             #expect(try await store.builds(statuses: [], processor: nil, limit: 10).count == 3)
 
-            try farm.startAgent("real-1", processors: ["amd64"], agentSettings: "privileged_commands = binarypackage",
-                                commands: "binarypackage = \(FarmHarness.repositoryFile("deploy/examples/binarypackage"))")
+            try Self.startRealAgent(farm, "real-1")
             let quiet = try await farm.waitForQuiet(timeout: .seconds(480))
             #expect(quiet, "builds still active; agent log:\n\(farm.log("real-1"))")
 
@@ -179,21 +192,12 @@ import Testing
     }
 
     @Test func cancellingARealBuildKillsEveryProcessInItsRootAndLeavesNothing() async throws {
-        let chroot = try TestEnvironment.value("BUILDD_TEST_CHROOT")
-        guard geteuid() == 0 else { throw NeedsRoot() }
-        let farm = try await FarmHarness.make()
-        try await closing(farm) {
+        try await Self.withRealFarm(builder: "real-2") { farm, _ in
             let store = farm.store
-            try await store.addProcessor("amd64")
-            try await store.addArchSeries(distribution: "debian", series: "bookworm", archTag: "amd64", processor: "amd64")
-            try await store.addBuilder(name: "real-2", processors: ["amd64"], brokerUser: "guest")
-            try await farm.startMaster(lease: 120, acceptTimeout: 60)
-            #expect(try await farm.cli("archseries", "chroot", "debian/bookworm/amd64", chroot, "--artifacts", farm.artifactRoot).status == 0)
             let hello = try await farm.cli("build", "submit", "debian/bookworm/amd64", "hello", "2.10-3", "--from-archive",
                                            "--artifacts", farm.artifactRoot)
             let id = try #require(Int64(hello.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(hello.error)")
-            try farm.startAgent("real-2", processors: ["amd64"], agentSettings: "privileged_commands = binarypackage",
-                                commands: "binarypackage = \(FarmHarness.repositoryFile("deploy/examples/binarypackage"))")
+            try Self.startRealAgent(farm, "real-2")
             let work = farm.directory + "/work-real-2"
             // Cancelled once the build runs inside its root (processes whose root is there).
             let inside = try await eventually(timeout: .seconds(180)) {

@@ -41,9 +41,25 @@ final class EVPDigest: @unchecked Sendable {
     }
 }
 
-/// SHA-256, streaming (value semantics: a copy goes on from where the original was).
-public struct SHA256: Sendable {
-    private var digest = EVPDigest(EVP_sha256())
+/// A digest algorithm of libcrypto's.
+public protocol DigestAlgorithm: Sendable {
+    static func algorithm() -> OpaquePointer
+}
+
+/// SHA-256.
+public enum SHA256Algorithm: DigestAlgorithm {
+    public static func algorithm() -> OpaquePointer { EVP_sha256() }
+}
+
+/// SHA-1, which launchpad-buildd names files by (never used to trust content: every file is also checked
+/// by its SHA-256).
+public enum SHA1Algorithm: DigestAlgorithm {
+    public static func algorithm() -> OpaquePointer { EVP_sha1() }
+}
+
+/// A streaming digest (value semantics: a copy goes on from where the original was).
+public struct Digest<Algorithm: DigestAlgorithm>: Sendable {
+    private var digest = EVPDigest(Algorithm.algorithm())
 
     public init() {}
 
@@ -56,55 +72,28 @@ public struct SHA256: Sendable {
     /// Feeds the UTF-8 bytes of a string.
     public mutating func update(string: String) { update(Array(string.utf8)) }
 
-    /// The digest as 32 bytes.
+    /// The digest's bytes (32 for SHA-256, 20 for SHA-1).
     public mutating func finalize() -> [UInt8] {
         if !isKnownUniquelyReferenced(&digest) { digest = digest.copy() }
         return digest.finalize()
     }
 
-    /// The digest as 64 lowercase hex digits.
+    /// The digest as lowercase hex digits.
     public mutating func finalizeHex() -> String { BuilddShared.hex(finalize()) }
 
-    /// The hex SHA-256 of some bytes.
+    /// The hex digest of some bytes.
     public static func hex<C: Collection>(of bytes: C) -> String where C.Element == UInt8 {
-        var hasher = SHA256()
+        var hasher = Self()
         hasher.update(bytes)
         return hasher.finalizeHex()
     }
 
-    /// The hex SHA-256 of a string's UTF-8 bytes.
+    /// The hex digest of a string's UTF-8 bytes.
     public static func hex(of string: String) -> String { hex(of: Array(string.utf8)) }
 }
 
-/// SHA-1, which launchpad-buildd names files by (never used to trust content: every file is also checked
-/// by its SHA-256).
-public struct SHA1: Sendable {
-    private var digest = EVPDigest(EVP_sha1())
-
-    public init() {}
-
-    /// Feeds bytes.
-    public mutating func update<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        if !isKnownUniquelyReferenced(&digest) { digest = digest.copy() }
-        digest.update(bytes)
-    }
-
-    /// The digest as 20 bytes.
-    public mutating func finalize() -> [UInt8] {
-        if !isKnownUniquelyReferenced(&digest) { digest = digest.copy() }
-        return digest.finalize()
-    }
-
-    /// The digest as 40 lowercase hex digits.
-    public mutating func finalizeHex() -> String { BuilddShared.hex(finalize()) }
-
-    /// The hex SHA-1 of some bytes.
-    public static func hex<C: Collection>(of bytes: C) -> String where C.Element == UInt8 {
-        var hasher = SHA1()
-        hasher.update(bytes)
-        return hasher.finalizeHex()
-    }
-}
+public typealias SHA256 = Digest<SHA256Algorithm>
+public typealias SHA1 = Digest<SHA1Algorithm>
 
 /// Lowercase hex of bytes.
 public func hex<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {

@@ -171,15 +171,10 @@ enum Files {
 
     /// Regular files directly in a folder, sorted.
     static func regularFiles(in path: String) -> [String] {
-        guard let directory = opendir(path) else { return [] }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        entries(in: path).filter { name in
             var info = stat()
-            if lstat(path + "/" + name, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG { names.append(name) }
+            return lstat(path + "/" + name, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
         }
-        return names.sorted()
     }
 
     /// SHA-256 and size of a file.
