@@ -34,7 +34,7 @@ cmd_demo() {
     if [ $real = 1 ]; then
         [ "$(id -u)" = 0 ] || die "demo --real needs root: its build command unpacks a root, mounts /proc and chroots"
         host_arch=$(dpkg --print-architecture)
-        command -v dpkg-source >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
+        command -v dpkg-source >/dev/null || apt_install dpkg-dev
         # The sample builds of this machine's architecture make way for the real ones.
         local kept=() sample
         for sample in "${DEMO_SAMPLES[@]}"; do

@@ -52,6 +52,10 @@ import Testing
         let mixed = valid.replacingOccurrences(of: "url = amqp://bld-amd64-01@broker:5672/buildd",
                                                with: "url = amqp://bld-amd64-01@rmq1:5672/buildd, amqp://other@rmq2:5672/buildd")
         #expect(throws: AgentConfiguration.Invalid.self) { try AgentConfiguration.parse(mixed, readFile: secrets) }
+        let none = valid.replacingOccurrences(of: "url = amqp://bld-amd64-01@broker:5672/buildd", with: "url = ,")
+        #expect(throws: AgentConfiguration.Invalid(problems: ["[broker] url names no broker"])) {
+            try AgentConfiguration.parse(none, readFile: secrets)
+        }
     }
 
     @Test func environmentOverridesTheFile() throws {

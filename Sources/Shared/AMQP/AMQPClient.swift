@@ -82,10 +82,10 @@ public final class AMQPClient: @unchecked Sendable {
         startThread(name: "amqp-\(configuration.connectionName)") { [self] in self.loop() }
     }
 
-    /// The generation of the live connection, if one is up.
     /// The node the client is connected to, if it is.
     public var currentNode: ServiceURL? { connectedNode.withLock { $0 } }
 
+    /// The generation of the live connection, if one is up.
     public var currentGeneration: Int? { connectedGeneration.withLock { $0 } }
 
     /// How long the current connection has been up, or nil while disconnected.

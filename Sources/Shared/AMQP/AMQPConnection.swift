@@ -55,8 +55,7 @@ public struct AMQPConfiguration: Sendable {
     public init(url text: String, connectionName: String = "buildd") throws {
         var nodes: [ServiceURL] = []
         for part in text.split(separator: ",") {
-            let trimmed = part.trimmingCharacters(in: " ")
-            do { nodes.append(try ServiceURL(parsing: trimmed)) } catch {
+            do { nodes.append(try ServiceURL(parsing: part.trimmed(" "))) } catch {
                 throw AMQPError(.invalidArgument, text: "broker URL: \(error)")
             }
         }
@@ -460,14 +459,5 @@ public final class AMQPConnection {
                 continue
             }
         }
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in blanks: String) -> String {
-        var text = self
-        while let first = text.first, blanks.contains(first) { text = text.dropFirst() }
-        while let last = text.last, blanks.contains(last) { text = text.dropLast() }
-        return String(text)
     }
 }

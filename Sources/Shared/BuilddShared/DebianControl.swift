@@ -22,7 +22,7 @@ public enum DebianControl {
             }
             guard let colon = line.firstIndex(of: ":") else { continue }
             let name = String(line[..<colon]).lowercased()
-            fields[name] = String(line[line.index(after: colon)...]).trimmingBlanks()
+            fields[name] = line[line.index(after: colon)...].trimmed(" \t\r")
             current = name
         }
         return fields
@@ -51,9 +51,7 @@ public enum DebianControl {
         for line in checksums.split(separator: "\n") {
             let parts = line.split(separator: " ", omittingEmptySubsequences: true)
             if parts.isEmpty { continue }
-            guard parts.count == 3, parts[0].utf8.count == 64,
-                  parts[0].utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
-                  let size = Int64(parts[1]), size >= 0 else {
+            guard parts.count == 3, Naming.isValidSHA256(String(parts[0])), let size = Int64(parts[1]), size >= 0 else {
                 throw Invalid(description: ".dsc of \(name) \(version): unreadable Checksums-Sha256 line '\(line)'")
             }
             let file = String(parts[2])
@@ -79,29 +77,16 @@ public enum DebianControl {
         for line in lines[(start + 1)...] {
             guard line.first == " " || line.first == "\t" else { break }
             for kind in ["Depends: ", "PreDepends: ", "Pre-Depends: "] {
-                guard let found = line.range(of: kind) else { continue }
+                guard let found = line.firstRange(of: kind) else { continue }
                 var relation = Substring(line[found.upperBound...])
                 for ending in [" but ", " which is a virtual package", " is to be installed"] {
-                    if let end = relation.range(of: ending) { relation = relation[..<end.lowerBound] }
+                    if let end = relation.firstRange(of: ending) { relation = relation[..<end.lowerBound] }
                 }
-                let text = String(relation).trimmingBlanks()
+                let text = relation.trimmed(" \t\r")
                 if !text.isEmpty && !relations.contains(text) { relations.append(text) }
                 break
             }
         }
         return relations.isEmpty ? nil : relations.joined(separator: ", ")
     }
-}
-
-extension String {
-    fileprivate func trimmingBlanks() -> String {
-        var text = Substring(self)
-        while let first = text.first, first == " " || first == "\t" || first == "\r" { text = text.dropFirst() }
-        while let last = text.last, last == " " || last == "\t" || last == "\r" { text = text.dropLast() }
-        return String(text)
-    }
-}
-
-extension Substring {
-    fileprivate func range(of target: String) -> Range<Substring.Index>? { firstRange(of: target) }
 }

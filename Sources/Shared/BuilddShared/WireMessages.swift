@@ -243,8 +243,7 @@ public enum WireCodec {
             throw WireError(.invalidField, "processor/build_type")
         }
         if let chroot = job.chroot {
-            guard Naming.isValidFileName(chroot.name), chroot.size >= 0, chroot.sha256.utf8.count == 64,
-                  chroot.sha256.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+            guard Naming.isValidFileName(chroot.name), Naming.isValidSHA256(chroot.sha256), chroot.size >= 0
             else { throw WireError(.invalidField, "chroot") }
         }
         return job

@@ -65,7 +65,7 @@ public final class Agent: Sendable {
                                           phase: .running)
             }
         }
-        let amqp = try AMQPConfiguration(nodes: configuration.brokerNodes.isEmpty ? [configuration.brokerURL] : configuration.brokerNodes,
+        let amqp = try AMQPConfiguration(nodes: configuration.brokerNodes,
                                          heartbeat: .seconds(10), timeout: .seconds(10),
                                          connectionName: "buildd-agent-\(configuration.name)")
         let configuration = configuration
@@ -471,18 +471,27 @@ public final class Agent: Sendable {
             throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) does not end in /files/")
         }
         let resource = String(origin.resource.dropLast("files/".count)) + "sources/" + file.name
-        let path = folder + "/" + file.name
+        try await download(file, what: "source \(file.name)", resource: resource, from: origin,
+                           headers: ["Authorization": "Bearer \(job.uploadToken)"], to: folder + "/" + file.name)
+    }
+
+    /// Downloads `file` from the master the job came from, then from the other configured masters, to `path`,
+    /// and checks its size and SHA-256. A copy that fails the check is removed and fails the build; it is
+    /// not tried elsewhere (the masters share one store). `what` names the file in errors.
+    private func download(_ file: FileDigest, what: String, resource: String, from origin: MasterOrigin,
+                          headers: [String: String] = [:], to path: String, timeoutSeconds: Int = 300) async throws {
         var lastError = "unknown"
         for master in [origin.master] + configuration.masterURLs.filter({ $0 != origin.master }) {
             do {
                 let url = master + resource
                 let got = try await runBlocking(name: "fetch") {
-                    try SimpleHTTPClient.download(url: url, headers: ["Authorization": "Bearer \(job.uploadToken)"],
-                                                  to: path, maxBytes: file.size)
+                    try SimpleHTTPClient.download(url: url, headers: headers, to: path, maxBytes: file.size,
+                                                  timeoutSeconds: timeoutSeconds)
                 }
                 guard got.status == 200 else { lastError = "HTTP \(got.status) from \(master)"; continue }
                 guard got.sha256 == file.sha256, got.size == file.size else {
-                    throw BuildProcess.Failure(description: "source \(file.name) failed its sha256 check "
+                    unlink(path)
+                    throw BuildProcess.Failure(description: "\(what) failed its sha256 check "
                                                + "(got \(got.sha256), \(got.size) bytes)")
                 }
                 return
@@ -492,7 +501,8 @@ public final class Agent: Sendable {
                 lastError = "\(master): \(error)"
             }
         }
-        throw BuildProcess.Failure(description: "cannot fetch source \(file.name): \(lastError)")
+        unlink(path)
+        throw BuildProcess.Failure(description: "cannot fetch \(what): \(lastError)")
     }
 
     /// The job's chroot tarball in the agent's cache (`workdir/chroots`), fetched from the masters and
@@ -514,32 +524,13 @@ public final class Agent: Sendable {
         logger.info("fetching chroot", metadata: ["chroot": "\(chroot.name)", "chroot.sha256": "\(chroot.sha256)",
                                                   "chroot.size": "\(chroot.size)"])
         let partial = path + ".part"
-        var lastError = "unknown"
-        for master in [origin.master] + configuration.masterURLs.filter({ $0 != origin.master }) {
-            do {
-                let url = "\(master)/v1/chroots/\(chroot.sha256)"
-                let got = try await runBlocking(name: "fetch-chroot") {
-                    try SimpleHTTPClient.download(url: url, to: partial, maxBytes: chroot.size, timeoutSeconds: 600)
-                }
-                guard got.status == 200 else { lastError = "HTTP \(got.status) from \(master)"; continue }
-                guard got.sha256 == chroot.sha256, got.size == chroot.size else {
-                    unlink(partial)
-                    throw BuildProcess.Failure(description: "chroot \(chroot.name) failed its sha256 check "
-                                               + "(got \(got.sha256), \(got.size) bytes)")
-                }
-                guard rename(partial, path) == 0 else {
-                    throw BuildProcess.Failure(description: "cannot store chroot \(path): \(String(cString: strerror(errno)))")
-                }
-                Self.pruneChroots(in: cache, keeping: configuration.chrootCache)
-                return path
-            } catch let failure as BuildProcess.Failure {
-                throw failure
-            } catch {
-                lastError = "\(master): \(error)"
-            }
+        try await download(chroot, what: "chroot \(chroot.name)", resource: "/v1/chroots/\(chroot.sha256)",
+                           from: origin, to: partial, timeoutSeconds: 600)
+        guard rename(partial, path) == 0 else {
+            throw BuildProcess.Failure(description: "cannot store chroot \(path): \(String(cString: strerror(errno)))")
         }
-        unlink(partial)
-        throw BuildProcess.Failure(description: "cannot fetch chroot \(chroot.name): \(lastError)")
+        Self.pruneChroots(in: cache, keeping: configuration.chrootCache)
+        return path
     }
 
     /// Removes all but the `keeping` most recently used chroot tarballs of the cache, and the trees build

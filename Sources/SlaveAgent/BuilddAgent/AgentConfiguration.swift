@@ -64,10 +64,11 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var privilegedCommands: Set<String> = []
     /// How many chroot tarballs stay cached in `workdir/chroots` (the most recently used).
     public var chrootCache: Int = 3
-    /// The broker URL with the password filled in (from the file or environment). Never log it; use `brokerURL.description`.
-    public var brokerURL: ServiceURL
-    /// Every node of the broker cluster (`url = a, b, c`), `brokerURL` first, each with the password.
-    public var brokerNodes: [ServiceURL] = []
+    /// Every node of the broker cluster (`url = a, b, c`; one for a single broker), each with the password
+    /// filled in (from the file or environment). Never log them; use their `description`.
+    public var brokerNodes: [ServiceURL]
+    /// The first broker node.
+    public var brokerURL: ServiceURL { brokerNodes[0] }
     public var queueType: String
     /// The masters' artifact store URLs. Uploads go to the one named in the job and, when it does not
     /// answer, to the others (masters of one farm share their artifact store).
@@ -206,7 +207,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             }
         }
         if let password { for index in brokerNodes.indices { brokerNodes[index].password = password } }
-        let brokerURL = brokerNodes.first ?? ServiceURL(scheme: "amqp", host: "localhost", port: 5672)
+        if brokerNodes.isEmpty && !brokerText.isEmpty { problems.append("[broker] url names no broker") }
         let masterURLs = required("master", "url").split(separator: ",").map { url -> String in
             var text = url.trimmed(" ")
             while text.hasSuffix("/") { text.removeLast() }
@@ -248,12 +249,11 @@ public struct AgentConfiguration: Sendable, Equatable {
                                       buildTimeoutSeconds: timeout == 0 ? nil : timeout, maxLogBytes: maxLog,
                                       shutdownPolicy: policy ?? .giveback, shutdownDeadlineSeconds: deadline,
                                       buildUser: value("agent", "build_user"),
-                                      brokerURL: brokerURL, queueType: queueType,
+                                      brokerNodes: brokerNodes, queueType: queueType,
                                       masterURLs: masterURLs, commands: commands)
             configuration.privilegedCommands = privileged
             configuration.chrootCache = chrootCache
             configuration.stopTimeoutSeconds = stopTimeout
-            configuration.brokerNodes = brokerNodes
             return configuration
         }
         return try finish()
@@ -277,12 +277,6 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var brokerUser: String { brokerURL.user ?? "guest" }
 }
 
-extension ServiceURL {
-    init(scheme: String, host: String, port: Int) {
-        try! self.init(parsing: "\(scheme)://\(host):\(port)")
-    }
-}
-
 extension AgentConfiguration {
     /// The configuration as the file text ``parse(_:environment:readFile:)`` reads, every setting spelled
     /// out; never the password (it comes from `password_file` or the environment, as in any agent.conf).
@@ -299,7 +293,7 @@ extension AgentConfiguration {
         if let buildUser { lines.append(setting("build_user", buildUser)) }
         if !privilegedCommands.isEmpty { lines.append("privileged_commands = \(privilegedCommands.sorted().joined(separator: ","))") }
         lines.append("chroot_cache = \(chrootCache)")
-        lines += ["", "[broker]", "url = \((brokerNodes.isEmpty ? [brokerURL] : brokerNodes).map(Self.urlText).joined(separator: ", "))",
+        lines += ["", "[broker]", "url = \(brokerNodes.map(Self.urlText).joined(separator: ", "))",
                   "queue_type = \(queueType)",
                   "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "", "[commands]"]
         lines += commands.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }
