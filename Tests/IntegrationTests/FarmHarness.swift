@@ -17,6 +17,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     private(set) var masters: [(name: String, port: Int, process: Process)] = []
     private(set) var agents: [String: Process] = [:]
     private(set) var standIns: [LegacyStandIn] = []
+    private(set) var relays: [TCPRelay] = []
 
     init(database: TestDatabase, vhost: TestVhost, store: BuilddStore) throws {
         self.database = database
@@ -82,10 +83,10 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     }
 
     func startMaster(name: String = "master", lease: Int = 10, acceptTimeout: Int = 10, port: Int? = nil,
-                     arguments: [String] = []) async throws {
+                     databaseURL: String? = nil, arguments: [String] = []) async throws {
         let port = try port ?? Self.freePort()
         let process = try spawn("buildd-master", [
-            "serve", "--database", database.url, "--broker", vhost.brokerURL, "--http-port", "\(port)",
+            "serve", "--database", databaseURL ?? database.url, "--broker", vhost.brokerURL, "--http-port", "\(port)",
             "--artifacts", artifactRoot, "--lease", "\(lease)", "--accept-timeout", "\(acceptTimeout)",
             "--name", name,
         ] + arguments, log: directory + "/\(name).log")
@@ -174,6 +175,35 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         return standIn
     }
 
+    /// Starts a relay (Tests/Support/tcp-relay.py) in front of this farm's PostgreSQL; returns it and the
+    /// database URL through it.
+    func startDatabaseRelay() async throws -> (relay: TCPRelay, url: String) {
+        var target = try #require(URLComponents(string: database.url), "database URL \(database.url)")
+        let host = target.host ?? "127.0.0.1"
+        let port = target.port ?? 5432
+        let listen = try Self.freePort()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Support/tcp-relay.py").path
+        let log = directory + "/relay-\(listen).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, "\(listen)", host, "\(port)"]
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let relay = TCPRelay(process: process)
+        relays.append(relay)
+        let up = try await eventually(timeout: .seconds(15)) {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("listening")
+        }
+        if !up { throw SimpleHTTPClient.Failure(description: "relay did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")") }
+        target.port = listen
+        target.host = "127.0.0.1"
+        return (relay, try #require(target.string))
+    }
+
     func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3, agentSettings: String = "",
                     commands: String = "", queueType: String = "classic", masters: [String]? = nil,
                     environment: [String: String] = [:]) throws {
@@ -234,9 +264,9 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     func stopAll() async -> [String: Int32?] {
         var statuses: [String: Int32?] = [:]
         // The stand-in keeps nothing: kill it (a Python child may inherit a signal mask that blocks SIGTERM).
-        for standIn in standIns where standIn.process.isRunning {
-            kill(standIn.process.processIdentifier, SIGKILL)
-            standIn.process.waitUntilExit()
+        for process in standIns.map(\.process) + relays.map(\.process) where process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
         }
         for (name, agent) in agents { statuses[name] = await Self.stop(agent) }
         for master in masters { statuses[master.name] = await Self.stop(master.process) }
@@ -258,6 +288,13 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             return counts.filter { BuildStatus(rawValue: $0.key)?.isActive == true }.values.reduce(0, +) == 0
         }
     }
+}
+
+/// A TCP relay a test can cut (every connection reset, new ones never answered) and heal.
+struct TCPRelay {
+    let process: Process
+    func cut() { kill(process.processIdentifier, SIGUSR1) }
+    func heal() { kill(process.processIdentifier, SIGUSR2) }
 }
 
 /// DESIGN.md's invariants: none lost, none completed twice, one accepted start per attempt, and no

@@ -10,7 +10,7 @@ import Glibc
 #endif
 
 /// Several masters on one database and broker; one dies with SIGKILL in the middle of a run.
-@Suite(.serialized, .timeLimit(.minutes(5))) struct MultiMasterTests {
+@Suite(.serialized, .timeLimit(.minutes(8))) struct MultiMasterTests {
     @Test func theOtherMasterTakesOverWhenOneIsKilled() async throws {
         let farm = try await FarmHarness.make()
         try await closing(farm) {
@@ -81,6 +81,58 @@ import Glibc
                                             GROUP BY 1, 2 HAVING count(*) > 1) d
                 """).first!.int("n")
             #expect(dispatchedTwice == 0, "an attempt was dispatched twice")
+        }
+    }
+
+    /// A master whose database link breaks must not keep the status shards: it steps down (its events go back
+    /// to the broker and another master's consumer becomes active) and builds go on ending on the other master;
+    /// when the database answers again it consumes again, as a standby.
+    @Test func aMasterCutOffFromTheDatabaseHandsItsStatusShardsToAnotherMaster() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            let store = farm.store
+            try await store.addNobleProcessors(["amd64"])
+            for name in ["d-a1", "d-a2"] { try await store.addBuilder(name: name, processors: ["amd64"]) }
+            let (relay, relayedURL) = try await farm.startDatabaseRelay()
+            // The master to be cut starts first and so holds every shard (each shard's first consumer is active).
+            try await farm.startMaster(name: "cut", lease: 9, acceptTimeout: 5, databaseURL: relayedURL + "?connect_timeout=2")
+            let first = try await shardHolders(farm) {
+                $0.count == BrokerTopology.statusShards && $0.values.allSatisfy { $0 == "buildd-master-cut" }
+            }
+            #expect(first.values.allSatisfy { $0 == "buildd-master-cut" } && first.count == BrokerTopology.statusShards,
+                    "the first master holds every shard: \(first)")
+            try await farm.startMaster(name: "steady", lease: 9, acceptTimeout: 5)
+            var ids: [Int64] = []
+            for index in 0..<80 {
+                ids.append(try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                               sourceName: "pkg\(index)", sourceVersion: "1.0")))
+            }
+            for name in ["d-a1", "d-a2"] { try farm.startAgent(name, processors: ["amd64"], sampleSeconds: 0.2) }
+            func built() async throws -> Int { try await store.buildCounts(includingFinished: true)["FULLYBUILT"] ?? 0 }
+            #expect(try await eventually(timeout: .seconds(60)) { try await built() >= 5 })
+
+            relay.cut()
+            let cutAt = ContinuousClock.now
+            let moved = try await shardHolders(farm) {
+                $0.count == BrokerTopology.statusShards && $0.values.allSatisfy { $0 == "buildd-master-steady" }
+            }
+            #expect(moved.count == BrokerTopology.statusShards && moved.values.allSatisfy { $0 == "buildd-master-steady" },
+                    "every shard moved to the master that reaches the database: \(moved)\n\(farm.log("cut"))")
+            print("status shards moved \(ContinuousClock.now - cutAt) after the database link was cut")
+            // Builds go on ending while the cut master still cannot reach the database.
+            let before = try await built()
+            #expect(try await eventually(timeout: .seconds(30)) { try await built() >= before + 5 },
+                    "builds ended while one master was cut off from the database")
+            #expect(farm.log("cut").contains("handing the status shards to the other masters"))
+
+            relay.heal()
+            #expect(try await eventually(timeout: .seconds(30)) {
+                farm.log("cut").contains("the database answers again: consuming the status shards")
+            }, "the cut master consumes again once the database answers:\n\(farm.log("cut"))")
+            #expect(try await farm.waitForQuiet(timeout: .seconds(180)), "builds still active")
+            for id in ids { #expect(try await store.build(id).build.status == .fullyBuilt, "build \(id)") }
+            try await checkInvariants(store, builds: ids.count)
+            #expect(farm.masters.allSatisfy { $0.process.isRunning }, "both masters still run")
         }
     }
 

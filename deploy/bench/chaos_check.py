@@ -19,18 +19,74 @@ process replaced and answering again); a fault whose effect failed fails the run
 
 Exit status 0 when the first three are all 0, no more than --max-failed-share of the builds ended other
 than FULLYBUILT, the database was sampled while the faults ran, and every kind of fault happened.
+
+The cluster run (`deploy/localfarm cluster`) names its fault kinds with --kinds: each must have logged
+"KIND begin" and "KIND end" lines, and the checker prints, per kind, how long it lasted, the time to the
+first build ended after it began and after it ended, and the longest stall in its window (from its begin
+to the next fault's begin). With --submits, every submit acknowledged to the submitter (its build id) must
+exist at the end - after the database failover. With --fenced-agent and --logs, the masters' logs must
+show that agent's late events refused by the fencing token (the attempt) after it came back.
 """
 import argparse
 import collections
+import glob
 import subprocess
 import sys
 
 TERMINAL = ("FULLYBUILT", "FAILEDTOBUILD", "MANUALDEPWAIT", "CHROOTWAIT", "SUPERSEDED", "FAILEDTOUPLOAD", "CANCELLED")
 
 
+PSQL_PREFIX = []
+
+
 def query(database, sql):
-    out = subprocess.run(["psql", "-qAtX", "-F", "\t", database, "-c", sql], check=True, capture_output=True, text=True)
+    out = subprocess.run(PSQL_PREFIX + ["psql", "-qAtX", "-F", "\t", database, "-c", sql], check=True,
+                         capture_output=True, text=True)
     return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+
+def per_kind(kinds, faults, finished):
+    """Rows of the per-fault-kind table, and the kinds that did not happen with their effect checked."""
+    rows, missing = [], []
+    begins = sorted((at, what.split(" ", 1)[0]) for at, what in faults if what.split(" ")[1:2] == ["begin:"])
+    for kind in kinds:
+        begin = next((at for at, what in faults if what.startswith(kind + " begin")), None)
+        end = next((at for at, what in faults if what.startswith(kind + " end")), None)
+        if begin is None or end is None:
+            missing.append(kind)
+            continue
+        following = [at for at, _ in begins if at > begin]
+        window_end = following[0] if following else max(end, faults[-1][0])
+        after_begin = next((t for t in finished if t >= begin), None)
+        after_end = next((t for t in finished if t >= end), None)
+        marks = [begin] + [t for t in finished if begin <= t <= window_end] + [window_end]
+        stall = max(b - a for a, b in zip(marks, marks[1:]))
+        ended = sum(1 for t in finished if begin <= t <= end)
+        rows.append((kind, "%.1f" % (end - begin), ended,
+                     "-" if after_begin is None else "%.1f" % (after_begin - begin),
+                     "-" if after_end is None else "%.1f" % (after_end - end), "%.1f" % stall))
+    return rows, missing
+
+
+def fenced_refusals(logs, agent, since):
+    """Masters' log lines from SINCE (epoch seconds) on refusing AGENT's events or files for an attempt that is
+    not current: the fencing token at work."""
+    import datetime
+    count = 0
+    for path in glob.glob(logs + "/m*.log"):
+        with open(path, errors="replace") as log:
+            for line in log:
+                if "builder.name=%s " % agent not in line and "builder.name=%s\n" % agent not in line:
+                    continue
+                if "is not current" not in line and "token refused" not in line:
+                    continue
+                stamp = line.split(" ", 1)[0]
+                if not stamp.startswith("ts="):
+                    continue
+                at = datetime.datetime.strptime(stamp[3:].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+                if at.replace(tzinfo=datetime.timezone.utc).timestamp() >= since:
+                    count += 1
+    return count
 
 
 def main():
@@ -40,7 +96,13 @@ def main():
     parser.add_argument("--builds", type=int, required=True, help="builds queued")
     parser.add_argument("--max-failed-share", type=float, default=0.05,
                         help="most builds (a share) that may end FAILEDTOBUILD rather than FULLYBUILT")
+    parser.add_argument("--psql-prefix", default="", help="a command psql runs under (ip netns exec HOST)")
+    parser.add_argument("--kinds", default="", help="the run's fault kinds, comma-separated (the cluster run)")
+    parser.add_argument("--submits", help="acknowledged submits: lines of 'N BUILD-ID'")
+    parser.add_argument("--fenced-agent", default="", help="the agent cut off for longer than its lease")
+    parser.add_argument("--logs", help="the folder of the masters' logs (m*.log)")
     args = parser.parse_args()
+    PSQL_PREFIX.extend(args.psql_prefix.split())
 
     statuses = dict((s, int(n)) for s, n in query(args.database, """
         SELECT status, count(*) FROM build WHERE source_name = 'chaos' GROUP BY status"""))
@@ -138,16 +200,40 @@ def main():
          "%d / %d / %d (max of %d samples taken while the faults ran)" % (len(overlaps), history_overlaps, db_overlaps,
                                                                           len(samples))),
         ("longest stall (no build ended), s", "%.1f (after: %s)" % (stall, cause[-1] if cause else "start")),
-        ("longest wait for the next build to end once RabbitMQ was back, s", recovery("broker back")),
-        ("longest wait for the next build to end once PostgreSQL was back, s", recovery("database back")),
         ("run time, s", "%.0f" % (end - begin)),
         ("builds per second, faults included", "%.1f" % (ended / max(end - begin, 1))),
-        ("masters SIGKILLed", counts.get("kill master", 0)),
-        ("agents SIGKILLed mid-build", counts.get("kill agent", 0)),
-        ("RabbitMQ restarts (old node gone, new one answering)", min(counts.get("restart broker", 0), back["broker"])),
-        ("PostgreSQL crashes (immediate) and restarts (old postmaster gone, new one answering)",
-         min(counts.get("crash database", 0), back["database"])),
-        ("faults skipped (the process was not running) / whose effect failed", "%d / %d" % (skipped, len(failed_faults))),
+    ]
+    kinds = [k for k in args.kinds.split(",") if k]
+    missing_submits = 0
+    if not kinds:
+        rows += [
+            ("longest wait for the next build to end once RabbitMQ was back, s", recovery("broker back")),
+            ("longest wait for the next build to end once PostgreSQL was back, s", recovery("database back")),
+            ("masters SIGKILLed", counts.get("kill master", 0)),
+            ("agents SIGKILLed mid-build", counts.get("kill agent", 0)),
+            ("RabbitMQ restarts (old node gone, new one answering)", min(counts.get("restart broker", 0), back["broker"])),
+            ("PostgreSQL crashes (immediate) and restarts (old postmaster gone, new one answering)",
+             min(counts.get("crash database", 0), back["database"])),
+            ("faults skipped (the process was not running) / whose effect failed", "%d / %d" % (skipped, len(failed_faults))),
+        ]
+    else:
+        rows.append(("faults whose effect failed", len(failed_faults)))
+    if args.submits:
+        acknowledged = [line.split()[1] for line in open(args.submits) if line.strip()]
+        present = set()
+        for chunk in range(0, len(acknowledged), 500):
+            ids = ",".join(str(int(i)) for i in acknowledged[chunk:chunk + 500])
+            present |= set(r[0] for r in query(args.database, "SELECT id FROM build WHERE id IN (%s)" % ids))
+        missing_submits = sum(1 for i in acknowledged if i not in present)
+        rows.append(("submits acknowledged while the faults ran", len(acknowledged)))
+        rows.append(("**acknowledged submits missing at the end (after the failover)**", missing_submits))
+    fenced = None
+    if args.fenced_agent and args.logs:
+        came_back = next((at for at, what in faults if what.startswith("agent-lease end")), None)
+        fenced = 0 if came_back is None else fenced_refusals(args.logs, args.fenced_agent, came_back)
+        rows.append(("late events or files of %s refused by the fencing token once it was back (masters' log lines)"
+                     % args.fenced_agent, fenced))
+    rows += [
         ("builds requeued after a failure (retrying)", infra),
         ("builds whose command ran more than once", rerun),
     ]
@@ -157,11 +243,23 @@ def main():
         print("| %s | %s |" % (name, value))
     if overlaps:
         print("overlapping builds (builder, build, attempt): %s" % overlaps[:10], file=sys.stderr)
-    missing = [kind for kind in ("kill master", "kill agent", "restart broker", "crash database") if not counts.get(kind)]
-    if not back["broker"]:
-        missing.append("broker back")
-    if not back["database"]:
-        missing.append("database back")
+    if kinds:
+        table, missing = per_kind(kinds, faults, finished)
+        print()
+        print("| fault | lasted, s | builds ended meanwhile | first build ended after it began, s "
+              "| ... after it ended, s | longest stall in its window, s |")
+        print("|---|---|---|---|---|---|")
+        for row in table:
+            print("| %s | %s | %s | %s | %s | %s |" % row)
+        if fenced == 0:
+            missing.append("fencing refusal seen")
+    else:
+        missing = [kind for kind in ("kill master", "kill agent", "restart broker", "crash database")
+                   if not counts.get(kind)]
+        if not back["broker"]:
+            missing.append("broker back")
+        if not back["database"]:
+            missing.append("database back")
     if missing:
         print("chaos: the run ended before every kind of fault happened with its effect checked (missing: %s)"
               % ", ".join(missing))
@@ -176,7 +274,7 @@ def main():
     too_few_samples = len(samples) < 3
     if too_few_samples:
         print("chaos: only %d database samples were taken while the faults ran" % len(samples))
-    ok = (lost == 0 and twice == 0 and not overlaps and db_overlaps == 0 and history_overlaps == 0 and not missing
+    ok = (lost == 0 and twice == 0 and missing_submits == 0 and not overlaps and db_overlaps == 0 and history_overlaps == 0 and not missing
           and not failed_faults and not too_many_failed and not too_few_samples)
     print("chaos: %s" % ("PASS: nothing lost, nothing completed twice, no builder ran two builds at once"
                          if ok else "FAIL"))

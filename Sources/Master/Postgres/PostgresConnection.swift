@@ -84,9 +84,25 @@ public final class PostgresConnection: ReconnectableResource {
     /// Past this many distinct statements the rest run unprepared.
     static let maxPrepared = 512
 
-    /// Connects with a libpq URL (`postgresql://user:password@host:port/db?sslmode=...`) or keyword string.
+    /// What buildd sets unless the URL says otherwise: a host that stops answering (a partition, a dead
+    /// primary) fails a connection attempt after 5 s and a statement in flight after about 10 s
+    /// (`tcp_user_timeout`, keepalives), instead of the kernel's 15 minutes of retransmissions, so a master
+    /// moves on to the next host of a multi-host URL, or steps down from its status shards, in bounded time.
+    public static let networkDefaults: [(String, String)] = [
+        ("connect_timeout", "5"), ("tcp_user_timeout", "10000"),
+        ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3"),
+    ]
+
+    /// Connects with a libpq URL (`postgresql://user:password@host:port/db?sslmode=...`) or keyword string;
+    /// ``networkDefaults`` apply to what it leaves unset.
     public init(url: String, applicationName: String = "buildd") throws {
-        handle = PQconnectdb(url)
+        // libpq reads the arrays in order and the last value of a keyword wins: the defaults come first, and
+        // the URL, expanded from `dbname`, overrides them.
+        let keywords = Self.networkDefaults.map(\.0) + ["dbname"]
+        let values = Self.networkDefaults.map(\.1) + [url]
+        handle = Self.withCStrings(keywords) { keywordPointers in
+            Self.withCStrings(values) { valuePointers in PQconnectdbParams(keywordPointers, valuePointers, 1) }
+        }
         guard let handle else { throw PostgresError(.connection, message: "out of memory") }
         guard PQstatus(handle) == CONNECTION_OK else {
             let message = Self.errorText(handle)
@@ -99,6 +115,14 @@ public final class PostgresConnection: ReconnectableResource {
     }
 
     deinit { close() }
+
+    /// A NULL-terminated array of C strings, for libpq's keyword and value arrays.
+    private static func withCStrings<T>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> T) -> T {
+        let copies = strings.map { strdup($0) }
+        defer { copies.forEach { free($0) } }
+        let pointers = copies.map { UnsafePointer<CChar>($0) } + [nil]
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
 
     public func close() {
         if let handle { PQfinish(handle) }
