@@ -292,10 +292,11 @@ cl_pid() { cat "$STATE/run/cluster-$1.pid" 2>/dev/null || true; }
 # Submits one build at a time from ctl for as long as the run lasts; an acknowledged one (the command
 # printed its id) is written to submits.log, a refused one to submits-failed.log.
 cl_submitter() {
-    local i=0 id
+    local i=0 id processor
     while [ ! -e "$CL/stop-submitting" ]; do
         i=$((i + 1))
-        if id=$(cl_in ctl "$CL_BIN/buildd-master" build submit "ubuntu/noble/amd64" chaos "2.0-$i" 2>>"$CL/submits.err"); then
+        processor=amd64; [ $((i % 2)) = 0 ] && processor=arm64
+        if id=$(cl_in ctl "$CL_BIN/buildd-master" build submit "ubuntu/noble/$processor" chaos "2.0-$i" 2>>"$CL/submits.err"); then
             echo "$i $id" >> "$CL/submits.log"
         else
             echo "$i $(date +%s.%N)" >> "$CL/submits-failed.log"
