@@ -503,7 +503,9 @@ cmd_cluster() {
     # The settings of docs/deploy.md: every broker node, both database hosts, quorum queues.
     local broker="" node
     for node in "${CL_RABBITS[@]}"; do broker="$broker${broker:+,}amqp://buildd-master:master@$node:5672/buildd"; done
-    CL_DB_URL="postgresql://postgres@pg1:5432,pg2:5432/buildd?target_session_attrs=read-write&connect_timeout=3"
+    # With this run's 5 s lease the TCP timeouts are shorter than buildd's defaults (5 s to connect, 10 s for
+    # a statement on a connection whose host stopped answering), as an operator with a short lease would set them.
+    CL_DB_URL="postgresql://postgres@pg1:5432,pg2:5432/buildd?target_session_attrs=read-write&connect_timeout=3&tcp_user_timeout=3000"
     export BUILDD_DATABASE_URL=$CL_DB_URL BUILDD_BROKER_URL=$broker BUILDD_QUEUE_TYPE=quorum
     export BUILDD_MANAGEMENT_URL=http://admin:admin@rmq1:15672 BUILDD_VHOST=buildd
     BUILDD_MASTER_PASSWORD=master cl_in ctl "$ROOT/deploy/rabbitmq/add-master-user" buildd-master 2>/dev/null
@@ -543,9 +545,9 @@ binarypackage = $ROOT/deploy/bench/chaos-build
 CONF
     done
     CL_SLOW_AGENT=$(printf 'a%02d' "$CL_AGENTS")
-    # Builds last long enough that every fault happens while they run: about 6 minutes of work for the agents,
-    # with the submits (one every 2 s) on top.
-    CL_SLEEP=$(python3 -c "print('%.2f' % max(0.05, 360.0 * $CL_AGENTS / ($builds + 180) - 0.1))")
+    # Builds last long enough that every fault happens while they run (the faults take about 260 s): about
+    # 300 s of work for the agents, with the submits (one every 2 s) on top.
+    CL_SLEEP=$(python3 -c "print('%.2f' % max(0.05, 300.0 * $CL_AGENTS / ($builds + 150) - 0.1))")
     for node in "${CL_MASTERS[@]}"; do cl_start_master "$node"; done
     for i in $(seq "$CL_AGENTS"); do cl_start_agent "$(printf 'a%02d' "$i")"; done
     cl_log "queueing $builds builds for amd64 and arm64 (a build takes about $CL_SLEEP s on its agent)"
