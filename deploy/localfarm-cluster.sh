@@ -94,11 +94,12 @@ cl_stop_all() {
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
-# What the run leaves behind: namespaces, their host files, links in the root namespace. Prints it.
+# What the run leaves behind: namespaces, their host files, links in the root namespace, processes. Prints it.
 cl_leftovers() {
     ip netns list 2>/dev/null | awk -v p="$CL_PREFIX" 'index($1, p) == 1 { print "namespace " $1 }'
     ls -d /etc/netns/"$CL_PREFIX"* 2>/dev/null | sed 's/^/host file /' || true
     ip -o link show 2>/dev/null | awk -F': ' '$2 ~ /^v-/ { print "link " $2 }'
+    pgrep -af -- "$CL/|${CL_PG:-$CL}/" | sed 's/^/process /' || true
 }
 
 cl_make_hosts() {
@@ -602,6 +603,6 @@ SQL
     local left
     left=$(cl_leftovers)
     if [ -n "$left" ]; then echo "$left" >&2; die "the run left these behind"; fi
-    cl_log "torn down: no namespace, host file or link left"
+    cl_log "torn down: no namespace, host file, link or process left"
     return "$status"
 }

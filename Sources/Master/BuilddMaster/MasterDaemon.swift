@@ -60,8 +60,14 @@ public final class MasterDaemon: Service {
 
     public func run() async throws { try await runUntilSignalled() }
 
+    /// The AMQP heartbeat a master asks for. The broker hands a master's status shards to another master when
+    /// it notices the master is gone - cut off, or stuck - after about two heartbeats without a frame; a third
+    /// of the lease (2 to 10 s) makes that happen before the leases of the builders those shards carry run out.
+    public static func brokerHeartbeat(leaseSeconds: Int) -> Duration { .seconds(min(10, max(2, leaseSeconds / 3))) }
+
     func makeBroker() throws -> AMQPClient {
-        let amqp = try AMQPConfiguration(url: configuration.brokerURL, connectionName: "buildd-master-\(configuration.name)")
+        var amqp = try AMQPConfiguration(url: configuration.brokerURL, connectionName: "buildd-master-\(configuration.name)")
+        amqp.heartbeat = Self.brokerHeartbeat(leaseSeconds: configuration.leaseSeconds)
         let queueType = configuration.queueType
         let intake = self.intake
         return AMQPClient(configuration: amqp, logger: logger) { connection in
