@@ -136,6 +136,30 @@ import Glibc
         }
     }
 
+    /// A database host that stops answering fails a connection attempt after buildd's default `connect_timeout`
+    /// (5 s), not the kernel's minutes, and a URL's own setting wins over the default.
+    @Test func databaseConnectionsGiveUpOnAHostThatDoesNotAnswer() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            let (relay, url) = try await farm.startDatabaseRelay()
+            relay.cut()  // connections are accepted and never answered
+            func secondsToFail(_ url: String) async -> Double? {
+                let clock = ContinuousClock()
+                let started = clock.now
+                let failed = await Task.detached { () -> Bool in
+                    do { _ = try PostgresConnection(url: url); return false } catch { return true }
+                }.value
+                guard failed else { return nil }
+                let elapsed = (clock.now - started).components
+                return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+            }
+            let byDefault = try #require(await secondsToFail(url), "connected through a cut relay")
+            #expect(byDefault >= 4.5 && byDefault < 8, "default connect_timeout (5 s): gave up after \(byDefault) s")
+            let bySetting = try #require(await secondsToFail(url + "?connect_timeout=2"), "connected through a cut relay")
+            #expect(bySetting >= 1.5 && bySetting < 3.5, "the URL's connect_timeout=2 wins: gave up after \(bySetting) s")
+        }
+    }
+
     /// The status shards' holders (as the broker reports them) once `done` holds, or the last seen after 15 s.
     func shardHolders(_ farm: FarmHarness, until done: ([String: String]) -> Bool) async throws -> [String: String] {
         let clock = ContinuousClock()
