@@ -28,8 +28,9 @@
 # builds at once (all must be 0), acknowledged submits missing after the failover (must be 0), and per
 # fault kind the time to the first build ended after it began and after it ended, and the longest stall in
 # its window; the report is in .localfarm/cluster/report.txt. Everything is torn down when the run ends,
-# also on failure or Ctrl-C: no namespace, link or rule is left (the root namespace is never changed).
-# BUILDD_CLUSTER_AGENTS sets the number of agents (default 6, at most 99).
+# also on failure, Ctrl-C or SIGTERM, and the run fails if a namespace, host file, link or process of its
+# own is left (rules live in the namespaces; the root namespace is never changed). BUILDD_CLUSTER_AGENTS
+# sets the number of agents (default 6, from 3 to 99).
 
 CL_PREFIX=bdc-
 CL_NET=10.77.0
@@ -502,6 +503,8 @@ cmd_cluster() {
     CL_AGENTS=${BUILDD_CLUSTER_AGENTS:-6}
     [ "$(id -u)" = 0 ] || die "the cluster run makes network namespaces: run it as root"
     [[ $builds =~ ^[0-9]+$ ]] && [ "$builds" -ge 50 ] || die "BUILDS must be a number, at least 50"
+    [[ $CL_AGENTS =~ ^[0-9]+$ ]] && [ "$CL_AGENTS" -ge 3 ] && [ "$CL_AGENTS" -le 99 ] \
+        || die "BUILDD_CLUSTER_AGENTS must be a number from 3 to 99"
     install_missing
     command -v ip >/dev/null || apt_install iproute2
     command -v iptables-legacy >/dev/null || apt_install iptables
