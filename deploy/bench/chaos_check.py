@@ -29,6 +29,7 @@ show that agent's late events refused by the fencing token (the attempt) after i
 """
 import argparse
 import collections
+import datetime
 import glob
 import subprocess
 import sys
@@ -71,7 +72,6 @@ def per_kind(kinds, faults, finished):
 def fenced_refusals(logs, agent, since):
     """Masters' log lines from SINCE (epoch seconds) on refusing AGENT's events or files for an attempt that is
     not current: the fencing token at work."""
-    import datetime
     count = 0
     for path in glob.glob(logs + "/m*.log"):
         with open(path, errors="replace") as log:
