@@ -63,16 +63,40 @@ rabbit_pid() { cat "$STATE/rabbit/rabbit.pid" 2>/dev/null || true; }
 postgres_pid() { head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true; }
 
 # "Two at once", sampled from the database while the faults run (not after everything stopped): builders
-# with more than one build BUILDING or CANCELLING, and with more than one running queue entry.
+# with more than one build BUILDING or CANCELLING, and with more than one running queue entry. (The SQL is
+# shared with the cluster run.)
+chaos_overlap_sql() {
+    cat <<'SQL'
+SELECT (SELECT count(*) FROM (SELECT builder_id FROM build
+                             WHERE status IN ('BUILDING', 'CANCELLING') AND builder_id IS NOT NULL
+                             GROUP BY 1 HAVING count(*) > 1) b)
+     + (SELECT count(*) FROM (SELECT builder_id FROM buildqueue
+                             WHERE state IN ('RUNNING', 'CANCELLING') GROUP BY 1 HAVING count(*) > 1) q)
+SQL
+}
+
 chaos_sample() {
     local count
-    count=$(chaos_sql -c "SELECT (SELECT count(*) FROM (SELECT builder_id FROM build
-                                  WHERE status IN ('BUILDING', 'CANCELLING') AND builder_id IS NOT NULL
-                                  GROUP BY 1 HAVING count(*) > 1) b)
-                               + (SELECT count(*) FROM (SELECT builder_id FROM buildqueue
-                                  WHERE state IN ('RUNNING', 'CANCELLING') GROUP BY 1 HAVING count(*) > 1) q)" \
-            2>/dev/null) || return 0  # the database may be down right now
+    count=$(chaos_sql -c "$(chaos_overlap_sql)" 2>/dev/null) || return 0  # the database may be down right now
     echo "$(date +%s.%N) $count" >> "$CHAOS/samples"
+}
+
+# The SQL that queues BUILDS builds of source "chaos" over amd64 and arm64, with random scores (shared with
+# the cluster run).
+chaos_queue_sql() {
+    local builds=$1
+    cat <<SQL
+WITH b AS (
+    INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version)
+    SELECT das.id, das.processor_id, 'chaos', '1.0-' || g
+      FROM generate_series(1, $builds) g
+      JOIN distroarchseries das ON das.architecturetag = CASE WHEN g % 2 = 0 THEN 'arm64' ELSE 'amd64' END
+    RETURNING id, processor_id),
+q AS (
+    INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore)
+    SELECT id, processor_id, s, s FROM (SELECT id, processor_id, (random() * 3000)::int AS s FROM b) x)
+INSERT INTO build_event (build_id, status, attempt, message) SELECT id, 'NEEDSBUILD', 0, 'submitted' FROM b;
+SQL
 }
 
 cmd_chaos() {
@@ -125,18 +149,7 @@ CONF
     for n in 1 2 3; do chaos_start_master "$n"; done
     for name in "${names[@]}"; do chaos_start_agent "$name"; done
     log "queueing $builds builds for amd64 and arm64"
-    chaos_sql <<SQL >/dev/null
-WITH b AS (
-    INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version)
-    SELECT das.id, das.processor_id, 'chaos', '1.0-' || g
-      FROM generate_series(1, $builds) g
-      JOIN distroarchseries das ON das.architecturetag = CASE WHEN g % 2 = 0 THEN 'arm64' ELSE 'amd64' END
-    RETURNING id, processor_id),
-q AS (
-    INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore)
-    SELECT id, processor_id, s, s FROM (SELECT id, processor_id, (random() * 3000)::int AS s FROM b) x)
-INSERT INTO build_event (build_id, status, attempt, message) SELECT id, 'NEEDSBUILD', 0, 'submitted' FROM b;
-SQL
+    chaos_queue_sql "$builds" | chaos_sql >/dev/null
     local start now deadline next_master next_agent next_broker next_pg done=0 last_report=0
     local kills_master=0 kills_agent=0 restarts_broker=0 restarts_pg=0
     start=$(date +%s)

@@ -1,4 +1,5 @@
-# Sourced by deploy/localfarm: the `cluster` command, the fault run on the distributed setup of docs/deploy.md.
+# Sourced by deploy/localfarm (after localfarm-chaos.sh, whose queue and sample SQL it shares): the `cluster`
+# command, the fault run on the distributed setup of docs/deploy.md.
 #
 #   deploy/localfarm cluster [BUILDS]    (root; Debian's iproute2 and iptables)
 #
@@ -318,12 +319,7 @@ cl_building_agent() {
 
 cl_sample() {
     local count
-    count=$(cl_sql -c "SELECT (SELECT count(*) FROM (SELECT builder_id FROM build
-                                  WHERE status IN ('BUILDING', 'CANCELLING') AND builder_id IS NOT NULL
-                                  GROUP BY 1 HAVING count(*) > 1) b)
-                             + (SELECT count(*) FROM (SELECT builder_id FROM buildqueue
-                                  WHERE state IN ('RUNNING', 'CANCELLING') GROUP BY 1 HAVING count(*) > 1) q)" \
-            2>/dev/null) || return 0
+    count=$(cl_sql -c "$(chaos_overlap_sql)" 2>/dev/null) || return 0
     echo "$(date +%s.%N) $count" >> "$CL/samples"
 }
 
@@ -574,18 +570,7 @@ CONF
     for node in "${CL_MASTERS[@]}"; do cl_start_master "$node"; done
     for i in $(seq "$CL_AGENTS"); do cl_start_agent "$(printf 'a%02d' "$i")"; done
     cl_log "queueing $builds builds for amd64 and arm64 (a build takes about $CL_SLEEP s on its agent)"
-    cl_sql <<SQL >/dev/null
-WITH b AS (
-    INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version)
-    SELECT das.id, das.processor_id, 'chaos', '1.0-' || g
-      FROM generate_series(1, $builds) g
-      JOIN distroarchseries das ON das.architecturetag = CASE WHEN g % 2 = 0 THEN 'arm64' ELSE 'amd64' END
-    RETURNING id, processor_id),
-q AS (
-    INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore)
-    SELECT id, processor_id, s, s FROM (SELECT id, processor_id, (random() * 3000)::int AS s FROM b) x)
-INSERT INTO build_event (build_id, status, attempt, message) SELECT id, 'NEEDSBUILD', 0, 'submitted' FROM b;
-SQL
+    chaos_queue_sql "$builds" | cl_sql >/dev/null
     CL_STARTED=$SECONDS CL_REPORTED=$SECONDS CL_LEASE_AGENT="" CL_STOPPED_AGENT=""
     cl_fault "start $builds builds"
     cl_submitter &
