@@ -129,8 +129,23 @@ import Glibc
             #expect(try await eventually(timeout: .seconds(30)) {
                 farm.log("cut").contains("the database answers again: consuming the status shards")
             }, "the cut master consumes again once the database answers:\n\(farm.log("cut"))")
-            #expect(try await farm.waitForQuiet(timeout: .seconds(180)), "builds still active")
-            for id in ids { #expect(try await store.build(id).build.status == .fullyBuilt, "build \(id)") }
+            let quiet = try await farm.waitForQuiet(timeout: .seconds(180))
+            var stuck: [String] = []
+            for id in ids {
+                let detail = try await store.build(id)
+                if detail.build.status != .fullyBuilt {
+                    stuck.append("build \(id) \(detail.build.status): " + detail.history.map {
+                        "\($0.status) attempt \($0.attempt) \($0.builder ?? "-") \($0.message ?? "")" }.joined(separator: "; "))
+                }
+            }
+            #expect(quiet && stuck.isEmpty, """
+                every build ends FULLYBUILT; not:
+                \(stuck.joined(separator: "\n"))
+                --- cut: \(farm.log("cut").suffix(4000))
+                --- steady: \(farm.log("steady").suffix(4000))
+                --- d-a1: \(farm.log("d-a1").suffix(3000))
+                --- d-a2: \(farm.log("d-a2").suffix(3000))
+                """)
             try await checkInvariants(store, builds: ids.count)
             #expect(farm.masters.allSatisfy { $0.process.isRunning }, "both masters still run")
         }

@@ -32,7 +32,10 @@ import Testing
             try await farm.store.addProcessor("amd64")
             try await farm.store.addArchSeries(distribution: "debian", series: "bookworm", archTag: "amd64", processor: "amd64")
             try await farm.store.addBuilder(name: builder, processors: ["amd64"], brokerUser: "guest")
-            try await farm.startMaster(lease: 120, acceptTimeout: 60)
+            // One agent takes the builds one after another, and a job waits in its queue while hello builds (about
+            // 40 s alone, over a minute beside the rest of the suite): the accept timeout must outlast that, or the
+            // waiting build is requeued and ends at attempt 2.
+            try await farm.startMaster(lease: 120, acceptTimeout: 600)
             let registered = try await farm.cli("archseries", "chroot", "debian/bookworm/amd64", chroot,
                                                 "--artifacts", farm.artifactRoot)
             #expect(registered.status == 0, "archseries chroot: \(registered.error)")
