@@ -391,7 +391,7 @@ cl_fault_rmq_partition() {
     cl_fault "rmq-partition end: healed$restarted, 3 nodes running (the majority saw 2 while cut)"
 }
 
-cl_rabbit_healed() {  # both nodes see 3 running nodes, and the first one's rabbit application runs
+cl_rabbit_healed() {  # both nodes' rabbit applications run (cluster_status needs it) and see 3 running nodes
     [ "$(cl_rabbit_running "$1")" = 3 ] && [ "$(cl_rabbit_running "$2")" = 3 ]
 }
 
@@ -452,7 +452,6 @@ cl_fault_agent_stop() {
         cl_fault "agent-stop stopped: $agent in $stopped s (stop_timeout $CL_STOP_TIMEOUT s)"
         [ "$stopped" -le $((CL_STOP_TIMEOUT + 5)) ] || cl_fault "FAILED agent-stop: $stopped s is past its stop_timeout"
     fi
-    CL_STOPPED_AGENT=$agent
     cl_start_agent "$agent"
     cl_wait 5
     cl_heal "$agent"
@@ -476,7 +475,12 @@ cl_fault_agent_slow() {
     after=$(cl_sql -c "SELECT count(*) FROM build b JOIN builder r ON r.id = b.builder_id WHERE r.name = '$agent'" 2>/dev/null || echo 0)
     cl_heal "$agent"
     kill "$delayer" 2>/dev/null || true
-    cl_fault "agent-slow end: $agent healed; TCP connect took ${rtt}s while slowed; builds it took meanwhile: $((after - before))"
+    # The effect, checked: a TCP connect from the agent (one round trip) took at least the 200 ms.
+    if python3 -c "import sys; sys.exit(0 if float('$rtt') >= 0.19 else 1)" 2>/dev/null; then
+        cl_fault "agent-slow end: $agent healed; TCP connect took ${rtt}s while slowed; builds it took meanwhile: $((after - before))"
+    else
+        cl_fault "FAILED agent-slow: a TCP connect from $agent took '${rtt}' s while slowed, not 0.2 s or more"
+    fi
 }
 
 cl_fault_pg_failover() {
@@ -571,7 +575,7 @@ CONF
     for i in $(seq "$CL_AGENTS"); do cl_start_agent "$(printf 'a%02d' "$i")"; done
     cl_log "queueing $builds builds for amd64 and arm64 (a build takes about $CL_SLEEP s on its agent)"
     chaos_queue_sql "$builds" | cl_sql >/dev/null
-    CL_STARTED=$SECONDS CL_REPORTED=$SECONDS CL_LEASE_AGENT="" CL_STOPPED_AGENT=""
+    CL_STARTED=$SECONDS CL_REPORTED=$SECONDS CL_LEASE_AGENT=""
     cl_fault "start $builds builds"
     cl_submitter &
     local submitter=$!
