@@ -117,7 +117,9 @@ def main():
     failed_otherwise = int(query(args.database, """
         SELECT count(*) FROM build WHERE source_name = 'chaos' AND status = 'FAILEDTOBUILD' AND failure_count <> 3
         """)[0][0])
-    lost = (args.builds - queued) + unfinished + without_files + failed_otherwise
+    # (More queued than expected is not a loss: a submit whose answer was lost may still have committed;
+    # its build counts among the unfinished if it did not end. It must never offset a loss.)
+    lost = max(0, args.builds - queued) + unfinished + without_files + failed_otherwise
     twice = int(query(args.database, """
         SELECT count(*) FROM (SELECT e.build_id FROM build_event e JOIN build b ON b.id = e.build_id
                                WHERE b.source_name = 'chaos' AND e.status IN %s
