@@ -31,9 +31,6 @@ public enum BuilddMetrics {
         Counter(label: "buildd_http_refused_total", dimensions: [("route", route), ("reason", reason)]).increment()
     }
 
-    /// This master stepped down from the status shards: it could not apply events (database unreachable).
-    public static func steppedDown() { Counter(label: "buildd_status_shards_stepped_down_total").increment() }
-
     public static func legacyPoll() { Counter(label: "buildd_legacy_polls_total").increment() }
 
     /// A legacy builder's fault, by kind: `fault`, `timeout`, `refused`, `http`, `malformed`, `other`.

@@ -14,7 +14,6 @@ public final class MasterDaemon: Service {
     public let configuration: MasterConfiguration
     let logger: Logger
     let metrics: PrometheusCollectorRegistry?
-    let intake = StatusShardIntake()
 
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with, exported at `/metrics`.
     public init(configuration: MasterConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) {
@@ -46,7 +45,7 @@ public final class MasterDaemon: Service {
             },
             logger: httpLogger)
         let core = MasterCore(configuration: configuration, store: store, broker: broker, artifacts: artifacts,
-                              intake: intake, logger: logger)
+                              logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: app), .init(service: core)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -69,11 +68,12 @@ public final class MasterDaemon: Service {
         var amqp = try AMQPConfiguration(url: configuration.brokerURL, connectionName: "buildd-master-\(configuration.name)")
         amqp.heartbeat = Self.brokerHeartbeat(leaseSeconds: configuration.leaseSeconds)
         let queueType = configuration.queueType
-        let intake = self.intake
         return AMQPClient(configuration: amqp, logger: logger) { connection in
             try BrokerTopology.declareMaster(on: connection, queueType: queueType)
             try connection.qos(prefetch: 64, channel: AMQPClient.consumeChannel)
-            try intake.consumeIfOn(connection)
+            for shard in 0..<BrokerTopology.statusShards {
+                try connection.consume(queue: BrokerTopology.statusShardQueue(shard), channel: AMQPClient.consumeChannel)
+            }
         }
     }
 }
@@ -87,12 +87,10 @@ public final class MasterCore: Service {
     public let master: BuilddMaster
     public let dispatcher: Dispatcher
     public let legacy: LegacyAdapter
-    let intake: StatusShardIntake
 
     public init(configuration: MasterConfiguration, store: BuilddStore, broker: AMQPClient, artifacts: ArtifactStore,
-                intake: StatusShardIntake, logger: Logger) {
+                logger: Logger) {
         self.configuration = configuration
-        self.intake = intake
         self.store = store
         self.broker = broker
         self.logger = logger
@@ -106,7 +104,7 @@ public final class MasterCore: Service {
         let listener = PostgresListener(url: configuration.databaseURL, channels: ["buildd_queue"], logger: logger)
         let dispatcher = self.dispatcher
         let consumer = EventConsumer(master: master, store: store, broker: broker, configuration: configuration,
-                                     intake: intake, logger: logger) { dispatcher.wake.signal() }
+                                     logger: logger) { dispatcher.wake.signal() }
         let watchdog = Watchdog(master: master, store: store, configuration: configuration, logger: logger) {
             dispatcher.wake.signal()
         }
@@ -116,7 +114,6 @@ public final class MasterCore: Service {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await dispatcher.run() }
                 group.addTask { await consumer.run() }
-                group.addTask { await consumer.resumeWhenTheDatabaseAnswers() }
                 group.addTask { await watchdog.run() }
                 group.addTask { await self.legacy.run() }
                 group.addTask {
