@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 
-lock = threading.Lock()
+lock = threading.RLock()  # re-entrant: the signal handlers run on the main thread, which may hold it
 cut = False
 relayed = set()   # sockets of relayed connections
 held = []         # connections accepted while cut
