@@ -154,20 +154,26 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             .appendingPathComponent(path).path
     }
 
-    /// Starts a launchpad-buildd stand-in (Tests/Support/buildd-standin.py) on a free loopback port.
-    func startStandIn(arch: String = "amd64") async throws -> LegacyStandIn {
-        let port = try Self.freePort()
+    /// Runs a Python script of Tests/Support with `arguments`, its output in `log`.
+    func startSupportScript(_ name: String, _ arguments: [String], log: String) throws -> Process {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Support/buildd-standin.py").path
-        let log = directory + "/standin-\(port).log"
+            .appendingPathComponent("Support/" + name).path
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--port", "\(port)", "--arch", arch]
+        process.arguments = ["python3", script] + arguments
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
+        return process
+    }
+
+    /// Starts a launchpad-buildd stand-in (Tests/Support/buildd-standin.py) on a free loopback port.
+    func startStandIn(arch: String = "amd64") async throws -> LegacyStandIn {
+        let port = try Self.freePort()
+        let log = directory + "/standin-\(port).log"
+        let process = try startSupportScript("buildd-standin.py", ["--port", "\(port)", "--arch", arch], log: log)
         let standIn = LegacyStandIn(port: port, process: process)
         standIns.append(standIn)
         let up = try await eventually(timeout: .seconds(15)) { (try? await standIn.control("probe")) != nil }
@@ -182,17 +188,8 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         let host = target.host ?? "127.0.0.1"
         let port = target.port ?? 5432
         let listen = try Self.freePort()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Support/tcp-relay.py").path
         let log = directory + "/relay-\(listen).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "\(listen)", host, "\(port)"]
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
+        let process = try startSupportScript("tcp-relay.py", ["\(listen)", host, "\(port)"], log: log)
         let relay = TCPRelay(process: process)
         relays.append(relay)
         let up = try await eventually(timeout: .seconds(15)) {
