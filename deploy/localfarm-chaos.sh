@@ -104,10 +104,8 @@ cmd_chaos() {
     trap down EXIT
     services
     cd "$ROOT"
-    log "building buildd-master and buildd-agent"
-    swift build --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-    swift build --product buildd-agent 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-    CHAOS_BIN=$(swift build --show-bin-path)
+    build_farm_binaries
+    CHAOS_BIN=$FARM_BIN
     CHAOS=$STATE/chaos
     rm -rf "$CHAOS" && mkdir -p "$CHAOS/locks" "$CHAOS/artifacts" "$CHAOS/work"
     : > "$CHAOS/journal"

@@ -509,10 +509,8 @@ cmd_cluster() {
     command -v ip >/dev/null || apt_install iproute2
     command -v iptables-legacy >/dev/null || apt_install iptables
     cd "$ROOT"
-    log "building buildd-master and buildd-agent"
-    swift build --product buildd-master 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-    swift build --product buildd-agent 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] ' || true
-    CL_BIN=$(swift build --show-bin-path)
+    build_farm_binaries
+    CL_BIN=$FARM_BIN
     CL=$STATE/cluster
     cl_teardown
     trap cl_cleanup EXIT
