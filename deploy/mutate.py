@@ -3,12 +3,20 @@
 runs the tests that claim to guard it. Every mutant must be caught (some test fails); the run prints which
 test caught which, writes the table to .localfarm/mutate/results.md and exits 1 if any mutant survived.
 
-    mutate.py CHECKOUT OUTDIR [NAME...]     (NAME: run only these mutants)
+    mutate.py CHECKOUT OUTDIR [NAME...]     every mutant, or only those named
+    mutate.py CHECKOUT OUTDIR --ci          CI's bounded form: see select_for_ci()
+    mutate.py CHECKOUT OUTDIR --plan        prints what --ci would run, and why, and runs nothing
+
+Each caught mutant's fingerprint (a digest of its table row, the file it breaks and the test files that
+guard it) is written to deploy/mutants-verified.tsv, with the date and the tests that caught it: commit
+that file after a run, so that CI knows which mutants were verified on exactly the code they break.
 
 Each mutant replaces one exact piece of code, which must occur exactly once (a mutant whose code moved is
 an error, not a pass). The file is restored afterwards, also on failure or Ctrl-C. The services the tests
 need must be running and their settings exported (deploy/localfarm does both).
 """
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -27,11 +35,16 @@ MUTANTS = [
      "case .running(_, _, let leaseUntil) where now > leaseUntil:",
      "case .running(_, _, let leaseUntil) where now > leaseUntil + 1_000_000:",
      "StoreIntegrationTests|BuildLifecycleTests|MasterBehaviourTests|LifecycleCoreTests"),
-    ("broker-up-for-a-lease", "leases are judged only once the broker connection has been up for a whole lease",
+    ("broker-up-for-a-lease", "a master judges no lease while its broker connection is down or young (a broker outage requeues nothing)",
      "Sources/Master/BuilddMaster/Scanner/BuilddMaster.swift",
      "let leasesJudgeable = !waitForBrokerBeforeLeases",
      "let leasesJudgeable = true || !waitForBrokerBeforeLeases",
      "BrokerRestartTests"),
+    ("reconnect-wait", "leases are judged again only after a lease plus an agent's longest reconnect wait",
+     "Sources/Core/BuilddCore/LeaseJudgement.swift",
+     "        lease + reconnectWait\n",
+     "        lease\n",
+     "LeaseJudgementTests"),
     ("job-threshold-3", "a job that failed for infrastructure reasons 3 times ends FAILEDTOBUILD",
      "Sources/Core/BuilddCore/FailureLedger.swift",
      "public static let job = 3", "public static let job = 4",
@@ -135,14 +148,136 @@ def run(argv, log, timeout):
             return None
 
 
+VERIFIED = "deploy/mutants-verified.tsv"
+SAMPLE = 5
+SUBMISSION_HOURS = 4
+
+
+def test_files(tests):
+    """The test files that declare a suite or test the mutant's filter (a swift test --filter regex) selects."""
+    pattern = re.compile(tests)
+    found = []
+    for folder in ("Tests/UnitTests", "Tests/IntegrationTests"):
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".swift"):
+                continue
+            path = os.path.join(folder, name)
+            text = open(path, errors="replace").read()
+            if any(pattern.search(ident) for ident in re.findall(r"\b(?:struct|func)\s+(\w+)", text)):
+                found.append(path)
+    return found
+
+
+def fingerprint(mutant):
+    """A digest of what decides whether the mutant is caught: its row, the file it breaks, its test files."""
+    name, rule, path, code, broken, tests = mutant
+    digest = hashlib.sha256(json.dumps(list(mutant)).encode())
+    for file in [path] + test_files(tests):
+        digest.update(file.encode() + b"\0")
+        digest.update(open(file, "rb").read())
+    return digest.hexdigest()[:16]
+
+
+def read_verified():
+    verified = {}
+    if os.path.exists(VERIFIED):
+        for line in open(VERIFIED):
+            if line.startswith("#") or not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            verified[fields[0]] = fields
+    return verified
+
+
+def write_verified(verified):
+    with open(VERIFIED, "w") as out:
+        out.write("# Written by deploy/mutate.py: each mutant caught, on the code and tests with this fingerprint.\n")
+        out.write("# mutant\tfingerprint\tverified (UTC)\tcaught by\n")
+        for name in sorted(verified):
+            out.write("\t".join(verified[name]) + "\n")
+
+
+def git(*argv):
+    return subprocess.run(["git"] + list(argv), capture_output=True, text=True, check=True).stdout.strip()
+
+
+def files_of_submission():
+    """The files the submission under test changed: a session lasts at most three hours, so its commits are
+    those of the SUBMISSION_HOURS before HEAD's (an earlier session's that close count too, which only runs
+    more). Returns (base commit, set of paths), or (None, None) when the history does not tell."""
+    try:
+        head_time = int(git("log", "-1", "--format=%ct", "HEAD"))
+        base = git("rev-list", "-1", "--before=%d" % (head_time - SUBMISSION_HOURS * 3600), "HEAD")
+        if not base:
+            return None, None
+        return base, set(git("diff", "--name-only", base, "HEAD").splitlines())
+    except (subprocess.CalledProcessError, ValueError, OSError):
+        return None, None
+
+
+def select_for_ci(mutants):
+    """CI's bounded form. Every mutant the submission touched: the file it breaks or a test file that guards
+    it changed in the submission's commits (files_of_submission), or its fingerprint differs from the one
+    recorded when it was last caught (it changed since, or was never verified). Plus a rotating sample of the
+    others: they are dealt, in name order, into groups of at least SAMPLE, and the commit's number
+    (git rev-list --count HEAD) picks the group. Returns (chosen, reasons)."""
+    verified = read_verified()
+    base, changed = files_of_submission()
+    touched, others, reasons = [], [], {}
+    for mutant in mutants:
+        name, path, tests = mutant[0], mutant[2], mutant[5]
+        recorded = verified.get(name)
+        files = [path] + test_files(tests)
+        if changed is None:
+            reasons[name] = "the history does not say what the submission changed"
+        elif set(files) & changed:
+            reasons[name] = "the submission (since %s) changed %s" % (base[:10], ", ".join(sorted(set(files) & changed)))
+        elif recorded is None:
+            reasons[name] = "never verified"
+        elif recorded[1] != fingerprint(mutant):
+            reasons[name] = "changed since it was verified on %s" % recorded[2]
+        if name in reasons:
+            touched.append(mutant)
+        else:
+            others.append(mutant)
+    groups = max(1, len(others) // SAMPLE)
+    try:
+        number = int(subprocess.run(["git", "rev-list", "--count", "HEAD"], capture_output=True, text=True,
+                                    check=True).stdout)
+    except (subprocess.CalledProcessError, ValueError, OSError):
+        number = 0
+    group = number % groups
+    sample = [m for index, m in enumerate(sorted(others)) if index % groups == group]
+    for mutant in sample:
+        reasons[mutant[0]] = "rotating sample (group %d of %d, commit number %d)" % (group + 1, groups, number)
+    chosen = [m for m in mutants if m[0] in reasons]
+    return chosen, reasons
+
+
 def main():
     checkout, outdir = sys.argv[1], sys.argv[2]
-    only = set(sys.argv[3:])
+    flags = [a for a in sys.argv[3:] if a.startswith("--")]
+    only = set(a for a in sys.argv[3:] if not a.startswith("--"))
+    unknown = [f for f in flags if f not in ("--ci", "--plan")] + sorted(only - set(m[0] for m in MUTANTS))
+    if unknown:
+        print("mutate: unknown mutant or flag: %s (mutants: %s)" % (", ".join(unknown), ", ".join(m[0] for m in MUTANTS)))
+        return 2
     os.makedirs(outdir, exist_ok=True)
     os.chdir(checkout)
+    if "--ci" in flags or "--plan" in flags:
+        chosen, reasons = select_for_ci(MUTANTS)
+        print("[mutate] CI's bounded form: %d of %d mutants" % (len(chosen), len(MUTANTS)), flush=True)
+        for mutant in chosen:
+            print("[mutate]   %s: %s" % (mutant[0], reasons[mutant[0]]), flush=True)
+        if "--plan" in flags:
+            return 0
+    else:
+        chosen = [m for m in MUTANTS if not only or m[0] in only]
     rows, survivors, errors = [], [], []
-    chosen = [m for m in MUTANTS if not only or m[0] in only]
-    for index, (name, rule, path, code, broken, tests) in enumerate(chosen, 1):
+    verified = read_verified()
+    begun = time.time()
+    for index, mutant in enumerate(chosen, 1):
+        name, rule, path, code, broken, tests = mutant
         started = time.time()
         original = open(path).read()
         if original.count(code) != 1:
@@ -177,6 +312,11 @@ def main():
         finally:
             with open(path, "w") as restored:
                 restored.write(original)
+        if verdict == "caught" and failed:
+            verified[name] = [name, fingerprint(mutant), time.strftime("%Y-%m-%d %H:%M", time.gmtime()), caught]
+        else:
+            verified.pop(name, None)
+    write_verified(verified)
     # Leave the tree built as it is.
     run(["swift", "build", "--build-tests"], os.path.join(outdir, "restore.build.log"), 1200)
     table = ["| rule | mutant | caught by | result |", "|---|---|---|---|"]
@@ -184,8 +324,8 @@ def main():
     with open(os.path.join(outdir, "results.md"), "w") as out:
         out.write("\n".join(table) + "\n")
     print("\n".join(table))
-    print("mutate: %d mutants, %d caught, %d survived, %d errors" % (
-        len(rows), len(rows) - len(survivors) - len(errors), len(survivors), len(errors)))
+    print("mutate: %d mutants, %d caught, %d survived, %d errors in %.0f s" % (
+        len(rows), len(rows) - len(survivors) - len(errors), len(survivors), len(errors), time.time() - begun))
     return 0 if not survivors and not errors else 1
 
 

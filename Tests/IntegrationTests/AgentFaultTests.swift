@@ -363,9 +363,8 @@ struct PrivateBroker: TestResource {
 
 @Suite(.serialized, .timeLimit(.minutes(5))) struct BrokerRestartTests {
     /// A farm on a broker of its own, with one agent building one sample build when `body` starts. The
-    /// master has the production default lease (30 s), longer than a broker restart: one under load took
-    /// over the harness's 10 s here once, and the build was requeued as its lease ran out.
-    func withBuildOnPrivateBroker(agent name: String, sampleSeconds: Double, agentSettings: String = "",
+    /// master has the production default lease (30 s) unless `lease` says otherwise.
+    func withBuildOnPrivateBroker(agent name: String, sampleSeconds: Double, agentSettings: String = "", lease: Int = 30,
                                   _ body: (PrivateBroker, FarmHarness, Int64) async throws -> Void) async throws {
         let broker = try await PrivateBroker.start()
         try await closing(broker) {
@@ -375,7 +374,7 @@ struct PrivateBroker: TestResource {
             try await closing(farm) {
                 try await store.addNobleProcessors(["amd64"])
                 try await store.addBuilder(name: name, processors: ["amd64"])
-                try await farm.startMaster(lease: 30)
+                try await farm.startMaster(lease: lease)
                 try farm.startAgent(name, processors: ["amd64"], sampleSeconds: sampleSeconds, agentSettings: agentSettings)
                 let id = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
                                                              sourceName: "hello", sourceVersion: "1.0"))
@@ -406,6 +405,48 @@ struct PrivateBroker: TestResource {
             #expect(detail.history.filter { $0.status == "FULLYBUILT" }.count == 1)
             #expect(farm.log("survivor").contains("broker connection lost"))
             #expect(detail.files.contains { $0.name == "hello_1.0_amd64.deb" })
+        }
+    }
+
+    /// The rule behind `LeaseJudgement`, with the fault held on purpose for longer than the window it
+    /// guards: a 5 s lease and the broker away for three leases, counted from the moment the master saw it
+    /// go, while the agent goes on building. No heartbeat can arrive meanwhile, so a master that judged
+    /// leases would requeue the build during the outage (its watchdog runs every second). It must wait
+    /// until its connection has been back for a lease plus an agent's longest reconnect wait; the agent says
+    /// hello as soon as it is back, and the build ends once, at attempt 1. Nothing here depends on how long
+    /// the broker takes to stop or start: every step waits for the state it needs.
+    @Test func aBrokerAwayForSeveralLeasesRequeuesNothing() async throws {
+        let lease = 5
+        try await withBuildOnPrivateBroker(agent: "patient", sampleSeconds: 90, lease: lease) { broker, farm, id in
+            let store = farm.store
+            let health = farm.masterURLs[0] + "/healthz"
+            let status = { @Sendable () async -> Int in
+                (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: health, timeoutSeconds: 2) })?.status ?? 0
+            }
+            try await broker.run("broker-down")
+            #expect(try await eventually(timeout: .seconds(30), interval: .milliseconds(100)) { await status() == 503 },
+                    "the master saw the broker go")
+            try await Task.sleep(for: .seconds(3 * lease + 1))
+            let during = try await store.build(id)
+            #expect(during.build.status == .building && during.build.attempt == 1 && during.build.failureCount == 0,
+                    "nothing judged while the broker was away: \(during.build) \(during.history)\nmaster log:\n\(farm.log("master"))")
+            try await broker.run("broker-up")
+            // The master judges leases again a lease plus the reconnect wait after it is back: by then the
+            // agent has spoken, and the build, still running, keeps its attempt.
+            #expect(try await eventually(timeout: .seconds(120)) { farm.log("master").contains("leases judged again") },
+                    "master log:\n\(farm.log("master"))")
+            let judged = try await store.build(id)
+            #expect(judged.build.attempt == 1 && judged.build.failureCount == 0
+                        && [.building, .fullyBuilt].contains(judged.build.status),
+                    "after leases were judged again: \(judged.build) \(judged.history)")
+            #expect(try await eventually(timeout: .seconds(120)) { try await store.build(id).build.status == .fullyBuilt },
+                    "agent log:\n\(farm.log("patient"))")
+            let detail = try await store.build(id)
+            #expect(detail.build.attempt == 1 && detail.build.failureCount == 0, "built once, never requeued")
+            #expect(detail.history.filter { $0.status == "FULLYBUILT" }.count == 1)
+            let master = farm.log("master")
+            #expect(master.contains("leases not judged until the broker connection has been up for \(lease + Int(AMQPClient.longestReconnectWait.components.seconds)) s"))
+            #expect(!master.contains("lease expired"), "\(master)")
         }
     }
 

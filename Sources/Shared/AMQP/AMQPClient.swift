@@ -16,6 +16,15 @@ public final class AMQPClient: @unchecked Sendable {
     /// Channel used for `basic.get` (no consumers on it).
     public static let getChannel: UInt16 = 3
 
+    /// The wait between two rounds of connection attempts starts here and doubles up to ``longestBackoff``.
+    static let firstBackoff = Duration.milliseconds(250)
+    static let longestBackoff = Duration.seconds(10)
+    /// Each wait is the backoff times a factor drawn from this range, so clients do not come back in step.
+    static let jitter = 0.8...1.2
+    /// The longest a client waits between two rounds of connection attempts: once the broker is back, every
+    /// client is connected again within this (plus the time its attempts take).
+    public static let longestReconnectWait = longestBackoff * jitter.upperBound
+
     public enum ConnectionEvent: Sendable {
         case connected(generation: Int)
         case disconnected(reason: String)
@@ -106,7 +115,7 @@ public final class AMQPClient: @unchecked Sendable {
     // MARK: Thread
 
     private func loop() {
-        var backoff = Duration.milliseconds(250)
+        var backoff = Self.firstBackoff
         // Which of the cluster's nodes to try next: a failed attempt goes on to the next node at once, and the
         // client backs off only after a whole round; a lost connection is made again on the next node.
         var failedInRound = 0
@@ -123,7 +132,7 @@ public final class AMQPClient: @unchecked Sendable {
                     try setup(fresh)
                     connection = fresh
                     publishCounter = 0
-                    backoff = .milliseconds(250)
+                    backoff = Self.firstBackoff
                     connectedGeneration.withLock { $0 = generation }
                     connectedSince.withLock { $0 = ContinuousClock.now }
                     failedInRound = 0
@@ -139,11 +148,10 @@ public final class AMQPClient: @unchecked Sendable {
                     failedInRound += 1
                     if failedInRound < configuration.nodes.count { continue }
                     failedInRound = 0
-                    let jitter = Double.random(in: 0.8...1.2)
-                    let wait = backoff * jitter
+                    let wait = backoff * Double.random(in: Self.jitter)
                     mailbox.wait(timeoutMilliseconds: Int32(wait.components.seconds * 1000
                         + wait.components.attoseconds / 1_000_000_000_000_000))
-                    backoff = min(backoff * 2, .seconds(10))
+                    backoff = min(backoff * 2, Self.longestBackoff)
                     continue
                 }
             }

@@ -1,4 +1,5 @@
 import AMQP
+import BuilddCore
 import BuilddShared
 import Logging
 import Synchronization
@@ -52,6 +53,8 @@ public final class BuilddMaster: Sendable {
     let configuration: MasterConfiguration
     let logger: Logger
     private let state = Mutex<(archSeries: [DistroArchSeries], groups: [DistroArchSeries: BuilderGroup])>(([], [:]))
+    /// Whether the last scan judged leases (nil before the first).
+    private let leaseJudgement = Mutex<Bool?>(nil)
 
     /// Whether leases wait for the broker connection to have been up for a whole lease (daemons); a
     /// one-shot scan judges them at once.
@@ -94,12 +97,16 @@ public final class BuilddMaster: Sendable {
     /// out are failures, cancelling builds' builders are told (again) to abort. (Agents push their results;
     /// legacy builders are polled by their adapter.)
     ///
-    /// Leases are judged only once this master's broker connection has been up for a whole lease: while
-    /// the broker is away no heartbeat can arrive, and a broker restart must not requeue every build.
+    /// Leases are judged only when ``LeaseJudgement`` says so: once this master's broker connection has been
+    /// up for a whole lease plus an agent's longest reconnect wait. While the broker is away no heartbeat can
+    /// arrive, and a broker restart or outage must not requeue every build.
     public func scanActiveBuilders() async throws -> ScanReport {
         var report = ScanReport()
         let leasesJudgeable = !waitForBrokerBeforeLeases
-            || broker.map { ($0.connectedFor ?? .zero) >= .seconds(configuration.leaseSeconds) } ?? true
+            || broker.map { LeaseJudgement.judgeable(brokerConnectedFor: $0.connectedFor.map(Self.seconds),
+                                                     lease: Double(configuration.leaseSeconds),
+                                                     reconnectWait: Self.seconds(AMQPClient.longestReconnectWait)) } ?? true
+        noteLeaseJudgement(leasesJudgeable)
         report.reclaimed = try await store.expireClaims(olderThanSeconds: configuration.acceptTimeoutSeconds)
         for build in report.reclaimed {
             logger.warning("job not accepted in time, queued again", metadata: ["build.id": "\(build)"])
@@ -119,6 +126,29 @@ public final class BuilddMaster: Sendable {
                             reason: "cancelled by an operator")
         }
         return report
+    }
+
+    /// Logs when lease judgement stops (the broker connection went down) and starts again.
+    private func noteLeaseJudgement(_ judgeable: Bool) {
+        let last = leaseJudgement.withLock { last -> Bool? in
+            defer { last = judgeable }
+            return last
+        }
+        guard last != judgeable else { return }
+        if judgeable {
+            guard last != nil else { return }
+            logger.info("leases judged again: the broker connection has been up long enough for every agent to speak")
+        } else {
+            let window = LeaseJudgement.window(lease: Double(configuration.leaseSeconds),
+                                               reconnectWait: Self.seconds(AMQPClient.longestReconnectWait))
+            logger.log(level: last == nil ? .info : .warning,
+                       "leases not judged until the broker connection has been up for \(Int(window)) s",
+                       metadata: ["lease.seconds": "\(configuration.leaseSeconds)"])
+        }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// The head of each processor's queue, best first: at most `limit` items per processor, read through
