@@ -329,7 +329,10 @@ struct PrivateBroker: TestResource {
     }
 
     static func start() async throws -> PrivateBroker {
-        let directory = NSTemporaryDirectory() + "buildd-broker-\(randomHexToken(bytes: 4))"
+        // Named by the test run (BUILDD_TEST_RUN, from deploy/localfarm test), whose clean-up stops only
+        // its own brokers: another checkout's run on the same machine keeps its.
+        let run = ProcessInfo.processInfo.environment["BUILDD_TEST_RUN"] ?? "adhoc"
+        let directory = NSTemporaryDirectory() + "buildd-broker-\(run)-\(randomHexToken(bytes: 4))"
         let ports = try (0..<4).map { _ in try FarmHarness.freePort() }
         let broker = PrivateBroker(directory: directory, amqpPort: ports[0], environment: [
             "BUILDD_STATE_DIR": directory, "BUILDD_AMQP_PORT": "\(ports[0])", "BUILDD_AMQP_DIST_PORT": "\(ports[1])",
