@@ -431,7 +431,8 @@ struct PrivateBroker: TestResource {
                     "the master saw the broker go")
             try await Task.sleep(for: .seconds(3 * lease + 1))
             let during = try await store.build(id)
-            #expect(during.build.status == .building && during.build.attempt == 1 && during.build.failureCount == 0,
+            // (#require: when this fails the rest cannot pass, and need not wait for it.)
+            try #require(during.build.status == .building && during.build.attempt == 1 && during.build.failureCount == 0,
                     "nothing judged while the broker was away: \(during.build) \(during.history)\nmaster log:\n\(farm.log("master"))")
             try await broker.run("broker-up")
             // The master judges leases again a lease plus the reconnect wait after it is back: by then the
