@@ -276,6 +276,21 @@ def main():
     rows, survivors, errors, skipped = [], [], [], []
     verified = read_verified()
     begun = time.time()
+    # A guarding test that fails without any mutant would "catch" every one. CI has just run the whole suite
+    # and passed; elsewhere the guarding tests run first on the tree as it is, and must pass.
+    if "--ci" not in flags and chosen:
+        every = "|".join("(?:%s)" % m[5] for m in chosen)
+        print("[mutate] baseline: the guarding tests on the tree as it is", flush=True)
+        build_status = run(["swift", "build", "--build-tests"], os.path.join(outdir, "baseline.build.log"), 1200)
+        log = os.path.join(outdir, "baseline.test.log")
+        status = run(["swift", "test", "--skip-build", "--filter", every], log, 2400) if build_status == 0 else None
+        if status != 0:
+            text = open(log, errors="replace").read() if os.path.exists(log) else ""
+            failed = sorted(set(re.findall(r"✘ Test (\w+)\(.*?\) (?:recorded an issue|failed)", text)))
+            print("mutate: the guarding tests fail without any mutant (%s; see %s): fix them first" % (
+                ", ".join(failed) or "build failed or timed out", log))
+            return 1
+        print("[mutate] baseline passed in %.0f s" % (time.time() - begun), flush=True)
     budget = float(os.environ.get("BUILDD_MUTATE_BUDGET", "2400"))
     for index, mutant in enumerate(chosen, 1):
         name, rule, path, code, broken, tests = mutant

@@ -63,7 +63,7 @@ import Glibc
         try await closing(farm) {
             try await farm.store.addBuilder(name: "slow", processors: ["amd64"])
             try await farm.startMaster()
-            try farm.startAgent("slow", processors: ["amd64"], sampleSeconds: 60)
+            try farm.startAgent("slow", processors: ["amd64"], sampleSeconds: 40)
             let id = try await submit(farm, "long")
             #expect(try await waitFor(farm, id, .building))
             let clock = ContinuousClock()
@@ -110,9 +110,14 @@ import Glibc
             try await farm.store.addBuilder(name: "doomed", processors: ["amd64"])
             try await farm.store.addBuilder(name: "spare", processors: ["amd64"])
             try await farm.startMaster(lease: 5)
-            try farm.startAgent("doomed", processors: ["amd64"], sampleSeconds: 8)
+            try farm.startAgent("doomed", processors: ["amd64"], sampleSeconds: 40)
             let id = try await submit(farm, "hello")
             #expect(try await waitFor(farm, id, .building))
+            // A master judges leases only once its broker connection has been up for a lease plus a client's
+            // longest reconnect wait (LeaseJudgement): the bound below starts from then.
+            #expect(try await eventually(timeout: .seconds(60)) { farm.log("master").contains("leases judged again") },
+                    "master log:\n\(farm.log("master"))")
+            #expect(try await farm.store.build(id).build.status == .building, "the sample build outlasts the wait")
             let agent = try #require(farm.agents["doomed"])
             let killedAt = try await farm.store.database.query("SELECT extract(epoch FROM clock_timestamp()) AS t")
                 .first!.double("t")
