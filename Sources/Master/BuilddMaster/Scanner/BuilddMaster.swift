@@ -56,8 +56,7 @@ public final class BuilddMaster: Sendable {
     /// Whether the last scan judged leases (nil before the first).
     private let leaseJudgement = Mutex<Bool?>(nil)
 
-    /// Whether leases wait for the broker connection to have been up for a whole lease (daemons); a
-    /// one-shot scan judges them at once.
+    /// Whether leases wait until ``LeaseJudgement`` allows them (daemons); a one-shot scan judges them at once.
     let waitForBrokerBeforeLeases: Bool
 
     public init(store: BuilddStore, broker: AMQPClient?, configuration: MasterConfiguration, logger: Logger,
