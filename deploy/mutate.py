@@ -15,6 +15,7 @@ Each mutant replaces one exact piece of code, which must occur exactly once (a m
 an error, not a pass). The file is restored afterwards, also on failure or Ctrl-C. The services the tests
 need must be running and their settings exported (deploy/localfarm does both).
 """
+import functools
 import hashlib
 import json
 import os
@@ -153,6 +154,13 @@ SAMPLE = 5
 SUBMISSION_HOURS = 4
 
 
+def failed_tests(log):
+    """The tests a `swift test` log says failed."""
+    text = open(log, errors="replace").read() if os.path.exists(log) else ""
+    return sorted(set(re.findall(r"✘ Test (\w+)\(.*?\) (?:recorded an issue|failed)", text)))
+
+
+@functools.lru_cache(maxsize=None)
 def test_files(tests):
     """The test files that declare a suite or test the mutant's filter (a swift test --filter regex) selects."""
     pattern = re.compile(tests)
@@ -242,8 +250,7 @@ def select_for_ci(mutants):
             others.append(mutant)
     groups = max(1, len(others) // SAMPLE)
     try:
-        number = int(subprocess.run(["git", "rev-list", "--count", "HEAD"], capture_output=True, text=True,
-                                    check=True).stdout)
+        number = int(git("rev-list", "--count", "HEAD"))
     except (subprocess.CalledProcessError, ValueError, OSError):
         number = 0
     group = number % groups
@@ -285,8 +292,7 @@ def main():
         log = os.path.join(outdir, "baseline.test.log")
         status = run(["swift", "test", "--skip-build", "--filter", every], log, 2400) if build_status == 0 else None
         if status != 0:
-            text = open(log, errors="replace").read() if os.path.exists(log) else ""
-            failed = sorted(set(re.findall(r"✘ Test (\w+)\(.*?\) (?:recorded an issue|failed)", text)))
+            failed = failed_tests(log)
             print("mutate: the guarding tests fail without any mutant (%s; see %s): fix them first" % (
                 ", ".join(failed) or "build failed or timed out", log))
             return 1
@@ -318,9 +324,8 @@ def main():
                 continue
             test_log = os.path.join(outdir, name + ".test.log")
             status = run(["swift", "test", "--skip-build", "--filter", tests], test_log, 1500)
-            text = open(test_log, errors="replace").read()
-            failed = sorted(set(re.findall(r"✘ Test (\w+)\(.*?\) (?:recorded an issue|failed)", text)))
-            ran = re.search(r"Test run with (\d+) tests?", text)
+            failed = failed_tests(test_log)
+            ran = re.search(r"Test run with (\d+) tests?", open(test_log, errors="replace").read())
             if status == 0 or (status is not None and not failed):
                 survivors.append(name)
                 verdict = "SURVIVED (%s tests of %s passed)" % (ran.group(1) if ran else "?", tests)

@@ -63,7 +63,7 @@ import Glibc
         try await closing(farm) {
             try await farm.store.addBuilder(name: "slow", processors: ["amd64"])
             try await farm.startMaster()
-            try farm.startAgent("slow", processors: ["amd64"], sampleSeconds: 40)
+            try farm.startAgent("slow", processors: ["amd64"], sampleSeconds: 60)
             let id = try await submit(farm, "long")
             #expect(try await waitFor(farm, id, .building))
             let clock = ContinuousClock()

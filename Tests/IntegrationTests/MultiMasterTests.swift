@@ -98,8 +98,7 @@ import Glibc
                     do { _ = try PostgresConnection(url: url); return false } catch { return true }
                 }.value
                 guard failed else { return nil }
-                let elapsed = (clock.now - started).components
-                return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+                return (clock.now - started).inSeconds
             }
             let byDefault = try #require(await secondsToFail(url), "connected through a cut relay")
             #expect(byDefault >= 4.5 && byDefault < 8, "default connect_timeout (5 s): gave up after \(byDefault) s")

@@ -1,12 +1,12 @@
 import AMQP
 import BuilddCore
+import BuilddShared
 import Testing
 
 /// A broker outage must not requeue a running build whose agent is alive: leases are judged only once the
 /// master's broker connection has been up long enough for every agent to reconnect and speak.
 @Suite(.timeLimit(.minutes(1))) struct LeaseJudgementTests {
-    static let reconnectWait = Double(AMQPClient.longestReconnectWait.components.seconds)
-        + Double(AMQPClient.longestReconnectWait.components.attoseconds) / 1e18
+    static let reconnectWait = AMQPClient.longestReconnectWait.inSeconds
 
     @Test func leasesAreNotJudgedWhileTheBrokerConnectionIsDownOrYoung() {
         #expect(Self.reconnectWait == 12, "the client's backoff is capped at 10 s with up to 20 % jitter")

@@ -219,7 +219,7 @@ final class LegacyFollower: @unchecked Sendable {
         while !Task.isCancelled, !shared.withLock({ $0.released }) {
             try? await Task.sleep(until: next, clock: clock)
             let lag = clock.now - next
-            adapter.stats.withLock { $0.polls += 1; $0.record(lag: Double(lag.components.seconds) + Double(lag.components.attoseconds) / 1e18) }
+            adapter.stats.withLock { $0.polls += 1; $0.record(lag: lag.inSeconds) }
             BuilddMetrics.legacyPoll()
             await pollOnce()
             next += interval
@@ -306,8 +306,7 @@ final class LegacyFollower: @unchecked Sendable {
         let now = ContinuousClock.now
         if let progress, progress.state == status.state, progress.buildID == status.buildID,
            status.state == .aborting || progress.tail == status.logTail {
-            let elapsed = now - progress.since
-            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            return (now - progress.since).inSeconds
         }
         progress = (status.state, status.buildID, status.logTail, now)
         return 0

@@ -102,9 +102,9 @@ public final class BuilddMaster: Sendable {
     public func scanActiveBuilders() async throws -> ScanReport {
         var report = ScanReport()
         let leasesJudgeable = !waitForBrokerBeforeLeases
-            || broker.map { LeaseJudgement.judgeable(brokerConnectedFor: $0.connectedFor.map(Self.seconds),
+            || broker.map { LeaseJudgement.judgeable(brokerConnectedFor: $0.connectedFor?.inSeconds,
                                                      lease: Double(configuration.leaseSeconds),
-                                                     reconnectWait: Self.seconds(AMQPClient.longestReconnectWait)) } ?? true
+                                                     reconnectWait: AMQPClient.longestReconnectWait.inSeconds) } ?? true
         noteLeaseJudgement(leasesJudgeable)
         report.reclaimed = try await store.expireClaims(olderThanSeconds: configuration.acceptTimeoutSeconds)
         for build in report.reclaimed {
@@ -139,15 +139,11 @@ public final class BuilddMaster: Sendable {
             logger.info("leases judged again: the broker connection has been up long enough for every agent to speak")
         } else {
             let window = LeaseJudgement.window(lease: Double(configuration.leaseSeconds),
-                                               reconnectWait: Self.seconds(AMQPClient.longestReconnectWait))
+                                               reconnectWait: AMQPClient.longestReconnectWait.inSeconds)
             logger.log(level: last == nil ? .info : .warning,
                        "leases not judged until the broker connection has been up for \(Int(window)) s",
                        metadata: ["lease.seconds": "\(configuration.leaseSeconds)"])
         }
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// The head of each processor's queue, best first: at most `limit` items per processor, read through
