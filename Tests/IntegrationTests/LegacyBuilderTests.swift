@@ -218,13 +218,13 @@ import Glibc
     @Test func aBuilderWedgedInBuildingOrAbortingIsFailed() async throws {
         let (farm, standIn) = try await farm(legacy: ["lp-wedged", "lp-stuck-abort"])
         try await closing(farm) {
-            try await farm.store.setBuilderManual("lp-stuck-abort", true)
+            try await farm.store.setBuilderManual("lp-stuck-abort", true, actor: "test")
             let wedged = try await submit(farm, "wedged")
             try await standIn.scriptBuilds(["PACKAGEBUILD-\(wedged)": [["misbehave": "wedge"], ["duration": 0.5]]])
             #expect(try await eventually(timeout: .seconds(20)) { try await !self.builder(farm, "lp-wedged").builderok })
             #expect(try await builder(farm, "lp-wedged").failnotes?.contains("no new output") == true)
             // Its build went back to the queue: the other builder takes it.
-            try await farm.store.setBuilderManual("lp-stuck-abort", false)
+            try await farm.store.setBuilderManual("lp-stuck-abort", false, actor: "test")
             try await expectStatus(farm, wedged, .fullyBuilt)
             #expect(try await farm.store.build(wedged).build.builder == "lp-stuck-abort")
 

@@ -71,7 +71,7 @@ import Testing
             // Changing needs a token: none 401, a wrong one 403, a good one works.
             #expect(try await post(farm, "/v1/builds/\(low)/rescore", token: nil, body: #"{"score": 99999}"#) == 401)
             #expect(try await post(farm, "/v1/builds/\(low)/rescore", token: "bdt_wrong", body: #"{"score": 99999}"#) == 403)
-            let made = try await farm.cli("token", "add", "ops-test")
+            let made = try await farm.cli("token", "add", "ops-test", "--role", "operator")
             #expect(made.status == 0)
             let token = made.output.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(try await post(farm, "/v1/builds/\(low)/rescore", token: token, body: #"{"score": 99999}"#) == 200)

@@ -180,9 +180,9 @@ import Testing
                                                                   archTag: "amd64", sourceName: "ended",
                                                                   sourceVersion: "1.0"))
             #expect(try await farm.store.cancel(failed) == .cancelled)
-            let revoked = try await farm.store.addToken(name: "gone")
+            let revoked = try await farm.store.addToken(name: "gone", role: .operator)
             try await farm.store.removeToken(name: "gone")
-            let live = try await farm.store.addToken(name: "live")
+            let live = try await farm.store.addToken(name: "live", role: .operator)
             try await farm.startMaster(arguments: ["--lookahead", "0"])
             let base = farm.masterURLs[0]
             let routes: [(String, String)] = [

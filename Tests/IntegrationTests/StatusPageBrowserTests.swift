@@ -13,8 +13,8 @@ import Testing
             try await farm.store.addBuilder(name: "page-agent", processors: ["amd64"])
             try await farm.store.addBuilder(name: "page-broken", processors: ["amd64"])
             try await farm.store.addBuilder(name: "page-manual", processors: ["arm64"])
-            try await farm.store.disableBuilder("page-broken", reason: "disk replaced")
-            try await farm.store.setBuilderManual("page-manual", true)
+            try await farm.store.disableBuilder("page-broken", reason: "disk replaced", actor: "test")
+            try await farm.store.setBuilderManual("page-manual", true, actor: "test")
             try await farm.startMaster()
             // "slow" sources build for a minute (ended by a cancel below), others for a second.
             try farm.startAgent("page-agent", processors: ["amd64"], sampleSeconds: 1,

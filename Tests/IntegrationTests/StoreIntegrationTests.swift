@@ -292,15 +292,15 @@ import Testing
             _ = try await farm.submit("hello")
             let agent = FakeAgent("a1")
             _ = try await apply(farm, agent.event(.hello, state: .idle))
-            try await farm.store.setBuilderManual("a1", true)
+            try await farm.store.setBuilderManual("a1", true, actor: "test")
             #expect(try await farm.claim().isEmpty)
-            try await farm.store.setBuilderManual("a1", false)
-            try await farm.store.disableBuilder("a1", reason: "disk replaced")
+            try await farm.store.setBuilderManual("a1", false, actor: "test")
+            try await farm.store.disableBuilder("a1", reason: "disk replaced", actor: "test")
             #expect(try await farm.claim().isEmpty)
             #expect(try await farm.store.builders().first?.failnotes == "disk replaced")
-            try await farm.store.enableBuilder("a1")
+            try await farm.store.enableBuilder("a1", actor: "test")
             #expect(try await farm.claim().count == 1)
-            await #expect(throws: StoreError(.notFound, "no builder named 'nope'")) { try await farm.store.enableBuilder("nope") }
+            await #expect(throws: StoreError(.notFound, "no builder named 'nope'")) { try await farm.store.enableBuilder("nope", actor: "test") }
         }
     }
 

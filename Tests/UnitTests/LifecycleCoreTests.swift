@@ -163,9 +163,11 @@ import Testing
         build.builderID = 1
         var core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [build, Self.dispatched(11, at: clock.now)],
                                  now: clock.now, leaseSeconds: Self.lease)
-        #expect(core.cancel(11, deadlineSeconds: 180) == .cancelled)
+        #expect(core.cancel(11, deadlineSeconds: 180, by: "alice") == .cancelled)
         #expect(core.builds[11]?.status == .cancelled && core.builds[11]?.queue == nil)
+        #expect(core.history.last?.actor == "alice" && core.history.last?.status == .cancelled)
         #expect(core.cancel(10, deadlineSeconds: 180) == .cancelling)
+        #expect(core.history.last?.actor == nil && core.history.last?.status == .cancelling)
         #expect(core.builds[10]?.status == .cancelling && core.builds[10]?.queue?.state == .cancelling)
         #expect(core.cancel(10, deadlineSeconds: 180) == .cancelling)
         #expect(core.cancel(11, deadlineSeconds: 180) == .notCancellable(.cancelled))
@@ -175,8 +177,10 @@ import Testing
                                  now: clock.now, leaseSeconds: Self.lease)
         #expect(late.expireLeases().map(\.buildID) == [10])
         #expect(late.builds[10]?.status == .cancelled)
-        // Not confirming an abort is the builder's failure alone.
+        // Not confirming an abort is the builder's failure alone, and a line of its history.
         #expect(late.builders[1]?.standing.failures == 1 && late.builds[10]?.job.failures == 0)
+        #expect(late.builderHistory == [BuilderHistoryEntry(builder: "a1", kind: .failure, actor: nil,
+                                                            reason: "1 in a row: did not confirm an abort")])
     }
 
     @Test func aRetryQueuesAFailedBuildAgainWithAFreshLedger() {

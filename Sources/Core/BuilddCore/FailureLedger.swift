@@ -51,6 +51,9 @@ public struct BuilderStanding: Equatable, Sendable {
     public var failures: Int
     public var ok: Bool
     public var notes: String?
+    /// The reason of the last failure counted since this standing was read (kept for the builder's
+    /// history, not stored with the builder).
+    public internal(set) var lastFailure: String?
 
     public init(failures: Int, ok: Bool, notes: String?) {
         self.failures = failures
@@ -58,11 +61,17 @@ public struct BuilderStanding: Equatable, Sendable {
         self.notes = notes
     }
 
+    /// Equal standings are those stored alike: ``lastFailure`` is not part of the standing.
+    public static func == (lhs: BuilderStanding, rhs: BuilderStanding) -> Bool {
+        lhs.failures == rhs.failures && lhs.ok == rhs.ok && lhs.notes == rhs.notes
+    }
+
     /// A failure with no job to share the blame (an abort it never confirmed, a fault while it held no
     /// build). It is broken at ``FailureThresholds/builder`` in a row. Returns whether it is broken now.
     @discardableResult
     public mutating func countFailure(_ reason: String) -> Bool {
         failures += 1
+        lastFailure = reason
         if failures >= FailureThresholds.builder {
             ok = false
             notes = reason
@@ -124,10 +133,12 @@ public enum FailureLedger {
         switch judgement.builder {
         case .count:
             standing.failures += 1
+            standing.lastFailure = reason
         case .forgive:
             break
         case .fail:
             standing.failures += 1
+            standing.lastFailure = reason
             standing.disable("failed \(standing.failures) times in a row, last: \(reason)")
         }
         builder = standing

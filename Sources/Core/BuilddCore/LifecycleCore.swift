@@ -146,13 +146,17 @@ public struct HistoryEntry: Equatable, Sendable {
     public let attempt: Int32
     public let builder: String?
     public let message: String?
+    /// Who asked for the change: a token's name or `cli:USER`; nil for the farm's own steps.
+    public internal(set) var actor: String?
 
-    public init(build: Int64, status: BuildStatus, attempt: Int32, builder: String?, message: String?) {
+    public init(build: Int64, status: BuildStatus, attempt: Int32, builder: String?, message: String?,
+                actor: String? = nil) {
         self.build = build
         self.status = status
         self.attempt = attempt
         self.builder = builder
         self.message = message
+        self.actor = actor
     }
 }
 
@@ -194,6 +198,15 @@ public struct LifecycleCore: Sendable {
     /// The builders whose rows changed, by id.
     public var changedBuilders: [BuilderRecord] {
         builders.values.filter { originalBuilders[$0.id] != $0 }.sorted { $0.id < $1.id }
+    }
+
+    /// The lines of builders' histories the batch adds: failures counted against them, and being marked not ok.
+    public var builderHistory: [BuilderHistoryEntry] {
+        changedBuilders.flatMap { builder in
+            originalBuilders[builder.id].map {
+                BuilderHistoryEntry.farmChange(of: builder.name, from: $0.standing, to: builder.standing)
+            } ?? []
+        }
     }
 
     /// The builds whose rows changed, by id.
@@ -390,7 +403,19 @@ public struct LifecycleCore: Sendable {
 
     /// An operator cancels a build: at once when it has not started, else by asking its builder, who has
     /// `deadlineSeconds` to confirm.
-    public mutating func cancel(_ buildID: Int64, deadlineSeconds: Double) -> CancelOutcome {
+    public mutating func cancel(_ buildID: Int64, deadlineSeconds: Double, by actor: String? = nil) -> CancelOutcome {
+        attributed(to: actor) { $0.applyCancel(buildID, deadlineSeconds: deadlineSeconds) }
+    }
+
+    /// Runs an operator's change and records `actor` on every history line it adds.
+    private mutating func attributed<T>(to actor: String?, _ change: (inout LifecycleCore) -> T) -> T {
+        let first = history.count
+        let outcome = change(&self)
+        for index in first..<history.count { history[index].actor = actor }
+        return outcome
+    }
+
+    private mutating func applyCancel(_ buildID: Int64, deadlineSeconds: Double) -> CancelOutcome {
         guard var build = builds[buildID] else { return .notFound }
         var machine = build.lifecycle
         switch machine.cancel(now: now, deadline: deadlineSeconds) {
@@ -421,7 +446,11 @@ public struct LifecycleCore: Sendable {
 
     /// An operator retries a failed or cancelled build: it waits again on `processor` with `score`, its
     /// failure count, result and notes cleared (its attempts go on: the next claim is a new attempt).
-    public mutating func retry(_ buildID: Int64, processor: Int, score: Int) -> RetryOutcome {
+    public mutating func retry(_ buildID: Int64, processor: Int, score: Int, by actor: String? = nil) -> RetryOutcome {
+        attributed(to: actor) { $0.applyRetry(buildID, processor: processor, score: score) }
+    }
+
+    private mutating func applyRetry(_ buildID: Int64, processor: Int, score: Int) -> RetryOutcome {
         guard var build = builds[buildID] else { return .notFound }
         guard build.status.isRetryable, build.queue == nil else { return .notRetryable(build.status) }
         let from = build.status

@@ -4,11 +4,12 @@ import HTTPTypes
 import Hummingbird
 import Logging
 
-/// The JSON API (documented in docs/API.md). Reading is open; changes need `Authorization: Bearer <token>`
-/// with a token made by `buildd-master token add NAME`.
+/// The JSON API (documented in docs/API.md). Each route needs the role ``Access`` says; reading public
+/// builds is open unless `serve --anonymous-read off`, and private builds exist only for viewers and above.
 extension HTTPAPI {
     func addJSONRoutes(to router: Router<BasicRequestContext>) {
         router.get("/v1/status") { request, _ in
+            try await self.authorize(request, .read)
             let processors = try await self.store.processors()
             // Finished builds are counted only when asked for (?finished=true): that scans all history.
             let finished = request.uri.queryParameters["finished"].map { $0 == "true" || $0 == "1" } ?? false
@@ -18,16 +19,29 @@ extension HTTPAPI {
             for builder in builders { states[builder.state(silentAfterSeconds: Self.silence), default: 0] += 1 }
             return Self.json(FarmStatus(processors: processors, builds: counts, builders: states))
         }
-        router.get("/v1/processors") { _, _ in Self.json(try await self.store.processors()) }
-        router.get("/v1/builders") { _, _ in
-            Self.json(try await self.store.builders().map { BuilderView($0) })
+        router.get("/v1/processors") { request, _ in
+            try await self.authorize(request, .read)
+            return Self.json(try await self.store.processors())
         }
-        router.get("/v1/builders/:name") { _, context in
+        router.get("/v1/builders") { request, _ in
+            let caller = try await self.authorize(request, .read)
+            return Self.json(try await self.store.builders().map { BuilderView($0, for: caller.role) })
+        }
+        router.get("/v1/builders/:name") { request, context in
+            let caller = try await self.authorize(request, .read)
             let name = try context.parameters.require("name")
-            let (builder, recent) = try await Self.mapped { try await self.store.builder(name) }
-            return Self.json(BuilderDetailView(builder: BuilderView(builder), recentBuilds: recent))
+            let visible = Access.visibleArchives(to: caller.role)
+            let (builder, recent) = try await Self.mapped { try await self.store.builder(name, visible: visible) }
+            return Self.json(BuilderDetailView(builder: BuilderView(builder, for: caller.role), recentBuilds: recent))
+        }
+        // A builder's history may name what its builds did (a failure's reason): for viewers and above.
+        router.get("/v1/builders/:name/history") { request, context in
+            try await self.authorize(request, .readPrivate)
+            let name = try context.parameters.require("name")
+            return Self.json(try await Self.mapped { try await self.store.builderHistory(name) })
         }
         router.get("/v1/builds") { request, _ in
+            let caller = try await self.authorize(request, .read)
             let query = request.uri.queryParameters
             var statuses: [BuildStatus] = []
             for text in (query["status"].map(String.init) ?? "").split(separator: ",") {
@@ -39,54 +53,63 @@ extension HTTPAPI {
             let limit = query["limit"].flatMap { Int($0) } ?? 100
             guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
             return Self.json(try await self.store.builds(statuses: statuses, processor: query["processor"].map(String.init),
-                                                         limit: limit))
+                                                         limit: limit, visible: Access.visibleArchives(to: caller.role)))
         }
         router.get("/v1/queue/:processor") { request, context in
+            let caller = try await self.authorize(request, .read)
             let processor = try context.parameters.require("processor")
             let limit = request.uri.queryParameters["limit"].flatMap { Int($0) } ?? 100
             guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
-            return Self.json(try await Self.mapped { try await self.store.queue(processor: processor, limit: limit) })
+            let visible = Access.visibleArchives(to: caller.role)
+            return Self.json(try await Self.mapped {
+                try await self.store.queue(processor: processor, limit: limit, visible: visible)
+            })
         }
 
-        // Changes: each needs a token.
+        // Changes: each needs a token whose role allows it, and records the token's name as its actor. A
+        // private build a caller may not view does not exist for it, whatever its role.
         router.post("/v1/builds/:id/cancel") { request, context in
-            try await self.requireToken(request)
-            let id = try context.parameters.require("id", as: Int64.self)
-            let status = try await Self.mapped { try await self.store.cancel(id) }
+            let caller = try await self.authorize(request, .cancel)
+            let id = try await self.visibleBuild(context, caller)
+            let status = try await Self.mapped { try await self.store.cancel(id, actor: Self.actor(caller)) }
             return Self.json(["id": "\(id)", "status": status.rawValue])
         }
         router.post("/v1/builds/:id/retry") { request, context in
-            try await self.requireToken(request)
-            let id = try context.parameters.require("id", as: Int64.self)
-            try await Self.mapped { try await self.store.retry(id) }
+            let caller = try await self.authorize(request, .retry)
+            let id = try await self.visibleBuild(context, caller)
+            try await Self.mapped { try await self.store.retry(id, actor: Self.actor(caller)) }
             return Self.json(["id": "\(id)", "status": BuildStatus.needsBuild.rawValue])
         }
         router.post("/v1/builds/:id/rescore") { request, context in
-            try await self.requireToken(request)
-            let id = try context.parameters.require("id", as: Int64.self)
+            let caller = try await self.authorize(request, .rescore)
+            let id = try await self.visibleBuild(context, caller)
             let body = try await Self.body(request, as: RescoreRequest.self, example: #"{"score": 9000} or {"score": null}"#)
-            let score = try await Self.mapped { try await self.store.rescore(id, score: body.score) }
+            let score = try await Self.mapped {
+                try await self.store.rescore(id, score: body.score, actor: Self.actor(caller))
+            }
             return Self.json(["id": "\(id)", "score": "\(score)"])
         }
         router.post("/v1/builders/:name/enable") { request, context in
-            try await self.requireToken(request)
+            let caller = try await self.authorize(request, .changeBuilder)
             let name = try context.parameters.require("name")
-            try await Self.mapped { try await self.store.enableBuilder(name) }
+            try await Self.mapped { try await self.store.enableBuilder(name, actor: Self.actor(caller)) }
             return Self.json(["name": name, "builderok": "true"])
         }
         router.post("/v1/builders/:name/disable") { request, context in
-            try await self.requireToken(request)
+            let caller = try await self.authorize(request, .changeBuilder)
             let name = try context.parameters.require("name")
             let body = try await Self.body(request, as: DisableRequest.self, example: #"{"reason": "disk replaced"}"#)
             guard !body.reason.isEmpty else { throw HTTPError(.badRequest, message: "reason must not be empty") }
-            try await Self.mapped { try await self.store.disableBuilder(name, reason: body.reason) }
+            try await Self.mapped {
+                try await self.store.disableBuilder(name, reason: body.reason, actor: Self.actor(caller))
+            }
             return Self.json(["name": name, "builderok": "false"])
         }
         router.post("/v1/builders/:name/manual") { request, context in
-            try await self.requireToken(request)
+            let caller = try await self.authorize(request, .changeBuilder)
             let name = try context.parameters.require("name")
             let body = try await Self.body(request, as: ManualRequest.self, example: #"{"manual": true}"#)
-            try await Self.mapped { try await self.store.setBuilderManual(name, body.manual) }
+            try await Self.mapped { try await self.store.setBuilderManual(name, body.manual, actor: Self.actor(caller)) }
             return Self.json(["name": name, "manual": "\(body.manual)"])
         }
     }
@@ -94,15 +117,12 @@ extension HTTPAPI {
     /// An agent not heard from for this long shows as offline.
     static var silence: Double { Double(BuilddStore.agentSilenceSeconds) }
 
-    func requireToken(_ request: Request) async throws {
-        let about: Logger.Metadata = ["http.path": "\(request.uri.path)"]
-        guard let token = Self.bearer(request) else {
-            throw refuse(.unauthorized, route: "api", reason: "missing_token",
-                         "this needs an API token: Authorization: Bearer <token>", about)
-        }
-        guard try await store.authorizeAPI(token: token) != nil else {
-            throw refuse(.forbidden, route: "api", reason: "token_refused", "token refused", about)
-        }
+    /// The build a route names, when it exists for the caller (a private build it may not view is a 404,
+    /// as one that does not exist).
+    func visibleBuild(_ context: BasicRequestContext, _ caller: Caller) async throws -> Int64 {
+        let id = try context.parameters.require("id", as: Int64.self)
+        _ = try await Self.mapped { try await self.store.build(id, visible: Access.visibleArchives(to: caller.role)) }
+        return id
     }
 
     /// Store errors as HTTP statuses: not found 404, conflicts 409, invalid input 400.
@@ -155,9 +175,18 @@ struct BuilderView: Encodable {
     let summary: BuilderSummary
     let state: String
 
-    init(_ summary: BuilderSummary) {
-        self.summary = summary
+    /// The builder as a caller with `role` sees it: a private build it may not view shows as "private
+    /// build", with no id, name, version or log.
+    init(_ summary: BuilderSummary, for role: Role?) {
         state = summary.state(silentAfterSeconds: HTTPAPI.silence)
+        var shown = summary
+        if let archive = summary.currentArchive, !Access.mayView(archive: archive, role: role) {
+            shown.currentBuild = nil
+            shown.currentTitle = "private build"
+            shown.logTail = nil
+            shown.currentArchive = nil
+        }
+        self.summary = shown
     }
 
     func encode(to encoder: Encoder) throws {

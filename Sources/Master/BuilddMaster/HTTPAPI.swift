@@ -29,12 +29,19 @@ public struct HTTPAPI: Sendable {
     let maxArtifactBytes: Int64
     let metrics: PrometheusCollectorRegistry?
     let logger: Logger
+    /// Whether reading public builds needs no token (`serve --anonymous-read`).
+    let anonymousRead: Bool
+    /// Whether the sign-in cookie is marked Secure (the master serves HTTPS, or sits behind a proxy that does).
+    let secureCookies: Bool
 
     public static let checksumHeader = HTTPField.Name("X-Checksum-Sha256")!
 
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with; `/metrics` emits it.
     public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
-                metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http")) {
+                metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http"),
+                anonymousRead: Bool = true, secureCookies: Bool = false) {
+        self.anonymousRead = anonymousRead
+        self.secureCookies = secureCookies
         self.store = store
         self.artifacts = artifacts
         self.broker = broker
@@ -58,12 +65,19 @@ public struct HTTPAPI: Sendable {
         let router = Router()
         addJSONRoutes(to: router)
         addPageRoutes(to: router)
-        router.get("/metrics") { _, _ in try await self.exportMetrics() }
+        addSignInRoutes(to: router)
+        router.get("/metrics") { request, _ in
+            try await self.authorize(request, .read)
+            return try await self.exportMetrics()
+        }
         router.get("/healthz") { _, _ in try await self.health() }
         router.put("/v1/builds/:id/attempts/:attempt/files/:name") { request, context in
             try await self.upload(request, context)
         }
-        router.get("/v1/builds/:id/files/:name") { _, context in try await self.download(context) }
+        router.get("/v1/builds/:id/files/:name") { request, context in
+            let caller = try await self.authorize(request, .read)
+            return try await self.download(context, visible: Access.visibleArchives(to: caller.role))
+        }
         router.get("/v1/builds/:id/attempts/:attempt/sources/:name") { request, context in
             try await self.downloadSource(request, context)
         }
@@ -77,10 +91,11 @@ public struct HTTPAPI: Sendable {
             }
             return try self.serve(name: chroot.name, sha256: chroot.sha256, size: chroot.size)
         }
-        router.get("/v1/builds/:id") { _, context in
+        router.get("/v1/builds/:id") { request, context in
+            let caller = try await self.authorize(request, .read)
             let id = try context.parameters.require("id", as: Int64.self)
             do {
-                return Self.json(try await self.store.build(id))
+                return Self.json(try await self.store.build(id, visible: Access.visibleArchives(to: caller.role)))
             } catch let error as StoreError where error.code == .notFound {
                 throw HTTPError(.notFound, message: error.message)
             }
@@ -165,11 +180,12 @@ public struct HTTPAPI: Sendable {
         return Self.json(FileDigest(name: name, sha256: expected, size: size), status: .created)
     }
 
-    func download(_ context: BasicRequestContext) async throws -> Response {
+    func download(_ context: BasicRequestContext, visible: [ArchivePurpose]) async throws -> Response {
         let buildID = try context.parameters.require("id", as: Int64.self)
         let name = try context.parameters.require("name")
-        guard Naming.isValidFileName(name), let file = try await store.file(buildID: buildID, name: name) else {
-            throw HTTPError(.notFound, message: "no file \(name) for build \(buildID)")
+        guard Naming.isValidFileName(name),
+              let file = try await store.file(buildID: buildID, name: name, visible: visible) else {
+            throw HTTPError(.notFound, message: "build \(buildID) has no file of that name")
         }
         return try serve(name: name, sha256: file.sha256, size: file.size)
     }

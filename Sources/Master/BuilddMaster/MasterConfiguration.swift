@@ -8,8 +8,14 @@ public struct MasterConfiguration: Sendable {
     public var httpHost: String = "127.0.0.1"
     /// Port of the HTTP server. Default 8080.
     public var httpPort: Int = 8080
-    /// The base URL agents use to reach this master's artifact store. Default `http://<httpHost>:<httpPort>`.
+    /// The base URL agents use to reach this master's artifact store. Default `https://<httpHost>:<httpPort>`
+    /// when the master serves TLS, else `http://...`.
     public var publicURL: String?
+    /// Certificate chain and key (PEM files) of the HTTPS listener; nil: plain HTTP (behind a TLS proxy,
+    /// or on a trusted network).
+    public var tls: (certificate: String, key: String)?
+    /// Whether reading public builds needs no token. Private builds always need one.
+    public var anonymousRead: Bool = true
     /// Where artifacts are stored, content-addressed. Default `./artifacts`.
     public var artifactDirectory: String = "artifacts"
     /// Largest artifact accepted, in bytes. Default 4 GiB.
@@ -43,7 +49,7 @@ public struct MasterConfiguration: Sendable {
 
     /// The artifact base URL handed to agents.
     public var artifactBaseURL: String {
-        var base = publicURL ?? "http://\(httpHost == "0.0.0.0" ? "127.0.0.1" : httpHost):\(httpPort)"
+        var base = publicURL ?? "\(tls == nil ? "http" : "https")://\(httpHost == "0.0.0.0" ? "127.0.0.1" : httpHost):\(httpPort)"
         while base.hasSuffix("/") { base.removeLast() }
         return base
     }

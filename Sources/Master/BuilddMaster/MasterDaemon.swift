@@ -1,6 +1,9 @@
 import AMQP
 import BuilddShared
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import Postgres
 import Prometheus
@@ -32,11 +35,13 @@ public final class MasterDaemon: Service {
         var apiLogger = logger
         apiLogger[metadataKey: "component"] = "http"
         let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
-                          metrics: metrics, logger: apiLogger)
+                          metrics: metrics, logger: apiLogger, anonymousRead: configuration.anonymousRead,
+                          secureCookies: configuration.tls != nil || configuration.artifactBaseURL.hasPrefix("https://"))
         var httpLogger = logger
         httpLogger.logLevel = .warning
         let app = Application(
             router: api.makeRouter(),
+            server: try Self.httpServer(tls: configuration.tls),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort),
                                  serverName: "buildd-master"),
             onServerRunning: { [logger] channel in
@@ -50,7 +55,8 @@ public final class MasterDaemon: Service {
             services: [.init(service: app), .init(service: core)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("master starting", metadata: [
-            "http": "\(configuration.httpHost):\(configuration.httpPort)", "artifacts": "\(configuration.artifactDirectory)",
+            "http": "\(configuration.tls == nil ? "http" : "https")://\(configuration.httpHost):\(configuration.httpPort)",
+            "anonymous_read": "\(configuration.anonymousRead)", "artifacts": "\(configuration.artifactDirectory)",
             "broker.url": "\(broker.configuration.url)"])
         try await group.run()
         store.shutdown()
@@ -58,6 +64,17 @@ public final class MasterDaemon: Service {
     }
 
     public func run() async throws { try await runUntilSignalled() }
+
+    /// HTTP/1.1, over TLS (1.2 or later, swift-nio-ssl's BoringSSL) when a certificate and key are given.
+    static func httpServer(tls: (certificate: String, key: String)?) throws -> HTTPServerBuilder {
+        guard let tls else { return .http1() }
+        let chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { NIOSSLCertificateSource.certificate($0) }
+        guard !chain.isEmpty else { throw MasterTLSError("no certificate in \(tls.certificate)") }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.key, format: .pem)))
+        configuration.minimumTLSVersion = .tlsv12
+        return try .tls(.http1(), tlsConfiguration: configuration)
+    }
 
     /// The AMQP heartbeat a master asks for. The broker hands a master's status shards to another master when
     /// it notices the master is gone - cut off, or stuck - after about two heartbeats without a frame; a third
@@ -136,4 +153,9 @@ public final class MasterCore: Service {
         listener.shutdown()
         await broker.shutdown()
     }
+}
+
+struct MasterTLSError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

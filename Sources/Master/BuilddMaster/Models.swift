@@ -48,13 +48,27 @@ public struct QueueEntry: Codable, Sendable, Equatable {
 /// An API token as listings show it (never the token itself).
 public struct APIToken: Codable, Sendable, Equatable {
     public var name: String
+    public var role: Role
     public var createdAt: String
+    public var createdBy: String?
     public var lastUsed: String?
+    public var expiresAt: String?
+    /// Whether it has expired (it stays listed until removed, and is refused).
+    public var expired: Bool
 
     enum CodingKeys: String, CodingKey {
-        case name
-        case createdAt = "created_at", lastUsed = "last_used"
+        case name, role, expired
+        case createdAt = "created_at", createdBy = "created_by", lastUsed = "last_used", expiresAt = "expires_at"
     }
+}
+
+/// One line of a builder's history: an operator's change with its actor, or a failure the farm counted.
+public struct BuilderEvent: Codable, Sendable, Equatable {
+    public var at: String
+    /// A ``BuilderEventKind``.
+    public var kind: String
+    public var actor: String?
+    public var reason: String?
 }
 
 /// A builder, as listings show it.
@@ -77,12 +91,14 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
     public var currentTitle: String?
     /// The last lines of the current build's log.
     public var logTail: String?
+    /// The archive of the current build: a private one's build is shown only to those who may view it.
+    public var currentArchive: ArchivePurpose?
 
     enum CodingKeys: String, CodingKey {
         case name, kind, url, processors, builderok, failnotes, manual, active
         case failureCount = "failure_count", agentState = "agent_state", lastSeen = "last_seen"
         case secondsSinceSeen = "seconds_since_seen", currentBuild = "current_build"
-        case currentTitle = "current_title", logTail = "log_tail"
+        case currentTitle = "current_title", logTail = "log_tail", currentArchive = "current_archive"
     }
 
     /// What the builder is doing and whether it may be given work (the one definition).
@@ -104,6 +120,7 @@ public struct BuildSummary: Codable, Sendable, Equatable {
     public var status: BuildStatus
     public var processor: String
     public var archSeries: String
+    public var archive: ArchivePurpose
     public var source: String
     public var version: String
     public var buildType: String
@@ -119,7 +136,7 @@ public struct BuildSummary: Codable, Sendable, Equatable {
     public var dateFinished: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, status, processor, source, version, builder, attempt, score, result, failnotes
+        case id, status, processor, archive, source, version, builder, attempt, score, result, failnotes
         case archSeries = "archseries", buildType = "build_type", queueState = "queue_state"
         case failureCount = "failure_count", dateCreated = "date_created", dateStarted = "date_started"
         case dateFinished = "date_finished"
@@ -132,6 +149,7 @@ public struct BuildSummary: Codable, Sendable, Equatable {
         try container.encode(status, forKey: .status)
         try container.encode(processor, forKey: .processor)
         try container.encode(archSeries, forKey: .archSeries)
+        try container.encode(archive, forKey: .archive)
         try container.encode(source, forKey: .source)
         try container.encode(version, forKey: .version)
         try container.encode(buildType, forKey: .buildType)
@@ -164,6 +182,8 @@ public struct BuildEvent: Codable, Sendable, Equatable {
     public var attempt: Int
     public var builder: String?
     public var message: String?
+    /// Who asked for the change (a token's name, `cli:USER`); null for the farm's own steps.
+    public var actor: String?
 }
 
 /// Everything about one build.

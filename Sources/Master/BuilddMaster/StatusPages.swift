@@ -1,3 +1,4 @@
+import BuilddShared
 import Hummingbird
 
 /// The status pages: `/builders` (per processor its builders and queue), `/builds/ID` (history, files and
@@ -7,15 +8,27 @@ import Hummingbird
 extension HTTPAPI {
     func addPageRoutes(to router: Router<BasicRequestContext>) {
         router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/builders"]) }
-        router.get("/builders") { _, _ in Self.page(title: "Builders", script: Self.buildersScript) }
-        router.get("/builds/:id") { _, context in
+        router.get("/builders") { request, _ in
+            try await self.pageOrSignIn(request) { Self.page(title: "Builders", script: Self.buildersScript) }
+        }
+        router.get("/builds/:id") { request, context in
             _ = try context.parameters.require("id", as: Int64.self)
-            return Self.page(title: "Build", script: Self.buildScript)
+            return try await self.pageOrSignIn(request) { Self.page(title: "Build", script: Self.buildScript) }
         }
-        router.get("/queue/:processor") { _, context in
+        router.get("/queue/:processor") { request, context in
             _ = try context.parameters.require("processor")
-            return Self.page(title: "Queue", script: Self.queueScript)
+            return try await self.pageOrSignIn(request) { Self.page(title: "Queue", script: Self.queueScript) }
         }
+    }
+
+    /// A page, or the way to the sign-in form when reading needs a token and the request has none. The
+    /// page itself holds nothing: its script reads the API, which checks the token (the cookie) again.
+    func pageOrSignIn(_ request: Request, _ page: () -> Response) async throws -> Response {
+        let caller = try await caller(request, route: "page")
+        guard Access.allows(caller.role, .read, anonymousRead: anonymousRead) else {
+            return Response(status: .seeOther, headers: [.location: "/signin"])
+        }
+        return page()
     }
 
     static func page(title: String, script: String) -> Response {
@@ -127,7 +140,8 @@ extension HTTPAPI {
                   el('td', {}, badge(b.state, 's-'), b.manual ? el('div', {class: 'muted'}, 'manual mode') : null),
                   el('td', {}, b.current_build ?
                      [el('a', {href: '/builds/' + b.current_build}, '#' + b.current_build + ' ' + (b.current_title || '')),
-                      b.log_tail ? el('pre', {class: 'logtail'}, tail(b.log_tail, 5)) : null] : el('span', {class: 'muted'}, '-')),
+                      b.log_tail ? el('pre', {class: 'logtail'}, tail(b.log_tail, 5)) : null] :
+                     el('span', {class: 'muted'}, b.current_title || '-')),
                   el('td', {}, b.builderok ? 'ok' : el('span', {class: 'failnotes'}, b.failnotes || 'not ok'),
                      b.builderok && b.failnotes ? el('div', {class: 'muted'}, b.failnotes) : null)))));
           });

@@ -70,7 +70,7 @@ struct BuildCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            let status = try await withStore(connection) { try await $0.cancel(id) }
+            let status = try await withStore(connection) { try await $0.cancel(id, actor: cliActor()) }
             print("build \(id) \(status.rawValue)")
         }
     }
@@ -82,7 +82,7 @@ struct BuildCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await withStore(connection) { try await $0.retry(id) }
+            try await withStore(connection) { try await $0.retry(id, actor: cliActor()) }
             print("build \(id) NEEDSBUILD")
         }
     }
@@ -100,7 +100,7 @@ struct BuildCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let now = try await withStore(connection) { try await $0.rescore(id, score: clear ? nil : score) }
+            let now = try await withStore(connection) { try await $0.rescore(id, score: clear ? nil : score, actor: cliActor()) }
             print("build \(id) score \(now)\(clear ? " (computed)" : " (manual)")")
         }
     }

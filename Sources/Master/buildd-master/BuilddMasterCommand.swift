@@ -82,6 +82,13 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 }
 
 /// Runs a store operation, closing the store afterwards; store errors print `error: ...` and exit 1.
+/// The actor the CLI records for a change made on a database host: `cli:` and the user running it.
+func cliActor() -> String {
+    let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"]
+        ?? getpwuid(getuid()).flatMap { String(validatingCString: $0.pointee.pw_name) } ?? "uid\(getuid())"
+    return "cli:\(user)"
+}
+
 func withStore<T>(_ options: ConnectionOptions, _ body: (BuilddStore) async throws -> T) async throws -> T {
     let store = try options.store()
     defer { store.shutdown() }
@@ -168,24 +175,57 @@ struct TokenCommand: AsyncParsableCommand {
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a token and print it (only once: only its SHA-256 is kept).")
+            abstract: "Create a token and print it (only once: only its SHA-256 is kept).",
+            discussion: """
+                Roles, each with everything of those before it: viewer (reads private builds), submitter (submits \
+                builds), operator (cancels, retries, rescores; enables, disables and sets builders to manual), \
+                admin (manages tokens).
+                """)
         @Argument(help: "A name for the token, e.g. the person or tool using it.") var name: String
+        @Option(help: "viewer, submitter, operator or admin.") var role: String
+        @Option(help: "How long it is good for: e.g. 90d, 12h, 30m, 3600s (default: until removed).")
+        var expires: String?
         @OptionGroup var connection: ConnectionOptions
 
+        func validate() throws {
+            guard Role(rawValue: role) != nil else {
+                throw ValidationError("--role must be one of \(Role.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            if let expires { _ = try Self.seconds(expires) }
+        }
+
+        /// Seconds of a duration like `90d`, `12h`, `30m` or `45s` (a bare number is seconds).
+        static func seconds(_ text: String) throws -> Int {
+            let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400]
+            let unit = text.last.flatMap { units[$0] }
+            let number = unit == nil ? text : String(text.dropLast())
+            guard let value = Int(number), value > 0, value <= 10 * 366 * 86400 / (unit ?? 1) else {
+                throw ValidationError("--expires must be a positive duration like 90d, 12h, 30m or 3600s")
+            }
+            return value * (unit ?? 1)
+        }
+
         func run() async throws {
-            print(try await withStore(connection) { try await $0.addToken(name: name) })
+            let seconds = try expires.map(Self.seconds)
+            print(try await withStore(connection) {
+                try await $0.addToken(name: name, role: Role(rawValue: role)!, expiresInSeconds: seconds,
+                                      createdBy: cliActor())
+            })
         }
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List tokens (names and use, never the tokens).")
+        static let configuration = CommandConfiguration(abstract: "List tokens (name, role, created, last used, expiry; never the tokens).")
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
             let tokens = try await withStore(connection) { try await $0.tokens() }
             if output.json { return printJSON(tokens) }
-            printTable(["TOKEN", "CREATED", "LAST USED"], tokens.map { [$0.name, $0.createdAt, $0.lastUsed ?? "never"] })
+            printTable(["TOKEN", "ROLE", "CREATED", "LAST USED", "EXPIRES"], tokens.map {
+                [$0.name, $0.role.rawValue, $0.createdAt, $0.lastUsed ?? "never",
+                 $0.expired ? "EXPIRED \($0.expiresAt ?? "")" : ($0.expiresAt ?? "never")]
+            })
         }
     }
 

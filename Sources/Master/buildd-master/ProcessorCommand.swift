@@ -206,7 +206,23 @@ struct ArchSeriesName {
 struct BuilderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "builder", abstract: "Manage builders.",
-        subcommands: [Add.self, List.self, Show.self, Enable.self, Disable.self, Manual.self, Remove.self])
+        subcommands: [Add.self, List.self, Show.self, History.self, Enable.self, Disable.self, Manual.self, Remove.self])
+
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a builder's history, newest first: who enabled, disabled or set it to manual and why, "
+                + "and the failures the farm counted against it.")
+        @Argument(help: "Builder name.") var name: String
+        @Option(help: "How many lines.") var limit = 50
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let lines = try await withStore(connection) { try await $0.builderHistory(name, limit: limit) }
+            if output.json { return printJSON(lines) }
+            printTable(["AT", "WHAT", "BY", "REASON"], lines.map { [$0.at, $0.kind, $0.actor ?? "-", $0.reason ?? ""] })
+        }
+    }
 
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -265,7 +281,7 @@ struct BuilderCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await withStore(connection) { try await $0.enableBuilder(name) }
+            try await withStore(connection) { try await $0.enableBuilder(name, actor: cliActor()) }
             print("builder \(name) enabled")
         }
     }
@@ -277,7 +293,7 @@ struct BuilderCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await withStore(connection) { try await $0.disableBuilder(name, reason: reason) }
+            try await withStore(connection) { try await $0.disableBuilder(name, reason: reason, actor: cliActor()) }
             print("builder \(name) disabled: \(reason)")
         }
     }
@@ -294,7 +310,7 @@ struct BuilderCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            try await withStore(connection) { try await $0.setBuilderManual(name, mode == "on") }
+            try await withStore(connection) { try await $0.setBuilderManual(name, mode == "on", actor: cliActor()) }
             print("builder \(name) manual mode \(mode)")
         }
     }

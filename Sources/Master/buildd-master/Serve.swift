@@ -17,6 +17,14 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Option(help: "Address of the HTTP server.") var httpHost = "127.0.0.1"
     @Option(help: "Port of the HTTP server.") var httpPort = 8080
+    @Option(help: "PEM certificate chain of the HTTPS listener (default: $BUILDD_TLS_CERTIFICATE); with --tls-key.")
+    var tlsCertificate: String?
+    @Option(help: "PEM private key of the HTTPS listener (default: $BUILDD_TLS_KEY).") var tlsKey: String?
+    @Option(help: """
+        on: anyone who reaches the port reads public builds; off: every read needs a token (pages take it \
+        from the sign-in form). Private builds always need a viewer token (default: $BUILDD_ANONYMOUS_READ, else on).
+        """)
+    var anonymousRead: String?
     @Option(help: """
         Base URL agents and legacy builders use to reach this master, written as agents list it under \
         [master] url (default: $BUILDD_PUBLIC_URL or the configuration file's, else http://HOST:PORT).
@@ -54,8 +62,33 @@ struct Serve: AsyncParsableCommand {
         guard legacyInterval >= 0.1 else { throw ValidationError("--legacy-interval must be at least 0.1 seconds") }
         _ = try queueType.resolved()
         _ = try artifactStore.directory(mustExist: false)
+        _ = try tls()
+        _ = try anonymousReading()
         guard legacyCallTimeout > 0, legacySilentBuild > 0, legacyAbortDeadline > 0 else {
             throw ValidationError("legacy timeouts and deadlines must be positive")
+        }
+    }
+
+    /// The certificate and key, both or neither.
+    func tls() throws -> (certificate: String, key: String)? {
+        let certificate = try tlsCertificate ?? MasterSettings.value("BUILDD_TLS_CERTIFICATE")
+        let key = try tlsKey ?? MasterSettings.value("BUILDD_TLS_KEY")
+        switch (certificate, key) {
+        case (nil, nil): return nil
+        case (let certificate?, let key?):
+            for path in [certificate, key] where !FileManager.default.isReadableFile(atPath: path) {
+                throw ValidationError("cannot read \(path)")
+            }
+            return (certificate, key)
+        default: throw ValidationError("--tls-certificate and --tls-key go together")
+        }
+    }
+
+    func anonymousReading() throws -> Bool {
+        switch try anonymousRead ?? MasterSettings.value("BUILDD_ANONYMOUS_READ") ?? "on" {
+        case "on", "true", "yes": return true
+        case "off", "false", "no": return false
+        case let other: throw ValidationError("--anonymous-read must be on or off, not \(other)")
         }
     }
 
@@ -66,6 +99,8 @@ struct Serve: AsyncParsableCommand {
         configuration.httpHost = httpHost
         configuration.httpPort = httpPort
         configuration.publicURL = try publicURL ?? MasterSettings.value("BUILDD_PUBLIC_URL")
+        configuration.tls = try tls()
+        configuration.anonymousRead = try anonymousReading()
         configuration.artifactDirectory = try artifactStore.directory(mustExist: false)
         configuration.leaseSeconds = lease
         configuration.maxArtifactBytes = maxArtifactBytes

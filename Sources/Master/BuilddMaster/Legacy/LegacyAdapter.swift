@@ -293,7 +293,7 @@ final class LegacyFollower: @unchecked Sendable {
         }
         if let problem {
             logger.warning("legacy builder refused", metadata: ["reason": "\(problem)"])
-            try await adapter.store.disableBuilder(name, reason: problem)
+            try await adapter.store.markBuilderFailed(name, reason: problem)
             return false
         }
         logger.info("legacy builder verified", metadata: ["builder.arch": "\(info.archTag)",
@@ -345,7 +345,7 @@ final class LegacyFollower: @unchecked Sendable {
                 _ = try await apply(.finished, build: expected, result: .builderFail, message: reason)
                 setLocal(nil)
             }
-            try await adapter.store.disableBuilder(name, reason: reason)
+            try await adapter.store.markBuilderFailed(name, reason: reason)
             verified = false
         }
     }

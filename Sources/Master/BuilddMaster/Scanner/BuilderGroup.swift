@@ -93,7 +93,7 @@ public final class BuilderGroup: @unchecked Sendable {
         logger.warning("builder marked broken", metadata: ["builder.name": "\(builder.name)", "reason": "\(reason)"])
         guard let store else { return }
         do {
-            try await store.disableBuilder(builder.name, reason: reason)
+            try await store.markBuilderFailed(builder.name, reason: reason)
         } catch let error as StoreError where error.code == .notFound {
             // A builder known only to this group (as in the seed's mocks).
         } catch {

@@ -4,7 +4,9 @@ import Postgres
 /// The queue in dispatch order, API tokens, and removing processors and builders.
 extension BuilddStore {
     /// The waiting builds of `processor` in the order they will be dispatched (score, then age).
-    public func queue(processor: String, limit: Int = 100) async throws -> [QueueEntry] {
+    /// Builds of archives not in `visible` are left out (the positions are those the caller sees).
+    public func queue(processor: String, limit: Int = 100,
+                      visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> [QueueEntry] {
         guard try await database.query("SELECT 1 FROM processor WHERE name = $1", [processor]).first != nil else {
             throw StoreError(.notFound, "no processor named '\(processor)'")
         }
@@ -15,9 +17,9 @@ extension BuilddStore {
               FROM buildqueue q JOIN processor p ON p.id = q.processor_id JOIN build b ON b.id = q.build_id
               JOIN distroarchseries das ON das.id = b.distroarchseries_id
               JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
-             WHERE p.name = $1 AND q.state = 'WAITING'
+             WHERE p.name = $1 AND q.state = 'WAITING' AND \(Self.visibleArchiveCondition(parameter: 3))
              ORDER BY q.lastscore DESC, q.id LIMIT $2
-            """, [processor, limit]).rows.enumerated().map { index, row in
+            """, [processor, limit, Self.archiveNames(visible)]).rows.enumerated().map { index, row in
             QueueEntry(position: index + 1, id: try row.int64("build_id"), archSeries: try row.string("archseries"),
                        source: try row.string("source_name"), version: try row.string("source_version"),
                        buildType: try row.string("build_type"), score: try row.int("lastscore"),
@@ -27,13 +29,17 @@ extension BuilddStore {
 
     // MARK: API tokens
 
-    /// Creates a token for the JSON API; returns it (only its digest is stored).
-    public func addToken(name: String) async throws -> String {
+    /// Creates a token for the JSON API with `role`, good for `expiresInSeconds` when given; returns it
+    /// (only its digest is stored).
+    public func addToken(name: String, role: Role, expiresInSeconds: Int? = nil, createdBy: String? = nil)
+        async throws -> String {
         try Self.requireName(name, "token")
         let token = "bdt_" + randomHexToken(bytes: 24)
         do {
-            try await database.query("INSERT INTO api_token (name, token_sha256) VALUES ($1, $2)",
-                                     [name, SHA256.hex(of: token)])
+            try await database.query("""
+                INSERT INTO api_token (name, token_sha256, role, expires_at, created_by)
+                VALUES ($1, $2, $3, now() + make_interval(secs => $4::integer), $5)
+                """, [name, SHA256.hex(of: token), role.rawValue, expiresInSeconds, createdBy])
         } catch let error as PostgresError where error.isUniqueViolation {
             throw StoreError(.alreadyExists, "token '\(name)' already exists")
         }
@@ -41,9 +47,18 @@ extension BuilddStore {
     }
 
     public func tokens() async throws -> [APIToken] {
-        try await database.query("""
-            SELECT name, \(iso("created_at")) AS created_at, \(iso("last_used")) AS last_used FROM api_token ORDER BY name
-            """).rows.map { APIToken(name: try $0.string("name"), createdAt: try $0.string("created_at"), lastUsed: $0["last_used"]) }
+        let rows = try await database.query("""
+            SELECT name, role, created_by, \(iso("created_at")) AS created_at, \(iso("last_used")) AS last_used,
+                   \(iso("expires_at")) AS expires_at, extract(epoch FROM expires_at) AS expires,
+                   extract(epoch FROM now()) AS now
+              FROM api_token ORDER BY name
+            """).rows
+        return try rows.map {
+            APIToken(name: try $0.string("name"), role: Role(rawValue: try $0.string("role")) ?? .viewer,
+                     createdAt: try $0.string("created_at"), createdBy: $0["created_by"], lastUsed: $0["last_used"],
+                     expiresAt: $0["expires_at"],
+                     expired: !Access.tokenIsLive(expiresAt: $0.optionalDouble("expires"), now: try $0.double("now")))
+        }
     }
 
     public func removeToken(name: String) async throws {
@@ -51,12 +66,28 @@ extension BuilddStore {
         if removed.affectedRows == 0 { throw StoreError(.notFound, "no token named '\(name)'") }
     }
 
-    /// The token's name when `token` is a valid API token (and notes its use), else nil.
-    public func authorizeAPI(token: String) async throws -> String? {
-        guard token.hasPrefix("bdt_"), token.utf8.count < 200 else { return nil }
-        return try await database.query("""
-            UPDATE api_token SET last_used = now() WHERE token_sha256 = $1 RETURNING name
-            """, [SHA256.hex(of: token)]).first?["name"]
+    /// What presenting `token` comes to.
+    public enum TokenCheck: Equatable, Sendable {
+        case valid(Caller)
+        /// Unknown, removed or malformed.
+        case refused
+        case expired(name: String)
+    }
+
+    /// Checks an API token; a valid one's use is noted (`last_used`).
+    public func authorizeAPI(token: String) async throws -> TokenCheck {
+        guard token.hasPrefix("bdt_"), token.utf8.count < 200 else { return .refused }
+        let digest = SHA256.hex(of: token)
+        guard let row = try await database.query("""
+            SELECT name, role, extract(epoch FROM expires_at) AS expires, extract(epoch FROM now()) AS now
+              FROM api_token WHERE token_sha256 = $1
+            """, [digest]).first, let role = Role(rawValue: try row.string("role")) else { return .refused }
+        let name = try row.string("name")
+        guard Access.tokenIsLive(expiresAt: row.optionalDouble("expires"), now: try row.double("now")) else {
+            return .expired(name: name)
+        }
+        try await database.query("UPDATE api_token SET last_used = now() WHERE token_sha256 = $1", [digest])
+        return .valid(Caller(name: name, role: role))
     }
 
     // MARK: Removing
@@ -105,17 +136,18 @@ extension BuilddStore {
         }
     }
 
-    /// One builder with its latest builds.
-    public func builder(_ name: String, recent: Int = 20) async throws -> (BuilderSummary, [BuildSummary]) {
+    /// One builder with its latest builds (of the archives in `visible`).
+    public func builder(_ name: String, recent: Int = 20,
+                        visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> (BuilderSummary, [BuildSummary]) {
         guard let summary = try await builders().first(where: { $0.name == name }) else {
             throw StoreError(.notFound, "no builder named '\(name)'")
         }
         let recentBuilds = try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
              WHERE b.id IN (SELECT DISTINCT e.build_id FROM build_event e WHERE e.builder = $1
-                             ORDER BY e.build_id DESC LIMIT $2)
+                             ORDER BY e.build_id DESC LIMIT $2) AND \(Self.visibleArchiveCondition(parameter: 3))
              ORDER BY b.id DESC
-            """, [name, recent]).rows.map(Self.buildSummary)
+            """, [name, recent, Self.archiveNames(visible)]).rows.map(Self.buildSummary)
         return (summary, recentBuilds)
     }
 }

@@ -42,11 +42,14 @@ extension BuilddStore {
     }
 
     /// The stored file of a build by name, from its latest attempt that has it.
-    public func file(buildID: Int64, name: String) async throws -> BuildFile? {
+    /// A build's stored file (of its latest attempt that has one), when the build's archive is in `visible`.
+    public func file(buildID: Int64, name: String,
+                     visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> BuildFile? {
         try await database.query("""
-            SELECT name, kind, sha256, size, attempt FROM build_file WHERE build_id = $1 AND name = $2
-             ORDER BY attempt DESC LIMIT 1
-            """, [buildID, name]).first.map {
+            SELECT f.name, f.kind, f.sha256, f.size, f.attempt FROM build_file f JOIN build b ON b.id = f.build_id
+             WHERE f.build_id = $1 AND f.name = $2 AND \(Self.visibleArchiveCondition(parameter: 3))
+             ORDER BY f.attempt DESC LIMIT 1
+            """, [buildID, name, Self.archiveNames(visible)]).first.map {
             BuildFile(name: try $0.string("name"), kind: try $0.string("kind"), sha256: try $0.string("sha256"),
                       size: try $0.int64("size"), attempt: try $0.int("attempt"))
         }

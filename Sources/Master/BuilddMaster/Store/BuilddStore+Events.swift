@@ -186,12 +186,12 @@ extension BuilddStore {
                        AS x(id, status, builder, failures, notes, result, log_name, log_sha256, started, finished)
                  WHERE b.id = x.id),
             history AS (
-                INSERT INTO build_event (build_id, status, attempt, builder, message)
-                SELECT x.build_id, x.status, x.attempt, x.builder, x.message
-                  FROM unnest($20::bigint[], $21::text[], $22::int[], $23::text[], $24::text[])
-                       WITH ORDINALITY AS x(build_id, status, attempt, builder, message, position)
+                INSERT INTO build_event (build_id, status, attempt, builder, message, actor)
+                SELECT x.build_id, x.status, x.attempt, x.builder, x.message, x.actor
+                  FROM unnest($20::bigint[], $21::text[], $22::int[], $23::text[], $24::text[], $25::text[])
+                       WITH ORDINALITY AS x(build_id, status, attempt, builder, message, actor, position)
                  ORDER BY x.position),
-            \(Self.queueUpdate(parameter: 25))
+            \(Self.queueUpdate(parameter: 26))
             SELECT 1
             """, [PostgresArray(builders.map(\.id)), PostgresArray(builders.map(\.session)),
                   PostgresArray(builders.map(\.lastSeq)), PostgresArray(builders.map(\.seen)),
@@ -206,7 +206,9 @@ extension BuilddStore {
                   PostgresArray(rows.map(\.finished.rawValue)),
                   PostgresArray(history.map(\.build)), PostgresArray(history.map(\.status.rawValue)),
                   PostgresArray(history.map(\.attempt)), PostgresArray(history.map(\.builder)),
-                  PostgresArray(history.map(\.message))] + Self.queueParameters(taking))
+                  PostgresArray(history.map(\.message)), PostgresArray(history.map(\.actor))]
+                + Self.queueParameters(taking))
+        try Self.recordBuilderHistory(core.builderHistory, on: connection)
         for latency in core.dispatchLatencies { BuilddMetrics.dispatchLatency(seconds: latency) }
         for (status, seconds) in core.buildDurations { BuilddMetrics.buildDuration(status: status.rawValue, seconds: seconds) }
     }

@@ -1,49 +1,106 @@
 import BuilddShared
 import Postgres
 
-/// Operators' changes: builders' state, cancelling, retrying and rescoring builds.
+/// Operators' changes: builders' state, cancelling, retrying and rescoring builds. Each takes the actor
+/// that asked (a token's name, or `cli:USER`) and records it in the build's or the builder's history.
 extension BuilddStore {
     /// Re-enables a builder: ok again, failure count and failnotes cleared.
-    public func enableBuilder(_ name: String) async throws {
-        try await updateStanding(name: name) { $0.reset() }
+    public func enableBuilder(_ name: String, actor: String?) async throws {
+        try await database.transaction { connection in
+            try Self.updateStanding(name: name, id: nil, on: connection) { $0.reset() }
+            try Self.recordBuilderHistory([BuilderHistoryEntry(builder: name, kind: .enabled, actor: actor, reason: nil)],
+                                          on: connection)
+        }
     }
 
     /// Takes a builder out of dispatch with a reason shown in `builder list`.
-    public func disableBuilder(_ name: String, reason: String) async throws {
+    public func disableBuilder(_ name: String, reason: String, actor: String?) async throws {
+        try await database.transaction { connection in
+            try Self.updateStanding(name: name, id: nil, on: connection) { $0.disable(reason) }
+            try Self.recordBuilderHistory([BuilderHistoryEntry(builder: name, kind: .disabled, actor: actor,
+                                                               reason: reason)], on: connection)
+        }
+    }
+
+    /// The farm marks a builder not ok (a legacy builder's fault, a wrong architecture): recorded in its
+    /// history as `failed` with the reason and no actor.
+    public func markBuilderFailed(_ name: String, reason: String) async throws {
         try await updateStanding(name: name) { $0.disable(reason) }
     }
 
     /// In manual mode a builder gets no work from the dispatcher.
-    public func setBuilderManual(_ name: String, _ manual: Bool) async throws {
-        try await updateBuilder(name, "manual = $2", [manual])
+    public func setBuilderManual(_ name: String, _ manual: Bool, actor: String?) async throws {
+        try await database.transaction { connection in
+            let changed = try connection.query("UPDATE builder SET manual = $2 WHERE name = $1", [name, manual])
+            if changed.affectedRows == 0 { throw StoreError(.notFound, "no builder named '\(name)'") }
+            try Self.recordBuilderHistory([BuilderHistoryEntry(builder: name, kind: manual ? .manual : .automatic,
+                                                               actor: actor, reason: nil)], on: connection)
+        }
     }
 
-    /// Changes a builder's standing in the failure ledger (``BuilderStanding``) under its row lock.
+    /// Changes a builder's standing in the failure ledger (``BuilderStanding``) under its row lock; a
+    /// failure it counts, or the builder marked not ok, goes into the builder's history.
     @discardableResult
     func updateStanding<T: Sendable>(name: String? = nil, id: Int? = nil,
                                      _ change: @escaping @Sendable (inout BuilderStanding) -> T) async throws -> T {
         try await database.transaction { connection in
-            try Self.updateStanding(name: name, id: id, on: connection, change)
+            var before: (String, BuilderStanding)?
+            var after: BuilderStanding?
+            let result = try Self.updateStanding(name: name, id: id, on: connection) { standing, builder in
+                before = (builder, standing)
+                let result = change(&standing)
+                after = standing
+                return result
+            }
+            if let (builder, old) = before, let after {
+                try Self.recordBuilderHistory(BuilderHistoryEntry.farmChange(of: builder, from: old, to: after),
+                                              on: connection)
+            }
+            return result
         }
     }
 
     static func updateStanding<T>(name: String?, id: Int?, on connection: PostgresConnection,
                                   _ change: (inout BuilderStanding) -> T) throws -> T {
+        try updateStanding(name: name, id: id, on: connection) { standing, _ in change(&standing) }
+    }
+
+    static func updateStanding<T>(name: String?, id: Int?, on connection: PostgresConnection,
+                                  _ change: (inout BuilderStanding, String) -> T) throws -> T {
         guard let row = try connection.query("""
-            SELECT id, failure_count, builderok, failnotes FROM builder WHERE name = $1 OR id = $2 FOR UPDATE
+            SELECT id, name, failure_count, builderok, failnotes FROM builder WHERE name = $1 OR id = $2 FOR UPDATE
             """, [name, id]).first
         else { throw StoreError(.notFound, "no builder named '\(name ?? id.map(String.init) ?? "")'") }
         var standing = BuilderStanding(failures: try row.int("failure_count"), ok: try row.bool("builderok"),
                                        notes: row["failnotes"])
-        let result = change(&standing)
+        let result = change(&standing, try row.string("name"))
         try connection.execute("UPDATE builder SET failure_count = $2, builderok = $3, failnotes = $4 WHERE id = $1",
                                [try row.int("id"), standing.failures, standing.ok, standing.notes])
         return result
     }
 
-    private func updateBuilder(_ name: String, _ assignments: String, _ values: [(any PostgresBindable)?]) async throws {
-        let changed = try await database.query("UPDATE builder SET \(assignments) WHERE name = $1", [name] + values)
-        if changed.affectedRows == 0 { throw StoreError(.notFound, "no builder named '\(name)'") }
+    /// Adds lines to builders' histories.
+    static func recordBuilderHistory(_ lines: [BuilderHistoryEntry], on connection: PostgresConnection) throws {
+        guard !lines.isEmpty else { return }
+        try connection.execute("""
+            INSERT INTO builder_event (builder, kind, actor, reason)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+            """, [PostgresArray(lines.map(\.builder)), PostgresArray(lines.map(\.kind.rawValue)),
+                  PostgresArray(lines.map(\.actor)), PostgresArray(lines.map(\.reason))])
+    }
+
+    /// A builder's history, newest first.
+    public func builderHistory(_ name: String, limit: Int = 100) async throws -> [BuilderEvent] {
+        let rows = try await database.query("""
+            SELECT \(iso("at")) AS at, kind, actor, reason FROM builder_event WHERE builder = $1
+             ORDER BY id DESC LIMIT $2
+            """, [name, limit]).rows
+        if rows.isEmpty, try await database.query("SELECT 1 FROM builder WHERE name = $1", [name]).first == nil {
+            throw StoreError(.notFound, "no builder named '\(name)'")
+        }
+        return try rows.map {
+            BuilderEvent(at: try $0.string("at"), kind: try $0.string("kind"), actor: $0["actor"], reason: $0["reason"])
+        }
     }
 
     /// Cancels a build. A waiting one is CANCELLED at once; a running one becomes CANCELLING, its builder
@@ -51,7 +108,7 @@ extension BuilddStore {
     /// without a confirmation, CANCELLED with a failure counted against the builder).
     /// - Returns: the status the build is in now.
     @discardableResult
-    public func cancel(_ buildID: Int64, deadlineSeconds: Int = 180) async throws -> BuildStatus {
+    public func cancel(_ buildID: Int64, deadlineSeconds: Int = 180, actor: String? = nil) async throws -> BuildStatus {
         try await database.transaction { connection in
             // Who holds it, read first so that its builder is locked before the build, as everywhere.
             let holder = try connection.query("""
@@ -61,7 +118,7 @@ extension BuilddStore {
             guard let holder else { throw StoreError(.notFound, "no build \(buildID)") }
             var core = try Self.loadCore(builderNames: [], builderIDs: holder.map { [$0] } ?? [], buildIDs: [buildID],
                                          filesOf: [], leaseSeconds: 0, on: connection)
-            let outcome = core.cancel(buildID, deadlineSeconds: Double(deadlineSeconds))
+            let outcome = core.cancel(buildID, deadlineSeconds: Double(deadlineSeconds), by: actor)
             try Self.write(core, on: connection)
             switch outcome {
             case .cancelled: return .cancelled
@@ -85,7 +142,7 @@ extension BuilddStore {
     }
 
     /// Queues a failed or cancelled build again with a fresh score and failure count.
-    public func retry(_ buildID: Int64) async throws {
+    public func retry(_ buildID: Int64, actor: String? = nil) async throws {
         try await database.transaction { connection in
             guard let row = try connection.query("""
                 SELECT processor_id, urgency, pocket, component, archive_purpose FROM build WHERE id = $1
@@ -98,7 +155,7 @@ extension BuilddStore {
                 archive: ArchivePurpose(rawValue: try row.string("archive_purpose")) ?? .primary)
             var core = try Self.loadCore(builderNames: [], builderIDs: [], buildIDs: [buildID], filesOf: [],
                                          leaseSeconds: 0, on: connection)
-            switch core.retry(buildID, processor: try row.int("processor_id"), score: score) {
+            switch core.retry(buildID, processor: try row.int("processor_id"), score: score, by: actor) {
             case .queued:
                 try Self.write(core, on: connection)
             case .notFound:
@@ -113,16 +170,23 @@ extension BuilddStore {
     /// Sets an operator's score, which replaces the computed one until cleared (`score == nil`).
     /// - Returns: the score now in effect.
     @discardableResult
-    public func rescore(_ buildID: Int64, score: Int?) async throws -> Int {
-        let result = try await database.query("""
-            UPDATE buildqueue SET manual = ($2::integer IS NOT NULL),
-                   lastscore = coalesce($2::integer, basescore + \(Scoring.ageScoreSQL(queuedColumn: "date_queued")))
-             WHERE build_id = $1 RETURNING lastscore
-            """, [buildID, score])
-        guard let row = result.first else {
-            throw StoreError(.conflict, "build \(buildID) is not in the queue: only waiting or running builds have a score")
+    public func rescore(_ buildID: Int64, score: Int?, actor: String? = nil) async throws -> Int {
+        try await database.transaction { connection in
+            guard let row = try connection.query("""
+                UPDATE buildqueue q SET manual = ($2::integer IS NOT NULL),
+                       lastscore = coalesce($2::integer, basescore + \(Scoring.ageScoreSQL(queuedColumn: "date_queued")))
+                  FROM build b WHERE q.build_id = $1 AND b.id = q.build_id
+                RETURNING q.lastscore, b.status, b.attempt
+                """, [buildID, score]).first else {
+                throw StoreError(.conflict, "build \(buildID) is not in the queue: only waiting or running builds have a score")
+            }
+            let now = try row.int("lastscore")
+            try connection.execute("""
+                INSERT INTO build_event (build_id, status, attempt, builder, message, actor) VALUES ($1, $2, $3, NULL, $4, $5)
+                """, [buildID, try row.string("status"), try row.int("attempt"),
+                      score == nil ? "score back to the computed \(now)" : "rescored to \(now)", actor])
+            return now
         }
-        return try row.int("lastscore")
     }
 
     /// Brings the age bonus of waiting builds up to date. Only rows old enough for a bonus are read and

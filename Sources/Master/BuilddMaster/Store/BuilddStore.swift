@@ -177,7 +177,8 @@ public final class BuilddStore: Sendable {
                    extract(epoch FROM clock_timestamp() - b.last_seen) AS since_seen,
                    (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
                       JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = b.id) AS processors,
-                   q.build_id AS current_build, q.logtail, cb.source_name || ' ' || cb.source_version AS current_title
+                   q.build_id AS current_build, q.logtail, cb.source_name || ' ' || cb.source_version AS current_title,
+                   cb.archive_purpose AS current_archive
               FROM builder b
               LEFT JOIN buildqueue q ON q.builder_id = b.id AND q.state IN ('RUNNING', 'CANCELLING')
               LEFT JOIN build cb ON cb.id = q.build_id
@@ -191,7 +192,8 @@ public final class BuilddStore: Sendable {
                 active: try row.bool("active"), failureCount: try row.int("failure_count"),
                 agentState: row["agent_state"], lastSeen: row["last_seen"], secondsSinceSeen: row.optionalDouble("since_seen"),
                 currentBuild: row.optionalInt64("current_build"), currentTitle: row["current_title"],
-                logTail: row["logtail"])
+                logTail: row["logtail"],
+                currentArchive: row["current_archive"].map { ArchivePurpose(rawValue: $0) ?? .private })
         }
     }
 
@@ -251,7 +253,7 @@ public final class BuilddStore: Sendable {
     }
 
     static let buildSummaryColumns = """
-        b.id, b.status, p.name AS processor, d.name || '/' || s.name || '/' || das.architecturetag AS archseries,
+        b.id, b.status, p.name AS processor, b.archive_purpose, d.name || '/' || s.name || '/' || das.architecturetag AS archseries,
         b.source_name, b.source_version, b.build_type, bl.name AS builder, b.attempt, q.lastscore, q.state AS queue_state,
         b.failure_count, b.result, b.failnotes, \(iso("b.date_created")) AS date_created,
         \(iso("b.date_started")) AS date_started, \(iso("b.date_finished")) AS date_finished
@@ -270,7 +272,9 @@ public final class BuilddStore: Sendable {
         }
         return BuildSummary(
             id: try row.int64("id"), status: status, processor: try row.string("processor"),
-            archSeries: try row.string("archseries"), source: try row.string("source_name"),
+            archSeries: try row.string("archseries"),
+            archive: ArchivePurpose(rawValue: try row.string("archive_purpose")) ?? .private,
+            source: try row.string("source_name"),
             version: try row.string("source_version"), buildType: try row.string("build_type"),
             builder: row["builder"], attempt: try row.int("attempt"), score: row.optionalInt64("lastscore").map(Int.init),
             queueState: row["queue_state"], failureCount: try row.int("failure_count"), result: row["result"],
@@ -278,23 +282,35 @@ public final class BuilddStore: Sendable {
             dateFinished: row["date_finished"])
     }
 
-    /// Builds, newest first, optionally only those in `statuses` and of `processor`.
-    public func builds(statuses: [BuildStatus] = [], processor: String? = nil, limit: Int = 100) async throws -> [BuildSummary] {
+    /// Builds, newest first, optionally only those in `statuses` and of `processor`, of the archives in
+    /// `visible` (``Access/visibleArchives(to:)``; all of them for the CLI on a database host).
+    public func builds(statuses: [BuildStatus] = [], processor: String? = nil, limit: Int = 100,
+                       visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> [BuildSummary] {
         let statusList = statuses.map(\.rawValue).joined(separator: ",")
         return try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
              WHERE ($1 = '' OR b.status = ANY(string_to_array($1, ',')))
-               AND ($2::text IS NULL OR p.name = $2)
+               AND ($2::text IS NULL OR p.name = $2) AND \(Self.visibleArchiveCondition(parameter: 4))
              ORDER BY b.id DESC LIMIT $3
-            """, [statusList, processor, limit]).rows.map(Self.buildSummary)
+            """, [statusList, processor, limit, Self.archiveNames(visible)]).rows.map(Self.buildSummary)
     }
 
-    public func build(_ id: Int64) async throws -> BuildDetail {
+    /// The condition that keeps builds (`b`) of the archives bound as parameter `n` (``archiveNames(_:)``).
+    static func visibleArchiveCondition(parameter n: Int, alias: String = "b") -> String {
+        "\(alias).archive_purpose = ANY($\(n)::text[])"
+    }
+
+    static func archiveNames(_ visible: [ArchivePurpose]) -> PostgresArray {
+        PostgresArray(visible.map(\.rawValue))
+    }
+
+    /// One build with its files and history; `notFound` also when its archive is not in `visible`.
+    public func build(_ id: Int64, visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> BuildDetail {
         try await database.withConnection { connection in
             guard let row = try connection.query("""
                 SELECT \(Self.buildSummaryColumns), b.urgency, b.pocket, b.component, q.logtail, b.log_name
-                  FROM \(Self.buildSummaryJoins) WHERE b.id = $1
-                """, [id]).first
+                  FROM \(Self.buildSummaryJoins) WHERE b.id = $1 AND \(Self.visibleArchiveCondition(parameter: 2))
+                """, [id, Self.archiveNames(visible)]).first
             else { throw StoreError(.notFound, "no build \(id)") }
             let files = try connection.query("""
                 SELECT name, kind, sha256, size, attempt FROM build_file WHERE build_id = $1 ORDER BY attempt, kind, name
@@ -303,11 +319,11 @@ public final class BuilddStore: Sendable {
                           size: try $0.int64("size"), attempt: try $0.int("attempt"))
             }
             let history = try connection.query("""
-                SELECT \(iso("at")) AS at, status, attempt, builder, message FROM build_event
+                SELECT \(iso("at")) AS at, status, attempt, builder, message, actor FROM build_event
                  WHERE build_id = $1 ORDER BY id
                 """, [id]).rows.map {
                 BuildEvent(at: try $0.string("at"), status: try $0.string("status"), attempt: try $0.int("attempt"),
-                           builder: $0["builder"], message: $0["message"])
+                           builder: $0["builder"], message: $0["message"], actor: $0["actor"])
             }
             return BuildDetail(build: try Self.buildSummary(row), urgency: try row.string("urgency"),
                                pocket: try row.string("pocket"), component: try row.string("component"),

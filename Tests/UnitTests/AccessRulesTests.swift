@@ -1,0 +1,85 @@
+@testable import BuilddMasterKit
+import BuilddShared
+import Foundation
+import Testing
+
+/// The access rules of ``Access`` and the builder history of the core, and the schema's lists that must
+/// say the same as the Swift that states them.
+@Suite(.timeLimit(.minutes(1))) struct AccessRulesTests {
+    @Test func eachRoleMayDoWhatTheRolesBelowItMay() {
+        #expect(Role.allCases == [.viewer, .submitter, .operator, .admin])
+        for action in Action.allCases {
+            let allowed = Role.allCases.filter { Access.allows($0, action, anonymousRead: true) }
+            // Once a role may, every role above it may.
+            if let first = allowed.first { #expect(allowed == Role.allCases.filter { $0 >= first }, "\(action)") }
+            #expect(!allowed.isEmpty, "\(action) is allowed to nobody")
+        }
+        #expect(Access.allows(.viewer, .readPrivate, anonymousRead: true))
+        #expect(!Access.allows(.viewer, .submit, anonymousRead: true))
+        #expect(Access.allows(.submitter, .submit, anonymousRead: true))
+        #expect(!Access.allows(.submitter, .cancel, anonymousRead: true))
+        for action in [Action.cancel, .retry, .rescore, .changeBuilder] {
+            #expect(Access.allows(.operator, action, anonymousRead: true))
+        }
+        #expect(!Access.allows(.operator, .manageTokens, anonymousRead: true))
+        #expect(Access.allows(.admin, .manageTokens, anonymousRead: true))
+    }
+
+    @Test func noTokenReadsPublicBuildsOnlyAndOnlyWhenAnonymousReadingIsOn() {
+        for action in Action.allCases where action != .read {
+            #expect(!Access.allows(nil, action, anonymousRead: true), "\(action) without a token")
+        }
+        #expect(Access.allows(nil, .read, anonymousRead: true))
+        #expect(!Access.allows(nil, .read, anonymousRead: false))
+        #expect(Access.allows(.viewer, .read, anonymousRead: false))
+    }
+
+    @Test func aPrivateArchiveIsVisibleToViewersAndAbove() {
+        #expect(Access.visibleArchives(to: nil) == [.primary, .copy])
+        for role in Role.allCases { #expect(Access.visibleArchives(to: role) == ArchivePurpose.allCases) }
+        #expect(!Access.mayView(archive: .private, role: nil))
+    }
+
+    @Test func aTokenLivesUntilItsExpiry() {
+        #expect(Access.tokenIsLive(expiresAt: nil, now: 1e12))
+        #expect(Access.tokenIsLive(expiresAt: 100, now: 99.9))
+        #expect(!Access.tokenIsLive(expiresAt: 100, now: 100))
+        #expect(!Access.tokenIsLive(expiresAt: 100, now: 101))
+    }
+
+    /// The schema's CHECK lists are the Swift enums': a role or a history kind added on one side only fails here.
+    @Test func theSchemaKnowsEveryRoleAndEveryBuilderHistoryKind() throws {
+        let sql = try #require(Migrations.all.first { $0.name == "0006_roles_and_audit" }?.sql)
+        func quoted(after marker: String) throws -> [String] {
+            let start = try #require(sql.range(of: marker)?.upperBound)
+            let end = try #require(sql[start...].range(of: "))")?.lowerBound)
+            return sql[start..<end].split(separator: ",").map {
+                $0.trimmingCharacters(in: .whitespacesAndNewlines).trimmingCharacters(in: CharacterSet(charactersIn: "'"))
+            }
+        }
+        #expect(try quoted(after: "CHECK (role IN (") == Role.allCases.map(\.rawValue))
+        #expect(try Set(quoted(after: "CHECK (kind IN (")) == Set(BuilderEventKind.allCases.map(\.rawValue)))
+    }
+
+    @Test func theFarmsChangesOfABuilderAreItsHistory() {
+        let ok = BuilderStanding(failures: 0, ok: true, notes: nil)
+        var counted = ok
+        counted.countFailure("lease expired: no heartbeat")
+        #expect(BuilderHistoryEntry.farmChange(of: "b1", from: ok, to: counted)
+                == [BuilderHistoryEntry(builder: "b1", kind: .failure, actor: nil, reason: "1 in a row: lease expired: no heartbeat")])
+        var broken = BuilderStanding(failures: FailureThresholds.builder - 1, ok: true, notes: nil)
+        let before = broken
+        broken.countFailure("did not confirm an abort")
+        #expect(BuilderHistoryEntry.farmChange(of: "b1", from: before, to: broken).map(\.kind) == [.failure, .failed])
+        var disabled = ok
+        disabled.disable("status() fault")
+        #expect(BuilderHistoryEntry.farmChange(of: "b1", from: ok, to: disabled)
+                == [BuilderHistoryEntry(builder: "b1", kind: .failed, actor: nil, reason: "status() fault")])
+        // A success, or faults forgiven, are not history.
+        var forgiven = counted
+        forgiven.forgive(faults: 1)
+        #expect(BuilderHistoryEntry.farmChange(of: "b1", from: counted, to: forgiven).isEmpty)
+        // lastFailure is not part of a standing: equal standings are stored alike.
+        #expect(counted == BuilderStanding(failures: 1, ok: true, notes: nil))
+    }
+}
