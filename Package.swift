@@ -37,6 +37,13 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"]), .brew(["openssl"])]
         ),
+        // TLS for the agent's HTTPS client: OpenSSL's libssl, which librabbitmq links already.
+        .systemLibrary(
+            name: "CLibSSL",
+            path: "Sources/Shared/CLibSSL",
+            pkgConfig: "libssl",
+            providers: [.apt(["libssl-dev"]), .brew(["openssl"])]
+        ),
         .systemLibrary(
             name: "CLibPQ",
             path: "Sources/Shared/CLibPQ",
@@ -54,7 +61,7 @@ let package = Package(
         // tiny HTTP client.
         .target(
             name: "BuilddShared",
-            dependencies: ["BuilddCore", "CLibCrypto", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BuilddCore", "CLibCrypto", "CLibSSL", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Shared/BuilddShared"
         ),
         // The only code that touches librabbitmq.

@@ -138,6 +138,7 @@ url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-bench
 password_file = $BENCH/secret
 [master]
 url = http://127.0.0.1:$((HTTP_PORT + 21))
+insecure_http = true  # loopback only: masters and agents on this machine
 [commands]
 binarypackage = $ROOT/deploy/examples/sample-build
 CONF

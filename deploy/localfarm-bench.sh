@@ -36,6 +36,7 @@ url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-bench
 password_file = $bench/secret
 [master]
 url = http://127.0.0.1:$HTTP_PORT
+insecure_http = true  # loopback only: masters and agents on this machine
 [commands]
 binarypackage = $ROOT/deploy/examples/sample-build
 CONF

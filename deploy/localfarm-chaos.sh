@@ -140,6 +140,7 @@ url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-chaos
 password_file = $CHAOS/secret
 [master]
 url = $urls
+insecure_http = true  # loopback only: masters and agents on this machine
 [commands]
 binarypackage = $ROOT/deploy/bench/chaos-build
 CONF

@@ -561,6 +561,7 @@ password_file = $CL/agent.secret
 queue_type = quorum
 [master]
 url = $masters
+insecure_http = true  # loopback only: masters and agents on this machine
 [commands]
 binarypackage = $ROOT/deploy/bench/chaos-build
 CONF

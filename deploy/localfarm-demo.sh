@@ -113,6 +113,7 @@ password_file = $demo/$name.secret
 
 [master]
 url = http://127.0.0.1:$HTTP_PORT
+insecure_http = true  # loopback only: masters and agents on this machine
 
 [commands]
 binarypackage = $ROOT/deploy/examples/$(if [ "$name" = "demo-$host_arch-real" ]; then echo binarypackage; else echo sample-build; fi)

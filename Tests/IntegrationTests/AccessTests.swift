@@ -4,7 +4,8 @@ import Foundation
 import Postgres
 import Testing
 
-/// Roles, private builds and the audit trail against a real master, PostgreSQL and RabbitMQ: every route
+/// Roles, private builds and the audit trail against a real master over HTTPS (a private CA made by the
+/// test), PostgreSQL and RabbitMQ, with agents that upload over HTTPS: every route
 /// is tried by every kind of caller, each refusal changes nothing, a private build does not exist for
 /// those who may not view it, and each change names its actor.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct AccessTests {
@@ -23,10 +24,10 @@ import Testing
         if let cookie { headers["Cookie"] = cookie }
         if body != nil { headers["Content-Type"] = method == "POST" && path == "/signin"
             ? "application/x-www-form-urlencoded" : "application/json" }
-        let sent = headers
+        let sent = headers, trust = farm.trust
         let response = try await runBlocking {
             try SimpleHTTPClient.send(method: method, url: url, headers: sent,
-                                      body: body.map { .bytes(Array($0.utf8)) } ?? .none, timeoutSeconds: 10)
+                                      body: body.map { .bytes(Array($0.utf8)) } ?? .none, timeoutSeconds: 10, trust: trust)
         }
         return Answer(status: response.status, text: response.text, headers: response.headers)
     }
@@ -52,7 +53,7 @@ import Testing
     }
 
     @Test func everyRouteAnswersEachCallerAsTheRolesSayAndARefusalChangesNothing() async throws {
-        let farm = try await FarmHarness.make()
+        let farm = try await FarmHarness.make(tls: true)
         try await closing(farm) {
             try await farm.store.addNobleProcessors(["amd64"])
             try await farm.store.addBuilder(name: "acl-builder", processors: ["amd64"])
@@ -152,7 +153,7 @@ import Testing
     }
 
     @Test func aPrivateBuildDoesNotExistForThoseWhoMayNotViewIt() async throws {
-        let farm = try await FarmHarness.make()
+        let farm = try await FarmHarness.make(tls: true)
         try await closing(farm) {
             try await farm.store.addNobleProcessors(["amd64"])
             try await farm.store.addBuilder(name: "priv-agent", processors: ["amd64"])
@@ -223,7 +224,7 @@ import Testing
     }
 
     @Test func withAnonymousReadOffEveryReadNeedsATokenAndPagesSignIn() async throws {
-        let farm = try await FarmHarness.make()
+        let farm = try await FarmHarness.make(tls: true)
         try await closing(farm) {
             try await farm.store.addNobleProcessors(["amd64"])
             let build = try await submit(farm, "closed")

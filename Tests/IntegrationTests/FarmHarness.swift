@@ -18,13 +18,52 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     private(set) var agents: [String: Process] = [:]
     private(set) var standIns: [LegacyStandIn] = []
     private(set) var relays: [TCPRelay] = []
+    /// With HTTPS: the private CA this farm made and the masters' certificate and key (for 127.0.0.1 and
+    /// localhost); nil: plain http, which agents take only with `insecure_http = true`.
+    let tls: (ca: String, certificate: String, key: String)?
+    /// What clients of this farm's masters trust: its private CA, or the system's store.
+    let trust: TLSTrust
 
-    init(database: TestDatabase, vhost: TestVhost, store: BuilddStore) throws {
+    init(database: TestDatabase, vhost: TestVhost, store: BuilddStore, tls: Bool = false) throws {
         self.database = database
         self.vhost = vhost
         self.store = store
         directory = NSTemporaryDirectory() + "buildd-farm-\(randomHexToken(bytes: 5))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if tls {
+            let made = try Self.makeCertificates(in: directory + "/tls", names: ["IP:127.0.0.1", "DNS:localhost"])
+            self.tls = made
+            trust = try TLSTrust(caFile: made.ca)
+        } else {
+            self.tls = nil
+            trust = .system
+        }
+    }
+
+    /// A private CA and a server certificate signed by it for `names` (subjectAltName entries), made with
+    /// the openssl command; `commonName` only names the CA.
+    static func makeCertificates(in folder: String, names: [String], commonName: String = "buildd test CA")
+        throws -> (ca: String, certificate: String, key: String) {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let script = """
+            set -e
+            cd '\(folder)'
+            openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=\(commonName)' -keyout ca.key -out ca.pem
+            openssl req -newkey rsa:2048 -nodes -subj '/CN=buildd test server' -keyout server.key -out server.csr
+            printf 'subjectAltName = \(names.joined(separator: ","))\\n' > server.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.pem
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw SimpleHTTPClient.Failure(description: "openssl could not make certificates in \(folder)")
+        }
+        return (folder + "/ca.pem", folder + "/server.pem", folder + "/server.key")
     }
 
     /// Runs `body` with a new farm and always stops its processes and drops its database afterwards.
@@ -40,14 +79,15 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         }
     }
 
-    static func make() async throws -> FarmHarness {
+    /// A farm on a test database and vhost; with `tls`, its masters serve HTTPS with a private CA made here.
+    static func make(tls: Bool = false) async throws -> FarmHarness {
         let database = try await TestDatabase.create()
         let vhost = try await TestVhost.create()
-        return try FarmHarness(database: database, vhost: vhost, store: try await database.store())
+        return try FarmHarness(database: database, vhost: vhost, store: try await database.store(), tls: tls)
     }
 
     /// Every started master's URL; agents may upload to any (they share the artifact store).
-    var masterURLs: [String] { masters.map { "http://127.0.0.1:\($0.port)" } }
+    var masterURLs: [String] { masters.map { "\(tls == nil ? "http" : "https")://127.0.0.1:\($0.port)" } }
     var artifactRoot: String { directory + "/artifacts" }
 
     static func freePort() throws -> Int {
@@ -89,18 +129,37 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             "serve", "--database", databaseURL ?? database.url, "--broker", vhost.brokerURL, "--http-port", "\(port)",
             "--artifacts", artifactRoot, "--lease", "\(lease)", "--accept-timeout", "\(acceptTimeout)",
             "--name", name,
-        ] + arguments, log: directory + "/\(name).log")
+        ] + (tls.map { ["--tls-certificate", $0.certificate, "--tls-key", $0.key] } ?? []) + arguments,
+            log: directory + "/\(name).log")
         masters.append((name, port, process))
-        let url = "http://127.0.0.1:\(port)/healthz"
+        let url = "\(tls == nil ? "http" : "https")://127.0.0.1:\(port)/healthz"
+        let trust = self.trust
         // Healthy, and listening itself: a port taken by another test's process between `freePort()` and the
         // bind would otherwise answer for it.
         let up = try await eventually(timeout: .seconds(30)) {
             if !process.isRunning { return true }
             guard self.log(name).contains("msg=\"http listening\"") else { return false }
-            return (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 2) })?
+            return (try? await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 2, trust: trust) })?
                 .status == 200
         } && process.isRunning
         if !up { throw SimpleHTTPClient.Failure(description: "master did not become healthy: \(log(name))") }
+    }
+
+    /// Starts one more master on this farm's database with `certificate` instead of the farm's, and returns
+    /// its port once it listens (its health is not asked: nothing here trusts it). It is the last of
+    /// ``masterURLs``; start agents before it.
+    func startOtherMaster(certificate: (ca: String, certificate: String, key: String)) async throws -> Int {
+        let port = try Self.freePort()
+        let name = "other-\(port)"
+        let process = try spawn("buildd-master", [
+            "serve", "--database", database.url, "--broker", vhost.brokerURL, "--http-port", "\(port)",
+            "--artifacts", artifactRoot, "--name", name,
+            "--tls-certificate", certificate.certificate, "--tls-key", certificate.key,
+        ], log: directory + "/\(name).log")
+        masters.append((name, port, process))
+        let up = try await eventually(timeout: .seconds(30)) { self.log(name).contains("msg=\"http listening\"") }
+        if !up { throw SimpleHTTPClient.Failure(description: "master \(name) did not listen: \(log(name))") }
+        return port
     }
 
     /// Runs a program to its end and returns its exit status, standard output and standard error.
@@ -203,7 +262,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
 
     func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3, agentSettings: String = "",
                     commands: String = "", queueType: String = "classic", masters: [String]? = nil,
-                    environment: [String: String] = [:]) throws {
+                    environment: [String: String] = [:], caFile: String? = nil) throws {
         let secret = directory + "/\(name).secret"
         try "guest\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -222,6 +281,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             queue_type = \(queueType)
             [master]
             url = \((masters ?? masterURLs).joined(separator: ", "))
+            \((caFile ?? tls?.ca).map { "ca_file = \($0)" } ?? "insecure_http = true")
             [commands]
             binarypackage = \(repository)/deploy/examples/sample-build
             \(commands)

@@ -16,7 +16,7 @@ import Testing
         password_file = /etc/buildd/secret
 
         [master]
-        url = http://master:8080/
+        url = https://master:8443/
 
         [commands]
         ; the real thing
@@ -34,7 +34,7 @@ import Testing
         #expect(configuration.heartbeatSeconds == 3)
         #expect(configuration.brokerURL.password == "hunter2")
         #expect(configuration.brokerUser == "bld-amd64-01")
-        #expect(configuration.masterURLs == ["http://master:8080"])
+        #expect(configuration.masterURLs == ["https://master:8443"])
         #expect(configuration.commands == ["binarypackage": "/usr/bin/sbuild-wrapper",
                                            "command": "cd src; make check # tests"])
         #expect(!configuration.brokerURL.description.contains("hunter2"))
@@ -95,6 +95,44 @@ import Testing
         }
     }
 
+    @Test func plainHTTPNeedsToBeAskedForAndIsWarnedAbout() throws {
+        let plain = valid.replacingOccurrences(of: "https://master:8443/", with: "http://master:8080/")
+        #expect(throws: AgentConfiguration.Invalid(problems: [
+            "[master] url 'http://master:8080' is plain http: use https://, or set insecure_http = true to send tokens, sources and results in clear",
+        ])) { try AgentConfiguration.parse(plain, readFile: secrets) }
+        let allowed = try AgentConfiguration.parse(plain.replacingOccurrences(of: "[master]\n", with: "[master]\ninsecure_http = true\n"),
+                                                   readFile: secrets)
+        #expect(allowed.insecureHTTP && allowed.masterURLs == ["http://master:8080"])
+        #expect(allowed.warnings.contains { $0.hasPrefix("[master] http://master:8080 is plain http") })
+        // Plain amqp:// is allowed and warned about; amqps:// is not.
+        #expect(allowed.warnings.contains { $0.hasPrefix("[broker] plain amqp://") })
+        let secure = try AgentConfiguration.parse(valid.replacingOccurrences(of: "amqp://bld-amd64-01@broker:5672/",
+                                                                             with: "amqps://bld-amd64-01@broker:5671/"),
+                                                  readFile: secrets)
+        #expect(secure.warnings.isEmpty, "\(secure.warnings)")
+        #expect(throws: AgentConfiguration.Invalid(problems: ["[master] url 'ftp://m' must be an https:// URL"])) {
+            try AgentConfiguration.parse(valid.replacingOccurrences(of: "https://master:8443/", with: "ftp://m"), readFile: secrets)
+        }
+    }
+
+    @Test func anAgentWithoutABrokerPasswordOrUserIsRefused() {
+        let noPassword = valid.replacingOccurrences(of: "password_file = /etc/buildd/secret\n", with: "")
+        #expect(throws: AgentConfiguration.Invalid(problems: [
+            "[broker] no password: set password_file (or BUILDD_AGENT_BROKER_PASSWORD); an agent never logs in as guest",
+        ])) { try AgentConfiguration.parse(noPassword, readFile: secrets) }
+        let noUser = valid.replacingOccurrences(of: "amqp://bld-amd64-01@broker", with: "amqp://broker")
+        #expect(throws: AgentConfiguration.Invalid(problems: [
+            "[broker] url needs the agent's own broker user (amqps://NAME@host/vhost)",
+        ])) { try AgentConfiguration.parse(noUser, readFile: secrets) }
+    }
+
+    @Test func aCAFileThatCannotBeReadIsReported() {
+        let text = valid.replacingOccurrences(of: "[master]\n", with: "[master]\nca_file = /nowhere.pem\n")
+        #expect(throws: AgentConfiguration.Invalid(problems: ["[master] ca_file /nowhere.pem cannot be read"])) {
+            try AgentConfiguration.parse(text, readFile: secrets)
+        }
+    }
+
     @Test func unreadableSecretFileIsReported() {
         let text = valid.replacingOccurrences(of: "/etc/buildd/secret", with: "/nowhere")
         #expect(throws: AgentConfiguration.Invalid(problems: ["[broker] password_file /nowhere cannot be read"])) {
@@ -106,8 +144,8 @@ import Testing
 /// `fileText` writes a configuration as the file it parses from (the fuzz target checks this on any input).
 @Suite(.timeLimit(.minutes(1))) struct AgentConfigurationFileTextTests {
     @Test(arguments: [
-        "[agent]\nname = a1\nprocessors = amd64, arm64\nworkdir =;odd\nbuild_user =#x\n[broker]\nurl = amqp://us%40er@[::1]:5673/v%2Fh?cacert=/x%20y\npassword_file = /s\n[master]\nurl = http://m1:8080/, http://m2:8080\n[commands]\nbinarypackage = sbuild {dsc} ; not a comment here\n",
-        "[agent]\nname = b\nprocessors = riscv64\nkeep_workdir = yes\nbuild_timeout = 0\n[broker]\nurl = amqps://b@h/\nqueue_type = quorum\npassword_file = /s\n[master]\nurl = http://h:1\n[commands]\ncommand = true\n",
+        "[agent]\nname = a1\nprocessors = amd64, arm64\nworkdir =;odd\nbuild_user =#x\n[broker]\nurl = amqp://us%40er@[::1]:5673/v%2Fh?cacert=/x%20y\npassword_file = /s\n[master]\nurl = http://m1:8080/, http://m2:8080\ninsecure_http = true\n[commands]\nbinarypackage = sbuild {dsc} ; not a comment here\n",
+        "[agent]\nname = b\nprocessors = riscv64\nkeep_workdir = yes\nbuild_timeout = 0\n[broker]\nurl = amqps://b@h/\nqueue_type = quorum\npassword_file = /s\n[master]\nurl = https://h:1\nca_file = /ca.pem\n[commands]\ncommand = true\n",
     ])
     func roundTrips(text: String) throws {
         let environment = ["BUILDD_AGENT_BROKER_PASSWORD": "pw"]

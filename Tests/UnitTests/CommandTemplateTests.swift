@@ -37,7 +37,8 @@ import Testing
             _ = try AgentConfiguration.parse(text)
             Issue.record("accepted an unknown placeholder")
         } catch let invalid as AgentConfiguration.Invalid {
-            #expect(invalid.problems.first?.hasPrefix("[commands] binarypackage: unknown placeholder {distro}") == true)
+            #expect(invalid.problems.contains { $0.hasPrefix("[commands] binarypackage: unknown placeholder {distro}") },
+                    "\(invalid.problems)")
         } catch {
             Issue.record("\(error)")
         }

@@ -2,7 +2,8 @@
 import Glibc
 #endif
 
-/// A small blocking HTTP/1.1 client for agents' uploads and tests (http only, one request per connection).
+/// A small blocking HTTP/1.1 client for agents' uploads and tests (one request per connection), over
+/// HTTPS (OpenSSL's libssl, checking the certificate against `trust` and the URL's host) or plain http.
 ///
 /// Call it from a thread of its own (``runBlocking(name:_:)``), never from the cooperative pool.
 public enum SimpleHTTPClient {
@@ -26,12 +27,59 @@ public enum SimpleHTTPClient {
         case file(path: String)
     }
 
-    /// Sends one request. `url` is `http://[user:password@]host:port/path?query`; credentials become Basic auth.
+    /// One connection: a socket, with TLS over it for https.
+    final class Connection {
+        let descriptor: Int32
+        let tls: TLSSession?
+
+        init(_ parsed: ServiceURL, timeoutSeconds: Int, trust: TLSTrust) throws {
+            descriptor = try SimpleHTTPClient.connect(host: parsed.host, port: parsed.port, timeoutSeconds: timeoutSeconds)
+            do {
+                tls = parsed.scheme == "https" ? try trust.connect(descriptor: descriptor, host: parsed.host) : nil
+            } catch {
+                Glibc.close(descriptor)
+                throw error
+            }
+        }
+
+        deinit {
+            tls?.close()
+            Glibc.close(descriptor)
+        }
+
+        func send(_ bytes: [UInt8]) throws {
+            guard let tls else { return try SimpleHTTPClient.sendAll(descriptor, bytes) }
+            do { try bytes.withUnsafeBytes { try tls.write($0) } } catch { throw Failure(description: "\(error)") }
+        }
+
+        func send(_ bytes: ArraySlice<UInt8>) throws {
+            guard let tls else { return try SimpleHTTPClient.sendAll(descriptor, Array(bytes)) }
+            do { try bytes.withUnsafeBytes { try tls.write($0) } } catch { throw Failure(description: "\(error)") }
+        }
+
+        /// Bytes read into `buffer`, 0 at the end of the stream.
+        func receive(_ buffer: inout [UInt8]) throws -> Int {
+            if let tls {
+                do { return try buffer.withUnsafeMutableBytes { try tls.read($0) } } catch {
+                    throw Failure(description: "\(error)")
+                }
+            }
+            while true {
+                let count = recv(descriptor, &buffer, buffer.count, 0)
+                if count >= 0 { return count }
+                if errno == EINTR { continue }
+                throw Failure(description: errno == EAGAIN ? "timed out waiting for the response" : "recv failed: \(errorText())")
+            }
+        }
+    }
+
+    /// Sends one request. `url` is `https://` or `http://[user:password@]host:port/path?query`; credentials
+    /// become Basic auth.
     public static func send(method: String, url: String, headers: [String: String] = [:], body: Body = .none,
-                            timeoutSeconds: Int = 60, maxResponseBytes: Int = 16 << 20) throws -> Response {
+                            timeoutSeconds: Int = 60, maxResponseBytes: Int = 16 << 20,
+                            trust: TLSTrust = .system) throws -> Response {
         let (parsed, target) = try requestTarget(url)
-        let descriptor = try connect(host: parsed.host, port: parsed.port, timeoutSeconds: timeoutSeconds)
-        defer { close(descriptor) }
+        let connection = try Connection(parsed, timeoutSeconds: timeoutSeconds, trust: trust)
 
         var fileDescriptor: Int32 = -1
         var length = 0
@@ -59,38 +107,37 @@ public enum SimpleHTTPClient {
         }
         if method != "GET" || length > 0 { head += "Content-Length: \(length)\r\n" }
         head += "\r\n"
-        try sendAll(descriptor, Array(head.utf8))
+        try connection.send(Array(head.utf8))
         switch body {
         case .none: break
-        case .bytes(let bytes): try sendAll(descriptor, bytes)
+        case .bytes(let bytes): try connection.send(bytes)
         case .file:
             var chunk = [UInt8](repeating: 0, count: 64 * 1024)
             while true {
                 let count = read(fileDescriptor, &chunk, chunk.count)
                 if count < 0 { throw Failure(description: "read failed: \(errorText())") }
                 if count == 0 { break }
-                try sendAll(descriptor, Array(chunk[0..<count]))
+                try connection.send(chunk[0..<count])
             }
         }
-        return try readResponse(descriptor, maxBytes: maxResponseBytes)
+        return try readResponse(connection, maxBytes: maxResponseBytes)
     }
 
     /// Downloads a body to `path` (replacing it), streaming, and returns its status, SHA-256 and size.
-    /// Only a 200 response writes the file. `url` is `http://host:port/path`.
+    /// Only a 200 response writes the file. `url` is `https://host:port/path` (or `http://`).
     public static func download(url: String, headers: [String: String] = [:], to path: String,
-                                maxBytes: Int64, timeoutSeconds: Int = 300) throws -> (status: Int, sha256: String, size: Int64) {
+                                maxBytes: Int64, timeoutSeconds: Int = 300,
+                                trust: TLSTrust = .system) throws -> (status: Int, sha256: String, size: Int64) {
         let (parsed, target) = try requestTarget(url)
-        let descriptor = try connect(host: parsed.host, port: parsed.port, timeoutSeconds: timeoutSeconds)
-        defer { close(descriptor) }
+        let connection = try Connection(parsed, timeoutSeconds: timeoutSeconds, trust: trust)
         var head = "GET \(target) HTTP/1.1\r\nHost: \(parsed.host):\(parsed.port)\r\nConnection: close\r\n"
         for (name, value) in headers.sorted(by: { $0.key < $1.key }) { head += "\(name): \(value)\r\n" }
-        try sendAll(descriptor, Array((head + "\r\n").utf8))
+        try connection.send(Array((head + "\r\n").utf8))
         var buffered: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         var headerEnd: Int?
         while headerEnd == nil {
-            let count = recv(descriptor, &chunk, chunk.count, 0)
-            if count < 0 && errno == EINTR { continue }
+            let count = try connection.receive(&chunk)
             guard count > 0 else { throw Failure(description: "connection closed before the response headers") }
             buffered.append(contentsOf: chunk[0..<count])
             headerEnd = findHeaderEnd(buffered)
@@ -115,11 +162,7 @@ public enum SimpleHTTPClient {
         }
         try store(buffered[headerEnd!...])
         while true {
-            let count = recv(descriptor, &chunk, chunk.count, 0)
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw Failure(description: "recv failed: \(errorText())")
-            }
+            let count = try connection.receive(&chunk)
             if count == 0 { break }
             try store(chunk[0..<count])
         }
@@ -130,7 +173,9 @@ public enum SimpleHTTPClient {
     static func requestTarget(_ url: String) throws -> (ServiceURL, String) {
         let parsed: ServiceURL
         do { parsed = try ServiceURL(parsing: url) } catch { throw Failure(description: "bad URL: \(error)") }
-        guard parsed.scheme == "http" else { throw Failure(description: "only http:// is supported") }
+        guard parsed.scheme == "http" || parsed.scheme == "https" else {
+            throw Failure(description: "only https:// and http:// are supported")
+        }
         guard let slash = url.dropFirst(parsed.scheme.count + 3).firstIndex(of: "/") else { return (parsed, "/") }
         return (parsed, String(url[slash...]))
     }
@@ -176,7 +221,7 @@ public enum SimpleHTTPClient {
         }
     }
 
-    static func readResponse(_ descriptor: Int32, maxBytes: Int) throws -> Response {
+    static func readResponse(_ connection: Connection, maxBytes: Int) throws -> Response {
         var data: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         var headerEnd: Int?
@@ -186,11 +231,7 @@ public enum SimpleHTTPClient {
         var headers: [String: String] = [:]
         while true {
             if let end = headerEnd, let expected, data.count - end >= expected { break }
-            let count = recv(descriptor, &chunk, chunk.count, 0)
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw Failure(description: errno == EAGAIN ? "timed out waiting for the response" : "recv failed: \(errorText())")
-            }
+            let count = try connection.receive(&chunk)
             if count == 0 { break }
             data.append(contentsOf: chunk[0..<count])
             guard data.count <= maxBytes else { throw Failure(description: "response larger than \(maxBytes) bytes") }

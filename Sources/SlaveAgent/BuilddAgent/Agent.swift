@@ -16,6 +16,8 @@ public final class Agent: Sendable {
     public let configuration: AgentConfiguration
     let logger: Logger
     let client: AMQPClient
+    /// The CAs the masters' HTTPS certificates are checked against.
+    let trust: TLSTrust
     let session = randomHexToken(bytes: 8)
     let box: StateBox
     let stateFile: AgentStateFile
@@ -53,6 +55,8 @@ public final class Agent: Sendable {
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        trust = try configuration.caFile.map { try TLSTrust(caFile: $0) } ?? .system
+        for warning in configuration.warnings { logger.warning("insecure setting", metadata: ["warning": "\(warning)"]) }
         let box = StateBox()
         self.box = box
         try makeDirectories(configuration.workDirectory)
@@ -484,9 +488,10 @@ public final class Agent: Sendable {
         for master in [origin.master] + configuration.masterURLs.filter({ $0 != origin.master }) {
             do {
                 let url = master + resource
+                let trust = self.trust
                 let got = try await runBlocking(name: "fetch") {
                     try SimpleHTTPClient.download(url: url, headers: headers, to: path, maxBytes: file.size,
-                                                  timeoutSeconds: timeoutSeconds)
+                                                  timeoutSeconds: timeoutSeconds, trust: trust)
                 }
                 guard got.status == 200 else { lastError = "HTTP \(got.status) from \(master)"; continue }
                 guard got.sha256 == file.sha256, got.size == file.size else {
@@ -576,11 +581,12 @@ public final class Agent: Sendable {
             for master in masters {
                 do {
                     let url = master + resource
+                    let trust = self.trust
                     let response = try await runBlocking(name: "upload") {
                         try SimpleHTTPClient.send(method: "PUT", url: url, headers: [
                             "Authorization": "Bearer \(job.uploadToken)", "X-Checksum-Sha256": sha256,
                             "Content-Type": "application/octet-stream",
-                        ], body: .file(path: path), timeoutSeconds: 300)
+                        ], body: .file(path: path), timeoutSeconds: 300, trust: trust)
                     }
                     if response.status == 201 { return FileDigest(name: name, sha256: sha256, size: size) }
                     lastError = "HTTP \(response.status) from \(master): \(response.text.prefix(200))"

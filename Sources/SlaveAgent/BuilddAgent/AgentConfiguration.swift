@@ -31,9 +31,11 @@ import Glibc
 /// queue_type = classic          ; the farm's queue type: quorum with deploy/rabbitmq/definitions.json
 ///
 /// [master]
-/// url = http://master1.example:8080, http://master2.example:8080
+/// url = https://master1.example:8443, https://master2.example:8443
 /// ; uploads and source downloads go first to the master a job names (matched to one of these by scheme,
 /// ; host as this machine resolves it, and port), then to the others; never to a host not listed here
+/// ca_file = /etc/buildd/ca.pem  ; the CA that signed the masters' certificates (default: the system's store)
+/// insecure_http = false         ; true allows http:// masters: tokens, sources and results in clear
 ///
 /// [commands]
 /// ; one command per build type, run with /bin/sh -c
@@ -73,6 +75,12 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// The masters' artifact store URLs. Uploads go to the one named in the job and, when it does not
     /// answer, to the others (masters of one farm share their artifact store).
     public var masterURLs: [String]
+    /// The CAs trusted for the masters' certificates; nil: the system's store.
+    public var caFile: String?
+    /// Whether http:// masters are allowed (`insecure_http = true`).
+    public var insecureHTTP = false
+    /// Where the broker password was read from (`password_file`); nil when it came from the environment.
+    public var passwordFile: String?
     /// Build type -> command run with `/bin/sh -c` in the build's folder.
     public var commands: [String: String]
 
@@ -139,7 +147,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir", "build_timeout", "max_log_bytes",
                       "shutdown_policy", "shutdown_deadline", "build_user", "privileged_commands", "chroot_cache", "stop_timeout"],
             "broker": ["url", "password", "password_file", "queue_type"],
-            "master": ["url"],
+            "master": ["url", "ca_file", "insecure_http"],
         ]
         for (section, keys) in known {
             for key in values[section, default: [:]].keys where !keys.contains(key) {
@@ -213,8 +221,27 @@ public struct AgentConfiguration: Sendable, Equatable {
             while text.hasSuffix("/") { text.removeLast() }
             return text
         }
-        for url in masterURLs where (try? ServiceURL(parsing: url))?.scheme != "http" {
-            problems.append("[master] url '\(url)' must be an http:// URL")
+        let insecureText = value("master", "insecure_http") ?? "false"
+        if !["true", "false", "yes", "no"].contains(insecureText) { problems.append("[master] insecure_http must be true or false") }
+        let insecure = insecureText == "true" || insecureText == "yes"
+        for url in masterURLs {
+            switch (try? ServiceURL(parsing: url))?.scheme {
+            case "https": break
+            case "http" where insecure: break
+            case "http":
+                problems.append("[master] url '\(url)' is plain http: use https://, or set insecure_http = true "
+                                + "to send tokens, sources and results in clear")
+            default: problems.append("[master] url '\(url)' must be an https:// URL")
+            }
+        }
+        let caFile = value("master", "ca_file")
+        if let caFile, readFile(caFile) == nil { problems.append("[master] ca_file \(caFile) cannot be read") }
+        if password == nil && !brokerText.isEmpty && value("broker", "password_file") == nil && value("broker", "password") == nil {
+            problems.append("[broker] no password: set password_file (or BUILDD_AGENT_BROKER_PASSWORD); "
+                            + "an agent never logs in as guest")
+        }
+        if brokerNodes.contains(where: { $0.user == nil }) {
+            problems.append("[broker] url needs the agent's own broker user (amqps://NAME@host/vhost)")
         }
         let queueType = value("broker", "queue_type") ?? "classic"
         if !["classic", "quorum"].contains(queueType) {
@@ -252,6 +279,9 @@ public struct AgentConfiguration: Sendable, Equatable {
                                       brokerNodes: brokerNodes, queueType: queueType,
                                       masterURLs: masterURLs, commands: commands)
             configuration.privilegedCommands = privileged
+            configuration.caFile = caFile
+            configuration.passwordFile = value("broker", "password_file")
+            configuration.insecureHTTP = insecure
             configuration.chrootCache = chrootCache
             configuration.stopTimeoutSeconds = stopTimeout
             return configuration
@@ -275,6 +305,19 @@ public struct AgentConfiguration: Sendable, Equatable {
 
     /// The broker user, which is also the AMQP `user_id` of every event.
     public var brokerUser: String { brokerURL.user ?? "guest" }
+
+    /// What is allowed but unsafe outside one trusted network: `check-config` prints these and the agent
+    /// logs them at start.
+    public var warnings: [String] {
+        var warnings: [String] = []
+        for url in masterURLs where url.hasPrefix("http://") {
+            warnings.append("[master] \(url) is plain http (insecure_http = true): upload tokens, sources and results cross the network in clear")
+        }
+        if brokerNodes.contains(where: { $0.scheme == "amqp" }) {
+            warnings.append("[broker] plain amqp://: the broker password and every job (with its upload token) cross the network in clear; use amqps://")
+        }
+        return warnings
+    }
 }
 
 extension AgentConfiguration {
@@ -294,8 +337,10 @@ extension AgentConfiguration {
         if !privilegedCommands.isEmpty { lines.append("privileged_commands = \(privilegedCommands.sorted().joined(separator: ","))") }
         lines.append("chroot_cache = \(chrootCache)")
         lines += ["", "[broker]", "url = \(brokerNodes.map(Self.urlText).joined(separator: ", "))",
-                  "queue_type = \(queueType)",
-                  "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "", "[commands]"]
+                  "queue_type = \(queueType)"] + (passwordFile.map { [setting("password_file", $0)] } ?? []) + [
+                  "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "insecure_http = \(insecureHTTP)"]
+        if let caFile { lines.append(setting("ca_file", caFile)) }
+        lines += ["", "[commands]"]
         lines += commands.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }
         return lines.joined(separator: "\n") + "\n"
     }

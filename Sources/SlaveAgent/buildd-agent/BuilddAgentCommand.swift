@@ -104,6 +104,7 @@ struct CheckConfig: AsyncParsableCommand {
             print("\(config.config): ok (builder \(configuration.name), processors "
                 + "\(configuration.processors.joined(separator: ",")), broker \(configuration.brokerURL), "
                 + "build types \(configuration.commands.keys.sorted().joined(separator: ",")))")
+            for warning in configuration.warnings { print("  warning: \(warning)") }
         } catch let invalid as AgentConfiguration.Invalid {
             print("\(config.config): invalid")
             for problem in invalid.problems { print("  \(problem)") }
