@@ -7,14 +7,15 @@
 # 2. Makes a network namespace whose /etc/hosts (ip netns' /etc/netns/NAME/hosts) resolves the guide's host
 #    names - db.example.org, broker.example.org, master1.example.org - to its own loopback, so the farm runs
 #    on the guide's names and default ports (5432, 5672, 15672, 8080) without touching this machine's.
-# 3. In it, follows the guide: PostgreSQL with TLS (the shipped URL says sslmode=verify-full) and the role and
-#    database of section 1; RabbitMQ with `rabbitmqctl import_definitions deploy/rabbitmq/definitions.json`,
+# 3. In it, follows the guide: one scratch CA signs db.example.org, broker.example.org and master1.example.org;
+#    PostgreSQL with TLS (the shipped URL says sslmode=verify-full) and the role and database of section 1;
+#    RabbitMQ with an amqps listener on 5671 and `rabbitmqctl import_definitions deploy/rabbitmq/definitions.json`,
 #    then deploy/rabbitmq/add-master-user and enrol-agent; the master's unit command lines (migrate, serve)
 #    with master.env; `processor add`, `archseries add`, `builder add --broker-user`; the agent's unit command
-#    lines (check-config, run); then submits a build with a source file and waits for FULLYBUILT.
+#    lines (check-config, run), the master serving HTTPS on 8443 and the agent checking it with ca_file; then
+#    submits a build with a source file, waits for FULLYBUILT and downloads the .deb over HTTPS.
 #
-# What it leaves out: TLS listeners on the broker (amqps is tested by the AMQP suite against the local
-# farm's TLS listener) and a second and third master and broker node (the cluster issue's run).
+# What it leaves out: a second and third master and broker node (the cluster issue's run).
 
 GUIDE_NS=buildd-guide
 
@@ -51,7 +52,8 @@ cmd_guide() {
     cp "$bin/buildd-master" "$bin/buildd-agent" "$root/usr/bin/"
     install -m 0755 deploy/examples/sample-build "$root/usr/share/buildd/sample-build"
     # Only paths move into the scratch root; every other setting is the shipped one.
-    sed "s|/var/lib/buildd|$root/var/lib/buildd|g" deploy/examples/master.env > "$root/etc/buildd/master.env"
+    sed -e "s|/var/lib/buildd|$root/var/lib/buildd|g" -e "s|/etc/buildd/|$root/etc/buildd/|g" deploy/examples/master.env \
+        > "$root/etc/buildd/master.env"
     sed -e "s|/var/lib/buildd-agent|$root/var/lib/buildd-agent|g" -e "s|/etc/buildd/|$root/etc/buildd/|g" \
         -e "s|/usr/share/buildd/|$root/usr/share/buildd/|g" deploy/examples/agent.conf > "$root/etc/buildd/agent.conf"
     chmod 0600 "$root/etc/buildd/master.env" "$root/etc/buildd/agent.conf"
@@ -71,7 +73,7 @@ cmd_guide() {
 127.0.0.2 master2.example.org master3.example.org
 HOSTS
     local status=0
-    BUILDD_STATE_DIR=$guide/state BUILDD_AMQP_PORT=5672 BUILDD_MGMT_PORT=15672 BUILDD_AMQP_DIST_PORT=25672 \
+    BUILDD_STATE_DIR=$guide/state BUILDD_AMQP_PORT=5672 BUILDD_AMQPS_PORT=5671 BUILDD_MGMT_PORT=15672 BUILDD_AMQP_DIST_PORT=25672 \
         BUILDD_EPMD_PORT=4369 GUIDE_ROOT=$root GUIDE_DIR=$guide \
         ip netns exec "$GUIDE_NS" "$ROOT/deploy/localfarm" guide-farm || status=$?
     [ $status = 0 ] || die "the guide's farm did not build its package (logs in $guide)"
@@ -87,15 +89,23 @@ cmd_guide_farm() {
     trap 'stop_processes; stop_rabbitmq; guide_stop_postgres' EXIT
     getent hosts db.example.org | grep -q '^127\.0\.0\.1' || die "db.example.org does not resolve in the namespace"
 
-    # Section 1: PostgreSQL, with TLS for sslmode=verify-full (a scratch CA signs db.example.org).
+    # Section 1: a scratch CA signs the database's, the broker's and the master's certificates; PostgreSQL
+    # with TLS for sslmode=verify-full.
     mkdir -p "$tls"
     (
         cd "$tls"
         openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=buildd guide CA" -keyout ca.key -out ca.pem 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=db.example.org" -keyout db.key -out db.csr 2>/dev/null
-        printf 'subjectAltName = DNS:db.example.org\n' > db.ext
-        openssl x509 -req -in db.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile db.ext -out db.pem 2>/dev/null
+        for host in db broker master1; do
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=$host.example.org" -keyout $host.key -out $host.csr 2>/dev/null
+            printf 'subjectAltName = DNS:%s.example.org\n' $host > $host.ext
+            openssl x509 -req -in $host.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile $host.ext \
+                -out $host.pem 2>/dev/null
+        done
     )
+    # Where master.env and agent.conf expect them: the CA for both, the master's certificate and key.
+    install -m 0644 "$tls/ca.pem" "$root/etc/buildd/ca.pem"
+    install -m 0644 "$tls/master1.pem" "$root/etc/buildd/master.pem"
+    install -m 0600 "$tls/master1.key" "$root/etc/buildd/master.key"
     GUIDE_PG=$(dirname "$PG_DIR")/guide-pg
     rm -rf "$GUIDE_PG"
     mkdir -p "$GUIDE_PG/sock"
@@ -117,15 +127,20 @@ cmd_guide_farm() {
     sed -i "s|^\(BUILDD_DATABASE_URL=postgresql://buildd:\)CHANGE-ME@|\1$db_password@|" "$root/etc/buildd/master.env"
     log "guide: PostgreSQL on db.example.org:5432 with TLS, role and database buildd"
 
-    # Section 2: RabbitMQ, the definitions, the master's and the agent's users.
-    start_rabbitmq
+    # Section 2: RabbitMQ with an amqps listener (the broker's certificate), the definitions, the master's
+    # and the agent's users.
+    mkdir -p "$STATE/tls"
+    cp "$tls/ca.pem" "$STATE/tls/ca.pem"
+    cp "$tls/broker.pem" "$STATE/tls/server.pem"
+    cp "$tls/broker.key" "$STATE/tls/server.key"
+    RABBIT_TLS=1 start_rabbitmq
     rabbitmqctl_ import_definitions "$ROOT/deploy/rabbitmq/definitions.json" >/dev/null
     export BUILDD_MANAGEMENT_URL=http://guest:guest@broker.example.org:15672 BUILDD_VHOST=buildd
     broker_password=$("$ROOT/deploy/rabbitmq/add-master-user" buildd-master)
     agent_password=$("$ROOT/deploy/rabbitmq/enrol-agent" bld-amd64-01 amd64)
-    sed -i "s|^\(BUILDD_BROKER_URL=amqp://buildd-master:\)CHANGE-ME@|\1$broker_password@|" "$root/etc/buildd/master.env"
+    sed -i "s|^\(BUILDD_BROKER_URL=amqps://buildd-master:\)CHANGE-ME@|\1$broker_password@|" "$root/etc/buildd/master.env"
     grep -q CHANGE-ME "$root/etc/buildd/master.env" && die "master.env still has a CHANGE-ME the guide does not fill"
-    log "guide: RabbitMQ on broker.example.org:5672, definitions imported, users buildd-master and bld-amd64-01"
+    log "guide: RabbitMQ on broker.example.org:5671 (amqps), definitions imported, users buildd-master and bld-amd64-01"
 
     # Section 3: the master, by its unit's command lines and master.env (BUILDD_CONFIG: where the file is).
     export BUILDD_CONFIG=$root/etc/buildd/master.env PGSSLROOTCERT=$tls/ca.pem
@@ -136,12 +151,12 @@ cmd_guide_farm() {
     # shellcheck disable=SC2086
     start_process guide-master "$guide/master.log" $start
     local tries=0
-    until curl -sf http://master1.example.org:8080/healthz >/dev/null; do
+    until curl -sf --cacert "$tls/ca.pem" https://master1.example.org:8443/healthz >/dev/null; do
         tries=$((tries + 1))
         [ $tries -lt 150 ] || { tail -n 30 "$guide/master.log" >&2; die "the master did not become healthy"; }
         sleep 0.2
     done
-    log "guide: master up at http://master1.example.org:8080 (from master.env: $(grep -c '^BUILDD_' "$BUILDD_CONFIG") settings)"
+    log "guide: master up at https://master1.example.org:8443 (from master.env: $(grep -c '^BUILDD_' "$BUILDD_CONFIG") settings)"
 
     # Sections 4 and 5: a processor, an arch series, the build machine's builder and its agent.
     "$master" processor add amd64
@@ -179,7 +194,7 @@ cmd_guide_farm() {
 import json, sys
 d = json.load(sys.stdin)
 print(next(f["name"] for f in d["files"] if f["name"].endswith(".deb")))')
-    curl -sf "http://master1.example.org:8080/v1/builds/$id/files/$deb" | grep -q '^Package: hello' \
+    curl -sf --cacert "$tls/ca.pem" "https://master1.example.org:8443/v1/builds/$id/files/$deb" | grep -q '^Package: hello' \
         || die "the built package cannot be downloaded from the master"
     log "guide: build $id FULLYBUILT on bld-amd64-01; $deb downloaded from master1.example.org"
 }

@@ -83,3 +83,28 @@ import Testing
         #expect(counted == BuilderStanding(failures: 1, ok: true, notes: nil))
     }
 }
+
+/// What `serve` warns about at start: every hop left in clear.
+@Suite(.timeLimit(.minutes(1))) struct MasterWarningTests {
+    @Test func eachHopInClearIsWarnedAboutAndASecuredOneIsNot() {
+        var plain = MasterConfiguration(databaseURL: "postgresql://buildd@db.example.org/buildd",
+                                        brokerURL: "amqp://m:pw@rmq1:5672/buildd, amqps://m:pw@rmq2:5671/buildd")
+        let warnings = plain.warnings
+        #expect(warnings.count == 3, "\(warnings)")
+        #expect(warnings.contains { $0.hasPrefix("no TLS") })
+        #expect(warnings.contains { $0.hasPrefix("plain amqp://") })
+        #expect(warnings.contains { $0.contains("sslmode=verify-full") })
+        plain.publicURL = "https://proxy.example.org"
+        #expect(!plain.warnings.contains { $0.hasPrefix("no TLS") }, "behind a TLS proxy")
+
+        var secured = MasterConfiguration(databaseURL: "postgresql://buildd@db.example.org/buildd?sslmode=verify-full",
+                                          brokerURL: "amqps://m:pw@rmq1:5671/buildd?cacert=/etc/buildd/ca.pem")
+        secured.tls = ("/etc/buildd/master.pem", "/etc/buildd/master.key")
+        #expect(secured.warnings.isEmpty, "\(secured.warnings)")
+        #expect(secured.artifactBaseURL.hasPrefix("https://"))
+        // A database on this machine needs no TLS.
+        let local = MasterConfiguration(databaseURL: "postgresql://postgres@127.0.0.1:55432/postgres",
+                                        brokerURL: "amqps://m@h/")
+        #expect(!local.warnings.contains { $0.contains("sslmode") })
+    }
+}

@@ -1,3 +1,4 @@
+import Foundation
 /// Settings of `buildd-master serve`.
 public struct MasterConfiguration: Sendable {
     /// libpq URL of the database.
@@ -45,6 +46,29 @@ public struct MasterConfiguration: Sendable {
     public init(databaseURL: String, brokerURL: String) {
         self.databaseURL = databaseURL
         self.brokerURL = brokerURL
+    }
+
+    /// Settings that are allowed but unsafe outside one trusted network; the master logs each at start.
+    public var warnings: [String] {
+        var warnings: [String] = []
+        if tls == nil && !artifactBaseURL.hasPrefix("https://") {
+            warnings.append("no TLS: the HTTP API and agents' uploads are plain http (set BUILDD_TLS_CERTIFICATE and BUILDD_TLS_KEY, or a TLS proxy and an https:// BUILDD_PUBLIC_URL)")
+        }
+        if brokerURL.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix("amqp://") }) {
+            warnings.append("plain amqp:// to the broker: its password and every job cross the network in clear")
+        }
+        if !databaseURL.contains("sslmode=verify-full") && !Self.isLocal(databaseURL) {
+            warnings.append("the database URL has no sslmode=verify-full: the connection may be unencrypted or its server unchecked")
+        }
+        return warnings
+    }
+
+    /// A libpq URL to this machine only (a Unix socket or loopback), where TLS protects nothing.
+    static func isLocal(_ url: String) -> Bool {
+        guard let at = url.range(of: "@") ?? url.range(of: "://") else { return false }
+        let rest = url[at.upperBound...]
+        let host = rest.prefix { $0 != ":" && $0 != "/" && $0 != "?" && $0 != "," }
+        return host.isEmpty || host == "localhost" || host.hasPrefix("127.") || host == "[::1]"
     }
 
     /// The artifact base URL handed to agents.

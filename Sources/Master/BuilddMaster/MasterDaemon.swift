@@ -58,6 +58,7 @@ public final class MasterDaemon: Service {
             "http": "\(configuration.tls == nil ? "http" : "https")://\(configuration.httpHost):\(configuration.httpPort)",
             "anonymous_read": "\(configuration.anonymousRead)", "artifacts": "\(configuration.artifactDirectory)",
             "broker.url": "\(broker.configuration.url)"])
+        for warning in configuration.warnings { logger.warning("insecure setting", metadata: ["warning": "\(warning)"]) }
         try await group.run()
         store.shutdown()
         logger.info("master stopped")

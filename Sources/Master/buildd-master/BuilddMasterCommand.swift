@@ -14,7 +14,8 @@ struct BuilddMasterCommand: AsyncParsableCommand {
             ($BUILDD_CONFIG, or /etc/buildd/master.env when it exists: the file the systemd unit loads), so a
             command run by hand on a master uses what the master uses: BUILDD_DATABASE_URL (a libpq URL),
             BUILDD_BROKER_URL (amqp://user:password@host:port/vhost), BUILDD_QUEUE_TYPE (classic or quorum),
-            BUILDD_ARTIFACTS (the shared artifact store) and BUILDD_PUBLIC_URL (serve only).
+            BUILDD_ARTIFACTS (the shared artifact store), and for serve only BUILDD_PUBLIC_URL, BUILDD_TLS_CERTIFICATE and
+            BUILDD_TLS_KEY (its HTTPS listener) and BUILDD_ANONYMOUS_READ (on or off).
             """,
         subcommands: [Migrate.self, Serve.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, BuilderCommand.self,
                       BuildCommand.self, Status.self, TokenCommand.self])

@@ -316,6 +316,9 @@ public struct AgentConfiguration: Sendable, Equatable {
         if brokerNodes.contains(where: { $0.scheme == "amqp" }) {
             warnings.append("[broker] plain amqp://: the broker password and every job (with its upload token) cross the network in clear; use amqps://")
         }
+        if brokerNodes.contains(where: { $0.scheme == "amqps" && ($0.query["verify"] == "false" || $0.query["verify"] == "0") }) {
+            warnings.append("[broker] amqps:// with verify=false: the broker's certificate is not checked")
+        }
         return warnings
     }
 }
