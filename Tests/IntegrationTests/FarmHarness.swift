@@ -262,12 +262,13 @@ final class FarmHarness: @unchecked Sendable, TestResource {
 
     func startAgent(_ name: String, processors: [String], sampleSeconds: Double = 0.3, agentSettings: String = "",
                     commands: String = "", queueType: String = "classic", masters: [String]? = nil,
-                    environment: [String: String] = [:], caFile: String? = nil) throws {
+                    environment: [String: String] = [:], caFile: String? = nil,
+                    brokerUser: (name: String, password: String)? = nil) throws {
         let secret = directory + "/\(name).secret"
-        try "guest\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        try "\(brokerUser?.password ?? "guest")\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
-        let brokerURL = vhost.brokerURL.replacingOccurrences(of: "guest:guest@", with: "guest@")
+        let brokerURL = vhost.brokerURL.replacingOccurrences(of: "guest:guest@", with: "\(brokerUser?.name ?? "guest")@")
         let config = """
             [agent]
             name = \(name)

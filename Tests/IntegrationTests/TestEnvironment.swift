@@ -96,6 +96,15 @@ struct TestVhost {
         }
     }
 
+    /// Whether the queue exists, from the management API.
+    func queueExists(_ queue: String) async throws -> Bool {
+        let management = try TestEnvironment.managementURL
+        let name = self.name
+        return try await runBlocking {
+            try SimpleHTTPClient.send(method: "GET", url: management + "/api/queues/\(name)/\(queue)")
+        }.status == 200
+    }
+
     /// A queue's arguments (`x-queue-type`, ...), from the management API.
     func queueArguments(_ queue: String) async throws -> [String: Any] {
         let management = try TestEnvironment.managementURL

@@ -30,3 +30,20 @@ public struct AttemptRef: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "build \(build) attempt \(attempt)" }
 }
+
+/// A result file or log is written once per attempt: what a second upload under the same name comes to.
+public enum UploadDecision: Equatable, Sendable {
+    /// The first upload of this name: store it.
+    case record
+    /// The same bytes again (a retry whose answer was lost): nothing to change, and it succeeds.
+    case alreadyStored
+    /// Other bytes under a name already stored: refused, the first stays.
+    case refused(String)
+
+    public static func of(name: String, sha256: String, size: Int64, existing: FileDigest?) -> UploadDecision {
+        guard let existing else { return .record }
+        if existing.sha256 == sha256 && existing.size == size { return .alreadyStored }
+        return .refused("\(name) is already stored for this attempt with other contents (sha256 \(existing.sha256)); "
+                        + "a file is written once")
+    }
+}

@@ -29,8 +29,8 @@ public final class Dispatcher: Sendable {
     let configuration: MasterConfiguration
     let logger: Logger
     public let wake = WakeSignal()
-    private let declared = Mutex<(generation: Int, processors: Set<String>)>((0, []))
-    private let processors = Mutex<(names: [String], at: ContinuousClock.Instant)?>(nil)
+    private let declared = Mutex<(generation: Int, queues: Set<String>)>((0, []))
+    private let topology = Mutex<(processors: [String], agents: [String], at: ContinuousClock.Instant)?>(nil)
 
     public init(master: BuilddMaster, store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration,
                 logger: Logger) {
@@ -59,35 +59,43 @@ public final class Dispatcher: Sendable {
     public func dispatchOnce() async throws -> Int {
         guard let generation = broker.currentGeneration else { return 0 }
         var published = 0
-        for processor in try await processorNames() {
-            try await ensureQueue(processor: processor, generation: generation)
+        let (processors, agents) = try await topologyNames()
+        for agent in agents {
+            try await ensureQueue(BrokerTopology.controlQueue(builder: agent), generation: generation) { connection, type in
+                try BrokerTopology.declareControlQueue(builder: agent, on: connection, queueType: type)
+            }
+        }
+        for processor in processors {
+            try await ensureQueue(BrokerTopology.jobQueue(processor: processor), generation: generation) { connection, type in
+                try BrokerTopology.declareJobQueue(processor: processor, on: connection, queueType: type)
+            }
             published += try await master.dispatch(processor: processor).count
         }
         return published
     }
 
-    /// The processors, read again at most once a second: one declared while the farm runs is picked up
-    /// within a second, and a busy dispatcher does not ask for them at every pass.
-    private func processorNames() async throws -> [String] {
+    /// The processors and agent builders, read again at most once a second: one added while the farm runs
+    /// is picked up within a second, and a busy dispatcher does not ask for them at every pass.
+    private func topologyNames() async throws -> (processors: [String], agents: [String]) {
         let now = ContinuousClock.now
-        if let cached = processors.withLock({ $0 }), now - cached.at < .seconds(1) { return cached.names }
-        let names = try await store.processorNames()
-        processors.withLock { $0 = (names, now) }
+        if let cached = topology.withLock({ $0 }), now - cached.at < .seconds(1) { return (cached.processors, cached.agents) }
+        let names = try await store.brokerTopologyNames()
+        topology.withLock { $0 = (names.processors, names.agents, now) }
         return names
     }
 
-    /// Declares a processor's job queue once per broker connection; new processors are picked up at runtime.
-    private func ensureQueue(processor: String, generation: Int) async throws {
-        let known = declared.withLock { $0.generation == generation && $0.processors.contains(processor) }
+    /// Declares a queue (a processor's job queue, an agent's control queue) once per broker connection; new
+    /// ones are picked up at runtime. Masters declare and bind every queue: agents' broker users may not.
+    private func ensureQueue(_ queue: String, generation: Int,
+                             _ declare: @escaping @Sendable (AMQPConnection, String) throws -> Void) async throws {
+        let known = declared.withLock { $0.generation == generation && $0.queues.contains(queue) }
         if known { return }
         let queueType = configuration.queueType
-        try await broker.perform { connection in
-            try BrokerTopology.declareJobQueue(processor: processor, on: connection, queueType: queueType)
-        }
+        try await broker.perform { connection in try declare(connection, queueType) }
         declared.withLock { state in
             if state.generation != generation { state = (generation, []) }
-            state.processors.insert(processor)
+            state.queues.insert(queue)
         }
-        logger.info("job queue ready", metadata: ["processor": "\(processor)"])
+        logger.info("queue ready", metadata: ["queue": "\(queue)"])
     }
 }

@@ -176,7 +176,12 @@ public struct HTTPAPI: Sendable {
         } catch let failure as ArtifactStore.Failure {
             throw refuse(.unprocessableContent, route: route, reason: "checksum_mismatch", failure.description, about)
         }
-        try await store.recordFile(buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: expected, size: size)
+        do {
+            try await store.recordFile(buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: expected,
+                                       size: size)
+        } catch let error as StoreError where error.code == .conflict {
+            throw refuse(.conflict, route: route, reason: "already_stored", error.message, about)
+        }
         return Self.json(FileDigest(name: name, sha256: expected, size: size), status: .created)
     }
 

@@ -82,6 +82,20 @@ public enum BrokerTopology {
         }
     }
 
+    /// Checks that a queue an agent consumes exists, without declaring it: masters declare and bind every
+    /// queue (an agent's control queue once its builder is added), and an agent's broker user may not
+    /// configure or bind anything (deploy/rabbitmq/enrol-agent).
+    public static func requireQueue(_ name: String, on connection: AMQPConnection) throws {
+        do {
+            try connection.declareQueue(name, passive: true)
+        } catch let error as AMQPError where error.kind == .server && error.code == 404 {
+            throw AMQPError(.server, code: 404, text: """
+                queue \(name) does not exist yet: masters declare it (an agent's control queue once its builder is \
+                added with `buildd-master builder add`, a job queue with `processor add`); retrying
+                """, context: error.context)
+        }
+    }
+
     /// Declares a builder's control queue and binds it. Idempotent.
     public static func declareControlQueue(builder: String, on connection: AMQPConnection,
                                            queueType: String = "classic") throws {

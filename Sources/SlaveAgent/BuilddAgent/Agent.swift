@@ -74,10 +74,10 @@ public final class Agent: Sendable {
                                          connectionName: "buildd-agent-\(configuration.name)")
         let configuration = configuration
         client = AMQPClient(configuration: amqp, logger: logger) { connection in
-            try BrokerTopology.declareControlQueue(builder: configuration.name, on: connection,
-                                                   queueType: configuration.queueType)
+            // Masters declare and bind the agent's queues; the agent only checks they are there.
+            try BrokerTopology.requireQueue(BrokerTopology.controlQueue(builder: configuration.name), on: connection)
             for processor in configuration.processors {
-                try BrokerTopology.declareJobQueue(processor: processor, on: connection, queueType: configuration.queueType)
+                try BrokerTopology.requireQueue(BrokerTopology.jobQueue(processor: processor), on: connection)
             }
             // One unacked message per consumer. Not a channel-wide (global) limit: quorum queues - the farm's
             // type with deploy/rabbitmq/definitions.json - refuse global QoS (540 NOT_IMPLEMENTED), which

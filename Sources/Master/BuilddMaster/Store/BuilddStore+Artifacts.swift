@@ -16,7 +16,8 @@ extension BuilddStore {
         return constantTimeEquals(SHA256.hex(of: token), expected)
     }
 
-    /// Records an uploaded file (a retry of the same name replaces the earlier record).
+    /// Records an uploaded file, written once (``UploadDecision``): the same bytes again succeed, other
+    /// bytes under a stored name throw `conflict`.
     public func recordFile(buildID: Int64, attempt: Int32, name: String, kind: String, sha256: String, size: Int64) async throws {
         try await database.withConnection { connection in
             try Self.recordFile(connection, buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: sha256,
@@ -26,11 +27,20 @@ extension BuilddStore {
 
     static func recordFile(_ connection: PostgresConnection, buildID: Int64, attempt: Int32, name: String, kind: String,
                            sha256: String, size: Int64) throws {
-        try connection.execute("""
+        let inserted = try connection.query("""
             INSERT INTO build_file (build_id, attempt, name, kind, sha256, size) VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (build_id, attempt, name) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
-                   kind = EXCLUDED.kind, uploaded_at = now()
+            ON CONFLICT (build_id, attempt, name) DO NOTHING RETURNING id
             """, [buildID, Int(attempt), name, kind, sha256, size])
+        if inserted.first != nil { return }
+        let existing = try connection.query("""
+            SELECT name, sha256, size FROM build_file WHERE build_id = $1 AND attempt = $2 AND name = $3
+            """, [buildID, Int(attempt), name]).first.map {
+            FileDigest(name: try $0.string("name"), sha256: try $0.string("sha256"), size: try $0.int64("size"))
+        }
+        switch UploadDecision.of(name: name, sha256: sha256, size: size, existing: existing) {
+        case .record, .alreadyStored: return
+        case .refused(let reason): throw StoreError(.conflict, reason)
+        }
     }
 
     /// A source file of a build by name.
@@ -41,7 +51,6 @@ extension BuilddStore {
         }
     }
 
-    /// The stored file of a build by name, from its latest attempt that has it.
     /// A build's stored file (of its latest attempt that has one), when the build's archive is in `visible`.
     public func file(buildID: Int64, name: String,
                      visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> BuildFile? {

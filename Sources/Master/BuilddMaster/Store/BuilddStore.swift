@@ -55,6 +55,20 @@ public final class BuilddStore: Sendable {
         try await database.query("SELECT name FROM processor ORDER BY name").rows.map { try $0.string("name") }
     }
 
+    /// The names of the processors and of the agent builders: the queues masters declare (job queues, and
+    /// each agent's control queue: agents may not declare or bind anything themselves). One round trip.
+    public func brokerTopologyNames() async throws -> (processors: [String], agents: [String]) {
+        let rows = try await database.query("""
+            SELECT 'p' AS what, name FROM processor UNION ALL SELECT 'a', name FROM builder WHERE kind = 'agent'
+             ORDER BY 1, 2
+            """).rows
+        var processors: [String] = [], agents: [String] = []
+        for row in rows {
+            if try row.string("what") == "p" { processors.append(try row.string("name")) } else { agents.append(try row.string("name")) }
+        }
+        return (processors, agents)
+    }
+
     public func processors() async throws -> [ProcessorSummary] {
         let rows = try await database.query("""
             SELECT p.name,
