@@ -132,6 +132,7 @@ cmd_bench() {
 name = rss-agent
 processors = idlecpu
 workdir = $BENCH/agent-work
+build_user = nobody  # as root, builds run as nobody (never as root or as the agent)
 heartbeat = 5
 [broker]
 url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-bench

@@ -30,6 +30,7 @@ cmd_bench_agent() {
 name = bench-1
 processors = amd64
 workdir = $bench/work
+build_user = nobody  # as root, builds run as nobody (never as root or as the agent)
 heartbeat = 5
 [broker]
 url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-bench

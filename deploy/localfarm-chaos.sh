@@ -109,6 +109,8 @@ cmd_chaos() {
     CHAOS=$STATE/chaos
     rm -rf "$CHAOS" && mkdir -p "$CHAOS/locks" "$CHAOS/artifacts" "$CHAOS/work"
     : > "$CHAOS/journal"
+    # The build command runs as the build user (nobody): it journals and takes its builder's lock here.
+    chmod 0777 "$CHAOS/locks" && chmod 0666 "$CHAOS/journal"
     : > "$CHAOS/faults.log"
     : > "$CHAOS/samples"
     fresh_target buildd_chaos buildd-chaos
@@ -134,6 +136,7 @@ cmd_chaos() {
 name = $name
 processors = $processor
 workdir = $CHAOS/work/$name
+build_user = nobody  # as root, builds run as nobody (never as root or as the agent)
 heartbeat = 1
 [broker]
 url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-chaos

@@ -516,7 +516,9 @@ cmd_cluster() {
     trap cl_cleanup EXIT
     trap 'exit 130' INT TERM
     rm -rf "$CL" && mkdir -p "$CL/locks" "$CL/artifacts" "$CL/work"
-    : > "$CL/journal"; : > "$CL/faults.log"; : > "$CL/samples"; : > "$CL/submits.log"; : > "$CL/submits-failed.log"
+    : > "$CL/journal"
+    # The build command runs as the build user (nobody): it journals and takes its builder's lock here.
+    chmod 0777 "$CL/locks" && chmod 0666 "$CL/journal"; : > "$CL/faults.log"; : > "$CL/samples"; : > "$CL/submits.log"; : > "$CL/submits-failed.log"
     cl_make_hosts
     cl_rabbit_setup
     cl_pg_setup
@@ -553,6 +555,7 @@ cmd_cluster() {
 name = $agent
 processors = $processor
 workdir = $CL/work/$agent
+build_user = nobody  # as root, builds run as nobody (never as root or as the agent)
 heartbeat = 1
 stop_timeout = $CL_STOP_TIMEOUT
 [broker]

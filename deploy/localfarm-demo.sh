@@ -104,6 +104,7 @@ cmd_demo() {
 name = $name
 processors = $processor
 workdir = $demo/work-$name
+build_user = nobody  # as root, builds run as nobody (never as root or as the agent)
 heartbeat = 2
 $(if [ "$name" = "demo-$host_arch-real" ]; then echo "privileged_commands = binarypackage"; fi)
 

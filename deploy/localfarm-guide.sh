@@ -162,6 +162,8 @@ cmd_guide_farm() {
     "$master" processor add amd64
     "$master" archseries add ubuntu/noble/amd64 --processor amd64
     "$master" builder add bld-amd64-01 --processor amd64 --broker-user bld-amd64-01
+    # The build machine's build user (agent.conf's build_user): builds never run as the agent.
+    id buildd-build >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin buildd-build
     printf '%s\n' "$agent_password" > "$root/etc/buildd/agent.secret"
     chmod 0600 "$root/etc/buildd/agent.secret"
     pre=$(sed -n 's|^ExecStartPre=/usr/bin/|'"$root"'/usr/bin/|p; ' "$root/etc/systemd/system/buildd-agent.service" \

@@ -72,13 +72,16 @@ import Testing
 
             let callers = ["none", "viewer", "submitter", "operator", "admin", "expired", "removed", "forged"]
             func token(_ caller: String) -> String? { caller == "none" ? nil : tokens[caller] }
-            /// What a caller gets from a route needing `action`: 401 with no token, 403 for a refused token or
-            /// a role below the action's, else `allowed`.
-            func expected(_ caller: String, _ action: Action, allowed: Int) -> Int {
-                if ["expired", "removed", "forged"].contains(caller) { return 403 }
-                let role = Role(rawValue: caller)
-                if Access.allows(role, action, anonymousRead: true) { return allowed }
-                return role == nil ? 401 : 403
+            /// The roles, as docs/API.md states them (written out here, not read from `Access`, so that a wrong
+            /// rule there cannot make its own expectations): the callers each route lets through.
+            let mayRead = ["none", "viewer", "submitter", "operator", "admin"]
+            let mayReadHistory = ["viewer", "submitter", "operator", "admin"]
+            let mayChange = ["operator", "admin"]
+            /// What a caller gets from a route that lets `allowed` through: 401 with no token, 403 for a
+            /// refused token or a role too low.
+            func expected(_ caller: String, _ allowed: [String], status: Int = 200) -> Int {
+                if allowed.contains(caller) { return status }
+                return caller == "none" ? 401 : 403
             }
 
             // Reads: open to anyone with no token or a good one; a bad token is refused, not ignored.
@@ -87,36 +90,35 @@ import Testing
             for path in reads {
                 for caller in callers {
                     let answer = try await Self.send(farm, "GET", path, token: token(caller))
-                    #expect(answer.status == expected(caller, .read, allowed: 200), "GET \(path) as \(caller): \(answer.status)")
+                    #expect(answer.status == expected(caller, mayRead), "GET \(path) as \(caller): \(answer.status)")
                 }
             }
             for caller in callers {
                 let answer = try await Self.send(farm, "GET", "/v1/builders/acl-builder/history", token: token(caller))
-                #expect(answer.status == expected(caller, .readPrivate, allowed: 200), "history as \(caller)")
+                #expect(answer.status == expected(caller, mayReadHistory), "history as \(caller)")
             }
 
             // Changes: every caller below the route's role is refused first, and the farm is unchanged;
             // then the least role that may, does.
-            let changes: [(path: String, body: String, action: Action)] = [
-                ("/v1/builds/\(waiting)/rescore", #"{"score": 9000}"#, .rescore),
-                ("/v1/builders/acl-builder/manual", #"{"manual": true}"#, .changeBuilder),
-                ("/v1/builders/acl-builder/disable", #"{"reason": "disk replaced"}"#, .changeBuilder),
-                ("/v1/builders/acl-builder/enable", "{}", .changeBuilder),
-                ("/v1/builds/\(ended)/retry", "{}", .retry),
-                ("/v1/builds/\(waiting)/cancel", "{}", .cancel),
+            let changes: [(path: String, body: String)] = [
+                ("/v1/builds/\(waiting)/rescore", #"{"score": 9000}"#),
+                ("/v1/builders/acl-builder/manual", #"{"manual": true}"#),
+                ("/v1/builders/acl-builder/disable", #"{"reason": "disk replaced"}"#),
+                ("/v1/builders/acl-builder/enable", "{}"),
+                ("/v1/builds/\(ended)/retry", "{}"),
+                ("/v1/builds/\(waiting)/cancel", "{}"),
             ]
             for change in changes {
                 let before = try await snapshot(farm)
-                for caller in callers where expected(caller, change.action, allowed: 200) != 200 {
+                for caller in callers where !mayChange.contains(caller) {
                     let answer = try await Self.send(farm, "POST", change.path, token: token(caller), body: change.body)
-                    #expect(answer.status == expected(caller, change.action, allowed: 200),
+                    #expect(answer.status == expected(caller, mayChange),
                             "POST \(change.path) as \(caller): \(answer.status) \(answer.text)")
                     #expect(try await snapshot(farm) == before, "POST \(change.path) as \(caller) changed the farm")
                 }
-                let least = try #require(Access.leastRole(for: change.action))
-                let done = try await Self.send(farm, "POST", change.path, token: tokens[least.rawValue], body: change.body)
-                #expect(done.status == 200, "POST \(change.path) as \(least): \(done.status) \(done.text)")
-                #expect(try await snapshot(farm) != before, "POST \(change.path) as \(least) changed nothing")
+                let done = try await Self.send(farm, "POST", change.path, token: tokens["operator"], body: change.body)
+                #expect(done.status == 200, "POST \(change.path) as operator: \(done.status) \(done.text)")
+                #expect(try await snapshot(farm) != before, "POST \(change.path) as operator changed nothing")
             }
             // The admin may do what the operator may.
             #expect(try await Self.send(farm, "POST", "/v1/builders/acl-builder/manual", token: tokens["admin"],

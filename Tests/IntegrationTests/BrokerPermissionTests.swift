@@ -109,4 +109,44 @@ import Testing
             #expect(byBuilder == ["amd-box", "arm-box"], "each on its own processor's builder")
         }
     }
+
+    @Test func aFloodOfRefusedMessagesCostsBoundedLogLinesAndMarksTheBuilderNotOk() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            try await farm.store.addNobleProcessors(["amd64"])
+            try await farm.store.addBuilder(name: "noisy", processors: ["amd64"], brokerUser: "noisy")
+            try await farm.startMaster()
+            let enrolled = try await FarmHarness.run(FarmHarness.repositoryFile("deploy/rabbitmq/enrol-agent"), ["noisy", "amd64"],
+                                                     environment: ["BUILDD_MANAGEMENT_URL": try TestEnvironment.managementURL,
+                                                                   "BUILDD_VHOST": farm.vhost.name, "BUILDD_AGENT_PASSWORD": "pw"])
+            #expect(enrolled.status == 0, "\(enrolled)")
+            defer { Task { await OperationsTests.deleteUsers(["noisy"]) } }
+            let url = farm.vhost.brokerURL.replacingOccurrences(of: "guest:guest@", with: "noisy:pw@")
+            let configuration = try AMQPConfiguration(url: url, connectionName: "noisy")
+            let count = NoiseRule.floodPerMinute + 20
+            try await runBlocking {
+                let connection = try AMQPConnection(configuration: configuration)
+                defer { connection.close() }
+                try connection.openChannel(1)
+                for _ in 0..<count {
+                    try connection.publish(exchange: BrokerTopology.statusExchange, routingKey: "noisy.heartbeat",
+                                           body: Array("{not json".utf8), properties: MessageProperties(userID: "noisy"),
+                                           channel: 1)
+                }
+            }
+            #expect(try await eventually(timeout: .seconds(30)) {
+                try await farm.vhost.messageCount(queue: BrokerTopology.deadLetterQueue) == count
+            }, "every refused message is dead-lettered")
+            let text = try await farm.metricsText()
+            #expect(metricSample(text, "buildd_messages_rejected_total", ["reason": "malformed"]) == Double(count),
+                    "every one is counted")
+            let lines = farm.log("master").split(separator: "\n").filter { $0.contains("msg=\"event dead-lettered\"") }
+            #expect(lines.count == NoiseRule.linesPerMinute, "\(lines.count) lines for \(count) refusals")
+            let builder = try #require(try await farm.store.builders().first { $0.name == "noisy" })
+            #expect(!builder.builderok && builder.failnotes?.contains("refused messages within a minute") == true,
+                    "\(builder)")
+            let history = try await farm.store.builderHistory("noisy")
+            #expect(history.first?.kind == "failed")
+        }
+    }
 }

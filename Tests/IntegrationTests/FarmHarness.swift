@@ -266,6 +266,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
                     brokerUser: (name: String, password: String)? = nil) throws {
         let secret = directory + "/\(name).secret"
         try "\(brokerUser?.password ?? "guest")\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        chmod(secret, 0o600)  // as docs/deploy.md says: the agent's alone
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
         let brokerURL = vhost.brokerURL.replacingOccurrences(of: "guest:guest@", with: "\(brokerUser?.name ?? "guest")@")
@@ -275,6 +276,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
             processors = \(processors.joined(separator: ","))
             workdir = \(directory)/work-\(name)
             heartbeat = 1
+            \(agentSettings.contains("build_user") || geteuid() != 0 ? "" : "build_user = nobody")
             \(agentSettings)
             [broker]
             url = \(brokerURL)

@@ -108,3 +108,49 @@ import Testing
         #expect(!local.warnings.contains { $0.contains("sslmode") })
     }
 }
+
+/// ``NoiseRule``: a flood costs a bounded number of lines, each saying how many refusals it stands for.
+@Suite(.timeLimit(.minutes(1))) struct NoiseRuleTests {
+    @Test func aFloodIsLoggedBoundedAndBreaksTheBuilderOnce() {
+        var tally: NoiseRule.Tally?
+        var lines: [Int] = [], floods = 0
+        for index in 0..<250 {
+            let verdict = NoiseRule.note(&tally, now: Double(index) * 0.1)  // 250 refusals in 25 s
+            if verdict.log { lines.append(verdict.standsFor) }
+            if verdict.flood { floods += 1 }
+        }
+        #expect(lines == Array(repeating: 1, count: NoiseRule.linesPerMinute), "the first lines of the minute, one each")
+        #expect(floods == 1, "the builder is marked once per window")
+        // The next window's first line stands for everything not logged before it.
+        let next = NoiseRule.note(&tally, now: 61)
+        #expect(next.log && next.standsFor == 250 - NoiseRule.linesPerMinute + 1)
+        #expect(!next.flood)
+    }
+
+    @Test func aFewRefusalsAreEachLoggedAndBreakNothing() {
+        var tally: NoiseRule.Tally?
+        for index in 0..<30 {
+            let verdict = NoiseRule.note(&tally, now: Double(index) * 10)  // one every 10 s
+            if index % 6 < NoiseRule.linesPerMinute { #expect(verdict.log && verdict.standsFor == 1) }
+            #expect(!verdict.flood)
+        }
+    }
+}
+
+/// ``UploadDecision``: a result file is written once per attempt.
+@Suite(.timeLimit(.minutes(1))) struct UploadDecisionTests {
+    @Test func aStoredNameTakesTheSameBytesAgainAndRefusesOthers() {
+        let stored = FileDigest(name: "hello.deb", sha256: String(repeating: "a", count: 64), size: 10)
+        #expect(UploadDecision.of(name: "hello.deb", sha256: stored.sha256, size: 10, existing: nil) == .record)
+        #expect(UploadDecision.of(name: "hello.deb", sha256: stored.sha256, size: 10, existing: stored) == .alreadyStored)
+        guard case .refused(let why) = UploadDecision.of(name: "hello.deb", sha256: String(repeating: "b", count: 64),
+                                                         size: 10, existing: stored) else {
+            Issue.record("other bytes under a stored name were taken")
+            return
+        }
+        #expect(why.contains("written once"))
+        if case .refused = UploadDecision.of(name: "hello.deb", sha256: stored.sha256, size: 11, existing: stored) {} else {
+            Issue.record("another size under a stored name was taken")
+        }
+    }
+}

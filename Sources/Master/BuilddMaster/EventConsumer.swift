@@ -19,6 +19,8 @@ public final class EventConsumer: Sendable {
     let master: BuilddMaster
     let store: BuilddStore
     let broker: AMQPClient
+    /// Refused messages per builder (``NoiseRule``): bounded log lines, and a flood marks the builder not ok.
+    let refusals = RefusalLog()
     let configuration: MasterConfiguration
     let logger: Logger
     let onApplied: @Sendable () -> Void
@@ -197,8 +199,20 @@ public final class EventConsumer: Sendable {
 
     private func deadLetter(_ delivery: Delivery, reason: String, kind: String) async {
         BuilddMetrics.rejected(kind)
-        logger.warning("event dead-lettered", metadata: ["reason": "\(reason)", "routing.key": "\(delivery.routingKey)",
-                                                          "amqp.user": "\(delivery.properties.userID ?? "")"])
+        // The routing key's first word is the sender's builder name: the broker's topic permission lets an
+        // agent publish only under its own.
+        let builder = delivery.routingKey.split(separator: ".").first.map(String.init) ?? ""
+        let verdict = refusals.note(builder, now: ContinuousClock.now.secondsSinceStart)
+        if verdict.log {
+            logger.warning("event dead-lettered", metadata: [
+                "reason": "\(reason)", "routing.key": "\(delivery.routingKey)", "amqp.user": "\(delivery.properties.userID ?? "")",
+                "refusals": "\(verdict.standsFor)"])
+        }
+        if verdict.flood, Naming.isValidName(builder) {
+            let why = "sent \(NoiseRule.floodPerMinute) refused messages within a minute (last: \(kind))"
+            logger.warning("builder marked not ok", metadata: ["builder.name": "\(builder)", "reason": "\(why)"])
+            try? await store.markBuilderFailed(builder, reason: why)
+        }
         try? await broker.reject(delivery, requeue: false)
     }
 }

@@ -33,6 +33,8 @@ public struct HTTPAPI: Sendable {
     let anonymousRead: Bool
     /// Whether the sign-in cookie is marked Secure (the master serves HTTPS, or sits behind a proxy that does).
     let secureCookies: Bool
+    /// Refused requests per route and reason (``NoiseRule``).
+    let refusals = RefusalLog()
 
     public static let checksumHeader = HTTPField.Name("X-Checksum-Sha256")!
 
@@ -50,14 +52,19 @@ public struct HTTPAPI: Sendable {
         self.logger = logger
     }
 
-    /// A refused request: logged (never with the token) and counted in `buildd_http_refused_total` by
-    /// route and reason, then thrown as the HTTP error the client sees.
+    /// A refused request: counted in `buildd_http_refused_total` by route and reason, logged (never with
+    /// the token) within ``NoiseRule``'s bound per route and reason, each line with the refusals it stands
+    /// for, then thrown as the HTTP error the client sees.
     func refuse(_ status: HTTPResponse.Status, route: String, reason: String, _ message: String,
                 _ metadata: Logger.Metadata = [:]) -> HTTPError {
         BuilddMetrics.httpRefused(route: route, reason: reason)
-        logger.notice("request refused", metadata: metadata.merging([
-            "http.route": "\(route)", "refusal.reason": "\(reason)", "http.status": "\(status.code)",
-        ]) { $1 })
+        let verdict = refusals.note("\(route)/\(reason)", now: ContinuousClock.now.secondsSinceStart)
+        if verdict.log {
+            logger.notice("request refused", metadata: metadata.merging([
+                "http.route": "\(route)", "refusal.reason": "\(reason)", "http.status": "\(status.code)",
+                "refusals": "\(verdict.standsFor)",
+            ]) { $1 })
+        }
         return HTTPError(status, message: message)
     }
 

@@ -87,7 +87,8 @@ public enum SimpleHTTPClient {
         case .none: length = 0
         case .bytes(let bytes): length = bytes.count
         case .file(let path):
-            fileDescriptor = open(path, O_RDONLY | O_CLOEXEC)
+            // Never through a link: a build's results are read as the files they are.
+            fileDescriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
             guard fileDescriptor >= 0 else { throw Failure(description: "cannot open \(path): \(errorText())") }
             var info = stat()
             fstat(fileDescriptor, &info)

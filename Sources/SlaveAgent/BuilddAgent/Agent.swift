@@ -16,6 +16,8 @@ public final class Agent: Sendable {
     public let configuration: AgentConfiguration
     let logger: Logger
     let client: AMQPClient
+    /// Whether builds run in a PID namespace of their own (user namespaces are allowed here).
+    let isolated: Bool
     /// The CAs the masters' HTTPS certificates are checked against.
     let trust: TLSTrust
     let session = randomHexToken(bytes: 8)
@@ -59,7 +61,24 @@ public final class Agent: Sendable {
         for warning in configuration.warnings { logger.warning("insecure setting", metadata: ["warning": "\(warning)"]) }
         let box = StateBox()
         self.box = box
+        if geteuid() == 0 && configuration.buildUser == nil {
+            throw AgentConfiguration.Invalid(problems: [
+                "[agent] build_user is required when the agent runs as root: a build never runs as root or as the agent's user"])
+        }
+        if geteuid() != 0 {
+            logger.warning("insecure setting", metadata: ["warning": "\(AgentConfiguration.buildsAsAgentWarning)"])
+        }
+        let buildUser = try Self.buildUser(configuration)
+        isolated = BuildProcess.canIsolate(as: buildUser)
+        if !isolated {
+            logger.warning("insecure setting", metadata: ["warning": "user namespaces are not allowed here: builds run without a PID namespace, and processes a build leaves in another process group may outlive it"])
+        }
         try makeDirectories(configuration.workDirectory)
+        // Builds (as the build user) may pass through the work folder to their own, and see nothing else in it:
+        // the state file (upload tokens), the logs and the chroot cache are the agent's alone.
+        chmod(configuration.workDirectory, 0o711)
+        try makeDirectories(configuration.workDirectory + "/logs")
+        chmod(configuration.workDirectory + "/logs", 0o700)
         stateFile = AgentStateFile(path: configuration.workDirectory + "/agent-state.json")
         recovered = stateFile.load()
         if let recovered {
@@ -271,7 +290,9 @@ public final class Agent: Sendable {
         let folder = "\(configuration.workDirectory)/build-\(job.buildID)-\(job.attempt)"
         let results = folder + "/results"
         let logName = "buildlog_\(job.distribution)-\(job.series)-\(job.archTag).\(job.sourceName)_\(job.sourceVersion).txt"
-        let logPath = folder + "/" + logName
+        // The log is written outside the build's folder, where the build cannot replace it with a link.
+        let logPath = "\(configuration.workDirectory)/logs/build-\(job.buildID)-\(job.attempt).log"
+        unlink(logPath)
         var metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)"]
         var result = BuilderResult.builderFail
         var message: String?
@@ -297,12 +318,13 @@ public final class Agent: Sendable {
             let command = try CommandTemplate.render(template, values: values)
             // A privileged command (one that makes a root per build) starts as root and drops to the build
             // user itself; any other runs as the build user from the start.
-            let user = configuration.privilegedCommands.contains(job.buildType) ? nil : try buildUser()
+            let privileged = configuration.privilegedCommands.contains(job.buildType)
+            let user = privileged ? nil : try buildUser()
             if let user { try Files.changeOwner(folder, uid: user.uid, gid: user.gid) }
             let process = try BuildProcess(
                 command: command, directory: folder,
                 environment: Dictionary(uniqueKeysWithValues: values.map { ("BUILDD_" + $0.key.uppercased(), $0.value) }),
-                logPath: logPath, runAs: user)
+                logPath: logPath, runAs: user, isolated: isolated && !privileged)
             let abortedEarly = box.state.withLock { state -> Bool in
                 state.current?.process = process
                 return state.current?.aborted ?? false
@@ -317,6 +339,9 @@ public final class Agent: Sendable {
             let limits = Task { await self.enforceLimits(process) }
             let termination = await process.wait()
             limits.cancel()
+            // Nothing a build started outlives it, on success too: its PID namespace went with its shell, and
+            // its process group goes now.
+            process.signalGroup(SIGKILL)
             let (aborted, stopping, limit) = box.state.withLock {
                 ($0.current?.aborted ?? false, $0.stopping, $0.current?.limitExceeded)
             }
@@ -346,7 +371,11 @@ public final class Agent: Sendable {
         var uploaded: [FileDigest] = []
         var log: FileDigest?
         do {
-            for name in Files.regularFiles(in: results) {
+            // Only regular files directly in a real results folder: a link (to the agent's secrets, say) is
+            // refused and said in the log, never followed.
+            let (files, refused) = Files.resultFiles(in: results)
+            for entry in refused { appendToLog(logPath, "buildd-agent: refused \(entry): not a regular file in the results folder\n") }
+            for name in files {
                 guard Naming.isValidFileName(name) else {
                     throw BuildProcess.Failure(description: "result file name not allowed: \(name)")
                 }
@@ -366,7 +395,10 @@ public final class Agent: Sendable {
         let report = PendingFinished(result: result, files: uploaded, log: log, message: message)
         stateFile.save(PersistedBuild(job: job, finished: report))
         await deliverFinished(job, report)
-        if !configuration.keepWorkDirectory { Files.removeTree(folder) }
+        if !configuration.keepWorkDirectory {
+            Files.removeTree(folder)
+            unlink(logPath)
+        }
         await buildDone()
     }
 
@@ -401,7 +433,9 @@ public final class Agent: Sendable {
     }
 
     /// The unprivileged user builds run as, when the agent runs as root and one is configured.
-    private func buildUser() throws -> (uid: uid_t, gid: gid_t)? {
+    private func buildUser() throws -> (uid: uid_t, gid: gid_t)? { try Self.buildUser(configuration) }
+
+    static func buildUser(_ configuration: AgentConfiguration) throws -> (uid: uid_t, gid: gid_t)? {
         guard let name = configuration.buildUser, geteuid() == 0 else { return nil }
         guard let entry = getpwnam(name) else {
             throw BuildProcess.Failure(description: "build_user \(name) does not exist")
@@ -458,7 +492,7 @@ public final class Agent: Sendable {
     }
 
     private func appendToLog(_ path: String, _ text: String) {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard descriptor >= 0 else { return }
         _ = text.utf8CString.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, $0.count - 1) }
         close(descriptor)

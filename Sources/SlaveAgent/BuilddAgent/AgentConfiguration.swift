@@ -306,6 +306,11 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// The broker user, which is also the AMQP `user_id` of every event.
     public var brokerUser: String { brokerURL.user ?? "guest" }
 
+    /// What an agent that is not root is warned about: it cannot run builds as another user.
+    public static let buildsAsAgentWarning = "the agent is not root: builds run as the agent's own user and can read "
+        + "its password file and state (upload tokens) and signal it; run it as root with [agent] build_user "
+        + "(docs/deploy.md, section 5)"
+
     /// What is allowed but unsafe outside one trusted network: `check-config` prints these and the agent
     /// logs them at start.
     public var warnings: [String] {

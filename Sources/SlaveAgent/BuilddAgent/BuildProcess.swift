@@ -28,17 +28,25 @@ public final class BuildProcess: Sendable {
         }
     }
 
+    /// The command line that runs a build's shell in a PID namespace of its own (util-linux's `unshare`,
+    /// in a user namespace, which needs no privilege): the shell is the namespace's first process, and
+    /// when it ends the kernel kills every other process of the namespace, whatever session, group or
+    /// environment it gave itself. Nothing a build started outlives it, on success too.
+    public static let pidNamespace = ["/usr/bin/unshare", "--map-current-user", "--pid", "--fork", "--kill-child", "--"]
+
     /// Starts `/bin/sh -c command` in `directory` with `environment` added to the agent's own.
     /// - Parameter runAs: when set (the agent runs as root), the command runs as this user and group,
     ///   with no supplementary groups, through util-linux's `setpriv`.
+    /// - Parameter isolated: in a PID namespace of its own (``pidNamespace``); off only for privileged
+    ///   commands, which make their own, and where this kernel allows no user namespaces.
     public init(command: String, directory: String, environment: [String: String], logPath: String,
-                runAs user: (uid: uid_t, gid: gid_t)? = nil) throws {
+                runAs user: (uid: uid_t, gid: gid_t)? = nil, isolated: Bool = false) throws {
         self.logPath = logPath
         var fileActions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fileActions)
         defer { posix_spawn_file_actions_destroy(&fileActions) }
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
 
         var attributes = posix_spawnattr_t()
@@ -70,6 +78,7 @@ public final class BuildProcess: Sendable {
         // glibc's posix_spawn_file_actions_addchdir_np is not visible to Swift: the shell changes folder.
         let script = "cd -- \"$BUILDD_WORKDIR\" || exit 127\n" + command
         var arguments = ["/bin/sh", "-c", script]
+        if isolated { arguments = Self.pidNamespace + arguments }
         if let user {
             arguments = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"]
                 + arguments
@@ -85,6 +94,29 @@ public final class BuildProcess: Sendable {
         let rc = posix_spawn(&child, arguments[0], &fileActions, &attributes, argv, envp)
         guard rc == 0 else { throw Failure(description: "cannot start build command: \(String(cString: strerror(rc)))") }
         pid = child
+    }
+
+    /// Whether builds can be given a PID namespace here (as `user`, or as the agent): user namespaces may be
+    /// off in the kernel or refused by its security module.
+    public static func canIsolate(as user: (uid: uid_t, gid: gid_t)?) -> Bool {
+        var arguments = pidNamespace + ["/bin/true"]
+        if let user {
+            arguments = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + arguments
+        }
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var environment: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
+        defer { environment.forEach { free($0) } }
+        var fileActions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fileActions)
+        defer { posix_spawn_file_actions_destroy(&fileActions) }
+        posix_spawn_file_actions_addopen(&fileActions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&fileActions, 2, "/dev/null", O_WRONLY, 0)
+        var child = pid_t()
+        guard posix_spawn(&child, arguments[0], &fileActions, nil, argv, &environment) == 0 else { return false }
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 { if errno != EINTR { return false } }
+        return status == 0
     }
 
     /// Waits for the process on a thread of its own.
@@ -107,7 +139,7 @@ public final class BuildProcess: Sendable {
 
     /// The last `bytes` of the log (lossy UTF-8).
     public static func tail(of path: String, bytes: Int = 2048) -> String {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { return "" }
         defer { close(descriptor) }
         let size = lseek(descriptor, 0, SEEK_END)
@@ -169,6 +201,23 @@ enum Files {
         return names.sorted()
     }
 
+    /// The result files of a build: regular files directly in `path`, sorted, and the entries refused
+    /// (links, folders, devices). When `path` itself is not a real folder (a link to one), nothing is taken
+    /// and the folder is refused.
+    static func resultFiles(in path: String) -> (files: [String], refused: [String]) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return ([], []) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { return ([], ["the results folder itself"]) }
+        var files: [String] = [], refused: [String] = []
+        for name in entries(in: path) {
+            var entry = stat()
+            if lstat(path + "/" + name, &entry) == 0, (entry.st_mode & S_IFMT) == S_IFREG { files.append(name) } else {
+                refused.append(name)
+            }
+        }
+        return (files, refused)
+    }
+
     /// Regular files directly in a folder, sorted.
     static func regularFiles(in path: String) -> [String] {
         entries(in: path).filter { name in
@@ -179,7 +228,7 @@ enum Files {
 
     /// SHA-256 and size of a file.
     static func digest(_ path: String) throws -> (sha256: String, size: Int64) {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard descriptor >= 0 else { throw BuildProcess.Failure(description: "cannot read \(path)") }
         defer { close(descriptor) }
         var hasher = SHA256()
