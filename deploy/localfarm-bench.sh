@@ -22,8 +22,11 @@ cmd_bench_agent() {
     "$master_bin" processor add amd64 >/dev/null
     "$master_bin" archseries add ubuntu/noble/amd64 --processor amd64 >/dev/null
     "$master_bin" builder add bench-1 --processor amd64 --no-sender-check >/dev/null
-    start_process bench-master "$bench/master.log" "$master_bin" serve --http-port "$HTTP_PORT" --artifacts "$bench/artifacts"
-    until curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null; do sleep 0.2; done
+    # HTTPS, as a deployed farm: the master with the local CA's certificate for localhost, the agent checking it.
+    make_tls
+    start_process bench-master "$bench/master.log" "$master_bin" serve --http-port "$HTTP_PORT" --artifacts "$bench/artifacts" \
+        --tls-certificate "$STATE/tls/server.pem" --tls-key "$STATE/tls/server.key"
+    until curl -sf --cacert "$STATE/tls/ca.pem" "https://localhost:$HTTP_PORT/healthz" >/dev/null; do sleep 0.2; done
     echo guest > "$bench/secret"
     cat > "$bench/agent.conf" <<CONF
 [agent]
@@ -36,8 +39,8 @@ heartbeat = 5
 url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-bench
 password_file = $bench/secret
 [master]
-url = http://127.0.0.1:$HTTP_PORT
-insecure_http = true  # loopback only: masters and agents on this machine
+url = https://localhost:$HTTP_PORT
+ca_file = $STATE/tls/ca.pem
 [commands]
 binarypackage = $ROOT/deploy/examples/sample-build
 CONF

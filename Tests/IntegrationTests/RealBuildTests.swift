@@ -185,6 +185,41 @@ import Testing
         }
     }
 
+    /// Whether something listens at `host:port`, from the host's network.
+    static func answers(_ host: String, _ port: Int) -> Bool {
+        guard let descriptor = try? SimpleHTTPClient.connect(host: host, port: port, timeoutSeconds: 5) else { return false }
+        close(descriptor)
+        return true
+    }
+
+    @Test func aPackageBuildReachesNoMasterBrokerOrDatabase() async throws {
+        try await Self.withRealFarm(builder: "real-3") { farm, _ in
+            // The farm's own services, as the host reaches them: each answers from here.
+            let database = try #require(URLComponents(string: farm.database.url)?.port)
+            let broker = try #require(URLComponents(string: farm.vhost.brokerURL)?.port)
+            let targets = [("127.0.0.1", farm.masters[0].port), ("127.0.0.1", database), ("127.0.0.1", broker)]
+            for (host, port) in targets { #expect(Self.answers(host, port), "\(host):\(port) does not answer the host") }
+            // A package whose build step fails if it can open a connection to any of them.
+            let sources = farm.directory + "/offline"
+            try FileManager.default.createDirectory(atPath: sources, withIntermediateDirectories: true)
+            try await Self.host("/bin/cp", "-r", FarmHarness.repositoryFile("deploy/examples/packages/buildd-test-offline"),
+                                sources + "/buildd-test-offline")
+            try targets.map { "\($0.0):\($0.1)" }.joined(separator: "\n").appending("\n")
+                .write(toFile: sources + "/buildd-test-offline/debian/targets", atomically: true, encoding: .utf8)
+            try await Self.host("/usr/bin/dpkg-source", "-b", "buildd-test-offline", directory: sources)
+            let submitted = try await farm.cli("build", "submit", "debian/bookworm/amd64", "buildd-test-offline", "1.0",
+                                               "--dsc", sources + "/buildd-test-offline_1.0.dsc", "--artifacts", farm.artifactRoot)
+            let id = try #require(Int64(submitted.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(submitted.error)")
+            try Self.startRealAgent(farm, "real-3")
+            let ended = try await eventually(timeout: .seconds(300)) { !(try await farm.store.build(id).build.status.isActive) }
+            let built = try await farm.store.build(id)
+            #expect(ended && built.build.status == .fullyBuilt, "\(built.history)")
+            let log = try #require(built.files.first { $0.kind == "log" })
+            let text = try String(contentsOfFile: ArtifactStore(root: farm.artifactRoot).path(sha256: log.sha256), encoding: .utf8)
+            for (host, port) in targets { #expect(text.contains("no route to \(host):\(port)"), "\(host):\(port): \(text.suffix(3000))") }
+        }
+    }
+
     /// The processes whose root is under `folder` (a build's root).
     static func processesRooted(under folder: String) -> [Int32] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
