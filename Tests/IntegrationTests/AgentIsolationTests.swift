@@ -61,6 +61,8 @@ import Glibc
                 attempt ls \(workdir)/logs
                 attempt kill -0 \(agentPID)
                 attempt kill -TERM \(agentPID)
+                # A descriptor of the agent's (its broker socket, say) inherited by the build?
+                if ls -l /proc/$$/fd | grep -q 'socket:'; then echo "ALLOWED an inherited socket" >> "$report"; else echo "refused an inherited socket" >> "$report"; fi
                 ln -s \(farm.directory)/hostile.secret "$r/secret-link.txt"
                 ln -s \(masterEnv) "$r/master-env.deb"
                 ln -s \(workdir)/agent-state.json "$r/state-link.buildinfo"
@@ -84,7 +86,7 @@ import Glibc
                 return "\(sha.prefix(2))/\(sha)"
             }(), encoding: .utf8)
             #expect(report.contains("done") && !report.contains("ALLOWED"), "\(report)")
-            #expect(report.split(separator: "\n").filter { $0.hasPrefix("refused") }.count == 6, "\(report)")
+            #expect(report.split(separator: "\n").filter { $0.hasPrefix("refused") }.count == 7, "\(report)")
             // The log says what was refused, and no stored file holds a secret.
             let logFile = try #require(detail.files.first { $0.kind == "log" })
             let log = try String(contentsOfFile: farm.artifactRoot + "/sha256/\(logFile.sha256.prefix(2))/\(logFile.sha256)",

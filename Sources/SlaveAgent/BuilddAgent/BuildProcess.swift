@@ -48,6 +48,8 @@ public final class BuildProcess: Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0o600)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        // A build inherits no descriptor of the agent's but its log: not the broker's socket, not a file.
+        try Self.closeOtherDescriptors(&fileActions)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -118,6 +120,28 @@ public final class BuildProcess: Sendable {
         while waitpid(child, &status, 0) < 0 { if errno != EINTR { return false } }
         return status == 0
     }
+
+    /// Makes a spawn close every descriptor from 3 up: glibc's `posix_spawn_file_actions_addclosefrom_np`
+    /// (2.34 and later; looked up at run time, since Swift does not see its declaration), else every
+    /// descriptor of the agent is marked close-on-exec first.
+    static func closeOtherDescriptors(_ actions: inout posix_spawn_file_actions_t) throws {
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+        if let symbol = Self.closeFromSymbol {
+            let closeFrom = unsafeBitCast(symbol, to: CloseFrom.self)
+            guard closeFrom(&actions, 3) == 0 else {
+                throw Failure(description: "cannot keep the agent's descriptors from the build: \(String(cString: strerror(errno)))")
+            }
+            return
+        }
+        for entry in Files.entries(in: "/proc/self/fd") {
+            guard let descriptor = Int32(entry), descriptor > 2 else { continue }
+            let flags = fcntl(descriptor, F_GETFD)
+            if flags >= 0 { _ = fcntl(descriptor, F_SETFD, flags | FD_CLOEXEC) }
+        }
+    }
+
+    nonisolated(unsafe) static let closeFromSymbol: UnsafeMutableRawPointer? =
+        dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addclosefrom_np")
 
     /// Waits for the process on a thread of its own.
     public func wait() async -> Termination {
