@@ -36,7 +36,7 @@ workdir = $bench/work
 build_user = nobody  # as root, builds run as nobody (never as root or as the agent)
 heartbeat = 5
 [broker]
-url = amqp://guest@127.0.0.1:$AMQP_PORT/buildd-bench
+url = amqps://guest@localhost:$AMQPS_PORT/buildd-bench?cacert=$STATE/tls/ca.pem
 password_file = $bench/secret
 [master]
 url = https://localhost:$HTTP_PORT

@@ -247,6 +247,8 @@ import Testing
             let cookie = try #require(signedIn.headers["set-cookie"]?.split(separator: ";").first.map(String.init))
             #expect(signedIn.headers["set-cookie"]?.contains("HttpOnly") == true)
             #expect(try await Self.send(farm, "GET", "/builders", cookie: cookie).status == 200)
+            let stale = try await Self.send(farm, "GET", "/builders", cookie: "buildd_token=bdt_removed")
+            #expect(stale.status == 303 && stale.headers["location"] == "/signin", "a stale cookie signs in again")
             #expect(try await Self.send(farm, "GET", "/v1/builds/\(build)", cookie: cookie).status == 200)
             // The cookie is for reading: a change needs the header, so another site cannot make a browser do it.
             let operatorToken = try await farm.store.addToken(name: "ops", role: .operator)

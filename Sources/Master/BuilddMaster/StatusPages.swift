@@ -24,10 +24,14 @@ extension HTTPAPI {
     /// A page, or the way to the sign-in form when reading needs a token and the request has none. The
     /// page itself holds nothing: its script reads the API, which checks the token (the cookie) again.
     func pageOrSignIn(_ request: Request, _ page: () -> Response) async throws -> Response {
-        let caller = try await caller(request, route: "page")
-        guard Access.allows(caller.role, .read, anonymousRead: anonymousRead) else {
-            return Response(status: .seeOther, headers: [.location: "/signin"])
+        let signIn = Response(status: .seeOther, headers: [.location: "/signin"])
+        let caller: Caller
+        do {
+            caller = try await self.caller(request, route: "page")
+        } catch where Self.bearer(request) == nil {
+            return signIn  // a sign-in cookie whose token was removed or expired: sign in again
         }
+        guard Access.allows(caller.role, .read, anonymousRead: anonymousRead) else { return signIn }
         return page()
     }
 

@@ -32,10 +32,12 @@ public enum SimpleHTTPClient {
         let descriptor: Int32
         let tls: TLSSession?
 
-        init(_ parsed: ServiceURL, timeoutSeconds: Int, trust: TLSTrust) throws {
+        /// - Parameter trust: for https; nil: the system's store (set up only when first needed: OpenSSL's
+        ///   state costs a few MiB that a client of plain http never pays).
+        init(_ parsed: ServiceURL, timeoutSeconds: Int, trust: TLSTrust?) throws {
             descriptor = try SimpleHTTPClient.connect(host: parsed.host, port: parsed.port, timeoutSeconds: timeoutSeconds)
             do {
-                tls = parsed.scheme == "https" ? try trust.connect(descriptor: descriptor, host: parsed.host) : nil
+                tls = parsed.scheme == "https" ? try (trust ?? .system).connect(descriptor: descriptor, host: parsed.host) : nil
             } catch {
                 Glibc.close(descriptor)
                 throw error
@@ -77,7 +79,7 @@ public enum SimpleHTTPClient {
     /// become Basic auth.
     public static func send(method: String, url: String, headers: [String: String] = [:], body: Body = .none,
                             timeoutSeconds: Int = 60, maxResponseBytes: Int = 16 << 20,
-                            trust: TLSTrust = .system) throws -> Response {
+                            trust: TLSTrust? = nil) throws -> Response {
         let (parsed, target) = try requestTarget(url)
         let connection = try Connection(parsed, timeoutSeconds: timeoutSeconds, trust: trust)
 
@@ -128,7 +130,7 @@ public enum SimpleHTTPClient {
     /// Only a 200 response writes the file. `url` is `https://host:port/path` (or `http://`).
     public static func download(url: String, headers: [String: String] = [:], to path: String,
                                 maxBytes: Int64, timeoutSeconds: Int = 300,
-                                trust: TLSTrust = .system) throws -> (status: Int, sha256: String, size: Int64) {
+                                trust: TLSTrust? = nil) throws -> (status: Int, sha256: String, size: Int64) {
         let (parsed, target) = try requestTarget(url)
         let connection = try Connection(parsed, timeoutSeconds: timeoutSeconds, trust: trust)
         var head = "GET \(target) HTTP/1.1\r\nHost: \(parsed.host):\(parsed.port)\r\nConnection: close\r\n"

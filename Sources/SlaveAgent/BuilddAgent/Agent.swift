@@ -18,8 +18,9 @@ public final class Agent: Sendable {
     let client: AMQPClient
     /// Whether builds run in a PID namespace of their own (user namespaces are allowed here).
     let isolated: Bool
-    /// The CAs the masters' HTTPS certificates are checked against.
-    let trust: TLSTrust
+    /// The CAs the masters' HTTPS certificates are checked against, set up at the first HTTPS request (an
+    /// agent of plain http masters never pays for OpenSSL's state); nil until then, and for the system's store.
+    let trustBox = Mutex<TLSTrust?>(nil)
     let session = randomHexToken(bytes: 8)
     let box: StateBox
     let stateFile: AgentStateFile
@@ -57,7 +58,6 @@ public final class Agent: Sendable {
     public init(configuration: AgentConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
-        trust = try configuration.caFile.map { try TLSTrust(caFile: $0) } ?? .system
         for warning in configuration.warnings { logger.warning("insecure setting", metadata: ["warning": "\(warning)"]) }
         let box = StateBox()
         self.box = box
@@ -432,6 +432,17 @@ public final class Agent: Sendable {
         return groups
     }
 
+    /// The trust for the masters' certificates: `[master] ca_file`'s, made once, or nil for the system's store.
+    private func trust() throws -> TLSTrust? {
+        guard let caFile = configuration.caFile else { return nil }
+        return try trustBox.withLock { box in
+            if let made = box { return made }
+            let made = try TLSTrust(caFile: caFile)
+            box = made
+            return made
+        }
+    }
+
     /// The unprivileged user builds run as, when the agent runs as root and one is configured.
     private func buildUser() throws -> (uid: uid_t, gid: gid_t)? { try Self.buildUser(configuration) }
 
@@ -522,7 +533,7 @@ public final class Agent: Sendable {
         for master in [origin.master] + configuration.masterURLs.filter({ $0 != origin.master }) {
             do {
                 let url = master + resource
-                let trust = self.trust
+                let trust = try self.trust()
                 let got = try await runBlocking(name: "fetch") {
                     try SimpleHTTPClient.download(url: url, headers: headers, to: path, maxBytes: file.size,
                                                   timeoutSeconds: timeoutSeconds, trust: trust)
@@ -615,7 +626,7 @@ public final class Agent: Sendable {
             for master in masters {
                 do {
                     let url = master + resource
-                    let trust = self.trust
+                    let trust = try self.trust()
                     let response = try await runBlocking(name: "upload") {
                         try SimpleHTTPClient.send(method: "PUT", url: url, headers: [
                             "Authorization": "Bearer \(job.uploadToken)", "X-Checksum-Sha256": sha256,
