@@ -299,7 +299,13 @@ def select_for_ci(mutants):
         if changed is None:
             reasons[name] = "the history does not say what the submission changed"
         elif set(files) & changed:
-            reasons[name] = "the submission (since %s) changed %s" % (base[:10], ", ".join(sorted(set(files) & changed)))
+            what = "the submission (since %s) changed %s" % (base[:10], ", ".join(sorted(set(files) & changed)))
+            if recorded is not None and recorded[1] == fingerprint(mutant):
+                # Caught on exactly this content (its row, its file, its tests) in a recorded run: it runs again
+                # as time allows, after every mutant that was not.
+                reasons[name] = "%s %s; %s" % (VERIFIED_HERE, recorded[2], what)
+            else:
+                reasons[name] = what
         elif recorded is None:
             reasons[name] = "never verified"
         elif recorded[1] != fingerprint(mutant):
@@ -317,8 +323,18 @@ def select_for_ci(mutants):
     sample = [m for index, m in enumerate(sorted(others)) if index % groups == group]
     for mutant in sample:
         reasons[mutant[0]] = "rotating sample (group %d of %d, commit number %d)" % (group + 1, groups, number)
-    chosen = [m for m in mutants if m[0] in reasons]
+    # What must run first: mutants never caught on their current content; then the budgeted ones.
+    chosen = sorted((m for m in mutants if m[0] in reasons), key=lambda m: budgeted(reasons[m[0]]))
     return chosen, reasons
+
+
+VERIFIED_HERE = "verified caught on this content on"
+
+
+def budgeted(reason):
+    """Whether CI runs a mutant only while its time budget lasts: a rotating sample, or one caught on exactly
+    its current content in a recorded run (deploy/mutants-verified.tsv)."""
+    return reason.startswith("rotating sample") or reason.startswith(VERIFIED_HERE)
 
 
 def main():
@@ -361,9 +377,9 @@ def main():
     for index, mutant in enumerate(chosen, 1):
         name, rule, path, code, broken, tests = mutant
         started = time.time()
-        # CI's time is bounded: a sampled mutant is left for a later commit once the budget is spent; one the
-        # submission touched always runs.
-        if reasons.get(name, "").startswith("rotating sample") and started - begun > budget:
+        # CI's time is bounded: a sampled mutant, or one already caught on exactly its current content, is
+        # left for a later commit once the budget is spent; every other mutant the submission touched runs.
+        if budgeted(reasons.get(name, "")) and started - begun > budget:
             skipped.append(name)
             print("[mutate] %d/%d %s: not run, the budget of %.0f s is spent" % (index, len(chosen), name, budget), flush=True)
             continue
