@@ -53,7 +53,9 @@ cmd_demo() {
     local master="$bin/buildd-master" demo="$STATE/demo"
     rm -rf "$demo"
     mkdir -p "$demo"
-    chmod 700 "$demo"
+    # Others may pass through (the builds run as nobody, in their agents' work folders) but not list it; the
+    # agents' secrets and configurations in it are 0600.
+    chmod 711 "$demo"
 
     # A fresh database and vhost for the demo.
     PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "DROP DATABASE IF EXISTS buildd_demo" \
@@ -95,7 +97,8 @@ cmd_demo() {
         # Each agent has its own broker user; topic permissions let it publish only <its name>.* events.
         password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
         mgmt PUT "/users/$name" "{\"password\":\"$password\",\"tags\":\"\"}"
-        mgmt PUT "/permissions/buildd-demo/$name" "{\"configure\":\"^buildd\\\\.(jobs\\\\.$processor|control\\\\.$name)\$\",\"write\":\"^buildd\\\\.(status|jobs\\\\.$processor|control\\\\.$name)\$\",\"read\":\"^buildd\\\\.(jobs|control|jobs\\\\.$processor|control\\\\.$name)\$\"}"
+        # As deploy/rabbitmq/enrol-agent grants: consume its own queues, publish to buildd.status, nothing else.
+        mgmt PUT "/permissions/buildd-demo/$name" "{\"configure\":\"^\$\",\"write\":\"^buildd\\\\.status\$\",\"read\":\"^buildd\\\\.(jobs\\\\.$processor|control\\\\.$name)\$\"}"
         mgmt PUT "/topic-permissions/buildd-demo/$name" "{\"exchange\":\"buildd.status\",\"write\":\"^$name\\\\.\",\"read\":\"^\$\"}"
         umask 077
         echo "$password" > "$demo/$name.secret"
