@@ -288,7 +288,9 @@ def select_for_ci(mutants):
     it changed in the submission's commits (files_of_submission), or its fingerprint differs from the one
     recorded when it was last caught (it changed since, or was never verified). Plus a rotating sample of the
     others: they are dealt, in name order, into groups of at least SAMPLE, and the commit's number
-    (git rev-list --count HEAD) picks the group. Returns (chosen, reasons)."""
+    (git rev-list --count HEAD) picks the group. A touched mutant already caught on exactly its current
+    content, and the sample, are budgeted (``budgeted``): they come last and run while the budget lasts.
+    Returns (chosen, reasons), the must-run mutants first."""
     verified = read_verified()
     base, changed = files_of_submission()
     touched, others, reasons = [], [], {}
@@ -323,8 +325,16 @@ def select_for_ci(mutants):
     sample = [m for index, m in enumerate(sorted(others)) if index % groups == group]
     for mutant in sample:
         reasons[mutant[0]] = "rotating sample (group %d of %d, commit number %d)" % (group + 1, groups, number)
-    # What must run first: mutants never caught on their current content; then the budgeted ones.
-    chosen = sorted((m for m in mutants if m[0] in reasons), key=lambda m: budgeted(reasons[m[0]]))
+    # What must run first: mutants never caught on their current content. Then the budgeted ones, the touched
+    # before the sampled, each kind starting at a place the commit's number picks, so that when the budget
+    # runs out first, the next submissions run the ones this one left.
+    must = [m for m in mutants if m[0] in reasons and not budgeted(reasons[m[0]])]
+    chosen = list(must)
+    for kind in (VERIFIED_HERE, "rotating sample"):
+        some = [m for m in mutants if m[0] in reasons and reasons[m[0]].startswith(kind)]
+        if some:
+            start = number % len(some)
+            chosen += some[start:] + some[:start]
     return chosen, reasons
 
 
