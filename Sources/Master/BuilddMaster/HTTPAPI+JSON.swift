@@ -121,7 +121,9 @@ extension HTTPAPI {
     /// as one that does not exist).
     func visibleBuild(_ context: BasicRequestContext, _ caller: Caller) async throws -> Int64 {
         let id = try context.parameters.require("id", as: Int64.self)
-        _ = try await Self.mapped { try await self.store.build(id, visible: Access.visibleArchives(to: caller.role)) }
+        guard try await store.buildExists(id, visible: Access.visibleArchives(to: caller.role)) else {
+            throw HTTPError(.notFound, message: "no build \(id)")
+        }
         return id
     }
 

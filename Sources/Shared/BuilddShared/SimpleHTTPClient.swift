@@ -49,10 +49,7 @@ public enum SimpleHTTPClient {
             Glibc.close(descriptor)
         }
 
-        func send(_ bytes: [UInt8]) throws {
-            guard let tls else { return try SimpleHTTPClient.sendAll(descriptor, bytes) }
-            do { try bytes.withUnsafeBytes { try tls.write($0) } } catch { throw Failure(description: "\(error)") }
-        }
+        func send(_ bytes: [UInt8]) throws { try send(bytes[...]) }
 
         func send(_ bytes: ArraySlice<UInt8>) throws {
             guard let tls else { return try SimpleHTTPClient.sendAll(descriptor, Array(bytes)) }

@@ -79,21 +79,14 @@ public final class BuildProcess: Sendable {
         merged["BUILDD_WORKDIR"] = directory
         // glibc's posix_spawn_file_actions_addchdir_np is not visible to Swift: the shell changes folder.
         let script = "cd -- \"$BUILDD_WORKDIR\" || exit 127\n" + command
-        var arguments = ["/bin/sh", "-c", script]
-        if isolated { arguments = Self.pidNamespace + arguments }
-        if let user {
-            arguments = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"]
-                + arguments
-            merged["HOME"] = directory
-        }
-        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
+        let arguments = Self.commandLine(["/bin/sh", "-c", script], runAs: user, isolated: isolated)
+        if user != nil { merged["HOME"] = directory }
         var child = pid_t()
-        let rc = posix_spawn(&child, arguments[0], &fileActions, &attributes, argv, envp)
+        let rc = Self.withCStrings(arguments) { argv in
+            Self.withCStrings(merged.map { "\($0.key)=\($0.value)" }) { envp in
+                posix_spawn(&child, arguments[0], &fileActions, &attributes, argv, envp)
+            }
+        }
         guard rc == 0 else { throw Failure(description: "cannot start build command: \(String(cString: strerror(rc)))") }
         pid = child
     }
@@ -101,24 +94,35 @@ public final class BuildProcess: Sendable {
     /// Whether builds can be given a PID namespace here (as `user`, or as the agent): user namespaces may be
     /// off in the kernel or refused by its security module.
     public static func canIsolate(as user: (uid: uid_t, gid: gid_t)?) -> Bool {
-        var arguments = pidNamespace + ["/bin/true"]
-        if let user {
-            arguments = ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + arguments
-        }
-        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var environment: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
-        defer { environment.forEach { free($0) } }
+        let arguments = commandLine(["/bin/true"], runAs: user, isolated: true)
         var fileActions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fileActions)
         defer { posix_spawn_file_actions_destroy(&fileActions) }
         posix_spawn_file_actions_addopen(&fileActions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 2, "/dev/null", O_WRONLY, 0)
         var child = pid_t()
-        guard posix_spawn(&child, arguments[0], &fileActions, nil, argv, &environment) == 0 else { return false }
+        let rc = withCStrings(arguments) { argv in
+            withCStrings(["PATH=/usr/bin:/bin"]) { envp in posix_spawn(&child, arguments[0], &fileActions, nil, argv, envp) }
+        }
+        guard rc == 0 else { return false }
         var status: Int32 = 0
         while waitpid(child, &status, 0) < 0 { if errno != EINTR { return false } }
         return status == 0
+    }
+
+    /// The command line that runs `command` as `user` (util-linux's `setpriv`: its uid and gid, no
+    /// supplementary groups) and, when `isolated`, in a PID namespace of its own (``pidNamespace``).
+    static func commandLine(_ command: [String], runAs user: (uid: uid_t, gid: gid_t)?, isolated: Bool) -> [String] {
+        let inner = isolated ? pidNamespace + command : command
+        guard let user else { return inner }
+        return ["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + inner
+    }
+
+    /// Runs `body` with C copies of `strings`, NULL-terminated as `argv` and `envp` are.
+    static func withCStrings<T>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> T) -> T {
+        let pointers = strings.map { strdup($0) } + [nil]
+        defer { pointers.forEach { free($0) } }
+        return body(pointers)
     }
 
     /// Makes a spawn close every descriptor from 3 up: glibc's `posix_spawn_file_actions_addclosefrom_np`

@@ -318,6 +318,12 @@ public final class BuilddStore: Sendable {
         PostgresArray(visible.map(\.rawValue))
     }
 
+    /// Whether build `id` exists for a caller who sees the archives in `visible`.
+    public func buildExists(_ id: Int64, visible: [ArchivePurpose]) async throws -> Bool {
+        try await database.query("SELECT 1 FROM build b WHERE b.id = $1 AND \(Self.visibleArchiveCondition(parameter: 2))",
+                                 [id, Self.archiveNames(visible)]).first != nil
+    }
+
     /// One build with its files and history; `notFound` also when its archive is not in `visible`.
     public func build(_ id: Int64, visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> BuildDetail {
         try await database.withConnection { connection in
