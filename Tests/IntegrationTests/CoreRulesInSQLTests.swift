@@ -174,8 +174,10 @@ import Testing
         try await store.addProcessor("amd64")
         try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
         let timeout = 30.0
-        // Seconds since the claim, by state: either side of the accept timeout, and states it does not touch.
-        let cases: [(QueueRecord.State, Double)] = [(.dispatched, 5), (.dispatched, 29), (.dispatched, 31), (.dispatched, 600),
+        // Seconds since the claim, by state: either side of the accept timeout, and states it does not touch. The
+        // rows are written one by one and read later, each at the database's own now(): the cases near the
+        // timeout keep 5 s on each side, so a loaded machine cannot carry one across it between write and read.
+        let cases: [(QueueRecord.State, Double)] = [(.dispatched, 5), (.dispatched, 25), (.dispatched, 35), (.dispatched, 600),
                                                     (.waiting, 600), (.running, 600)]
         var builds: [Int64] = []
         for (index, (state, age)) in cases.enumerated() {
