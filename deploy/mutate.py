@@ -64,19 +64,27 @@ MUTANTS = [
      "if let owner = builder.brokerUser, owner != user {",
      "if let owner = builder.brokerUser, owner != user, owner == \"never\" {",
      "StoreIntegrationTests|OperationsTests|LifecycleCoreTests"),
-    ("upload-token", "a result upload needs the running attempt's token",
+    ("upload-token", "a result upload needs the key the attempt's builder declared",
      "Sources/Master/BuilddMaster/HTTPAPI.swift",
-     "\"missing upload token\", about)\n        }\n"
-     "        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) else {",
-     "\"missing upload token\", about)\n        }\n"
-     "        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) || true else {",
+     "guard let key = Self.bearer(request) else {\n"
+     "            throw refuse(.unauthorized, route: route, reason: \"missing_token\", \"missing upload key\", about)\n"
+     "        }\n"
+     "        try await admit(key, buildID: buildID, attempt: attempt, route: route, about)\n",
+     "guard let key = Self.bearer(request) else {\n"
+     "            throw refuse(.unauthorized, route: route, reason: \"missing_token\", \"missing upload key\", about)\n"
+     "        }\n"
+     "        _ = key\n",
      "RefusalTests|FarmIntegrationTests"),
-    ("source-token", "a source download needs the running attempt's token",
+    ("source-token", "a source download needs the key the attempt's builder declared",
      "Sources/Master/BuilddMaster/HTTPAPI.swift",
-     "\"missing source token\", about)\n        }\n"
-     "        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) else {",
-     "\"missing source token\", about)\n        }\n"
-     "        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) || true else {",
+     "guard let key = Self.token(request) else {\n"
+     "            throw refuse(.unauthorized, route: route, reason: \"missing_token\", \"missing upload key\", about)\n"
+     "        }\n"
+     "        try await admit(key, buildID: buildID, attempt: attempt, route: route, about)\n",
+     "guard let key = Self.token(request) else {\n"
+     "            throw refuse(.unauthorized, route: route, reason: \"missing_token\", \"missing upload key\", about)\n"
+     "        }\n"
+     "        _ = key\n",
      "RefusalTests|AgentFaultTests"),
     ("orphan-stop", "a restarted agent stops the build command that outlived it before giving the build back",
      "Sources/SlaveAgent/BuilddAgent/Agent.swift",
@@ -178,6 +186,12 @@ MUTANTS = [
      'let log = current.count <= linesPerMinute',
      'let log = current.count <= linesPerMinute || true',
      'NoiseRuleTests|BrokerPermissionTests'),
+    ('key-rebound', "an attempt's sources and uploads open only to the key of the builder whose accept stood",
+     'Sources/Core/BuilddCore/LifecycleCore.swift',
+     'started on \\(builder.name)")\n        case let other:\n            return Self.unchanged(other, buildID: ref.build)',
+     'started on \\(builder.name)")\n        case let other:\n            builds[ref.build]?.queue?.uploadKey = uploadKey\n'
+     '            return Self.unchanged(other, buildID: ref.build)',
+     'AttemptCredentialTests|BrokerPermissionTests|RefusalTests'),
     ('upload-overwrite', 'a result file is written once: other bytes under a stored name are refused',
      'Sources/Core/BuilddCore/Vocabulary.swift',
      'if existing.sha256 == sha256 && existing.size == size { return .alreadyStored }',

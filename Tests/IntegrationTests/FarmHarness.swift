@@ -190,7 +190,10 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     /// The `/metrics` text of this farm's first master.
     func metricsText() async throws -> String {
         let url = masterURLs[0] + "/metrics"
-        return try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 10).text }
+        let trust = self.trust
+        return try await runBlocking {
+            try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 10, trust: trust).text
+        }
     }
 
     /// No configuration file is read (`BUILDD_CONFIG=/dev/null`) unless `environment` names one, so a

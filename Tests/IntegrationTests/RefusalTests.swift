@@ -43,7 +43,7 @@ import Testing
         #expect(logCaught, "\(what): one `request refused` log line with refusal.reason=\(reason)")
     }
 
-    @Test func uploadsAndSourceDownloadsNeedTheRunningAttemptsToken() async throws {
+    @Test func uploadsAndSourceDownloadsNeedTheKeyTheAcceptingBuilderDeclared() async throws {
         let farm = try await FarmHarness.make()
         try await closing(farm) {
             try await farm.store.addNobleProcessors(["amd64"])
@@ -58,11 +58,13 @@ import Testing
             // The test claims as a master would, for a builder it makes look idle, twice: attempt 1's token is
             // then stale. Only then the master starts, with no look-ahead: the claim in flight fills the
             // builder's window, so it claims nothing itself.
-            try await farm.store.addBuilder(name: "ref-b1", processors: ["amd64"], brokerUser: "ref-b1")
+            for name in ["ref-b1", "ref-b2"] {
+                try await farm.store.addBuilder(name: name, processors: ["amd64"], brokerUser: name)
+            }
             let url = farm.database.url
             try await runBlocking {
                 _ = try PostgresConnection(url: url).execute(
-                    "UPDATE builder SET agent_state = 'IDLE', last_seen = now() WHERE name = 'ref-b1'")
+                    "UPDATE builder SET agent_state = 'IDLE', last_seen = now() WHERE name LIKE 'ref-b%'")
             }
             let port = try FarmHarness.freePort()
             let base = "http://127.0.0.1:\(port)"
@@ -73,9 +75,18 @@ import Testing
             let stale = try await claim()
             try await farm.store.releaseClaim(buildID: id, attempt: stale.attempt)
             let job = try await claim()
-            #expect(stale.attempt == 1 && job.buildID == id && job.attempt == 2 && job.uploadToken != stale.uploadToken)
+            #expect(stale.attempt == 1 && job.buildID == id && job.attempt == 2)
             try await farm.startMaster(acceptTimeout: 300, port: port,
                                        arguments: ["--lookahead", "0", "--max-artifact-bytes", "4096"])
+            // The builder that accepts attempt 2 declares its key's digest; until that accept is applied, no key
+            // opens the attempt, not even that one.
+            let key = randomHexToken(bytes: 32), otherKey = randomHexToken(bytes: 32)
+            func accept(_ builder: String, _ key: String) async throws -> EventOutcome {
+                try await farm.store.apply(AgentEvent(kind: .accepted, builder: builder, session: "s-\(builder)", seq: 1,
+                                                      state: .building, buildID: id, attempt: 2,
+                                                      uploadKeySHA256: SHA256.hex(of: key)),
+                                           userID: builder, leaseSeconds: 120)
+            }
             let content = Array("Package: hello\n".utf8)
             let digest = SHA256.hex(of: content)
             func put(_ attempt: Int32, _ name: String, token: String?, checksum: String? = nil, kind: String = "result",
@@ -92,44 +103,58 @@ import Testing
             }
             let storedBefore = try FileManager.default.subpathsOfDirectory(atPath: farm.artifactRoot + "/sha256").count
 
+            try await Self.expectRefused(farm, "upload before any accept was applied", route: "upload",
+                                         reason: "not_accepted_yet", status: 403) {
+                try await put(2, "hello.deb", token: key, checksum: digest)
+            }
+            try await Self.expectRefused(farm, "source before any accept was applied", route: "source",
+                                         reason: "not_accepted_yet", status: 403) {
+                try await Self.send("GET", "\(base)/v1/builds/\(id)/attempts/2/sources/hello_1.0.dsc",
+                                    headers: ["Authorization": "Bearer \(key)"])
+            }
+            #expect(try await accept("ref-b1", key) == .applied("build \(id) attempt 2 started on ref-b1"))
+            // Another builder that read the same job (and so knows the attempt) accepts it too: refused, and
+            // its key opens nothing.
+            guard case .abort = try await accept("ref-b2", otherKey) else {
+                Issue.record("a second builder's accept of a running attempt stood")
+                return
+            }
             try await Self.expectRefused(farm, "upload without a token", route: "upload", reason: "missing_token",
                                          status: 401) { try await put(2, "hello.deb", token: nil, checksum: digest) }
             try await Self.expectRefused(farm, "upload with a wrong token", route: "upload", reason: "token_refused",
                                          status: 403) {
                 try await put(2, "hello.deb", token: "not-the-token", checksum: digest)
             }
-            for attempt: Int32 in [1, 2] {
-                try await Self.expectRefused(farm, "attempt \(attempt) upload with attempt 1's (stale) token",
-                                             route: "upload", reason: "token_refused", status: 403) {
-                    try await put(attempt, "late.deb", token: stale.uploadToken, checksum: digest)
-                }
-            }
-            try await Self.expectRefused(farm, "upload for an attempt that is not the token's", route: "upload",
+            try await Self.expectRefused(farm, "upload with another builder's key", route: "upload",
                                          reason: "token_refused", status: 403) {
-                try await put(1, "hello.deb", token: job.uploadToken, checksum: digest)
+                try await put(2, "hello.deb", token: otherKey, checksum: digest)
+            }
+            try await Self.expectRefused(farm, "upload for an attempt that is not the key's", route: "upload",
+                                         reason: "token_refused", status: 403) {
+                try await put(1, "hello.deb", token: key, checksum: digest)
             }
             try await Self.expectRefused(farm, "upload without a checksum", route: "upload",
                                          reason: "bad_checksum_header", status: 400) {
-                try await put(2, "hello.deb", token: job.uploadToken)
+                try await put(2, "hello.deb", token: key)
             }
             try await Self.expectRefused(farm, "upload whose bytes are not its checksum's", route: "upload",
                                          reason: "checksum_mismatch", status: 422) {
-                try await put(2, "hello.deb", token: job.uploadToken, checksum: SHA256.hex(of: Array("other".utf8)))
+                try await put(2, "hello.deb", token: key, checksum: SHA256.hex(of: Array("other".utf8)))
             }
             for name in ["..%2F..%2Fetc%2Fpasswd", ".hidden", "a%2Fb"] {
                 try await Self.expectRefused(farm, "upload named \(name)", route: "upload", reason: "bad_name",
                                              status: 400) {
-                    try await put(2, name, token: job.uploadToken, checksum: digest)
+                    try await put(2, name, token: key, checksum: digest)
                 }
             }
             try await Self.expectRefused(farm, "upload over --max-artifact-bytes", route: "upload", reason: "too_large",
                                          status: 413) {
                 let big = [UInt8](repeating: 7, count: 5000)
-                return try await put(2, "big.deb", token: job.uploadToken, checksum: SHA256.hex(of: big), body: big)
+                return try await put(2, "big.deb", token: key, checksum: SHA256.hex(of: big), body: big)
             }
             try await Self.expectRefused(farm, "upload of an unknown kind", route: "upload", reason: "bad_kind",
                                          status: 400) {
-                try await put(2, "hello.deb", token: job.uploadToken, checksum: digest, kind: "secret")
+                try await put(2, "hello.deb", token: key, checksum: digest, kind: "secret")
             }
             #expect(try await stored() == 0, "no refused upload is recorded")
             #expect(try FileManager.default.subpathsOfDirectory(atPath: farm.artifactRoot + "/sha256").count == storedBefore,
@@ -137,7 +162,7 @@ import Testing
             #expect(try FileManager.default.contentsOfDirectory(atPath: farm.artifactRoot + "/tmp").isEmpty,
                     "no refused upload leaves a temporary file")
 
-            // Source downloads take the same per-attempt token.
+            // Source downloads take the same key.
             let sourceURL = "\(base)/v1/builds/\(id)/attempts/2/sources/hello_1.0.dsc"
             try await Self.expectRefused(farm, "source without a token", route: "source", reason: "missing_token",
                                          status: 401) { try await Self.send("GET", sourceURL) }
@@ -145,28 +170,32 @@ import Testing
                                          status: 403) {
                 try await Self.send("GET", sourceURL, headers: ["Authorization": "Bearer not-the-token"])
             }
-            try await Self.expectRefused(farm, "source with attempt 1's (stale) token", route: "source",
+            try await Self.expectRefused(farm, "source with another builder's key", route: "source",
+                                         reason: "token_refused", status: 403) {
+                try await Self.send("GET", sourceURL, headers: ["Authorization": "Bearer \(otherKey)"])
+            }
+            try await Self.expectRefused(farm, "source of attempt 1 (stale) with the key", route: "source",
                                          reason: "token_refused", status: 403) {
                 try await Self.send("GET", "\(base)/v1/builds/\(id)/attempts/1/sources/hello_1.0.dsc",
-                                    headers: ["Authorization": "Bearer \(stale.uploadToken)"])
+                                    headers: ["Authorization": "Bearer \(key)"])
             }
             try await Self.expectRefused(farm, "source by a name that leaves its folder", route: "source",
                                          reason: "bad_name", status: 400) {
                 try await Self.send("GET", "\(base)/v1/builds/\(id)/attempts/2/sources/..%2Fhello_1.0.dsc",
-                                    headers: ["Authorization": "Bearer \(job.uploadToken)"])
+                                    headers: ["Authorization": "Bearer \(key)"])
             }
-            let fetched = try await Self.send("GET", sourceURL, headers: ["Authorization": "Bearer \(job.uploadToken)"])
-            #expect(fetched.status == 200 && fetched.text == "Source: hello\nVersion: 1.0\n", "the right token fetches")
-            let basic = Data("buildd:\(job.uploadToken)".utf8).base64EncodedString()
+            let fetched = try await Self.send("GET", sourceURL, headers: ["Authorization": "Bearer \(key)"])
+            #expect(fetched.status == 200 && fetched.text == "Source: hello\nVersion: 1.0\n", "the key fetches")
+            let basic = Data("buildd:\(key)".utf8).base64EncodedString()
             #expect(try await Self.send("GET", sourceURL, headers: ["Authorization": "Basic \(basic)"]).status == 200,
                     "launchpad-buildd's ensurepresent sends it as the Basic password")
 
             // The right upload goes through: the checks above refused for their reason, not every request.
-            let good = try await put(2, "hello.deb", token: job.uploadToken, checksum: digest)
+            let good = try await put(2, "hello.deb", token: key, checksum: digest)
             #expect(good.status == 201, "\(good.text)")
             #expect(try await stored() == 1)
             let log = farm.log("master")
-            #expect(!log.contains(stale.uploadToken) && !log.contains(job.uploadToken), "tokens never reach the log")
+            #expect(!log.contains(key) && !log.contains(otherKey), "keys never reach the log")
         }
     }
 

@@ -42,6 +42,8 @@ import Testing
     final class FakeAgent: @unchecked Sendable {
         let name: String
         let session = randomHexToken(bytes: 4)
+        /// The upload key it declares in every `accepted` (as an agent makes one per attempt).
+        let uploadKey = randomHexToken(bytes: 32)
         var seq: Int64 = 0
 
         init(_ name: String) { self.name = name }
@@ -51,7 +53,8 @@ import Testing
             seq += 1
             return AgentEvent(kind: kind, builder: name, session: session, seq: seq,
                               state: state ?? (kind == .finished ? .idle : .building),
-                              buildID: job?.buildID ?? buildID, attempt: job?.attempt ?? attempt, result: result, files: [])
+                              buildID: job?.buildID ?? buildID, attempt: job?.attempt ?? attempt, result: result, files: [],
+                              uploadKeySHA256: kind == .accepted ? SHA256.hex(of: uploadKey) : nil)
         }
     }
 

@@ -154,3 +154,50 @@ import Testing
         }
     }
 }
+
+/// ``AttemptCredential``: an attempt's sources and uploads open to the key its builder declared on accept,
+/// and to nothing else.
+@Suite(.timeLimit(.minutes(1))) struct AttemptCredentialTests {
+    static let key = String(repeating: "ab", count: 32)
+    static let other = String(repeating: "cd", count: 32)
+
+    @Test func onlyTheDeclaredKeyOfTheCurrentAcceptedAttemptIsAdmitted() {
+        func judge(_ requested: Int32 = 2, state: QueueRecord.State? = .running, declared: String? = Self.key,
+                   presented: String = Self.key) -> AttemptCredential.Verdict {
+            AttemptCredential.judge(requested: requested, current: 2, state: state, declared: declared, presented: presented)
+        }
+        #expect(judge() == .admitted)
+        #expect(judge(state: .cancelling) == .admitted, "a cancelled build still uploads its log")
+        #expect(judge(presented: Self.other) == .refused, "another builder's key")
+        #expect(judge(presented: String(Self.key.dropLast())) == .refused)
+        #expect(judge(1) == .refused, "an old attempt")
+        #expect(judge(3) == .refused, "an attempt not made yet")
+        #expect(judge(state: nil) == .refused, "no queue entry: the build ended")
+        #expect(judge(state: .waiting) == .refused)
+        #expect(judge(declared: nil) == .refused, "no key declared")
+        // A claim nobody accepted yet admits no one, whatever the key: not even one equal to the stored digest.
+        #expect(judge(state: .dispatched) == .notAcceptedYet)
+        #expect(judge(state: .dispatched, declared: nil) == .notAcceptedYet)
+        #expect(judge(1, state: .dispatched) == .refused)
+    }
+
+    /// The key is bound by the accept that stands: a second builder's accept of the same attempt, refused by
+    /// the core, does not rebind it; a requeue lets it go.
+    @Test func theAcceptThatStandsBindsTheKeyAndNoOtherDoes() {
+        var core = LifecycleCore(
+            builders: [LifecycleCoreTests.builder(1, "a1"), LifecycleCoreTests.builder(2, "a2")],
+            builds: [LifecycleCoreTests.dispatched(10, at: 0)], now: 1, leaseSeconds: 30)
+        #expect(core.apply(LifecycleCoreTests.report("a1", 1, .accepted(LifecycleCoreTests.ref(10), uploadKey: Self.key)))
+                == .applied("build 10 attempt 1 started on a1"))
+        #expect(core.builds[10]?.queue?.uploadKey == Self.key)
+        let second = core.apply(LifecycleCoreTests.report("a2", 1, .accepted(LifecycleCoreTests.ref(10), uploadKey: Self.other)))
+        guard case .abort = second else {
+            Issue.record("a second accept of a running attempt stood: \(second)")
+            return
+        }
+        #expect(core.builds[10]?.queue?.uploadKey == Self.key)
+        // a1 forgets the build (restarted): requeued, and the digest is cleared with the claim.
+        _ = core.apply(LifecycleCoreTests.report("a1", 2, .hello(.idle, current: nil)))
+        #expect(core.builds[10]?.queue?.state == .waiting && core.builds[10]?.queue?.dispatchCleared == true)
+    }
+}

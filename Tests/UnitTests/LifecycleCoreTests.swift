@@ -12,6 +12,8 @@ import Testing
     }
 
     static let lease = 30.0
+    /// An upload key's declared digest.
+    static let key = String(repeating: "ab", count: 32)
 
     static func builder(_ id: Int, _ name: String, user: String? = nil, kind: BuilderKind = .agent,
                         failures: Int = 0, ok: Bool = true) -> BuilderRecord {
@@ -40,8 +42,8 @@ import Testing
                                  builds: [Self.dispatched(10, at: clock.now - 0.5), Self.dispatched(11, at: clock.now - 0.25)],
                                  now: clock.now, leaseSeconds: Self.lease)
         let outcomes = [
-            Self.report("a1", 1, .accepted(Self.ref(10))),
-            Self.report("a2", 1, .accepted(Self.ref(11))),
+            Self.report("a1", 1, .accepted(Self.ref(10), uploadKey: Self.key)),
+            Self.report("a2", 1, .accepted(Self.ref(11), uploadKey: Self.key)),
             Self.report("a1", 2, .finished(Self.ref(10), .ok, files: [], log: nil)),
             Self.report("a2", 2, .finished(Self.ref(11), .packageFail, files: [], log: nil), message: "make failed"),
         ].map { core.apply($0) }
@@ -61,8 +63,8 @@ import Testing
     @Test func aReplayIsDroppedByItsSessionAndSequence() {
         var core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [Self.dispatched(10, at: 0)],
                                  now: 1, leaseSeconds: Self.lease)
-        #expect(core.apply(Self.report("a1", 5, .accepted(Self.ref(10)))) == .applied("build 10 attempt 1 started on a1"))
-        #expect(core.apply(Self.report("a1", 5, .accepted(Self.ref(10)))) == .ignored("replayed event 5 of session s-a1"))
+        #expect(core.apply(Self.report("a1", 5, .accepted(Self.ref(10), uploadKey: Self.key))) == .applied("build 10 attempt 1 started on a1"))
+        #expect(core.apply(Self.report("a1", 5, .accepted(Self.ref(10), uploadKey: Self.key))) == .ignored("replayed event 5 of session s-a1"))
         #expect(core.apply(Self.report("a1", 4, .heartbeat(.idle, current: nil, logTail: nil)))
                 == .ignored("replayed event 4 of session s-a1"))
         // The same numbers from a new process (another session) are not replays.
@@ -89,13 +91,13 @@ import Testing
         var core = LifecycleCore(builders: [Self.builder(1, "a1")],
                                  builds: [Self.dispatched(10, at: 0), Self.dispatched(11, at: 0)], now: 1,
                                  leaseSeconds: Self.lease)
-        _ = core.apply(Self.report("a1", 1, .accepted(Self.ref(10))))
+        _ = core.apply(Self.report("a1", 1, .accepted(Self.ref(10), uploadKey: Self.key)))
         // Busy with 10: an accept of 11 is refused with an abort.
-        #expect(core.apply(Self.report("a1", 2, .accepted(Self.ref(11))))
+        #expect(core.apply(Self.report("a1", 2, .accepted(Self.ref(11), uploadKey: Self.key)))
                 == .abort(buildID: 11, attempt: 1, reason: "build 11: builder already runs another build"))
         // It restarted and forgot 10: that build is lost and requeued; now it may take 11.
         _ = core.apply(Self.report("a1", 3, .hello(.idle, current: nil)))
-        #expect(core.apply(Self.report("a1", 4, .accepted(Self.ref(11)))) == .applied("build 11 attempt 1 started on a1"))
+        #expect(core.apply(Self.report("a1", 4, .accepted(Self.ref(11), uploadKey: Self.key))) == .applied("build 11 attempt 1 started on a1"))
         #expect(core.builds[10]?.queue?.state == .waiting && core.builds[10]?.queue?.dispatchCleared == true)
         #expect(core.builds[11]?.queue?.state == .running && core.builds[11]?.queue?.builderID == 1)
     }
@@ -104,7 +106,7 @@ import Testing
         var clock = ManualClock()
         var core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [Self.dispatched(10, at: clock.now)],
                                  now: clock.now, leaseSeconds: Self.lease)
-        _ = core.apply(Self.report("a1", 1, .accepted(Self.ref(10))))
+        _ = core.apply(Self.report("a1", 1, .accepted(Self.ref(10), uploadKey: Self.key)))
         #expect(core.builds[10]?.queue?.leaseUntil == clock.now + Self.lease)
         clock.advance(20)
         var later = LifecycleCore(builders: Array(core.builders.values), builds: Array(core.builds.values),
@@ -238,10 +240,20 @@ import Testing
 
     /// Wire events become typed reports only with the fields their kind needs.
     @Test func typedReportsNeedTheirFields() throws {
-        let accepted = AgentEvent(kind: .accepted, builder: "a1", session: "s", seq: 1, buildID: 3, attempt: 2)
-        #expect(try accepted.report(user: "u").event == .accepted(AttemptRef(build: 3, attempt: 2)))
+        let accepted = AgentEvent(kind: .accepted, builder: "a1", session: "s", seq: 1, buildID: 3, attempt: 2,
+                                  uploadKeySHA256: Self.key)
+        #expect(try accepted.report(user: "u").event == .accepted(AttemptRef(build: 3, attempt: 2), uploadKey: Self.key))
         #expect(throws: WireError.self) {
-            try AgentEvent(kind: .accepted, builder: "a1", session: "s", seq: 1, buildID: 3).report(user: nil)
+            try AgentEvent(kind: .accepted, builder: "a1", session: "s", seq: 1, buildID: 3,
+                           uploadKeySHA256: Self.key).report(user: nil)
+        }
+        // An accept that declares no upload key, or not a digest, would leave the attempt's files open to
+        // whoever read its job: refused.
+        for key in [nil, "", "AB" + String(Self.key.dropFirst(2)), String(Self.key.dropLast()), Self.key + "0"] {
+            #expect(throws: WireError.self, "key \(key ?? "none")") {
+                try AgentEvent(kind: .accepted, builder: "a1", session: "s", seq: 1, buildID: 3, attempt: 2,
+                               uploadKeySHA256: key).report(user: nil)
+            }
         }
         #expect(throws: WireError.self) {
             try AgentEvent(kind: .finished, builder: "a1", session: "s", seq: 1, buildID: 3, attempt: 1).report(user: nil)

@@ -1,4 +1,5 @@
 import BuilddShared
+import Foundation
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct WireCodecTests {
@@ -16,15 +17,36 @@ import Testing
     @Test func jobRoundTrips() throws {
         let job = JobMessage(buildID: 1, attempt: 3, processor: "amd64", buildType: "binarypackage", distribution: "ubuntu",
                              series: "noble", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3",
-                             sourceFiles: [], uploadURL: "http://m/v1/builds/1/attempts/3/files/", uploadToken: "t",
+                             sourceFiles: [], uploadURL: "http://m/v1/builds/1/attempts/3/files/",
                              leaseSeconds: 30)
         #expect(try WireCodec.decodeJob(WireCodec.encode(job)) == job)
+    }
+
+    /// Every builder of a processor may see its jobs on the broker: a job carries no secret, and only an
+    /// `accepted` that declares an upload key's digest is taken.
+    @Test func aJobCarriesNoSecretAndAnAcceptDeclaresItsKey() throws {
+        let job = JobMessage(buildID: 1, attempt: 3, processor: "amd64", buildType: "binarypackage", distribution: "ubuntu",
+                             series: "noble", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3",
+                             sourceFiles: [], uploadURL: "http://m/v1/builds/1/attempts/3/files/", leaseSeconds: 30)
+        let fields = try #require(try JSONSerialization.jsonObject(with: Data(WireCodec.encode(job))) as? [String: Any])
+        #expect(Set(fields.keys) == ["v", "kind", "build_id", "attempt", "processor", "build_type", "distribution",
+                                     "series", "arch_tag", "source_name", "source_version", "source_files",
+                                     "upload_url", "lease_seconds"])
+        let key = String(repeating: "0f", count: 32)
+        let accepted = #"{"v":1,"kind":"accepted","builder":"b1","session":"s","seq":1,"build_id":1,"attempt":3"#
+        #expect(try decode(accepted + #","upload_key_sha256":"\#(key)"}"#).uploadKeySHA256 == key)
+        #expect(throws: WireError(.invalidField, "accepted needs upload_key_sha256 (64 lowercase hex digits)")) {
+            try decode(accepted + "}")
+        }
+        #expect(throws: WireError(.invalidField, "accepted needs upload_key_sha256 (64 lowercase hex digits)")) {
+            try decode(accepted + #","upload_key_sha256":"not-a-digest"}"#)
+        }
     }
 
     @Test func aJobNamesItsChrootByDigestAndAHostileOneIsRefused() throws {
         var job = JobMessage(buildID: 1, attempt: 3, processor: "amd64", buildType: "binarypackage", distribution: "debian",
                              series: "bookworm", archTag: "amd64", sourceName: "hello", sourceVersion: "2.10-3",
-                             sourceFiles: [], uploadURL: "http://m/v1/builds/1/attempts/3/files/", uploadToken: "t",
+                             sourceFiles: [], uploadURL: "http://m/v1/builds/1/attempts/3/files/",
                              leaseSeconds: 30,
                              chroot: FileDigest(name: "chroot.tar.zst", sha256: String(repeating: "a", count: 64), size: 5))
         #expect(try WireCodec.decodeJob(WireCodec.encode(job)) == job)

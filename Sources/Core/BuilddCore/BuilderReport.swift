@@ -15,8 +15,9 @@ public struct BuilderReport: Equatable, Sendable {
         case hello(AgentState, current: AttemptRef?)
         /// Periodic: its state, the attempt it works on and the end of its log.
         case heartbeat(AgentState, current: AttemptRef?, logTail: String?)
-        /// It took the job of this attempt.
-        case accepted(AttemptRef)
+        /// It took the job of this attempt, and chose an upload key whose SHA-256 is `uploadKey`
+        /// (``AttemptCredential``).
+        case accepted(AttemptRef, uploadKey: String)
         /// The attempt ended with `result`; its files and log are in the artifact store already.
         case finished(AttemptRef, BuilderResult, files: [FileDigest], log: FileDigest?)
 
@@ -34,7 +35,7 @@ public struct BuilderReport: Equatable, Sendable {
         public var attempt: AttemptRef? {
             switch self {
             case .hello(_, let current), .heartbeat(_, let current, _): current
-            case .accepted(let ref), .finished(let ref, _, _, _): ref
+            case .accepted(let ref, _), .finished(let ref, _, _, _): ref
             }
         }
     }

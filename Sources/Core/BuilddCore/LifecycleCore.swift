@@ -58,7 +58,10 @@ public struct QueueRecord: Equatable, Sendable {
     public var leaseUntil: Double?
     /// The new log tail: nil keeps what is stored; `.some(nil)` empties it.
     public var logTail: String??
-    /// The upload token and dispatch time go when it is queued again.
+    /// The SHA-256 of the upload key its builder declared when its accept stood (``AttemptCredential``);
+    /// nil keeps what is stored.
+    public var uploadKey: String?
+    /// The upload key's digest and the dispatch time go when it is queued again.
     public var dispatchCleared = false
     /// The last abort sent goes when the deadline is set again.
     public var abortSentCleared = false
@@ -273,8 +276,8 @@ public struct LifecycleCore: Sendable {
         case .heartbeat(let state, let current, let tail):
             return heartbeat(state: state, current: current, logTail: tail, name: "heartbeat", builder: builder,
                              message: report.message)
-        case .accepted(let ref):
-            return accepted(ref, builder: builder)
+        case .accepted(let ref, let key):
+            return accepted(ref, uploadKey: key, builder: builder)
         case .finished(let ref, let result, let files, let log):
             return finished(ref, result: result, files: files, log: log, builder: builder, message: report.message)
         }
@@ -309,7 +312,7 @@ public struct LifecycleCore: Sendable {
         return held.isEmpty ? .applied("\(name) \(state.rawValue)") : .applied("requeued \(held.count) lost build(s)")
     }
 
-    private mutating func accepted(_ ref: AttemptRef, builder: BuilderRecord) -> EventOutcome {
+    private mutating func accepted(_ ref: AttemptRef, uploadKey: String, builder: BuilderRecord) -> EventOutcome {
         guard var build = builds[ref.build] else {
             return .abort(buildID: ref.build, attempt: ref.attempt, reason: "no build \(ref.build)")
         }
@@ -321,6 +324,8 @@ public struct LifecycleCore: Sendable {
         case .start:
             if let claimedAt { dispatchLatencies.append(now - claimedAt) }
             persistLease(machine, &build)
+            // The attempt's sources and uploads are this builder's alone from now on.
+            build.queue?.uploadKey = uploadKey
             build.status = .building
             build.builderID = builder.id
             build.started = .now

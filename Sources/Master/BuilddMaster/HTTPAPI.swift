@@ -13,9 +13,9 @@ import Glibc
 ///
 /// | route | what |
 /// |---|---|
-/// | `PUT /v1/builds/{id}/attempts/{attempt}/files/{name}?kind=result\|log` | upload; `Authorization: Bearer <token>`, `X-Checksum-Sha256` |
+/// | `PUT /v1/builds/{id}/attempts/{attempt}/files/{name}?kind=result\|log` | upload by the attempt's builder; `Authorization: Bearer <upload key>` (the key whose SHA-256 its `accepted` declared), `X-Checksum-Sha256` |
 /// | `GET /v1/builds/{id}/files/{name}` | download a stored file |
-/// | `GET /v1/builds/{id}/attempts/{attempt}/sources/{name}` | a source file, for the running attempt's builder (the attempt's token as `Bearer`, or as the Basic password launchpad-buildd's `ensurepresent` sends) |
+/// | `GET /v1/builds/{id}/attempts/{attempt}/sources/{name}` | a source file, for the running attempt's builder (its upload key as `Bearer`, or as the Basic password launchpad-buildd's `ensurepresent` sends) |
 /// | `GET /v1/chroots/{sha1 or sha256}` | a chroot tarball, for legacy builders and agents |
 /// | `GET /v1/builds/{id}` | a build as JSON |
 /// | `GET /healthz` | 200 when the database and the broker answer, else 503 |
@@ -153,13 +153,10 @@ public struct HTTPAPI: Sendable {
         guard kind == "result" || kind == "log" else {
             throw refuse(.badRequest, route: route, reason: "bad_kind", "kind must be result or log", about)
         }
-        guard let token = Self.bearer(request) else {
-            throw refuse(.unauthorized, route: route, reason: "missing_token", "missing upload token", about)
+        guard let key = Self.bearer(request) else {
+            throw refuse(.unauthorized, route: route, reason: "missing_token", "missing upload key", about)
         }
-        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) else {
-            throw refuse(.forbidden, route: route, reason: "token_refused",
-                         "token refused or attempt \(attempt) of build \(buildID) is not running", about)
-        }
+        try await admit(key, buildID: buildID, attempt: attempt, route: route, about)
         guard let expected = request.headers[Self.checksumHeader]?.lowercased(), Naming.isValidSHA256(expected) else {
             throw refuse(.badRequest, route: route, reason: "bad_checksum_header", "missing or invalid X-Checksum-Sha256",
                          about)
@@ -208,13 +205,10 @@ public struct HTTPAPI: Sendable {
         let attempt = try context.parameters.require("attempt", as: Int32.self)
         let name = try context.parameters.require("name")
         let route = "source", about: Logger.Metadata = ["build.id": "\(buildID)", "build.attempt": "\(attempt)"]
-        guard let token = Self.token(request) else {
-            throw refuse(.unauthorized, route: route, reason: "missing_token", "missing source token", about)
+        guard let key = Self.token(request) else {
+            throw refuse(.unauthorized, route: route, reason: "missing_token", "missing upload key", about)
         }
-        guard try await store.authorizeUpload(buildID: buildID, attempt: attempt, token: token) else {
-            throw refuse(.forbidden, route: route, reason: "token_refused",
-                         "token refused or attempt \(attempt) of build \(buildID) is not running", about)
-        }
+        try await admit(key, buildID: buildID, attempt: attempt, route: route, about)
         guard Naming.isValidFileName(name) else {
             throw refuse(.badRequest, route: route, reason: "bad_name", "invalid file name", about)
         }
@@ -222,6 +216,17 @@ public struct HTTPAPI: Sendable {
             throw HTTPError(.notFound, message: "no source file \(name) for build \(buildID)")
         }
         return try serve(name: name, sha256: file.sha256, size: file.size)
+    }
+
+    /// Lets a request for an attempt's files through only with the key its builder declared on accept
+    /// (``AttemptCredential``). Every refusal answers the same, so it tells a caller nothing of the build; a
+    /// request that came before any accept of the current attempt was applied (its builder is early and
+    /// tries again) is counted apart, as `not_accepted_yet`.
+    func admit(_ key: String, buildID: Int64, attempt: Int32, route: String, _ about: Logger.Metadata) async throws {
+        let verdict = try await store.authorizeUpload(buildID: buildID, attempt: attempt, key: key)
+        guard verdict != .admitted else { return }
+        throw refuse(.forbidden, route: route, reason: verdict == .notAcceptedYet ? "not_accepted_yet" : "token_refused",
+                     "upload key refused, or attempt \(attempt) of build \(buildID) is not running", about)
     }
 
     /// The token of `Authorization: Bearer TOKEN`, if that is what the request carries.

@@ -24,10 +24,9 @@ public struct JobMessage: Codable, Sendable, Equatable {
     public var sourceName: String
     public var sourceVersion: String
     public var sourceFiles: [FileDigest]
-    /// Where the agent uploads results: `<master>/artifacts/<build>/<attempt>/`.
+    /// Where the agent uploads results: `<master>/v1/builds/<build>/attempts/<attempt>/files/`. The job
+    /// carries no secret: the agent that accepts it declares its own upload key (``AttemptCredential``).
     public var uploadURL: String
-    /// A per-attempt secret for the uploads; only its hash is stored.
-    public var uploadToken: String
     public var leaseSeconds: Int
     /// The arch series' chroot tarball (``FileDigest/sha256`` names it at `<master>/v1/chroots/<sha256>`),
     /// when one is set with `buildd-master archseries chroot`: build commands that make a root per build
@@ -38,12 +37,12 @@ public struct JobMessage: Codable, Sendable, Equatable {
         case v, kind, attempt, processor, distribution, series, chroot
         case buildID = "build_id", buildType = "build_type", archTag = "arch_tag"
         case sourceName = "source_name", sourceVersion = "source_version", sourceFiles = "source_files"
-        case uploadURL = "upload_url", uploadToken = "upload_token", leaseSeconds = "lease_seconds"
+        case uploadURL = "upload_url", leaseSeconds = "lease_seconds"
     }
 
     public init(buildID: Int64, attempt: Int32, processor: String, buildType: String, distribution: String,
                 series: String, archTag: String, sourceName: String, sourceVersion: String,
-                sourceFiles: [FileDigest], uploadURL: String, uploadToken: String, leaseSeconds: Int,
+                sourceFiles: [FileDigest], uploadURL: String, leaseSeconds: Int,
                 chroot: FileDigest? = nil) {
         self.buildID = buildID
         self.attempt = attempt
@@ -56,7 +55,6 @@ public struct JobMessage: Codable, Sendable, Equatable {
         self.sourceVersion = sourceVersion
         self.sourceFiles = sourceFiles
         self.uploadURL = uploadURL
-        self.uploadToken = uploadToken
         self.leaseSeconds = leaseSeconds
         self.chroot = chroot
     }
@@ -93,16 +91,19 @@ public struct AgentEvent: Codable, Sendable, Equatable {
     public var log: FileDigest?
     public var processors: [String]?
     public var message: String?
+    /// `accepted` only: the SHA-256 (hex) of the upload key the agent made for this attempt. The key itself
+    /// never crosses the broker; the agent presents it to the masters' artifact routes.
+    public var uploadKeySHA256: String?
 
     enum CodingKeys: String, CodingKey {
         case v, kind, builder, session, seq, state, attempt, result, files, log, processors, message
-        case buildID = "build_id", logTail = "log_tail"
+        case buildID = "build_id", logTail = "log_tail", uploadKeySHA256 = "upload_key_sha256"
     }
 
     public init(kind: AgentEventKind, builder: String, session: String, seq: Int64, state: AgentState? = nil,
                 buildID: Int64? = nil, attempt: Int32? = nil, logTail: String? = nil, result: BuilderResult? = nil,
                 files: [FileDigest]? = nil, log: FileDigest? = nil, processors: [String]? = nil,
-                message: String? = nil) {
+                message: String? = nil, uploadKeySHA256: String? = nil) {
         self.kind = kind
         self.builder = builder
         self.session = session
@@ -116,6 +117,7 @@ public struct AgentEvent: Codable, Sendable, Equatable {
         self.log = log
         self.processors = processors
         self.message = message
+        self.uploadKeySHA256 = uploadKeySHA256
     }
 }
 
@@ -219,6 +221,11 @@ public enum WireCodec {
             guard let id = event.buildID, id > 0, let attempt = event.attempt, attempt > 0 else {
                 throw WireError(.invalidField, "\(event.kind.rawValue) needs build_id and attempt")
             }
+            if event.kind == .accepted {
+                guard let key = event.uploadKeySHA256, AttemptCredential.isValidDigest(key) else {
+                    throw WireError(.invalidField, "accepted needs upload_key_sha256 (64 lowercase hex digits)")
+                }
+            }
             if event.kind == .finished {
                 guard event.result != nil else { throw WireError(.invalidField, "finished needs result") }
                 for file in event.files ?? [] {
@@ -303,7 +310,10 @@ extension AgentEvent {
             typed = kind == .hello ? .hello(state, current: current) : .heartbeat(state, current: current, logTail: logTail)
         case .accepted:
             guard let current else { throw WireError(.invalidField, "accepted needs build_id and attempt") }
-            typed = .accepted(current)
+            guard let key = uploadKeySHA256, AttemptCredential.isValidDigest(key) else {
+                throw WireError(.invalidField, "accepted needs upload_key_sha256 (64 lowercase hex digits)")
+            }
+            typed = .accepted(current, uploadKey: key)
         case .finished:
             guard let current else { throw WireError(.invalidField, "finished needs build_id and attempt") }
             guard let result else { throw WireError(.invalidField, "finished needs result") }

@@ -41,6 +41,10 @@ public final class Agent: Sendable {
 
     struct CurrentBuild {
         let job: JobMessage
+        /// The secret this agent made for the attempt: its SHA-256 goes out in `accepted`, and only the
+        /// key opens the attempt's sources and uploads (``AttemptCredential``). Kept in memory only: after a
+        /// restart the agent uploads nothing more for the build.
+        var uploadKey = ""
         var process: BuildProcess?
         var aborted = false
         /// Set when the build was stopped for running too long or logging too much.
@@ -75,7 +79,7 @@ public final class Agent: Sendable {
         }
         try makeDirectories(configuration.workDirectory)
         // Builds (as the build user) may pass through the work folder to their own, and see nothing else in it:
-        // the state file (upload tokens), the logs and the chroot cache are the agent's alone.
+        // the state file, the logs and the chroot cache are the agent's alone.
         chmod(configuration.workDirectory, 0o711)
         try makeDirectories(configuration.workDirectory + "/logs")
         chmod(configuration.workDirectory + "/logs", 0o700)
@@ -223,9 +227,10 @@ public final class Agent: Sendable {
             return
         }
         let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)"]
+        let key = randomHexToken(bytes: 32)
         let taken = box.state.withLock { state -> Bool in
             guard state.current == nil, !state.stopping else { return false }
-            state.current = CurrentBuild(job: job)
+            state.current = CurrentBuild(job: job, uploadKey: key)
             return true
         }
         guard taken else {
@@ -234,7 +239,9 @@ public final class Agent: Sendable {
         }
         do {
             try await stopConsumingJobs()
-            try await send(.accepted, state: .building, job: job) { state in state.current?.phase = .running }
+            try await send(.accepted, state: .building, job: job, uploadKeySHA256: SHA256.hex(of: key)) { state in
+                state.current?.phase = .running
+            }
             try await client.ack(delivery)
         } catch {
             // Not announced: the broker redelivers the job (or the master claims it again); stay idle.
@@ -245,7 +252,9 @@ public final class Agent: Sendable {
         }
         stateFile.save(PersistedBuild(job: job, finished: nil))
         logger.info("build accepted", metadata: metadata)
-        Task { await self.build(job) }
+        let credential = UploadCredential(key: key, acceptedAt: .now,
+                                          window: .seconds(max(job.leaseSeconds, UploadCredential.leastWindowSeconds)))
+        Task { await self.build(job, credential) }
     }
 
     private func stopConsumingJobs() async throws {
@@ -286,7 +295,7 @@ public final class Agent: Sendable {
 
     // MARK: Building
 
-    private func build(_ job: JobMessage) async {
+    private func build(_ job: JobMessage, _ credential: UploadCredential) async {
         let folder = "\(configuration.workDirectory)/build-\(job.buildID)-\(job.attempt)"
         let results = folder + "/results"
         let logName = "buildlog_\(job.distribution)-\(job.series)-\(job.archTag).\(job.sourceName)_\(job.sourceVersion).txt"
@@ -313,7 +322,9 @@ public final class Agent: Sendable {
                 "dsc": job.sourceFiles.first { $0.name.hasSuffix(".dsc") }?.name ?? "",
                 "chroot": "", "build_user": configuration.buildUser ?? "",
             ]
-            for file in job.sourceFiles { try await fetchSource(job, file, from: try origin.get(), into: folder) }
+            for file in job.sourceFiles {
+                try await fetchSource(job, file, from: try origin.get(), into: folder, credential: credential)
+            }
             if let chroot = job.chroot { values["chroot"] = try await ensureChroot(chroot, from: try origin.get()) }
             let command = try CommandTemplate.render(template, values: values)
             // A privileged command (one that makes a root per build) starts as root and drops to the build
@@ -380,10 +391,11 @@ public final class Agent: Sendable {
                     throw BuildProcess.Failure(description: "result file name not allowed: \(name)")
                 }
                 uploaded.append(try await upload(job, to: try origin.get(), path: results + "/" + name, name: name,
-                                                 kind: "result"))
+                                                 kind: "result", credential: credential))
             }
             if access(logPath, F_OK) != 0 { appendToLog(logPath, "") }
-            log = try await upload(job, to: try origin.get(), path: logPath, name: logName, kind: "log")
+            log = try await upload(job, to: try origin.get(), path: logPath, name: logName, kind: "log",
+                                   credential: credential)
         } catch {
             logger.warning("upload failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             if result == .ok || result == .packageFail || result == .depFail || result == .chrootFail {
@@ -512,7 +524,7 @@ public final class Agent: Sendable {
     /// Fetches one source file from the master (the one that dispatched, then the others) and checks
     /// its size and SHA-256 before the build may use it.
     private func fetchSource(_ job: JobMessage, _ file: FileDigest, from origin: MasterOrigin,
-                             into folder: String) async throws {
+                             into folder: String, credential: UploadCredential) async throws {
         guard Naming.isValidFileName(file.name) else {
             throw BuildProcess.Failure(description: "cannot fetch source \(file.name): not a plain file name")
         }
@@ -520,8 +532,10 @@ public final class Agent: Sendable {
             throw BuildProcess.Failure(description: "upload URL \(job.uploadURL) does not end in /files/")
         }
         let resource = String(origin.resource.dropLast("files/".count)) + "sources/" + file.name
-        try await download(file, what: "source \(file.name)", resource: resource, from: origin,
-                           headers: ["Authorization": "Bearer \(job.uploadToken)"], to: folder + "/" + file.name)
+        try await credential.retryingUntilAccepted {
+            try await download(file, what: "source \(file.name)", resource: resource, from: origin,
+                               headers: ["Authorization": "Bearer \(credential.key)"], to: folder + "/" + file.name)
+        }
     }
 
     /// Downloads `file` from the master the job came from, then from the other configured masters, to `path`,
@@ -530,7 +544,9 @@ public final class Agent: Sendable {
     private func download(_ file: FileDigest, what: String, resource: String, from origin: MasterOrigin,
                           headers: [String: String] = [:], to path: String, timeoutSeconds: Int = 300) async throws {
         var lastError = "unknown"
-        for master in [origin.master] + configuration.masterURLs.filter({ $0 != origin.master }) {
+        var refused = 0
+        let masters = [origin.master] + configuration.masterURLs.filter({ $0 != origin.master })
+        for master in masters {
             do {
                 let url = master + resource
                 let trust = try self.trust()
@@ -538,7 +554,11 @@ public final class Agent: Sendable {
                     try SimpleHTTPClient.download(url: url, headers: headers, to: path, maxBytes: file.size,
                                                   timeoutSeconds: timeoutSeconds, trust: trust)
                 }
-                guard got.status == 200 else { lastError = "HTTP \(got.status) from \(master)"; continue }
+                guard got.status == 200 else {
+                    lastError = "HTTP \(got.status) from \(master)"
+                    if got.status == 403 { refused += 1 }
+                    continue
+                }
                 guard got.sha256 == file.sha256, got.size == file.size else {
                     unlink(path)
                     throw BuildProcess.Failure(description: "\(what) failed its sha256 check "
@@ -552,6 +572,7 @@ public final class Agent: Sendable {
             }
         }
         unlink(path)
+        if refused == masters.count { throw UploadCredential.Refused(description: "cannot fetch \(what): \(lastError)") }
         throw BuildProcess.Failure(description: "cannot fetch \(what): \(lastError)")
     }
 
@@ -617,7 +638,14 @@ public final class Agent: Sendable {
     /// Uploads one file with its digest, retrying transient failures, first to the master the job came
     /// from (`origin`) and then to the other configured masters (which share the artifact store).
     private func upload(_ job: JobMessage, to origin: MasterOrigin, path: String, name: String,
-                        kind: String) async throws -> FileDigest {
+                        kind: String, credential: UploadCredential) async throws -> FileDigest {
+        try await credential.retryingUntilAccepted {
+            try await self.upload(job, to: origin, path: path, name: name, kind: kind, key: credential.key)
+        }
+    }
+
+    private func upload(_ job: JobMessage, to origin: MasterOrigin, path: String, name: String,
+                        kind: String, key: String) async throws -> FileDigest {
         let resource = origin.resource + name + "?kind=\(kind)"
         let masters = [origin.master] + configuration.masterURLs.filter { $0 != origin.master }
         let (sha256, size) = try Files.digest(path)
@@ -629,18 +657,23 @@ public final class Agent: Sendable {
                     let trust = try self.trust()
                     let response = try await runBlocking(name: "upload") {
                         try SimpleHTTPClient.send(method: "PUT", url: url, headers: [
-                            "Authorization": "Bearer \(job.uploadToken)", "X-Checksum-Sha256": sha256,
+                            "Authorization": "Bearer \(key)", "X-Checksum-Sha256": sha256,
                             "Content-Type": "application/octet-stream",
                         ], body: .file(path: path), timeoutSeconds: 300, trust: trust)
                     }
                     if response.status == 201 { return FileDigest(name: name, sha256: sha256, size: size) }
                     lastError = "HTTP \(response.status) from \(master): \(response.text.prefix(200))"
-                    // Refused (bad token, stale attempt, wrong digest): another try will not help.
+                    // Not (yet) this agent's attempt: the caller retries while the master may not have applied
+                    // its `accepted` yet.
+                    if response.status == 403 { throw UploadCredential.Refused(description: "\(name): \(lastError)") }
+                    // Refused (stale attempt, wrong digest, name taken): another try will not help.
                     if (400..<500).contains(response.status) {
                         throw BuildProcess.Failure(description: "\(name): \(lastError)")
                     }
                 } catch let failure as BuildProcess.Failure {
                     throw failure
+                } catch let refused as UploadCredential.Refused {
+                    throw refused
                 } catch {
                     lastError = "\(master): \(error)"
                 }
@@ -732,8 +765,9 @@ public final class Agent: Sendable {
     /// event gets its sequence number.
     func send(_ kind: AgentEventKind, state: AgentState, job: JobMessage, result: BuilderResult? = nil,
               files: [FileDigest]? = nil, log: FileDigest? = nil, message: String? = nil,
-              update: @escaping @Sendable (inout State) -> Void) async throws {
-        try await publishEvent(kind, result: result, files: files, log: log, message: message) { box in
+              uploadKeySHA256: String? = nil, update: @escaping @Sendable (inout State) -> Void) async throws {
+        try await publishEvent(kind, result: result, files: files, log: log, message: message,
+                               uploadKeySHA256: uploadKeySHA256) { box in
             box.state.withLock { update(&$0) }
             return (state, job, nil)
         }
@@ -742,7 +776,7 @@ public final class Agent: Sendable {
     /// Publishes an event; its sequence number and the state it reports (`snapshot`) are taken on the
     /// connection thread, in publish order.
     private func publishEvent(_ kind: AgentEventKind, result: BuilderResult? = nil, files: [FileDigest]? = nil,
-                              log: FileDigest? = nil, message: String? = nil,
+                              log: FileDigest? = nil, message: String? = nil, uploadKeySHA256: String? = nil,
                               snapshot: @escaping @Sendable (StateBox) -> (AgentState, JobMessage?, String?)) async throws {
         let name = configuration.name
         let session = self.session
@@ -758,7 +792,7 @@ public final class Agent: Sendable {
             let event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: state,
                                    buildID: job?.buildID, attempt: job?.attempt, logTail: logTail, result: result,
                                    files: files, log: log, processors: kind == .hello ? processors : nil,
-                                   message: message.map { String($0.prefix(1000)) })
+                                   message: message.map { String($0.prefix(1000)) }, uploadKeySHA256: uploadKeySHA256)
             return (BrokerTopology.statusRoutingKey(builder: name, event: kind.rawValue), WireCodec.encode(event),
                     MessageProperties(userID: user, type: kind.rawValue,
                                       headers: [BrokerTopology.builderHeader: .string(name)]))

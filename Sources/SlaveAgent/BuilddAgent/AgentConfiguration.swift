@@ -308,7 +308,7 @@ public struct AgentConfiguration: Sendable, Equatable {
 
     /// What an agent that is not root is warned about: it cannot run builds as another user.
     public static let buildsAsAgentWarning = "the agent is not root: builds run as the agent's own user and can read "
-        + "its password file and state (upload tokens) and signal it; run it as root with [agent] build_user "
+        + "its password file, the upload key of the build it runs (in the agent's memory, through /proc) and signal it; run it as root with [agent] build_user "
         + "(docs/deploy.md, section 5)"
 
     /// What is allowed but unsafe outside one trusted network: `check-config` prints these and the agent
@@ -316,10 +316,10 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var warnings: [String] {
         var warnings: [String] = []
         for url in masterURLs where url.hasPrefix("http://") {
-            warnings.append("[master] \(url) is plain http (insecure_http = true): upload tokens, sources and results cross the network in clear")
+            warnings.append("[master] \(url) is plain http (insecure_http = true): upload keys, sources and results cross the network in clear")
         }
         if brokerNodes.contains(where: { $0.scheme == "amqp" }) {
-            warnings.append("[broker] plain amqp://: the broker password and every job (with its upload token) cross the network in clear; use amqps://")
+            warnings.append("[broker] plain amqp://: the broker password, every job and every event cross the network in clear; use amqps://")
         }
         if brokerNodes.contains(where: { $0.scheme == "amqps" && ($0.query["verify"] == "false" || $0.query["verify"] == "0") }) {
             warnings.append("[broker] amqps:// with verify=false: the broker's certificate is not checked")

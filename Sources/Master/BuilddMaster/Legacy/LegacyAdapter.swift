@@ -375,9 +375,12 @@ final class LegacyFollower: @unchecked Sendable {
             }
             let build = LegacyBuilderSnapshot.CurrentBuild(buildID: job.buildID, attempt: job.attempt,
                                                            buildType: job.buildType, cancelling: false, runningSeconds: 0)
+            // The key launchpad-buildd's ensurepresent sends as its password: the attempt's sources open to it
+            // alone (``AttemptCredential``), not to the job message's readers.
+            let key = randomHexToken(bytes: 32)
             let outcome: EventOutcome
             do {
-                outcome = try await apply(.accepted, build: build)
+                outcome = try await apply(.accepted, build: build, uploadKeySHA256: SHA256.hex(of: key))
             } catch {
                 try? await adapter.broker.reject(delivery, requeue: true)
                 throw error
@@ -389,13 +392,13 @@ final class LegacyFollower: @unchecked Sendable {
             }
             setLocal(build)
             lastHeartbeat = ContinuousClock.now
-            try await start(job, build: build)
+            try await start(job, build: build, key: key)
             return
         }
     }
 
     /// `ensurepresent` for the chroot and every source, then `build`.
-    private func start(_ job: JobMessage, build: LegacyBuilderSnapshot.CurrentBuild) async throws {
+    private func start(_ job: JobMessage, build: LegacyBuilderSnapshot.CurrentBuild, key: String) async throws {
         guard let details = try await adapter.store.legacyDispatchDetails(buildID: job.buildID) else { return }
         let base = adapter.master.artifactBaseURL
         guard let chroot = details.chroot, let chrootSHA1 = chroot.sha1 else {
@@ -414,7 +417,7 @@ final class LegacyFollower: @unchecked Sendable {
         for source in details.sources {
             let sha1 = try await sourceSHA1(buildID: job.buildID, source)
             let url = "\(base)/v1/builds/\(job.buildID)/attempts/\(job.attempt)/sources/\(source.name)"
-            let (present, info) = try await client.ensurePresent(sha1: sha1, url: url, user: "buildd", password: job.uploadToken)
+            let (present, info) = try await client.ensurePresent(sha1: sha1, url: url, user: "buildd", password: key)
             guard present else {
                 throw LegacyCallError(method: "ensurepresent", underlying: LegacyHTTPError.io("\(source.name) not fetched: \(info)"))
             }
@@ -533,12 +536,13 @@ final class LegacyFollower: @unchecked Sendable {
     /// Applies an event for this builder through the same code as agents' events.
     private func apply(_ kind: AgentEventKind, build: LegacyBuilderSnapshot.CurrentBuild? = nil, state: AgentState? = nil,
                        logTail: String? = nil, result: BuilderResult? = nil, files: [FileDigest]? = nil,
-                       log: FileDigest? = nil, message: String? = nil,
+                       log: FileDigest? = nil, message: String? = nil, uploadKeySHA256: String? = nil,
                        recordingFiles: Bool = false) async throws -> EventOutcome {
         seq += 1
         let event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: state,
                                buildID: build?.buildID, attempt: build?.attempt, logTail: logTail, result: result,
-                               files: kind == .finished ? (files ?? []) : nil, log: log, message: message)
+                               files: kind == .finished ? (files ?? []) : nil, log: log, message: message,
+                               uploadKeySHA256: uploadKeySHA256)
         let outcome = try await adapter.store.apply(event, userID: nil, leaseSeconds: adapter.master.leaseSeconds,
                                                     legacy: true, recordingFiles: recordingFiles)
         switch outcome {

@@ -2,18 +2,18 @@ import BuilddShared
 import Postgres
 
 extension BuilddStore {
-    /// Whether `token` may upload (or fetch source) files for (build, attempt): the attempt is current and
-    /// the token's hash matches (compared in constant time). A DISPATCHED attempt counts: the agent may
-    /// reach the artifact store before a master applied its `accepted`.
-    public func authorizeUpload(buildID: Int64, attempt: Int32, token: String) async throws -> Bool {
+    /// Whether `key` may upload (or fetch source) files for (build, attempt): the verdict of
+    /// ``AttemptCredential/judge(requested:current:state:declared:presented:)`` on the key the builder that
+    /// accepted the attempt declared (only its SHA-256 is stored).
+    public func authorizeUpload(buildID: Int64, attempt: Int32, key: String) async throws -> AttemptCredential.Verdict {
         let row = try await database.query("""
             SELECT q.token_sha256, q.state, b.attempt FROM buildqueue q JOIN build b ON b.id = q.build_id
              WHERE q.build_id = $1
             """, [buildID]).first
-        guard let row, let expected = row["token_sha256"], try row.int("attempt") == Int(attempt),
-              ["DISPATCHED", "RUNNING", "CANCELLING"].contains(try row.string("state"))
-        else { return false }
-        return constantTimeEquals(SHA256.hex(of: token), expected)
+        guard let row else { return .refused }
+        return AttemptCredential.judge(requested: attempt, current: Int32(try row.int("attempt")),
+                                       state: QueueRecord.State(rawValue: try row.string("state")),
+                                       declared: row["token_sha256"], presented: SHA256.hex(of: key))
     }
 
     /// Records an uploaded file, written once (``UploadDecision``): the same bytes again succeed, other
@@ -63,13 +63,4 @@ extension BuilddStore {
                       size: try $0.int64("size"), attempt: try $0.int("attempt"))
         }
     }
-}
-
-/// Compares two strings without stopping at the first difference.
-func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-    let x = Array(a.utf8), y = Array(b.utf8)
-    guard x.count == y.count else { return false }
-    var difference: UInt8 = 0
-    for index in x.indices { difference |= x[index] ^ y[index] }
-    return difference == 0
 }

@@ -9,14 +9,15 @@ import Postgres
 extension BuilddStore {
     /// Claims the best waiting builds of `processor`, at most its dispatch window: idle builders plus
     /// `lookahead`, less what is already published and not yet accepted. Each claim bumps the build's
-    /// attempt (the fencing token) and gets a fresh upload token. Returns the jobs to publish after commit.
+    /// attempt (the fencing token). A job carries no secret: the builder that accepts it declares its own
+    /// upload key (``AttemptCredential``). Returns the jobs to publish after commit.
     ///
     /// Masters that call this at once for the same processor do not wait on each other: one takes the
     /// processor's transaction-scoped advisory lock, the others return no jobs and try again later.
     public func claimJobs(processor: String, lookahead: Int, leaseSeconds: Int, artifactBaseURL: String) async throws -> [JobMessage] {
         // One statement, so one round trip and its own transaction: the processor's try-lock (held until
         // the statement ends), its window (as above, and nothing while no builder is idle), the claim, the
-        // bumped attempts, fresh upload tokens (only their SHA-256 is kept), the history and what each job
+        // bumped attempts, the history and what each job
         // says, its source files included. The claimed rows are looked up through `= ANY (ARRAY(...))`:
         // the planner cannot know how many the window lets through and, joining, would scan the whole
         // build table.
@@ -38,27 +39,22 @@ extension BuilddStore {
             bumped AS (
                 UPDATE build b SET attempt = b.attempt + 1 WHERE b.id = ANY (ARRAY(SELECT build_id FROM picked))
                 RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
-            tokens AS MATERIALIZED (
-                SELECT id AS build_id,
-                       replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '') AS token
-                  FROM bumped),
             queued AS (
-                UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(),
-                       token_sha256 = encode(sha256(convert_to(t.token, 'UTF8')), 'hex'),
+                UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(), token_sha256 = NULL,
                        builder_id = NULL, logtail = NULL, lease_expires = NULL
-                  FROM tokens t WHERE q.id = ANY (ARRAY(SELECT id FROM picked)) AND q.build_id = t.build_id
+                 WHERE q.id = ANY (ARRAY(SELECT id FROM picked))
                 RETURNING q.id, q.build_id, q.lastscore),
             events AS (
                 INSERT INTO build_event (build_id, status, attempt, builder, message)
                 SELECT bu.id, 'NEEDSBUILD', bu.attempt, NULL, 'dispatched'
                   FROM bumped bu JOIN picked p ON p.build_id = bu.id ORDER BY p.lastscore DESC, p.id)
-            SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version, t.token,
+            SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version,
                    d.name AS distribution, s.name AS series, das.architecturetag,
                    das.chroot_name, das.chroot_sha256, das.chroot_size,
                    (SELECT coalesce(json_agg(json_build_object('name', f.name, 'sha256', f.sha256, 'size', f.size)
                                              ORDER BY f.name), '[]')
                       FROM source_file f WHERE f.build_id = bu.id) AS source_files
-              FROM bumped bu JOIN tokens t ON t.build_id = bu.id JOIN queued qu ON qu.build_id = bu.id
+              FROM bumped bu JOIN queued qu ON qu.build_id = bu.id
               JOIN distroarchseries das ON das.id = bu.distroarchseries_id
               JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
              ORDER BY qu.lastscore DESC, qu.id
@@ -78,7 +74,7 @@ extension BuilddStore {
                 archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
                 sourceVersion: try row.string("source_version"), sourceFiles: files,
                 uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(attempt)/files/",
-                uploadToken: try row.string("token"), leaseSeconds: leaseSeconds, chroot: chroot)
+                leaseSeconds: leaseSeconds, chroot: chroot)
         }
     }
 

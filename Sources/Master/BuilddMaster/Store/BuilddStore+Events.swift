@@ -213,19 +213,19 @@ extension BuilddStore {
         for (status, seconds) in core.buildDurations { BuilddMetrics.buildDuration(status: status.rawValue, seconds: seconds) }
     }
 
-    /// A `queue AS (UPDATE buildqueue ...)` clause taking its eight arrays from parameter `first` on.
+    /// A `queue AS (UPDATE buildqueue ...)` clause taking its nine arrays from parameter `first` on.
     static func queueUpdate(parameter first: Int) -> String {
-        let p = (first..<(first + 8)).map { "$\($0)" }
+        let p = (first..<(first + 9)).map { "$\($0)" }
         return """
             queue AS (
                 UPDATE buildqueue q SET state = x.state, builder_id = x.builder, lease_expires = to_timestamp(x.lease),
                        dispatched_at = CASE WHEN x.cleared THEN NULL ELSE q.dispatched_at END,
-                       token_sha256 = CASE WHEN x.cleared THEN NULL ELSE q.token_sha256 END,
+                       token_sha256 = CASE WHEN x.cleared THEN NULL ELSE coalesce(x.upload_key, q.token_sha256) END,
                        logtail = CASE WHEN x.tail_set THEN x.tail ELSE q.logtail END,
                        abort_sent_at = CASE WHEN x.abort_cleared THEN NULL ELSE q.abort_sent_at END
                   FROM unnest(\(p[0])::bigint[], \(p[1])::text[], \(p[2])::int[], \(p[3])::float8[], \(p[4])::bool[],
-                              \(p[5])::bool[], \(p[6])::text[], \(p[7])::bool[])
-                       AS x(id, state, builder, lease, cleared, tail_set, tail, abort_cleared)
+                              \(p[5])::bool[], \(p[6])::text[], \(p[7])::bool[], \(p[8])::text[])
+                       AS x(id, state, builder, lease, cleared, tail_set, tail, abort_cleared, upload_key)
                  WHERE q.build_id = x.id)
             """
     }
@@ -235,6 +235,7 @@ extension BuilddStore {
         return [PostgresArray(entries.map(\.0)), PostgresArray(entries.map(\.1.state.rawValue)),
                 PostgresArray(entries.map(\.1.builderID)), PostgresArray(entries.map(\.1.leaseUntil)),
                 PostgresArray(entries.map(\.1.dispatchCleared)), PostgresArray(entries.map { $0.1.logTail != nil }),
-                PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSentCleared))]
+                PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSentCleared)),
+                PostgresArray(entries.map(\.1.uploadKey))]
     }
 }
