@@ -139,7 +139,8 @@ final class SimulatedAgents: Sendable {
             let event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: agentState,
                                    buildID: job?.buildID, attempt: job?.attempt, result: result,
                                    files: kind == .finished ? [] : nil,
-                                   processors: kind == .hello ? processors : nil)
+                                   processors: kind == .hello ? processors : nil,
+                                   uploadKeySHA256: kind == .accepted ? SHA256.hex(of: randomHexToken(bytes: 32)) : nil)
             return (BrokerTopology.statusRoutingKey(builder: name, event: kind.rawValue), WireCodec.encode(event),
                     MessageProperties(type: kind.rawValue, headers: [BrokerTopology.builderHeader: .string(name)]))
         }
