@@ -14,6 +14,8 @@ import Testing
         (PostgresError(.server, sqlState: "53300", message: "too many connections"), true),
         (PostgresError(.server, sqlState: "58030", message: "could not write to file"), true),
         (PostgresError(.server, sqlState: "55P03", message: "could not obtain lock"), true),
+        (PostgresError(.server, sqlState: "25006", message: "cannot execute UPDATE in a read-only transaction"), true),
+        (PostgresError(.server, sqlState: "53100", message: "could not extend file: No space left on device"), true),
         (PostgresError(.server, sqlState: "23514", message: "new row violates check constraint"), false),
         (PostgresError(.server, sqlState: "23505", message: "duplicate key value"), false),
         (PostgresError(.server, sqlState: "22P02", message: "invalid input syntax"), false),

@@ -26,6 +26,8 @@ public struct HTTPAPI: Sendable {
     let store: BuilddStore
     let artifacts: ArtifactStore
     let broker: AMQPClient?
+    /// Whether this master consumes the status shards (``/healthz`` says when it stepped down).
+    let intake: StatusShardIntake?
     let maxArtifactBytes: Int64
     let metrics: PrometheusCollectorRegistry?
     let logger: Logger
@@ -41,7 +43,8 @@ public struct HTTPAPI: Sendable {
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with; `/metrics` emits it.
     public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
                 metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http"),
-                anonymousRead: Bool = true, secureCookies: Bool = false) {
+                anonymousRead: Bool = true, secureCookies: Bool = false, intake: StatusShardIntake? = nil) {
+        self.intake = intake
         self.anonymousRead = anonymousRead
         self.secureCookies = secureCookies
         self.store = store
@@ -133,7 +136,14 @@ public struct HTTPAPI: Sendable {
 
     func health() async throws -> Response {
         var problems: [String] = []
-        do { _ = try await store.database.query("SELECT 1") } catch { problems.append("database: \(error)") }
+        do {
+            if try await !store.acceptsWrites() { problems.append("database: refuses writes (read-only, or a standby)") }
+        } catch {
+            problems.append("database: \(error)")
+        }
+        if let intake, !intake.isOn {
+            problems.append("status shards: stepped down (events cannot be applied); consuming again once the database takes writes")
+        }
         if let broker, broker.currentGeneration == nil { problems.append("broker: not connected") }
         if problems.isEmpty { return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
         return Response(status: .serviceUnavailable,

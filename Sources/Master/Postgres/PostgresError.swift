@@ -35,12 +35,13 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     public var isCheckViolation: Bool { sqlState == "23514" }
     /// Whether retrying the whole transaction may succeed: a lost connection (08), a serialization failure
     /// (40001) or deadlock (40P01), a server short of resources (53), stopping, restarting or cancelling the
-    /// statement (57), a system or I/O error (58), or a lock that could not be had (55P03). Anything else (a
-    /// constraint violated, bad data, a decoding error) fails the same way every time.
+    /// statement (57), a system or I/O error (58), a lock that could not be had (55P03), or a server that
+    /// refuses writes (25006: a standby, or a primary set read-only; a failover will give a writable one).
+    /// Anything else (a constraint violated, bad data, a decoding error) fails the same way every time.
     public var isTransient: Bool {
         if kind == .connection { return true }
         guard let sqlState, kind == .server else { return false }
         return ["08", "53", "57", "58"].contains(String(sqlState.prefix(2)))
-            || ["40001", "40P01", "55P03"].contains(sqlState)
+            || ["40001", "40P01", "55P03", "25006"].contains(sqlState)
     }
 }

@@ -252,8 +252,10 @@ public final class Agent: Sendable {
         }
         stateFile.save(PersistedBuild(job: job, finished: nil))
         logger.info("build accepted", metadata: metadata)
-        let credential = UploadCredential(key: key, acceptedAt: .now,
-                                          window: .seconds(max(job.leaseSeconds, UploadCredential.leastWindowSeconds)))
+        let box = self.box
+        let credential = UploadCredential(
+            key: key, acceptedAt: .now, window: .seconds(max(job.leaseSeconds, UploadCredential.leastWindowSeconds)),
+            stillOurs: { box.state.withLock { $0.current?.aborted == false } })
         Task { await self.build(job, credential) }
     }
 

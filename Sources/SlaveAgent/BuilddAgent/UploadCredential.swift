@@ -13,6 +13,9 @@ struct UploadCredential: Sendable {
 
     /// Longer than a master's accept timeout (30 s by default): an accept applied later is stale anyway.
     static let leastWindowSeconds = 120
+    /// False once a master told the agent to abort the attempt (its accept came too late, or was refused):
+    /// a refusal is then final.
+    let stillOurs: @Sendable () -> Bool
 
     /// Every master refused the key (403).
     struct Refused: Error, CustomStringConvertible {
@@ -27,7 +30,7 @@ struct UploadCredential: Sendable {
             do {
                 return try await operation()
             } catch let refused as Refused {
-                guard ContinuousClock.now + pause - acceptedAt < window else {
+                guard stillOurs(), ContinuousClock.now + pause - acceptedAt < window else {
                     throw BuildProcess.Failure(description: refused.description)
                 }
                 try? await Task.sleep(for: pause)

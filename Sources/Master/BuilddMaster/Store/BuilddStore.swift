@@ -36,6 +36,14 @@ public final class BuilddStore: Sendable {
         try await database.withConnection { try Migrations.migrate($0, progress: progress) }
     }
 
+    /// Whether the database takes writes: a primary, not read-only (a standby after a failover this master
+    /// has not followed yet, or a primary set `default_transaction_read_only`, answers `SELECT 1` but no write).
+    public func acceptsWrites() async throws -> Bool {
+        try await database.query("""
+            SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off' AS writable
+            """).first?.bool("writable") ?? false
+    }
+
     public func requireCurrentSchema() async throws {
         try await database.withConnection { try Migrations.requireCurrent($0) }
     }
