@@ -256,6 +256,12 @@ import Glibc
                 return seen.status == 503 && seen.text.contains("refuses writes") && seen.text.contains("stepped down")
             }
             #expect(said, "/healthz says the database refuses writes and the master stepped down: \(seen)")
+            // Its artifact routes send agents to another master at once, not after a database timeout per file.
+            let upload = farm.masterURLs[0] + "/v1/builds/\(ids[0])/attempts/1/files/x.deb?kind=result"
+            let headers = ["Authorization": "Bearer " + randomHexToken(bytes: 32),
+                           "X-Checksum-Sha256": String(repeating: "a", count: 64)]
+            let (status, text) = try await Self.put(upload, headers: headers)
+            #expect(status == 503 && text.contains("try another master"), "\(status) \(text)")
             let metrics = try await farm.metricsText()
             #expect(metrics.contains("buildd_status_shards_consuming 0"), "/metrics says it stepped down")
             #expect(metrics.contains("buildd_status_shards_stepped_down_total"), "and counts it")
@@ -300,6 +306,14 @@ import Glibc
     }
 
     /// The status shards' holders (as the broker reports them) once `done` holds, or the last seen after 15 s.
+    static func put(_ url: String, headers: [String: String]) async throws -> (Int, String) {
+        let response = try await runBlocking {
+            try SimpleHTTPClient.send(method: "PUT", url: url, headers: headers, body: .bytes(Array("x".utf8)),
+                                      timeoutSeconds: 10)
+        }
+        return (response.status, response.text)
+    }
+
     func shardHolders(_ farm: FarmHarness, until done: ([String: String]) -> Bool) async throws -> [String: String] {
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(15)

@@ -233,6 +233,12 @@ public struct HTTPAPI: Sendable {
     /// request that came before any accept of the current attempt was applied (its builder is early and
     /// tries again) is counted apart, as `not_accepted_yet`.
     func admit(_ key: String, buildID: Int64, attempt: Int32, route: String, _ about: Logger.Metadata) async throws {
+        // A master that stepped down from the status shards cannot reach the database (or it refuses writes):
+        // it says so at once, and the agent goes on to its next master, rather than each file waiting for a
+        // database timeout here.
+        if let intake, !intake.isOn {
+            throw HTTPError(.serviceUnavailable, message: "this master cannot use its database now: try another master")
+        }
         let verdict = try await store.authorizeUpload(buildID: buildID, attempt: attempt, key: key)
         guard verdict != .admitted else { return }
         throw refuse(.forbidden, route: route, reason: verdict == .notAcceptedYet ? "not_accepted_yet" : "token_refused",
