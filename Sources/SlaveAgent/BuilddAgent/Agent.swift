@@ -574,7 +574,9 @@ public final class Agent: Sendable {
             }
         }
         unlink(path)
-        if refused == masters.count { throw UploadCredential.Refused(description: "cannot fetch \(what): \(lastError)") }
+        // A refusal (403) while no master served it: the accept may not be applied yet (retried); one master
+        // being down or stepped down (503) does not make that final.
+        if refused > 0 { throw UploadCredential.Refused(description: "cannot fetch \(what): \(lastError)") }
         throw BuildProcess.Failure(description: "cannot fetch \(what): \(lastError)")
     }
 
