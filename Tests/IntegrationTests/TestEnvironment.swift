@@ -148,35 +148,6 @@ struct TestVhost {
         return holders
     }
 
-    /// Per status shard, from the management API: messages ready and unacknowledged, and each consumer
-    /// (its connection's name, whether it is the single active one). What a test prints when events stall.
-    func statusShardReport() async throws -> String {
-        let management = try TestEnvironment.managementURL
-        let name = self.name
-        func get(_ path: String) async throws -> [String: Any]? {
-            let response = try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: management + path) }
-            return try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
-        }
-        var lines: [String] = []
-        for shard in 0..<BrokerTopology.statusShards {
-            let queue = BrokerTopology.statusShardQueue(shard)
-            let object = try await get("/api/queues/\(name)/\(queue)")
-            var consumers: [String] = []
-            for consumer in object?["consumer_details"] as? [[String: Any]] ?? [] {
-                let channel = consumer["channel_details"] as? [String: Any]
-                var holder = channel?["connection_name"] as? String ?? "?"
-                if let connection = try? await get("/api/connections/\(ServiceURL.percentEncode(holder))") {
-                    let properties = connection["client_properties"] as? [String: Any]
-                    holder = connection["user_provided_name"] as? String ?? properties?["connection_name"] as? String ?? holder
-                }
-                consumers.append("\(holder) (\(consumer["activity_status"] as? String ?? "?"))")
-            }
-            lines.append("\(queue): ready \(object?["messages_ready"] as? Int ?? -1), unacked "
-                         + "\(object?["messages_unacknowledged"] as? Int ?? -1), consumers \(consumers)")
-        }
-        return "\n" + lines.joined(separator: "\n")
-    }
-
     /// How many messages a queue holds, from the management API.
     func messageCount(queue: String) async throws -> Int {
         let management = try TestEnvironment.managementURL

@@ -26,8 +26,6 @@ public struct HTTPAPI: Sendable {
     let store: BuilddStore
     let artifacts: ArtifactStore
     let broker: AMQPClient?
-    /// Whether this master consumes the status shards (``/healthz`` says when it stepped down).
-    let intake: StatusShardIntake?
     let maxArtifactBytes: Int64
     let metrics: PrometheusCollectorRegistry?
     let logger: Logger
@@ -43,8 +41,7 @@ public struct HTTPAPI: Sendable {
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with; `/metrics` emits it.
     public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
                 metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http"),
-                anonymousRead: Bool = true, secureCookies: Bool = false, intake: StatusShardIntake? = nil) {
-        self.intake = intake
+                anonymousRead: Bool = true, secureCookies: Bool = false) {
         self.anonymousRead = anonymousRead
         self.secureCookies = secureCookies
         self.store = store
@@ -141,9 +138,6 @@ public struct HTTPAPI: Sendable {
         } catch {
             problems.append("database: \(error)")
         }
-        if let intake, !intake.isOn {
-            problems.append("status shards: stepped down (events cannot be applied); consuming again once the database takes writes")
-        }
         if let broker, broker.currentGeneration == nil { problems.append("broker: not connected") }
         if problems.isEmpty { return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
         return Response(status: .serviceUnavailable,
@@ -233,12 +227,6 @@ public struct HTTPAPI: Sendable {
     /// request that came before any accept of the current attempt was applied (its builder is early and
     /// tries again) is counted apart, as `not_accepted_yet`.
     func admit(_ key: String, buildID: Int64, attempt: Int32, route: String, _ about: Logger.Metadata) async throws {
-        // A master that stepped down from the status shards cannot reach the database (or it refuses writes):
-        // it says so at once, and the agent goes on to its next master, rather than each file waiting for a
-        // database timeout here.
-        if let intake, !intake.isOn {
-            throw HTTPError(.serviceUnavailable, message: "this master cannot use its database now: try another master")
-        }
         let verdict = try await store.authorizeUpload(buildID: buildID, attempt: attempt, key: key)
         guard verdict != .admitted else { return }
         throw refuse(.forbidden, route: route, reason: verdict == .notAcceptedYet ? "not_accepted_yet" : "token_refused",

@@ -87,7 +87,7 @@ public final class PostgresConnection: ReconnectableResource {
     /// What buildd sets unless the URL says otherwise: a host that stops answering (a partition, a dead
     /// primary) fails a connection attempt after 5 s and a statement in flight after about 10 s
     /// (`tcp_user_timeout`, keepalives), instead of the kernel's 15 minutes of retransmissions, so a master
-    /// moves on to the next host of a multi-host URL, or steps down from its status shards, in bounded time.
+    /// moves on to the next host of a multi-host URL in bounded time.
     public static let networkDefaults: [(String, String)] = [
         ("connect_timeout", "5"), ("tcp_user_timeout", "10000"),
         ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3"),
