@@ -27,11 +27,6 @@ public enum AttemptCredential {
         return .admitted
     }
 
-    /// Whether `digest` can be an upload key's declared SHA-256: 64 lowercase hex digits.
-    public static func isValidDigest(_ digest: String) -> Bool {
-        digest.utf8.count == 64 && digest.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
-    }
-
     static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0

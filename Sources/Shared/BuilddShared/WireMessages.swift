@@ -222,7 +222,7 @@ public enum WireCodec {
                 throw WireError(.invalidField, "\(event.kind.rawValue) needs build_id and attempt")
             }
             if event.kind == .accepted {
-                guard let key = event.uploadKeySHA256, AttemptCredential.isValidDigest(key) else {
+                guard let key = event.uploadKeySHA256, Naming.isValidSHA256(key) else {
                     throw WireError(.invalidField, "accepted needs upload_key_sha256 (64 lowercase hex digits)")
                 }
             }
@@ -310,7 +310,7 @@ extension AgentEvent {
             typed = kind == .hello ? .hello(state, current: current) : .heartbeat(state, current: current, logTail: logTail)
         case .accepted:
             guard let current else { throw WireError(.invalidField, "accepted needs build_id and attempt") }
-            guard let key = uploadKeySHA256, AttemptCredential.isValidDigest(key) else {
+            guard let key = uploadKeySHA256, Naming.isValidSHA256(key) else {
                 throw WireError(.invalidField, "accepted needs upload_key_sha256 (64 lowercase hex digits)")
             }
             typed = .accepted(current, uploadKey: key)

@@ -41,10 +41,6 @@ public final class Agent: Sendable {
 
     struct CurrentBuild {
         let job: JobMessage
-        /// The secret this agent made for the attempt: its SHA-256 goes out in `accepted`, and only the
-        /// key opens the attempt's sources and uploads (``AttemptCredential``). Kept in memory only: after a
-        /// restart the agent uploads nothing more for the build.
-        var uploadKey = ""
         var process: BuildProcess?
         var aborted = false
         /// Set when the build was stopped for running too long or logging too much.
@@ -230,7 +226,7 @@ public final class Agent: Sendable {
         let key = randomHexToken(bytes: 32)
         let taken = box.state.withLock { state -> Bool in
             guard state.current == nil, !state.stopping else { return false }
-            state.current = CurrentBuild(job: job, uploadKey: key)
+            state.current = CurrentBuild(job: job)
             return true
         }
         guard taken else {

@@ -3,7 +3,8 @@ import BuilddShared
 /// This agent's proof, for one attempt, that it is the builder that accepted it (``AttemptCredential``):
 /// the key whose SHA-256 its `accepted` declared. A master admits the key only once it has applied that
 /// `accepted`, which may come a moment after the agent starts fetching sources: a refusal soon after the
-/// accept is tried again.
+/// accept is tried again. The key lives here, in memory only: after a restart the agent uploads nothing
+/// more for the build.
 struct UploadCredential: Sendable {
     let key: String
     let acceptedAt: ContinuousClock.Instant
@@ -17,7 +18,7 @@ struct UploadCredential: Sendable {
     /// a refusal is then final.
     let stillOurs: @Sendable () -> Bool
 
-    /// Every master refused the key (403).
+    /// A master refused the key (403), and none served the request.
     struct Refused: Error, CustomStringConvertible {
         let description: String
     }
