@@ -527,8 +527,11 @@ cmd_cluster() {
     local broker="" node
     for node in "${CL_RABBITS[@]}"; do broker="$broker${broker:+,}amqp://buildd-master:master@$node:5672/buildd"; done
     # With this run's 5 s lease the TCP timeouts are shorter than buildd's defaults (5 s to connect, 10 s for
-    # a statement on a connection whose host stopped answering), as an operator with a short lease would set them.
-    CL_DB_URL="postgresql://postgres@pg1:5432,pg2:5432/buildd?target_session_attrs=read-write&connect_timeout=3&tcp_user_timeout=3000"
+    # a statement on a connection whose host stopped answering, a third of the default 30 s lease), as an
+    # operator with a short lease would set them: a statement on a cut link fails within a third of the lease,
+    # so a master cut off from the database steps down from its status shards before the builders' leases run
+    # out (connect_timeout cannot go below 2 s).
+    CL_DB_URL="postgresql://postgres@pg1:5432,pg2:5432/buildd?target_session_attrs=read-write&connect_timeout=2&tcp_user_timeout=1500"
     export BUILDD_DATABASE_URL=$CL_DB_URL BUILDD_BROKER_URL=$broker BUILDD_QUEUE_TYPE=quorum
     export BUILDD_MANAGEMENT_URL=http://admin:admin@rmq1:15672 BUILDD_VHOST=buildd
     BUILDD_MASTER_PASSWORD=master cl_in ctl "$ROOT/deploy/rabbitmq/add-master-user" buildd-master 2>/dev/null

@@ -353,10 +353,15 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     }
 }
 
-/// A TCP relay a test can cut (every connection reset, new ones never answered) and heal.
+/// A TCP relay a test can cut and heal (Tests/Support/tcp-relay.py): a cut resets the client's connections
+/// at once, leaves the server's sides open and unanswered for a while (the server hears nothing, as in a
+/// partition), and never answers new connections.
 struct TCPRelay {
     let process: Process
     func cut() { kill(process.processIdentifier, SIGUSR1) }
+    /// Cuts at the next statement a client sends inside a transaction (or in 2 s if none does): the server's
+    /// side is left idle in that transaction, holding its locks.
+    func cutInsideATransaction() { kill(process.processIdentifier, SIGHUP) }
     func heal() { kill(process.processIdentifier, SIGUSR2) }
 }
 

@@ -55,6 +55,28 @@ struct TestDatabase {
         }
     }
 
+    /// Every session on this database (from `pg_stat_activity`): its application, state, what it waits for,
+    /// which sessions block it and how long its transaction has been open. What a test prints when events stall.
+    func sessionReport() async throws -> String {
+        let admin = try TestEnvironment.adminDatabaseURL
+        let name = self.name
+        return try await runBlocking {
+            let connection = try PostgresConnection(url: admin)
+            defer { connection.close() }
+            let rows = try connection.query("""
+                SELECT pid, application_name AS app, state, coalesce(wait_event_type || ':' || wait_event, '-') AS waits,
+                       pg_blocking_pids(pid)::text AS blocked_by,
+                       coalesce(round(extract(epoch FROM now() - xact_start)::numeric, 1)::text, '-') AS xact_seconds,
+                       left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
+                  FROM pg_stat_activity WHERE datname = $1 ORDER BY xact_start NULLS LAST
+                """, [name]).rows
+            return "\n" + rows.map { row in
+                "pid \(row["pid"] ?? "?") \(row["app"] ?? "?") \(row["state"] ?? "?") waits \(row["waits"] ?? "-") "
+                    + "blocked by \(row["blocked_by"] ?? "{}") xact \(row["xact_seconds"] ?? "-") s: \(row["query"] ?? "")"
+            }.joined(separator: "\n")
+        }
+    }
+
     /// A migrated store on this database.
     func store() async throws -> BuilddStore {
         let store = BuilddStore(url: url, connections: 2)
@@ -146,6 +168,35 @@ struct TestVhost {
             }
         }
         return holders
+    }
+
+    /// Per status shard, from the management API: messages ready and unacknowledged, and each consumer
+    /// (its connection's name, whether it is the single active one). What a test prints when events stall.
+    func statusShardReport() async throws -> String {
+        let management = try TestEnvironment.managementURL
+        let name = self.name
+        func get(_ path: String) async throws -> [String: Any]? {
+            let response = try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: management + path) }
+            return try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        }
+        var lines: [String] = []
+        for shard in 0..<BrokerTopology.statusShards {
+            let queue = BrokerTopology.statusShardQueue(shard)
+            let object = try await get("/api/queues/\(name)/\(queue)")
+            var consumers: [String] = []
+            for consumer in object?["consumer_details"] as? [[String: Any]] ?? [] {
+                let channel = consumer["channel_details"] as? [String: Any]
+                var holder = channel?["connection_name"] as? String ?? "?"
+                if let connection = try? await get("/api/connections/\(ServiceURL.percentEncode(holder))") {
+                    let properties = connection["client_properties"] as? [String: Any]
+                    holder = connection["user_provided_name"] as? String ?? properties?["connection_name"] as? String ?? holder
+                }
+                consumers.append("\(holder) (\(consumer["activity_status"] as? String ?? "?"))")
+            }
+            lines.append("\(queue): ready \(object?["messages_ready"] as? Int ?? -1), unacked "
+                         + "\(object?["messages_unacknowledged"] as? Int ?? -1), consumers \(consumers)")
+        }
+        return "\n" + lines.joined(separator: "\n")
     }
 
     /// How many messages a queue holds, from the management API.

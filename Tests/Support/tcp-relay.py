@@ -1,60 +1,143 @@
 #!/usr/bin/env python3
 """A TCP relay that a test can cut, standing for the network between a master and its database.
 
-    tcp-relay.py LISTEN_PORT TARGET_HOST TARGET_PORT
+    tcp-relay.py LISTEN_PORT TARGET_HOST TARGET_PORT [ORPHAN_SECONDS]
 
-Prints "listening" once it accepts connections on 127.0.0.1:LISTEN_PORT. SIGUSR1 cuts: every relayed
-connection is reset, and connections made while cut are accepted but never answered (a connection attempt
-waits for its timeout, as towards a host that is gone). SIGUSR2 heals: those are closed, and new
-connections are relayed again.
+Prints "listening" once it accepts connections on 127.0.0.1:LISTEN_PORT.
+
+SIGUSR1 cuts, as a partition does, and each side learns of it as it would there:
+
+- the client (a master) has its relayed connections reset at once: it stands for the client's own TCP
+  timeouts firing (buildd's tcp_user_timeout and keepalives), only sooner;
+- the server (the database) hears nothing: its side of each relayed connection stays open, whatever it
+  sends is read and dropped, and it is closed only ORPHAN_SECONDS (default 20) later, as a server's own
+  keepalives would end it. A session the cut left in the middle of a transaction keeps its locks that long
+  unless the server ends it by itself (idle_in_transaction_session_timeout);
+- connections made while cut are accepted but never answered (a connection attempt waits for its
+  timeout, as towards a host that is gone).
+
+SIGHUP cuts the same way, but inside a transaction: at the next statement a client sends after BEGIN (once
+that statement is on its way to the server), or after 2 s if no client is inside one. A real cut lands there
+now and then; this makes it land there every time.
+
+SIGUSR2 heals: connections held while cut are closed, and new connections are relayed again. The orphaned
+server sides stay orphaned (after a heal, a server still learns of them only by its keepalives).
+
+No socket is closed while another thread may be blocked on it (close(2) would not wake that thread, and the
+connection would live on): a cut shuts the client's socket down, which wakes its reader, and that reader
+closes it.
 """
 import signal
 import socket
 import sys
 import threading
+import time
 
 lock = threading.RLock()  # re-entrant: the signal handlers run on the main thread, which may hold it
 cut = False
-relayed = set()   # sockets of relayed connections
+cut_pending = False  # SIGHUP: cut at the next statement inside a transaction
+pairs = set()     # relayed connections
 held = []         # connections accepted while cut
+orphan_seconds = 20.0
 
 
-def reset(sock):
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.close()
-    except OSError:
-        pass
+class Pair:
+    def __init__(self, client, upstream):
+        self.client = client
+        self.upstream = upstream
+        self.orphaned_at = None  # when the cut left the server side alone
+        self.in_transaction = False  # the client sent BEGIN and not yet COMMIT or ROLLBACK
+
+    def cut(self):
+        """Resets the client side (its reader closes it) and orphans the server side."""
+        if self.orphaned_at is not None:
+            return
+        self.orphaned_at = time.monotonic()
+        try:
+            self.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.client.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
-def pump(source, sink):
+def client_to_server(pair):
     try:
         while True:
-            data = source.recv(65536)
-            if not data:
+            data = pair.client.recv(65536)
+            if not data or pair.orphaned_at is not None:
                 break
-            sink.sendall(data)
+            pair.upstream.sendall(data)
+            # Statements travel whole in one write (libpq's Parse message carries the SQL text).
+            began, ended = data.rfind(b"BEGIN\x00"), max(data.rfind(b"COMMIT\x00"), data.rfind(b"ROLLBACK\x00"))
+            statement_inside = pair.in_transaction and began < 0 and ended < 0
+            if began >= 0 or ended >= 0:
+                pair.in_transaction = began > ended
+            if statement_inside and cut_pending:
+                on_cut()  # this statement reaches the server; its answer, and the rest, never reach the client
+                break
     except OSError:
         pass
-    finally:
-        for sock in (source, sink):
+    with lock:
+        orphaned = pair.orphaned_at is not None
+    if not orphaned:
+        # The client went away by itself: the server hears of it, as on a working network.
+        try:
+            pair.upstream.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    pair.client.close()
+
+
+def server_to_client(pair):
+    pair.upstream.settimeout(0.5)
+    try:
+        while True:
+            if pair.orphaned_at is not None and time.monotonic() - pair.orphaned_at >= orphan_seconds:
+                break
             try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        with lock:
-            relayed.discard(source)
-            relayed.discard(sink)
+                data = pair.upstream.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            if pair.orphaned_at is None:
+                try:
+                    pair.client.sendall(data)
+                except OSError:
+                    pair.cut()  # the client is gone: from here on the server's output is dropped
+    except OSError:
+        pass
+    try:
+        pair.client.shutdown(socket.SHUT_RDWR)  # wakes the client's reader, which closes the client side
+    except OSError:
+        pass
+    pair.upstream.close()
+    with lock:
+        pairs.discard(pair)
 
 
 def on_cut(*_):
-    global cut
+    global cut, cut_pending
     with lock:
         cut = True
-        victims = list(relayed)
-        relayed.clear()
-    for sock in victims:
-        reset(sock)
+        cut_pending = False
+        victims = list(pairs)
+    for pair in victims:
+        pair.cut()
+
+
+def on_cut_in_transaction(*_):
+    global cut_pending
+    with lock:
+        cut_pending = True
+
+    def fallback():
+        time.sleep(2)
+        with lock:
+            pending = cut_pending
+        if pending:
+            on_cut()
+    threading.Thread(target=fallback, daemon=True).start()
 
 
 def on_heal(*_):
@@ -64,14 +147,22 @@ def on_heal(*_):
         waiting = list(held)
         held.clear()
     for sock in waiting:
-        reset(sock)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()  # no thread reads these
+        except OSError:
+            pass
 
 
 def main():
+    global orphan_seconds
     listen_port, host, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    if len(sys.argv) > 4:
+        orphan_seconds = float(sys.argv[4])
     # A child of the test runner may inherit a mask that blocks these.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP})
     signal.signal(signal.SIGUSR1, on_cut)
+    signal.signal(signal.SIGHUP, on_cut_in_transaction)
     signal.signal(signal.SIGUSR2, on_heal)
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -91,12 +182,15 @@ def main():
             upstream = socket.create_connection((host, port), timeout=5)
             upstream.settimeout(None)
         except OSError:
-            reset(client)
+            client.close()
             continue
+        pair = Pair(client, upstream)
         with lock:
-            relayed.update((client, upstream))
-        threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+            pairs.add(pair)
+            if cut:  # cut while connecting
+                pair.cut()
+        threading.Thread(target=client_to_server, args=(pair,), daemon=True).start()
+        threading.Thread(target=server_to_client, args=(pair,), daemon=True).start()
 
 
 if __name__ == "__main__":

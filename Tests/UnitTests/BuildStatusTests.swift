@@ -46,4 +46,20 @@ import Testing
     func exitStatusMapsByBuilddsConventionNotSbuilds(status: Int32, result: BuilderResult) {
         #expect(BuilderResult.fromExitStatus(status) == result)
     }
+
+    /// A failure the build reported while its work folder was full is the machine's: BUILDERFAIL, retried
+    /// elsewhere. Full is under 2% free, capped at 64 MiB; success, and failures already the machine's, stand.
+    @Test func aBuildThatFailedOnAFullWorkFolderIsTheBuildersFailure() {
+        let mib: Int64 = 1 << 20
+        for result in [BuilderResult.packageFail, .depFail, .chrootFail] {
+            #expect(result.givenWorkFolder(freeBytes: 0, totalBytes: 2 * mib) == .builderFail)
+            #expect(result.givenWorkFolder(freeBytes: 63 * mib, totalBytes: 100_000 * mib) == .builderFail)
+            #expect(result.givenWorkFolder(freeBytes: 65 * mib, totalBytes: 100_000 * mib) == result, "64 MiB is room")
+            #expect(result.givenWorkFolder(freeBytes: 3 * mib, totalBytes: 100 * mib) == result, "3% is room")
+            #expect(result.givenWorkFolder(freeBytes: mib, totalBytes: 100 * mib) == .builderFail, "1% is full")
+        }
+        for result in [BuilderResult.ok, .builderFail, .givenBack, .aborted] {
+            #expect(result.givenWorkFolder(freeBytes: 0, totalBytes: 2 * mib) == result)
+        }
+    }
 }

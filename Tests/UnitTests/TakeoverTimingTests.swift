@@ -1,8 +1,8 @@
 import BuilddMasterKit
 import Testing
 
-/// When a master is cut off from the broker, another master must take its status shards before the leases of
-/// the builders they carry run out, or every one of those builds is rebuilt.
+/// When a master is cut off - from the broker or from the database - another master must take its status
+/// shards before the leases of the builders they carry run out, or every one of those builds is rebuilt.
 @Suite(.timeLimit(.minutes(1))) struct TakeoverTimingTests {
     static let leases = [5, 6, 9, 10, 15, 30, 60, 120, 600]
 
@@ -12,6 +12,13 @@ import Testing
             let heartbeat = MasterDaemon.brokerHeartbeat(leaseSeconds: lease)
             #expect(heartbeat * 2 < .seconds(lease), "lease \(lease) s: heartbeat \(heartbeat)")
             #expect(heartbeat >= .seconds(2) && heartbeat <= .seconds(10), "lease \(lease) s: heartbeat \(heartbeat)")
+        }
+    }
+
+    @Test func aMasterCutOffFromTheDatabaseStepsDownWithinTheLease() {
+        for lease in Self.leases {
+            let after = StatusShardIntake.stepDownAfter(leaseSeconds: lease)
+            #expect(after < .seconds(lease) && after >= .seconds(1), "lease \(lease) s: steps down after \(after)")
         }
     }
 }

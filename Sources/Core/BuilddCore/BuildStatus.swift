@@ -82,6 +82,23 @@ public enum BuilderResult: String, Codable, Sendable, CaseIterable {
     }
 }
 
+extension BuilderResult {
+    /// Whether a filesystem with `freeBytes` of `totalBytes` left to its writer is full: less than 2% of it,
+    /// and never more than 64 MiB (a big disk with 64 MiB left has no room for a build either).
+    public static func isFull(freeBytes: Int64, totalBytes: Int64) -> Bool {
+        freeBytes < min(64 << 20, totalBytes / 50)
+    }
+
+    /// The result of a build that ended with its builder's work folder full: a failure the build command
+    /// reported (PACKAGEFAIL, DEPFAIL, CHROOTFAIL) is the machine's, not the package's - BUILDERFAIL, so the
+    /// build is retried (on another builder) and the failure counted against this one. Other results stand.
+    public func givenWorkFolder(freeBytes: Int64, totalBytes: Int64) -> BuilderResult {
+        guard [.packageFail, .depFail, .chrootFail].contains(self),
+              Self.isFull(freeBytes: freeBytes, totalBytes: totalBytes) else { return self }
+        return .builderFail
+    }
+}
+
 /// What the master does with a builder's result (DESIGN.md's table).
 public enum ResultDisposition: Equatable, Sendable {
     /// The build ends in this status (after its files are gathered, for OK).

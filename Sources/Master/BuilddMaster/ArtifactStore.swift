@@ -1,4 +1,5 @@
 import BuilddShared
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -13,6 +14,38 @@ public struct ArtifactStore: Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+        /// The store's filesystem has no room left (ENOSPC, EDQUOT): not the sender's fault, and worth trying
+        /// again once space is freed.
+        public var isFull = false
+
+        init(description: String, isFull: Bool = false) {
+            self.description = description
+            self.isFull = isFull
+        }
+
+        /// A failed system call's error, `isFull` for a filesystem with no room left.
+        static func system(_ what: String, errno code: Int32) -> Failure {
+            Failure(description: "\(what): \(String(cString: strerror(code)))", isFull: code == ENOSPC || code == EDQUOT)
+        }
+    }
+
+    /// When an upload last failed for lack of room, until one is stored again (what `/healthz` says).
+    public let fullness = Fullness()
+
+    /// Whether the store ran out of room: set when a write fails for lack of it, cleared when a file is stored
+    /// again (or space is freed, as ``ArtifactStore/freeBytes()`` shows).
+    public final class Fullness: Sendable {
+        private let since = Mutex<ContinuousClock.Instant?>(nil)
+        public var isFull: Bool { since.withLock { $0 != nil } }
+        func noteFull() { since.withLock { if $0 == nil { $0 = .now } } }
+        public func clear() { since.withLock { $0 = nil } }
+    }
+
+    /// The bytes an unprivileged writer may still use on the store's filesystem.
+    public func freeBytes() -> Int64? {
+        var stats = statvfs()
+        guard statvfs(root, &stats) == 0 else { return nil }
+        return Int64(stats.f_bavail) * Int64(stats.f_frsize)
     }
 
     public init(root: String) throws {
@@ -69,7 +102,9 @@ public struct ArtifactStore: Sendable {
         let temporary = "\(root)/tmp/upload-\(randomHexToken(bytes: 12))"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
-            throw Failure(description: "cannot create upload file: \(String(cString: strerror(errno)))")
+            let failure = Failure.system("cannot create upload file", errno: errno)
+            if failure.isFull { fullness.noteFull() }
+            throw failure
         }
         return Upload(store: self, temporaryPath: temporary, descriptor: descriptor)
     }
@@ -98,7 +133,11 @@ public struct ArtifactStore: Sendable {
                 let written = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
                 if written < 0 {
                     if errno == EINTR { continue }
-                    throw Failure(description: "write failed: \(String(cString: strerror(errno)))")
+                    let failure = Failure.system("write failed", errno: errno)
+                    // Nothing partial stays behind: the caller may not discard a failed upload.
+                    discard()
+                    if failure.isFull { store.fullness.noteFull() }
+                    throw failure
                 }
                 offset += written
             }
@@ -113,19 +152,31 @@ public struct ArtifactStore: Sendable {
                 discard()
                 throw Failure(description: "sha256 mismatch: got \(digest), expected \(expectedSHA256 ?? "")")
             }
+            // (A filesystem that allocates late says it is full here, not at the write.)
             guard fsync(descriptor) == 0 else {
+                let failure = Failure.system("fsync failed", errno: errno)
                 discard()
-                throw Failure(description: "fsync failed: \(String(cString: strerror(errno)))")
+                if failure.isFull { store.fullness.noteFull() }
+                throw failure
             }
             close(descriptor)
             descriptor = -1
             let final = store.path(sha256: digest)
-            try BuilddShared.makeDirectories(String(final.dropLast(digest.count + 1)))
-            if rename(temporaryPath, final) != 0 {
-                let reason = String(cString: strerror(errno))
+            do {
+                try BuilddShared.makeDirectories(String(final.dropLast(digest.count + 1)))
+            } catch {
                 unlink(temporaryPath)
-                throw Failure(description: "cannot store artifact: \(reason)")
+                let full = (error as? FileSystemError)?.isFull ?? false
+                if full { store.fullness.noteFull() }
+                throw Failure(description: "cannot store artifact: \(error)", isFull: full)
             }
+            if rename(temporaryPath, final) != 0 {
+                let failure = Failure.system("cannot store artifact", errno: errno)
+                unlink(temporaryPath)
+                if failure.isFull { store.fullness.noteFull() }
+                throw failure
+            }
+            store.fullness.clear()
             return digest
         }
 

@@ -31,6 +31,16 @@ public enum BuilddMetrics {
         Counter(label: "buildd_http_refused_total", dimensions: [("route", route), ("reason", reason)]).increment()
     }
 
+    /// This master stepped down from the status shards: it could not apply events (database unreachable or
+    /// refusing writes).
+    public static func steppedDown() {
+        Counter(label: "buildd_status_shards_stepped_down_total").increment()
+        Gauge(label: "buildd_status_shards_consuming").record(0)
+    }
+
+    /// This master consumes the status shards (1), or stepped down from them (0).
+    public static func consumingStatusShards() { Gauge(label: "buildd_status_shards_consuming").record(1) }
+
     public static func legacyPoll() { Counter(label: "buildd_legacy_polls_total").increment() }
 
     /// A legacy builder's fault, by kind: `fault`, `timeout`, `refused`, `http`, `malformed`, `other`.

@@ -22,15 +22,17 @@ public final class EventConsumer: Sendable {
     /// Refused messages per builder (``NoiseRule``): bounded log lines, and a flood marks the builder not ok.
     let refusals = RefusalLog()
     let configuration: MasterConfiguration
+    let intake: StatusShardIntake
     let logger: Logger
     let onApplied: @Sendable () -> Void
 
     public init(master: BuilddMaster, store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration,
-                logger: Logger, onApplied: @escaping @Sendable () -> Void) {
+                intake: StatusShardIntake, logger: Logger, onApplied: @escaping @Sendable () -> Void) {
         self.master = master
         self.store = store
         self.broker = broker
         self.configuration = configuration
+        self.intake = intake
         self.logger = logger
         self.onApplied = onApplied
     }
@@ -85,10 +87,14 @@ public final class EventConsumer: Sendable {
 
     func handle(_ deliveries: [Delivery]) async {
         var readable: [Readable] = []
-        for delivery in deliveries {
+        // Deliveries of a connection that is gone were requeued by the broker: another consumer (or this
+        // one, on its new connection) gets them again.
+        let generation = broker.currentGeneration
+        for delivery in deliveries where delivery.generation == generation {
             if let report = await read(delivery) { readable.append(Readable(delivery: delivery, report: report)) }
         }
         guard !readable.isEmpty else { return }
+        let started = ContinuousClock.now
         if readable.count > 1 {
             do {
                 let outcomes = try await store.apply(reports: readable.map(\.report),
@@ -110,8 +116,9 @@ public final class EventConsumer: Sendable {
                                metadata: ["events": "\(readable.count)", "error": "\(error)"])
             }
         }
-        for item in readable {
-            if await applyAlone(item) == false { return }
+        // (A batch that failed counts towards stepping down from its start.)
+        for (index, item) in readable.enumerated() {
+            if await applyAlone(item, failingSince: readable.count > 1 && index == 0 ? started : nil) == false { return }
         }
     }
 
@@ -142,9 +149,11 @@ public final class EventConsumer: Sendable {
     /// fails otherwise fails the same way every time (a poison event: a constraint it violates, a bug): it
     /// is dead-lettered with the reason, so the rest of its lane goes on. Returns false when the connection
     /// its message came on is gone (the rest of the batch is redelivered too).
-    private func applyAlone(_ item: Readable) async -> Bool {
+    private func applyAlone(_ item: Readable, failingSince batchStart: ContinuousClock.Instant?) async -> Bool {
         var backoff = Duration.milliseconds(100)
+        var failingSince = batchStart
         while !Task.isCancelled {
+            let attempted = ContinuousClock.now
             do {
                 let outcome = try await store.apply(reports: [item.report], leaseSeconds: configuration.leaseSeconds)[0]
                 let settled = await settle(item, outcome)
@@ -157,12 +166,38 @@ public final class EventConsumer: Sendable {
             } catch {
                 // Transient (database or broker trouble): keep the message, wait, try again.
                 logger.warning("event not applied, will retry", metadata: item.metadata.merging(["error": "\(error)"]) { $1 })
+                let since = failingSince ?? attempted
+                failingSince = since
+                if ContinuousClock.now - since >= StatusShardIntake.stepDownAfter(leaseSeconds: configuration.leaseSeconds),
+                   !(error is CancellationError), !(error is WorkerStoppedError), intake.stepDown() {
+                    BuilddMetrics.steppedDown()
+                    logger.error("cannot apply events: handing the status shards to the other masters until the database takes writes again",
+                                 metadata: ["error": "\(error)"])
+                    broker.reconnect(reason: "stepping down from the status shards (the database does not take writes)")
+                }
                 if broker.currentGeneration != item.delivery.generation { return false }  // redelivered on the new connection
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))
             }
         }
         return false
+    }
+
+    /// While this master has stepped down from the status shards, asks the database every second whether it
+    /// answers; when it does, makes the broker connection again, consuming (a standby behind the masters that
+    /// took the shards over, until one of them goes).
+    func resumeWhenTheDatabaseAnswers() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            guard !intake.isOn else { continue }
+            // Answering is not enough: a database that refuses writes cannot take events either.
+            guard (try? await store.acceptsWrites()) == true else { continue }
+            if intake.resume() {
+                BuilddMetrics.consumingStatusShards()
+                logger.info("the database answers again: consuming the status shards (as a standby)")
+                broker.reconnect(reason: "consuming the status shards again")
+            }
+        }
     }
 
     /// Acts on an outcome after its transaction committed: log, send an abort or dead-letter. Returns

@@ -26,6 +26,8 @@ public struct HTTPAPI: Sendable {
     let store: BuilddStore
     let artifacts: ArtifactStore
     let broker: AMQPClient?
+    /// Whether this master consumes the status shards (``/healthz`` says when it stepped down).
+    let intake: StatusShardIntake?
     let maxArtifactBytes: Int64
     let metrics: PrometheusCollectorRegistry?
     let logger: Logger
@@ -41,7 +43,8 @@ public struct HTTPAPI: Sendable {
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with; `/metrics` emits it.
     public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
                 metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http"),
-                anonymousRead: Bool = true, secureCookies: Bool = false) {
+                anonymousRead: Bool = true, secureCookies: Bool = false, intake: StatusShardIntake? = nil) {
+        self.intake = intake
         self.anonymousRead = anonymousRead
         self.secureCookies = secureCookies
         self.store = store
@@ -55,6 +58,9 @@ public struct HTTPAPI: Sendable {
     /// A refused request: counted in `buildd_http_refused_total` by route and reason, logged (never with
     /// the token) within ``NoiseRule``'s bound per route and reason, each line with the refusals it stands
     /// for, then thrown as the HTTP error the client sees.
+    /// 507: the artifact store has no room left.
+    static let insufficientStorage = HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
+
     func refuse(_ status: HTTPResponse.Status, route: String, reason: String, _ message: String,
                 _ metadata: Logger.Metadata = [:]) -> HTTPError {
         BuilddMetrics.httpRefused(route: route, reason: reason)
@@ -138,7 +144,19 @@ public struct HTTPAPI: Sendable {
         } catch {
             problems.append("database: \(error)")
         }
+        if let intake, !intake.isOn {
+            problems.append("status shards: stepped down (events cannot be applied); consuming again once the database takes writes")
+        }
         if let broker, broker.currentGeneration == nil { problems.append("broker: not connected") }
+        if artifacts.fullness.isFull {
+            let free = artifacts.freeBytes()
+            // Room enough for the largest file allowed again: the next upload will say.
+            if let free, free > maxArtifactBytes {
+                artifacts.fullness.clear()
+            } else {
+                problems.append("artifact store: full (\(free.map { "\($0) bytes free" } ?? "free space unknown")): uploads are refused until space is freed")
+            }
+        }
         if problems.isEmpty { return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
         return Response(status: .serviceUnavailable,
                         body: ResponseBody(byteBuffer: ByteBuffer(string: problems.joined(separator: "\n") + "\n")))
@@ -169,20 +187,32 @@ public struct HTTPAPI: Sendable {
             throw refuse(.contentTooLarge, route: route, reason: "too_large",
                          "file larger than \(maxArtifactBytes) bytes", about)
         }
-        let upload = try artifacts.beginUpload()
-        for try await buffer in request.body {
-            guard upload.size + Int64(buffer.readableBytes) <= maxArtifactBytes else {
-                upload.discard()
-                throw refuse(.contentTooLarge, route: route, reason: "too_large",
-                             "file larger than \(maxArtifactBytes) bytes", about)
-            }
-            try buffer.withUnsafeReadableBytes { try upload.write($0) }
-        }
-        let size = upload.size
+        // A failed write or commit leaves no partial file (the upload discards itself); a store with no room
+        // left answers 507, which the agent takes for the farm's failure (BUILDERFAIL, the build retried), not
+        // the package's.
+        let size: Int64
         do {
+            let upload = try artifacts.beginUpload()
+            for try await buffer in request.body {
+                guard upload.size + Int64(buffer.readableBytes) <= maxArtifactBytes else {
+                    upload.discard()
+                    throw refuse(.contentTooLarge, route: route, reason: "too_large",
+                                 "file larger than \(maxArtifactBytes) bytes", about)
+                }
+                try buffer.withUnsafeReadableBytes { try upload.write($0) }
+            }
+            size = upload.size
             _ = try upload.commit(expectedSHA256: expected)
-        } catch let failure as ArtifactStore.Failure {
+        } catch let failure as ArtifactStore.Failure where failure.isFull {
+            logger.error("artifact store full: upload refused", metadata: about.merging([
+                "error": "\(failure)", "free.bytes": "\(artifacts.freeBytes().map(String.init) ?? "?")"]) { $1 })
+            throw refuse(Self.insufficientStorage, route: route, reason: "store_full",
+                         "the artifact store is full (\(failure)): try again later", about)
+        } catch let failure as ArtifactStore.Failure where failure.description.hasPrefix("sha256 mismatch") {
             throw refuse(.unprocessableContent, route: route, reason: "checksum_mismatch", failure.description, about)
+        } catch let failure as ArtifactStore.Failure {
+            logger.error("artifact store failed: upload refused", metadata: about.merging(["error": "\(failure)"]) { $1 })
+            throw HTTPError(.internalServerError, message: "the artifact store failed: \(failure)")
         }
         do {
             try await store.recordFile(buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: expected,
@@ -227,6 +257,12 @@ public struct HTTPAPI: Sendable {
     /// request that came before any accept of the current attempt was applied (its builder is early and
     /// tries again) is counted apart, as `not_accepted_yet`.
     func admit(_ key: String, buildID: Int64, attempt: Int32, route: String, _ about: Logger.Metadata) async throws {
+        // A master that stepped down from the status shards cannot reach the database (or it refuses writes):
+        // it says so at once, and the agent goes on to its next master, rather than each file waiting for a
+        // database timeout here.
+        if let intake, !intake.isOn {
+            throw HTTPError(.serviceUnavailable, message: "this master cannot use its database now: try another master")
+        }
         let verdict = try await store.authorizeUpload(buildID: buildID, attempt: attempt, key: key)
         guard verdict != .admitted else { return }
         throw refuse(.forbidden, route: route, reason: verdict == .notAcceptedYet ? "not_accepted_yet" : "token_refused",

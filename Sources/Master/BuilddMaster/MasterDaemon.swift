@@ -17,6 +17,7 @@ public final class MasterDaemon: Service {
     public let configuration: MasterConfiguration
     let logger: Logger
     let metrics: PrometheusCollectorRegistry?
+    let intake = StatusShardIntake()
 
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with, exported at `/metrics`.
     public init(configuration: MasterConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) {
@@ -28,7 +29,8 @@ public final class MasterDaemon: Service {
     /// Runs the master with an HTTP server until SIGTERM or SIGINT.
     public func runUntilSignalled() async throws {
         let store = BuilddStore(url: configuration.databaseURL, connections: configuration.databaseConnections,
-                                applicationName: "buildd-master \(configuration.name)")
+                                applicationName: "buildd-master \(configuration.name)",
+                                settings: BuilddStore.masterSessionSettings(leaseSeconds: configuration.leaseSeconds))
         try await store.requireCurrentSchema()
         let artifacts = try ArtifactStore(root: configuration.artifactDirectory)
         let broker = try makeBroker()
@@ -36,7 +38,8 @@ public final class MasterDaemon: Service {
         apiLogger[metadataKey: "component"] = "http"
         let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
                           metrics: metrics, logger: apiLogger, anonymousRead: configuration.anonymousRead,
-                          secureCookies: configuration.tls != nil || configuration.artifactBaseURL.hasPrefix("https://"))
+                          secureCookies: configuration.tls != nil || configuration.artifactBaseURL.hasPrefix("https://"),
+                          intake: intake)
         var httpLogger = logger
         httpLogger.logLevel = .warning
         let app = Application(
@@ -50,7 +53,7 @@ public final class MasterDaemon: Service {
             },
             logger: httpLogger)
         let core = MasterCore(configuration: configuration, store: store, broker: broker, artifacts: artifacts,
-                              logger: logger)
+                              intake: intake, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: app), .init(service: core)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -86,12 +89,11 @@ public final class MasterDaemon: Service {
         var amqp = try AMQPConfiguration(url: configuration.brokerURL, connectionName: "buildd-master-\(configuration.name)")
         amqp.heartbeat = Self.brokerHeartbeat(leaseSeconds: configuration.leaseSeconds)
         let queueType = configuration.queueType
+        let intake = self.intake
         return AMQPClient(configuration: amqp, logger: logger) { connection in
             try BrokerTopology.declareMaster(on: connection, queueType: queueType)
             try connection.qos(prefetch: 64, channel: AMQPClient.consumeChannel)
-            for shard in 0..<BrokerTopology.statusShards {
-                try connection.consume(queue: BrokerTopology.statusShardQueue(shard), channel: AMQPClient.consumeChannel)
-            }
+            try intake.consumeIfOn(connection)
         }
     }
 }
@@ -105,10 +107,12 @@ public final class MasterCore: Service {
     public let master: BuilddMaster
     public let dispatcher: Dispatcher
     public let legacy: LegacyAdapter
+    let intake: StatusShardIntake
 
     public init(configuration: MasterConfiguration, store: BuilddStore, broker: AMQPClient, artifacts: ArtifactStore,
-                logger: Logger) {
+                intake: StatusShardIntake, logger: Logger) {
         self.configuration = configuration
+        self.intake = intake
         self.store = store
         self.broker = broker
         self.logger = logger
@@ -122,7 +126,7 @@ public final class MasterCore: Service {
         let listener = PostgresListener(url: configuration.databaseURL, channels: ["buildd_queue"], logger: logger)
         let dispatcher = self.dispatcher
         let consumer = EventConsumer(master: master, store: store, broker: broker, configuration: configuration,
-                                     logger: logger) { dispatcher.wake.signal() }
+                                     intake: intake, logger: logger) { dispatcher.wake.signal() }
         let watchdog = Watchdog(master: master, store: store, configuration: configuration, logger: logger) {
             dispatcher.wake.signal()
         }
@@ -132,6 +136,7 @@ public final class MasterCore: Service {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await dispatcher.run() }
                 group.addTask { await consumer.run() }
+                group.addTask { await consumer.resumeWhenTheDatabaseAnswers() }
                 group.addTask { await watchdog.run() }
                 group.addTask { await self.legacy.run() }
                 group.addTask {

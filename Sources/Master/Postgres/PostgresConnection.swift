@@ -87,15 +87,16 @@ public final class PostgresConnection: ReconnectableResource {
     /// What buildd sets unless the URL says otherwise: a host that stops answering (a partition, a dead
     /// primary) fails a connection attempt after 5 s and a statement in flight after about 10 s
     /// (`tcp_user_timeout`, keepalives), instead of the kernel's 15 minutes of retransmissions, so a master
-    /// moves on to the next host of a multi-host URL in bounded time.
+    /// moves on to the next host of a multi-host URL, or steps down from its status shards, in bounded time.
     public static let networkDefaults: [(String, String)] = [
         ("connect_timeout", "5"), ("tcp_user_timeout", "10000"),
         ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3"),
     ]
 
     /// Connects with a libpq URL (`postgresql://user:password@host:port/db?sslmode=...`) or keyword string;
-    /// ``networkDefaults`` apply to what it leaves unset.
-    public init(url: String, applicationName: String = "buildd") throws {
+    /// ``networkDefaults`` apply to what it leaves unset. `settings` are server parameters set on the session
+    /// once it is made (`set_config`, e.g. `lock_timeout`).
+    public init(url: String, applicationName: String = "buildd", settings: [(String, String)] = []) throws {
         // libpq reads the arrays in order and the last value of a keyword wins: the defaults come first, and
         // the URL, expanded from `dbname`, overrides them.
         let keywords = Self.networkDefaults.map(\.0) + ["dbname"]
@@ -112,6 +113,7 @@ public final class PostgresConnection: ReconnectableResource {
         }
         buildd_pq_silence_notices(handle)
         _ = try execute("SELECT set_config('application_name', $1, false)", [applicationName])
+        for (name, value) in settings { _ = try execute("SELECT set_config($1, $2, false)", [name, value]) }
     }
 
     deinit { close() }

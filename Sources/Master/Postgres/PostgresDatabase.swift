@@ -17,11 +17,14 @@ public final class PostgresDatabase: Sendable {
     /// - Parameters:
     ///   - url: a libpq connection URL.
     ///   - connections: how many connections (and threads). Default 4.
-    public init(url: String, connections: Int = 4, applicationName: String = "buildd") {
+    ///   - settings: server parameters set on each session when it is made.
+    public init(url: String, connections: Int = 4, applicationName: String = "buildd", settings: [(String, String)] = []) {
         self.url = url
         let count = max(1, connections)
         workers = (0..<count).map { index in
-            ConfinedWorker(name: "pg-\(index)") { try PostgresConnection(url: url, applicationName: applicationName) }
+            ConfinedWorker(name: "pg-\(index)") {
+                try PostgresConnection(url: url, applicationName: applicationName, settings: settings)
+            }
         }
         busy = Mutex([Int](repeating: 0, count: count))
     }

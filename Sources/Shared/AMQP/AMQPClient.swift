@@ -369,6 +369,14 @@ public final class AMQPClient: @unchecked Sendable {
         }
     }
 
+    /// Drops the connection and makes it again, on the next node, running setup anew: what it had not
+    /// acknowledged goes back to its queues, and pending publishes fail.
+    public func reconnect(reason: String) {
+        mailbox.post { [self] in
+            if connection != nil { drop(reason: reason) }
+        }
+    }
+
     /// Closes the connection and stops the thread; pending publishes fail.
     public func shutdown() async {
         stopping.withLock { $0 = true }

@@ -188,7 +188,15 @@ public final class ConfinedWorker<Resource: ReconnectableResource>: @unchecked S
 /// Errors of ``makeDirectories(_:mode:)``.
 public struct FileSystemError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// The failed call's errno, when one failed.
+    public let code: Int32?
+    public init(_ description: String, errno code: Int32? = nil) {
+        self.description = description
+        self.code = code
+    }
+
+    /// The filesystem has no room left (ENOSPC, EDQUOT).
+    public var isFull: Bool { code == ENOSPC || code == EDQUOT }
 }
 
 /// `mkdir -p`.
@@ -197,7 +205,8 @@ public func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
     for component in path.split(separator: "/") {
         current += "/" + component
         if mkdir(current, mode) != 0 && errno != EEXIST {
-            throw FileSystemError("cannot create \(current): \(String(cString: strerror(errno)))")
+            let code = errno
+            throw FileSystemError("cannot create \(current): \(String(cString: strerror(code)))", errno: code)
         }
     }
 }

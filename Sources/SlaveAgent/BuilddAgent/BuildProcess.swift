@@ -181,6 +181,13 @@ public final class BuildProcess: Sendable {
 
 /// File helpers for the agent's work folders.
 enum Files {
+    /// The bytes left to an unprivileged writer on `path`'s filesystem, and its size; nil when it cannot be read.
+    static func space(at path: String) -> (free: Int64, total: Int64)? {
+        var stats = statvfs()
+        guard statvfs(path, &stats) == 0 else { return nil }
+        return (Int64(stats.f_bavail) * Int64(stats.f_frsize), Int64(stats.f_blocks) * Int64(stats.f_frsize))
+    }
+
     /// Removes a tree (no symlinks followed).
     static func removeTree(_ path: String) {
         guard let directory = opendir(path) else {

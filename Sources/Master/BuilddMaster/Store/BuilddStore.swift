@@ -16,8 +16,30 @@ public final class BuilddStore: Sendable {
         self.database = database
     }
 
-    public convenience init(url: String, connections: Int = 4, applicationName: String = "buildd") {
-        self.init(database: PostgresDatabase(url: url, connections: connections, applicationName: applicationName))
+    public convenience init(url: String, connections: Int = 4, applicationName: String = "buildd",
+                            settings: [(String, String)] = []) {
+        self.init(database: PostgresDatabase(url: url, connections: connections, applicationName: applicationName,
+                                             settings: settings))
+    }
+
+    /// What a master sets on each of its database sessions, so that no session, its own or one a cut link left
+    /// on the server, holds anything for longer than a third of the lease (the time a master has to hand its
+    /// status shards on before its builders' leases run out):
+    ///
+    /// - `idle_in_transaction_session_timeout`: a session idle inside a transaction is ended by the server.
+    ///   A master cut off from the database in the middle of a transaction leaves that session on the server,
+    ///   holding the row locks of the builders it was updating; without this it holds them until the server's
+    ///   TCP keepalives find the client gone (two hours by default), and every other master that applies those
+    ///   builders' events waits on the locks - its event lanes, and every call queued behind them, stop.
+    /// - `lock_timeout`: a statement waits that long for a lock, then fails (55P03, a transient failure that is
+    ///   retried), rather than forever.
+    /// - the server's TCP keepalives and `tcp_user_timeout` on this session's socket: the server finds a
+    ///   partitioned master's sessions gone in seconds, as the master's own settings find the server gone.
+    public static func masterSessionSettings(leaseSeconds: Int) -> [(String, String)] {
+        let third = String(max(1000, leaseSeconds * 1000 / 3))
+        return [("idle_in_transaction_session_timeout", third), ("lock_timeout", third),
+                ("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3"),
+                ("tcp_user_timeout", third)]
     }
 
     public func shutdown() { database.shutdown() }

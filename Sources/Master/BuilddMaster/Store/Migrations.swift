@@ -48,6 +48,9 @@ public enum Migrations {
             """)
         var applied: [Int] = []
         try connection.transaction { connection in
+            // A migration may wait for another host's migration and for its tables' locks (a master's session
+            // sets a lock_timeout of a third of its lease).
+            try connection.execute("SET LOCAL lock_timeout = 0")
             try connection.execute("SELECT pg_advisory_xact_lock(727274)")
             let current = try currentVersion(connection)
             guard current <= latestVersion else {

@@ -1,0 +1,38 @@
+import AMQP
+import Synchronization
+
+/// Whether this master takes events from the status shards.
+///
+/// Each status shard has a single active consumer: the master holding it is the only one applying its
+/// builders' events. A master that cannot reach the database cannot apply them, and holding its shards
+/// would stop every builder they carry - heartbeats unapplied, leases expiring, builds requeued - for as
+/// long as its database link is down. So it steps down: after ``stepDownAfter(leaseSeconds:)`` of failing
+/// to apply, it makes its broker connection again without consuming (the broker requeues what it had not
+/// acknowledged, and each shard's next consumer, on another master, becomes active), and consumes again,
+/// as a standby behind the masters now active, once the database answers.
+public final class StatusShardIntake: Sendable {
+    private let on = Mutex(true)
+
+    public init() {}
+
+    public var isOn: Bool { on.withLock { $0 } }
+
+    /// Turns consuming off; false when it was off already.
+    func stepDown() -> Bool { on.withLock { was in defer { was = false }; return was } }
+
+    /// Turns consuming on again; false when it was on already.
+    func resume() -> Bool { on.withLock { was in defer { was = true }; return !was } }
+
+    /// How long applying may fail before the master steps down: a third of the lease, so the shards move
+    /// before the builders' leases run out (at least one second, so a blip does not move them).
+    public static func stepDownAfter(leaseSeconds: Int) -> Duration { .seconds(max(1, leaseSeconds / 3)) }
+
+    /// Subscribes to every status shard on the connection's consume channel when consuming is on (run by
+    /// the broker client's setup on each new connection).
+    func consumeIfOn(_ connection: AMQPConnection) throws {
+        guard isOn else { return }
+        for shard in 0..<BrokerTopology.statusShards {
+            try connection.consume(queue: BrokerTopology.statusShardQueue(shard), channel: AMQPClient.consumeChannel)
+        }
+    }
+}

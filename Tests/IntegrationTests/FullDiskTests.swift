@@ -1,0 +1,153 @@
+import BuilddAgent
+import BuilddMasterKit
+import BuilddShared
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Disks that fill up, made real with small tmpfs mounts (as root): the masters' artifact store and an
+/// agent's work folder. Neither loses a build or blames the package: the build is retried, and the master
+/// or the agent says why.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct FullDiskTests {
+    /// Mounts a tmpfs of `megabytes` on `path` (made if missing) for `body`, and unmounts it afterwards.
+    func withSmallDisk(at path: String, megabytes: Int, _ body: () async throws -> Void) async throws {
+        try #require(geteuid() == 0, "mounting a small filesystem needs root (the test suite runs as root)")
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let mount = try await FarmHarness.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(megabytes)m,mode=0755", "tmpfs", path])
+        try #require(mount.status == 0, "mount a tmpfs on \(path): \(mount.error)")
+        do {
+            try await body()
+        } catch {
+            _ = try? await FarmHarness.run("/bin/umount", ["-l", path])
+            throw error
+        }
+        _ = try? await FarmHarness.run("/bin/umount", ["-l", path])
+    }
+
+    func submit(_ farm: FarmHarness, _ source: String) async throws -> Int64 {
+        try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                 sourceName: source, sourceVersion: "1.0"))
+    }
+
+    func history(_ farm: FarmHarness, _ id: Int64) async throws -> String {
+        try await farm.store.build(id).history.map { "\($0.status) \($0.builder ?? "-") \($0.message ?? "")" }
+            .joined(separator: "\n")
+    }
+
+    func health(_ farm: FarmHarness) async throws -> (status: Int, text: String) {
+        let url = farm.masterURLs[0] + "/healthz"
+        let response = try await runBlocking { try SimpleHTTPClient.send(method: "GET", url: url, timeoutSeconds: 10) }
+        return (response.status, response.text)
+    }
+
+    /// A build command that needs `megabytes` of room in its build folder (and, with `result`, leaves a
+    /// result of that size), then builds as the sample build does.
+    func bulkyBuild(_ farm: FarmHarness, megabytes: Int, result: Bool) throws -> String {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let script = farm.directory + "/bulky-build-\(megabytes)\(result ? "-result" : "")"
+        let output = result ? "\"$BUILDD_RESULTS/bulk.bin\"" : "bulk.tmp"
+        try """
+            #!/bin/sh
+            set -eu
+            head -c \(megabytes)M /dev/urandom > \(output)
+            \(result ? "" : "rm -f bulk.tmp")
+            exec \(repository)/deploy/examples/sample-build
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        return script
+    }
+
+    /// The artifact store full: an upload is refused with 507 and leaves no partial file, the master's log and
+    /// /healthz say why, and the build counts an infrastructure failure and is retried rather than failed; once
+    /// space is freed the retry stores its files and /healthz is ok again.
+    @Test func aFullArtifactStoreRefusesUploadsAndTheBuildIsRetried() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            try await withSmallDisk(at: farm.artifactRoot, megabytes: 8) {
+                try await farm.store.addNobleProcessors(["amd64"])
+                for name in ["store-a1", "store-a2"] { try await farm.store.addBuilder(name: name, processors: ["amd64"]) }
+                try await farm.startMaster(lease: 10)
+                // All but 256 KiB taken: the build's 1 MiB result cannot be stored.
+                let filler = farm.artifactRoot + "/filler"
+                let free = try #require(ArtifactStore(root: farm.artifactRoot).freeBytes())
+                let fill = try await FarmHarness.run("/bin/sh", ["-c", "head -c \(free - 256 * 1024) /dev/zero > \(filler)"])
+                try #require(fill.status == 0, "fill the store: \(fill.error)")
+                let command = try bulkyBuild(farm, megabytes: 1, result: true)
+                for name in ["store-a1", "store-a2"] {
+                    try farm.startAgent(name, processors: ["amd64"], sampleSeconds: 0.2, commands: "binarypackage = \(command)")
+                }
+                let id = try await submit(farm, "bulky")
+                // The first attempt's uploads are refused (507) until the agent gives up on them: BUILDERFAIL,
+                // counted as an infrastructure failure, and the build is retried.
+                let retried = try await eventually(timeout: .seconds(60)) {
+                    try await history(farm, id).contains("retrying:")
+                }
+                let text = try await history(farm, id)
+                #expect(retried, "the build was retried after the store refused its upload:\n\(text)")
+                #expect(text.contains("507") && text.contains("artifact store is full"),
+                        "the retry says the artifact store is full:\n\(text)")
+                let seen = try await health(farm)
+                #expect(seen.status == 503 && seen.text.contains("artifact store: full"), "/healthz says why: \(seen)")
+                #expect(farm.log("master").contains("artifact store full"), "the master's log says why")
+                let metrics = try await farm.metricsText()
+                #expect(metrics.contains("reason=\"store_full\""), "the refusal is counted by reason")
+                let partial = (try? FileManager.default.contentsOfDirectory(atPath: farm.artifactRoot + "/tmp")) ?? []
+                #expect(partial.isEmpty, "no partial upload is left: \(partial)")
+
+                try FileManager.default.removeItem(atPath: filler)
+                let built = try await eventually(timeout: .seconds(60)) {
+                    try await farm.store.build(id).build.status == .fullyBuilt
+                }
+                let after = try await history(farm, id)
+                #expect(built, "once space is freed the retry ends FULLYBUILT:\n\(after)")
+                let detail = try await farm.store.build(id)
+                #expect(detail.files.contains { $0.name == "bulk.bin" && $0.size == 1 << 20 }, "its result was stored whole")
+                #expect(!detail.history.contains { $0.status == BuildStatus.failedToBuild.rawValue }, "never failed")
+                let healthy = try await eventually(timeout: .seconds(20)) { try await health(farm).status == 200 }
+                #expect(healthy, "/healthz is ok once an upload is stored again")
+                try await checkInvariants(farm.store, builds: 1)
+                _ = await farm.stopAll()
+            }
+        }
+    }
+
+    /// An agent's work folder full: the build command fails for lack of room, and the agent reports
+    /// BUILDERFAIL (not PACKAGEFAIL) and says why, so the build is retried and ends on a builder with room.
+    @Test func aFullWorkFolderIsTheBuildersFailureNotThePackages() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            try await withSmallDisk(at: farm.directory + "/work-cramped", megabytes: 2) {
+                try await farm.store.addNobleProcessors(["amd64"])
+                for name in ["cramped", "roomy"] { try await farm.store.addBuilder(name: name, processors: ["amd64"]) }
+                try await farm.startMaster(lease: 10)
+                // Needs 3 MiB of scratch room: more than the cramped builder's 2 MiB work folder holds.
+                let command = try bulkyBuild(farm, megabytes: 3, result: false)
+                try farm.startAgent("cramped", processors: ["amd64"], sampleSeconds: 0.2, commands: "binarypackage = \(command)")
+                let id = try await submit(farm, "roomy-needed")
+                let retried = try await eventually(timeout: .seconds(60)) {
+                    try await history(farm, id).contains("retrying:")
+                }
+                let text = try await history(farm, id)
+                #expect(retried, "the build was retried after failing on the full work folder:\n\(text)")
+                #expect(text.contains("is full"), "the retry says the work folder was full:\n\(text)")
+                #expect(farm.log("cramped").contains("build failed on a full disk"), "the agent's log says why")
+                let failed = try await farm.store.build(id).history.contains { $0.status == BuildStatus.failedToBuild.rawValue }
+                #expect(!failed, "not blamed on the package")
+
+                try farm.startAgent("roomy", processors: ["amd64"], sampleSeconds: 0.2, commands: "binarypackage = \(command)")
+                let built = try await eventually(timeout: .seconds(90)) {
+                    try await farm.store.build(id).build.status == .fullyBuilt
+                }
+                let detail = try await farm.store.build(id)
+                let after = try await history(farm, id)
+                #expect(built && detail.build.builder == "roomy", "the build ends FULLYBUILT on the builder with room:\n\(after)")
+                try await checkInvariants(farm.store, builds: 1)
+                _ = await farm.stopAll()
+            }
+        }
+    }
+}
