@@ -15,7 +15,8 @@
 #   rmq-stop          the RabbitMQ node with the most client connections is stopped, then started again
 #   rmq-partition     the node with the most client connections is cut off from the other two, then healed
 #   master-broker     a master is cut off from every broker node (not from the database), then let back
-#   master-database   a master is cut off from both database hosts (not from the broker), then let back
+#   master-database   the master holding the most status shards is cut off from both database hosts (not
+#                     from the broker), then let back: it must step down so that another master takes them
 #   agent-lease       an agent is cut off in the middle of a build for 3 leases, then let back: its late
 #                     events must be refused by the build's fencing token (the attempt)
 #   agent-stop        an agent is cut off mid-build and told to stop (SIGTERM): it must stop within its
@@ -24,6 +25,9 @@
 #                     netdelay.py holds the packets: this kernel has no sch_netem; iptables drops the 5%)
 #   pg-failover       the primary's host dies (every process in it SIGKILLed) and deploy/cluster/pg-failover
 #                     promotes the replica
+#   pg-failback       the way back: deploy/cluster/pg-rejoin rebuilds the dead primary as a synchronous standby
+#                     of the new one (pg_rewind, or a fresh base backup), then a switchover (the new primary
+#                     stopped cleanly, pg-failover, pg-rejoin) makes pg1 the primary and pg2 its standby again
 #
 # The checker (deploy/bench/chaos_check.py) then prints builds lost, completed twice and builders with two
 # builds at once (all must be 0), acknowledged submits missing after the failover (must be 0), and per
@@ -235,6 +239,23 @@ nodes = collections.Counter(c["node"].split("@")[1] for c in json.load(sys.stdin
 print(nodes.most_common(1)[0][0] if nodes else "rmq1")'
 }
 
+# The master that is the single active consumer of the most status shards now (m2 when the broker says none).
+cl_shard_holder() {
+    cl_mgmt /connections > "$CL/connections.json" 2>/dev/null || echo '[]' > "$CL/connections.json"
+    cl_mgmt /consumers/buildd > "$CL/consumers.json" 2>/dev/null || echo '[]' > "$CL/consumers.json"
+    python3 - "$CL/connections.json" "$CL/consumers.json" <<'PY'
+import collections, json, sys
+connections = json.load(open(sys.argv[1]))
+names = {c["name"]: c.get("user_provided_name") or c.get("client_properties", {}).get("connection_name", "")
+         for c in connections}
+held = collections.Counter(
+    names.get(c["channel_details"]["connection_name"], "") for c in json.load(open(sys.argv[2]))
+    if c["queue"]["name"].startswith("buildd.status.shard.") and c.get("activity_status") == "single_active")
+masters = [(n, name[len("buildd-master-"):]) for name, n in held.most_common() if name.startswith("buildd-master-")]
+print(masters[0][1] if masters else "m2")
+PY
+}
+
 # --- PostgreSQL -------------------------------------------------------------------------------------------
 
 cl_pg_setup() {
@@ -252,6 +273,8 @@ unix_socket_directories = '$CL_PG/pg1'
 max_connections = 200
 wal_level = replica
 max_wal_senders = 5
+# pg_rewind needs it to bring a failed primary back as a standby (deploy/cluster/pg-rejoin).
+wal_log_hints = on
 # Synchronous: a commit returns only when pg2 has it, so what a master or submitter was told is committed
 # survives the primary's death.
 synchronous_standby_names = 'pg2'
@@ -411,12 +434,17 @@ cl_fault_master_broker() {
 }
 
 cl_fault_master_database() {
-    cl_log "fault: m2 cut off from the database hosts (not from the broker)"
-    cl_fault "master-database begin: m2 cut off from pg1 pg2"
-    cl_cut m2 pg1 pg2
+    # The master holding the most status shards: the one whose cut matters (it must step down).
+    local master
+    master=$(cl_shard_holder)
+    cl_log "fault: $master (the most status shards) cut off from the database hosts (not from the broker)"
+    cl_fault "master-database begin: $master cut off from pg1 pg2"
+    cl_cut "$master" pg1 pg2
     cl_wait 20
-    cl_heal m2
-    cl_fault "master-database end: m2 let back"
+    cl_heal "$master"
+    local down
+    down=$(grep -c "handing the status shards to the other masters" "$CL/$master.log" || true)
+    cl_fault "master-database end: $master let back (it stepped down from the status shards $down times so far)"
 }
 
 cl_fault_agent_lease() {
@@ -493,6 +521,36 @@ cl_fault_pg_failover() {
         cl_fault "pg-failover end: pg2 promoted ($(tail -n 1 "$CL/failover.log"))"
     else
         cl_fault "FAILED pg-failover: $(tail -n 1 "$CL/failover.log")"
+    fi
+}
+
+# The way back, as docs/deploy.md gives it to an operator: the dead primary's host is back; pg-rejoin rebuilds
+# its server as a synchronous standby of the new primary (pg_rewind, or a fresh base backup where it cannot);
+# then a planned switchover: the new primary is stopped cleanly (it sends all its WAL to the standby before
+# it exits), pg-failover promotes pg1 again, and pg-rejoin makes pg2 its synchronous standby once more.
+cl_fault_pg_failback() {
+    local bin state
+    bin=$(pg_bin)
+    cl_log "fault: pg1 rebuilt as pg2's standby, then a switchover back to pg1 (deploy/cluster/pg-rejoin, pg-failover)"
+    cl_fault "pg-failback begin: pg1 rebuilt as a standby of pg2"
+    if ! cl_in pg1 "$ROOT/deploy/cluster/pg-rejoin" --data "$CL_PG/pg1/data" --primary pg2 --name pg1 2>>"$CL/failover.log"; then
+        cl_fault "FAILED pg-failback: pg1 not rebuilt: $(tail -n 1 "$CL/failover.log")"
+        return
+    fi
+    cl_fault "step: $(grep -E 'pg_rewind|base backup' "$CL/failover.log" | tail -n 1)"
+    cl_fault "step: pg1 a synchronous standby of pg2; switching over: pg2 stopped cleanly"
+    cl_in pg2 runuser -u postgres -- "$bin/pg_ctl" -D "$CL_PG/pg2/data" -m fast -w -t 60 stop >/dev/null
+    if ! cl_in pg1 "$ROOT/deploy/cluster/pg-failover" --data "$CL_PG/pg1/data" --old-primary pg2 2>>"$CL/failover.log" ||
+        ! cl_in pg2 "$ROOT/deploy/cluster/pg-rejoin" --data "$CL_PG/pg2/data" --primary pg1 --name pg2 2>>"$CL/failover.log"; then
+        cl_fault "FAILED pg-failback: $(tail -n 1 "$CL/failover.log")"
+        return
+    fi
+    state=$(cl_in ctl psql -qAtX -h pg1 -U postgres -d postgres -c \
+        "SELECT (NOT pg_is_in_recovery())::text || ' ' || coalesce((SELECT application_name || ' ' || sync_state FROM pg_stat_replication), 'none')")
+    if [ "$state" = "true pg2 sync" ]; then
+        cl_fault "pg-failback end: pg1 primary again, pg2 its synchronous standby"
+    else
+        cl_fault "FAILED pg-failback: pg1 primary and pg2 synchronous expected, found '$state'"
     fi
 }
 
@@ -586,7 +644,7 @@ CONF
     local submitter=$!
     cl_wait 10
     local fault
-    for fault in rmq_stop rmq_partition master_broker master_database agent_lease agent_stop agent_slow pg_failover; do
+    for fault in rmq_stop rmq_partition master_broker master_database agent_lease agent_stop agent_slow pg_failover pg_failback; do
         "cl_fault_$fault"
         cl_wait 10
     done
@@ -609,7 +667,7 @@ CONF
     set +e
     python3 "$ROOT/deploy/bench/chaos_check.py" --dir "$CL" --builds "$total" --database "$CL_DB_URL" \
         --psql-prefix "ip netns exec $(cl_ns ctl)" --submits "$CL/submits.log" \
-        --kinds rmq-stop,rmq-partition,master-broker,master-database,agent-lease,agent-stop,agent-slow,pg-failover \
+        --kinds rmq-stop,rmq-partition,master-broker,master-database,agent-lease,agent-stop,agent-slow,pg-failover,pg-failback \
         --fenced-agent "$CL_LEASE_AGENT" --logs "$CL" \
         --max-failed-share "${BUILDD_CHAOS_MAX_FAILED_SHARE:-0.05}" | tee "$CL/report.txt"
     status=${PIPESTATUS[0]}

@@ -95,6 +95,7 @@ import Glibc
                 #expect(farm.log("master").contains("artifact store full"), "the master's log says why")
                 let metrics = try await farm.metricsText()
                 #expect(metrics.contains("reason=\"store_full\""), "the refusal is counted by reason")
+                #expect(metrics.contains("buildd_artifact_store_free_bytes"), "and the store's free bytes are exported")
                 let partial = (try? FileManager.default.contentsOfDirectory(atPath: farm.artifactRoot + "/tmp")) ?? []
                 #expect(partial.isEmpty, "no partial upload is left: \(partial)")
 

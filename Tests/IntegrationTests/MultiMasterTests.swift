@@ -271,6 +271,7 @@ import Glibc
             let metrics = try await farm.metricsText()
             #expect(metrics.contains("buildd_status_shards_consuming 0"), "/metrics says it stepped down")
             #expect(metrics.contains("buildd_status_shards_stepped_down_total"), "and counts it")
+            #expect(metrics.contains("buildd_database_accepts_writes 0"), "/metrics says the database refuses writes")
             // Agents go on reporting meanwhile: their events wait in the shards.
             try await Task.sleep(for: .seconds(5))
             let during = try await built()

@@ -41,6 +41,13 @@ public enum BuilddMetrics {
     /// This master consumes the status shards (1), or stepped down from them (0).
     public static func consumingStatusShards() { Gauge(label: "buildd_status_shards_consuming").record(1) }
 
+    /// What this master found at a scrape: whether its database takes writes (1), refuses them (0: read-only,
+    /// a standby), or did not answer (-1); and the bytes free in the artifact store.
+    public static func storage(databaseAcceptsWrites: Bool?, artifactStoreFreeBytes: Int64?) {
+        Gauge(label: "buildd_database_accepts_writes").record(databaseAcceptsWrites.map { $0 ? 1 : 0 } ?? -1)
+        if let artifactStoreFreeBytes { Gauge(label: "buildd_artifact_store_free_bytes").record(artifactStoreFreeBytes) }
+    }
+
     public static func legacyPoll() { Counter(label: "buildd_legacy_polls_total").increment() }
 
     /// A legacy builder's fault, by kind: `fault`, `timeout`, `refused`, `http`, `malformed`, `other`.

@@ -124,6 +124,8 @@ public struct HTTPAPI: Sendable {
     /// Prometheus text format: the gauges are read from the database at each scrape.
     func exportMetrics() async throws -> Response {
         guard let metrics else { throw HTTPError(.notFound, message: "metrics are not enabled") }
+        BuilddMetrics.storage(databaseAcceptsWrites: try? await store.acceptsWrites(),
+                              artifactStoreFreeBytes: artifacts.freeBytes())
         let processors = try await store.processors()
         var states: [String: Int] = [:]
         for state in ["idle", "building", "aborting", "manual", "failed", "offline", "removed"] { states[state] = 0 }
