@@ -273,8 +273,11 @@ unix_socket_directories = '$CL_PG/pg1'
 max_connections = 200
 wal_level = replica
 max_wal_senders = 5
-# pg_rewind needs it to bring a failed primary back as a standby (deploy/cluster/pg-rejoin).
+# pg_rewind needs it to bring a failed primary back as a standby (deploy/cluster/pg-rejoin), and WAL back to
+# the last checkpoint the two servers share: the crash recovery pg_rewind runs first ends with a checkpoint
+# that would otherwise recycle it.
 wal_log_hints = on
+wal_keep_size = '256MB'
 # Synchronous: a commit returns only when pg2 has it, so what a master or submitter was told is committed
 # survives the primary's death.
 synchronous_standby_names = 'pg2'
