@@ -1,7 +1,9 @@
+import AMQP
 import BuilddAgent
 import BuilddMasterKit
 import BuilddShared
 import Foundation
+import Postgres
 import Testing
 
 #if canImport(Glibc)
@@ -112,6 +114,87 @@ import Glibc
                 #expect(healthy, "/healthz is ok once an upload is stored again")
                 try await checkInvariants(farm.store, builds: 1)
                 _ = await farm.stopAll()
+            }
+        }
+    }
+
+    /// The database out of disk: the tables events write to live on a small filesystem (a tablespace on a
+    /// tmpfs) that a filler table fills. Writes fail with 53100 ("could not extend file"): the master retries
+    /// each event, never dead-letters one, steps down from the status shards and says why in /healthz and
+    /// /metrics; once space is freed every build ends, nothing lost.
+    @Test func aDatabaseOutOfDiskLosesNoEvent() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            let location = NSTemporaryDirectory() + "buildd-tablespace-\(randomHexToken(bytes: 4))"
+            defer { try? FileManager.default.removeItem(atPath: location) }
+            try await withSmallDisk(at: location, megabytes: 24) {
+                // The server's own user owns the tablespace's folder.
+                let admin = try TestEnvironment.adminDatabaseURL
+                let dataDirectory = try await runBlocking { () -> String in
+                    let connection = try PostgresConnection(url: admin)
+                    defer { connection.close() }
+                    return try connection.query("SELECT current_setting('data_directory') AS d").first!.string("d")
+                }
+                var owner = stat()
+                try #require(stat(dataDirectory, &owner) == 0, "stat \(dataDirectory)")
+                try #require(chown(location, owner.st_uid, owner.st_gid) == 0 && chmod(location, 0o700) == 0)
+                let space = "buildd_small_\(randomHexToken(bytes: 4))"
+                let url = farm.database.url
+                func run(_ sql: String, on target: String) async throws {
+                    try await runBlocking {
+                        let connection = try PostgresConnection(url: target)
+                        defer { connection.close() }
+                        try connection.execute(sql)
+                    }
+                }
+                try await run("CREATE TABLESPACE \(space) LOCATION '\(location)'", on: admin)
+                for table in ["build", "buildqueue", "build_event", "builder"] {
+                    try await run("ALTER TABLE \(table) SET TABLESPACE \(space)", on: url)
+                }
+                let store = farm.store
+                try await store.addNobleProcessors(["amd64"])
+                let agents = ["disk-a1", "disk-a2"]
+                for name in agents { try await store.addBuilder(name: name, processors: ["amd64"]) }
+                try await farm.startMaster(name: "disk", lease: 9, acceptTimeout: 5)
+                var ids: [Int64] = []
+                for index in 0..<60 { ids.append(try await submit(farm, "disk\(index)")) }
+                for name in agents { try farm.startAgent(name, processors: ["amd64"], sampleSeconds: 0.4) }
+                func built() async throws -> Int { try await store.buildCounts(includingFinished: true)["FULLYBUILT"] ?? 0 }
+                #expect(try await eventually(timeout: .seconds(60)) { try await built() >= 5 })
+
+                // Fill the tablespace: the filler's insert fails when the disk is full, and its pages stay.
+                do {
+                    // Stored as it is (no compression, no TOAST): one 7,000-byte row a page.
+                    try await run("CREATE TABLE filler (x text) TABLESPACE \(space)", on: url)
+                    try await run("ALTER TABLE filler ALTER COLUMN x SET STORAGE PLAIN", on: url)
+                    try await run("INSERT INTO filler SELECT repeat('x', 7000) FROM generate_series(1, 100000)", on: url)
+                    Issue.record("the filler fitted in the small disk")
+                } catch let error as PostgresError {
+                    #expect(error.sqlState == "53100", "the filler ran out of disk: \(error)")
+                }
+                var seen = (status: 0, text: "")
+                let said = try await eventually(timeout: .seconds(60)) {
+                    seen = try await health(farm)
+                    return seen.status == 503 && seen.text.contains("stepped down") && seen.text.contains("53100")
+                }
+                #expect(said, "/healthz says the master stepped down because the database is out of disk: \(seen)")
+                let metrics = try await farm.metricsText()
+                #expect(metrics.contains("buildd_status_shards_stepped_down_total"), "/metrics counts the step-down")
+                #expect(farm.log("disk").contains("No space left on device"), "the master's log says why")
+
+                try await run("DROP TABLE filler", on: url)
+                #expect(try await farm.waitForQuiet(timeout: .seconds(180)), "every build ends once there is room")
+                let after = try await built()
+                #expect(after == ids.count, "every build FULLYBUILT (\(after) of \(ids.count))")
+                #expect(try await farm.vhost.messageCount(queue: BrokerTopology.deadLetterQueue) == 0,
+                        "no event was dead-lettered: each was retried")
+                try await checkInvariants(store, builds: ids.count)
+                _ = await farm.stopAll()
+                // The tables leave the small disk before it is unmounted.
+                for table in ["build", "buildqueue", "build_event", "builder"] {
+                    try await run("ALTER TABLE \(table) SET TABLESPACE pg_default", on: url)
+                }
+                try await run("DROP TABLESPACE \(space)", on: admin)
             }
         }
     }

@@ -170,6 +170,7 @@ public final class EventConsumer: Sendable {
                 failingSince = since
                 if ContinuousClock.now - since >= StatusShardIntake.stepDownAfter(leaseSeconds: configuration.leaseSeconds),
                    !(error is CancellationError), !(error is WorkerStoppedError), intake.stepDown() {
+                    intake.note(failure: "\(error)")
                     BuilddMetrics.steppedDown()
                     logger.error("cannot apply events: handing the status shards to the other masters until the database takes writes again",
                                  metadata: ["error": "\(error)"])

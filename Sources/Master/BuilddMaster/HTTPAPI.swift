@@ -147,7 +147,8 @@ public struct HTTPAPI: Sendable {
             problems.append("database: \(error)")
         }
         if let intake, !intake.isOn {
-            problems.append("status shards: stepped down (events cannot be applied); consuming again once the database takes writes")
+            problems.append("status shards: stepped down (events cannot be applied: \(intake.whyDown ?? "database unreachable")); "
+                            + "consuming again once the database takes writes")
         }
         if let broker, broker.currentGeneration == nil { problems.append("broker: not connected") }
         if artifacts.fullness.isFull {

@@ -15,7 +15,15 @@ public final class StatusShardIntake: Sendable {
 
     public init() {}
 
+    private let lastFailure = Mutex<String?>(nil)
+
     public var isOn: Bool { on.withLock { $0 } }
+
+    /// Why applying events failed when this master last stepped down (what `/healthz` says).
+    public var whyDown: String? { lastFailure.withLock { $0 } }
+
+    /// Records why applying events failed.
+    func note(failure: String) { lastFailure.withLock { $0 = failure } }
 
     /// Turns consuming off; false when it was off already.
     func stepDown() -> Bool { on.withLock { was in defer { was = false }; return was } }
