@@ -17,10 +17,13 @@ public struct ArtifactStore: Sendable {
         /// The store's filesystem has no room left (ENOSPC, EDQUOT): not the sender's fault, and worth trying
         /// again once space is freed.
         public var isFull = false
+        /// The bytes did not hash to the digest the sender declared.
+        public var isChecksumMismatch = false
 
-        init(description: String, isFull: Bool = false) {
+        init(description: String, isFull: Bool = false, isChecksumMismatch: Bool = false) {
             self.description = description
             self.isFull = isFull
+            self.isChecksumMismatch = isChecksumMismatch
         }
 
         /// A failed system call's error, `isFull` for a filesystem with no room left.
@@ -29,16 +32,16 @@ public struct ArtifactStore: Sendable {
         }
     }
 
-    /// When an upload last failed for lack of room, until one is stored again (what `/healthz` says).
+    /// Whether an upload failed for lack of room since one was last stored (what `/healthz` says).
     public let fullness = Fullness()
 
     /// Whether the store ran out of room: set when a write fails for lack of it, cleared when a file is stored
-    /// again (or space is freed, as ``ArtifactStore/freeBytes()`` shows).
+    /// again (or, by `/healthz`, once ``ArtifactStore/freeBytes()`` shows room for the largest file allowed).
     public final class Fullness: Sendable {
-        private let since = Mutex<ContinuousClock.Instant?>(nil)
-        public var isFull: Bool { since.withLock { $0 != nil } }
-        func noteFull() { since.withLock { if $0 == nil { $0 = .now } } }
-        public func clear() { since.withLock { $0 = nil } }
+        private let full = Mutex(false)
+        public var isFull: Bool { full.withLock { $0 } }
+        func noteFull() { full.withLock { $0 = true } }
+        public func clear() { full.withLock { $0 = false } }
     }
 
     /// The bytes an unprivileged writer may still use on the store's filesystem.
@@ -150,7 +153,8 @@ public struct ArtifactStore: Sendable {
             let digest = hasher.finalizeHex()
             guard expectedSHA256 == nil || digest == expectedSHA256 else {
                 discard()
-                throw Failure(description: "sha256 mismatch: got \(digest), expected \(expectedSHA256 ?? "")")
+                throw Failure(description: "sha256 mismatch: got \(digest), expected \(expectedSHA256 ?? "")",
+                              isChecksumMismatch: true)
             }
             // (A filesystem that allocates late says it is full here, not at the write.)
             guard fsync(descriptor) == 0 else {

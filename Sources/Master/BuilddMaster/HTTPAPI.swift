@@ -55,12 +55,12 @@ public struct HTTPAPI: Sendable {
         self.logger = logger
     }
 
-    /// A refused request: counted in `buildd_http_refused_total` by route and reason, logged (never with
-    /// the token) within ``NoiseRule``'s bound per route and reason, each line with the refusals it stands
-    /// for, then thrown as the HTTP error the client sees.
     /// 507: the artifact store has no room left.
     static let insufficientStorage = HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
 
+    /// A refused request: counted in `buildd_http_refused_total` by route and reason, logged (never with
+    /// the token) within ``NoiseRule``'s bound per route and reason, each line with the refusals it stands
+    /// for, then thrown as the HTTP error the client sees.
     func refuse(_ status: HTTPResponse.Status, route: String, reason: String, _ message: String,
                 _ metadata: Logger.Metadata = [:]) -> HTTPError {
         BuilddMetrics.httpRefused(route: route, reason: reason)
@@ -211,7 +211,7 @@ public struct HTTPAPI: Sendable {
                 "error": "\(failure)", "free.bytes": "\(artifacts.freeBytes().map(String.init) ?? "?")"]) { $1 })
             throw refuse(Self.insufficientStorage, route: route, reason: "store_full",
                          "the artifact store is full (\(failure)): try again later", about)
-        } catch let failure as ArtifactStore.Failure where failure.description.hasPrefix("sha256 mismatch") {
+        } catch let failure as ArtifactStore.Failure where failure.isChecksumMismatch {
             throw refuse(.unprocessableContent, route: route, reason: "checksum_mismatch", failure.description, about)
         } catch let failure as ArtifactStore.Failure {
             logger.error("artifact store failed: upload refused", metadata: about.merging(["error": "\(failure)"]) { $1 })
