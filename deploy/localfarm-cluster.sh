@@ -30,7 +30,8 @@
 #                     stopped cleanly, pg-failover, pg-rejoin) makes pg1 the primary and pg2 its standby again
 #
 # The checker (deploy/bench/chaos_check.py) then prints builds lost, completed twice and builders with two
-# builds at once (all must be 0), acknowledged submits missing after the failover (must be 0), and per
+# builds at once (all must be 0), acknowledged submits missing after the failover (must be 0), the longest
+# stall in master-database's window (must be under the run's 5 s lease: the cut master steps down), and per
 # fault kind the time to the first build ended after it began and after it ended, and the longest stall in
 # its window; the report is in .localfarm/cluster/report.txt. Everything is torn down when the run ends,
 # also on failure, Ctrl-C or SIGTERM, and the run fails if a namespace, host file, link or process of its
@@ -671,7 +672,7 @@ CONF
     python3 "$ROOT/deploy/bench/chaos_check.py" --dir "$CL" --builds "$total" --database "$CL_DB_URL" \
         --psql-prefix "ip netns exec $(cl_ns ctl)" --submits "$CL/submits.log" \
         --kinds rmq-stop,rmq-partition,master-broker,master-database,agent-lease,agent-stop,agent-slow,pg-failover,pg-failback \
-        --fenced-agent "$CL_LEASE_AGENT" --logs "$CL" \
+        --fenced-agent "$CL_LEASE_AGENT" --logs "$CL" --stall-bound master-database=5 \
         --max-failed-share "${BUILDD_CHAOS_MAX_FAILED_SHARE:-0.05}" | tee "$CL/report.txt"
     status=${PIPESTATUS[0]}
     set -e

@@ -101,6 +101,8 @@ def main():
     parser.add_argument("--submits", help="acknowledged submits: lines of 'N BUILD-ID'")
     parser.add_argument("--fenced-agent", default="", help="the agent cut off for longer than its lease")
     parser.add_argument("--logs", help="the folder of the masters' logs (m*.log)")
+    parser.add_argument("--stall-bound", action="append", default=[], metavar="KIND=SECONDS",
+                        help="fail when the longest stall in KIND's window reaches SECONDS (repeatable)")
     args = parser.parse_args()
     PSQL_PREFIX.extend(args.psql_prefix.split())
 
@@ -245,6 +247,7 @@ def main():
         print("| %s | %s |" % (name, value))
     if overlaps:
         print("overlapping builds (builder, build, attempt): %s" % overlaps[:10], file=sys.stderr)
+    stalled = []
     if kinds:
         table, missing = per_kind(kinds, faults, finished)
         print()
@@ -255,6 +258,11 @@ def main():
             print("| %s | %s | %s | %s | %s | %s |" % row)
         if fenced == 0:
             missing.append("fencing refusal seen")
+        stalls = {row[0]: float(row[5]) for row in table}
+        for bound in args.stall_bound:
+            kind, seconds = bound.split("=", 1)
+            if kind in stalls and stalls[kind] >= float(seconds):
+                stalled.append("%s: longest stall %.1f s, not under %s s" % (kind, stalls[kind], seconds))
     else:
         missing = [kind for kind in ("kill master", "kill agent", "restart broker", "crash database")
                    if not counts.get(kind)]
@@ -267,6 +275,8 @@ def main():
               % ", ".join(missing))
     for what in failed_faults:
         print("chaos: a fault did not have its effect: %s" % what)
+    for what in stalled:
+        print("chaos: a fault stalled the farm for too long: %s" % what)
     not_built = queued - statuses.get("FULLYBUILT", 0)
     share = not_built / max(queued, 1)
     too_many_failed = share > args.max_failed_share
@@ -277,7 +287,7 @@ def main():
     if too_few_samples:
         print("chaos: only %d database samples were taken while the faults ran" % len(samples))
     ok = (lost == 0 and twice == 0 and missing_submits == 0 and not overlaps and db_overlaps == 0 and history_overlaps == 0 and not missing
-          and not failed_faults and not too_many_failed and not too_few_samples)
+          and not failed_faults and not too_many_failed and not too_few_samples and not stalled)
     print("chaos: %s" % ("PASS: nothing lost, nothing completed twice, no builder ran two builds at once"
                          if ok else "FAIL"))
     return 0 if ok else 1
