@@ -100,14 +100,18 @@ public struct ArtifactStore: Sendable {
         }
     }
 
+    /// A failure of this store, noted in ``fullness`` when it is for lack of room.
+    func noted(_ failure: Failure) -> Failure {
+        if failure.isFull { fullness.noteFull() }
+        return failure
+    }
+
     /// Starts an upload into a temporary file.
     public func beginUpload() throws -> Upload {
         let temporary = "\(root)/tmp/upload-\(randomHexToken(bytes: 12))"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
-            let failure = Failure.system("cannot create upload file", errno: errno)
-            if failure.isFull { fullness.noteFull() }
-            throw failure
+            throw noted(Failure.system("cannot create upload file", errno: errno))
         }
         return Upload(store: self, temporaryPath: temporary, descriptor: descriptor)
     }
@@ -136,10 +140,9 @@ public struct ArtifactStore: Sendable {
                 let written = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
                 if written < 0 {
                     if errno == EINTR { continue }
-                    let failure = Failure.system("write failed", errno: errno)
+                    let failure = store.noted(Failure.system("write failed", errno: errno))
                     // Nothing partial stays behind: the caller may not discard a failed upload.
                     discard()
-                    if failure.isFull { store.fullness.noteFull() }
                     throw failure
                 }
                 offset += written
@@ -158,9 +161,8 @@ public struct ArtifactStore: Sendable {
             }
             // (A filesystem that allocates late says it is full here, not at the write.)
             guard fsync(descriptor) == 0 else {
-                let failure = Failure.system("fsync failed", errno: errno)
+                let failure = store.noted(Failure.system("fsync failed", errno: errno))
                 discard()
-                if failure.isFull { store.fullness.noteFull() }
                 throw failure
             }
             close(descriptor)
@@ -170,14 +172,12 @@ public struct ArtifactStore: Sendable {
                 try BuilddShared.makeDirectories(String(final.dropLast(digest.count + 1)))
             } catch {
                 unlink(temporaryPath)
-                let full = (error as? FileSystemError)?.isFull ?? false
-                if full { store.fullness.noteFull() }
-                throw Failure(description: "cannot store artifact: \(error)", isFull: full)
+                throw store.noted(Failure(description: "cannot store artifact: \(error)",
+                                          isFull: (error as? FileSystemError)?.isFull ?? false))
             }
             if rename(temporaryPath, final) != 0 {
-                let failure = Failure.system("cannot store artifact", errno: errno)
+                let failure = store.noted(Failure.system("cannot store artifact", errno: errno))
                 unlink(temporaryPath)
-                if failure.isFull { store.fullness.noteFull() }
                 throw failure
             }
             store.fullness.clear()

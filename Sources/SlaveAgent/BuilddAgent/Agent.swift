@@ -372,14 +372,16 @@ public final class Agent: Sendable {
                 }
                 // A build that failed with no room left in the work folder failed for the machine (the core's
                 // rule): BUILDERFAIL, so it is retried elsewhere and not blamed on the package.
-                if let space = Files.space(at: configuration.workDirectory),
-                   result.givenWorkFolder(freeBytes: space.free, totalBytes: space.total) != result {
-                    let why = "the work folder \(configuration.workDirectory) is full (\(space.free) of \(space.total) bytes free)"
-                    logger.error("build failed on a full disk: the machine's failure, not the package's",
-                                 metadata: metadata.merging(["build.result": "\(result.rawValue)", "reason": "\(why)"]) { $1 })
-                    appendToLog(logPath, "\nbuildd-agent: \(why): BUILDERFAIL, not \(result.rawValue)\n")
-                    result = result.givenWorkFolder(freeBytes: space.free, totalBytes: space.total)
-                    message = "\(why); build command ended with \(termination)"
+                if let space = Files.space(at: configuration.workDirectory) {
+                    let judged = result.givenWorkFolder(freeBytes: space.free, totalBytes: space.total)
+                    if judged != result {
+                        let why = "the work folder \(configuration.workDirectory) is full (\(space.free) of \(space.total) bytes free)"
+                        logger.error("build failed on a full disk: the machine's failure, not the package's",
+                                     metadata: metadata.merging(["build.result": "\(result.rawValue)", "reason": "\(why)"]) { $1 })
+                        appendToLog(logPath, "\nbuildd-agent: \(why): \(judged.rawValue), not \(result.rawValue)\n")
+                        result = judged
+                        message = "\(why); build command ended with \(termination)"
+                    }
                 }
             }
         } catch {
