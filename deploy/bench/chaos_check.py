@@ -46,8 +46,9 @@ def query(database, sql):
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
 
-def per_kind(kinds, faults, finished):
-    """Rows of the per-fault-kind table, and the kinds that did not happen with their effect checked."""
+def per_kind(kinds, faults, finished, recorded):
+    """Rows of the per-fault-kind table, and the kinds that did not happen with their effect checked.
+    RECORDED: (when a build's command ended on its agent, how long until the farm recorded the build's end)."""
     rows, missing = [], []
     begins = sorted((at, what.split(" ", 1)[0]) for at, what in faults if what.split(" ")[1:2] == ["begin:"])
     for kind in kinds:
@@ -61,11 +62,13 @@ def per_kind(kinds, faults, finished):
         after_begin = next((t for t in finished if t >= begin), None)
         after_end = next((t for t in finished if t >= end), None)
         marks = [begin] + [t for t in finished if begin <= t <= window_end] + [window_end]
-        stall = max(b - a for a, b in zip(marks, marks[1:]))
+        stall, stall_from = max((b - a, a) for a, b in zip(marks, marks[1:]))
         ended = sum(1 for t in finished if begin <= t <= end)
+        waited = max((delay for at, delay in recorded if begin <= at <= window_end), default=0.0)
         rows.append((kind, "%.1f" % (end - begin), ended,
                      "-" if after_begin is None else "%.1f" % (after_begin - begin),
-                     "-" if after_end is None else "%.1f" % (after_end - end), "%.1f" % stall))
+                     "-" if after_end is None else "%.1f" % (after_end - end), "%.1f" % stall,
+                     "%.1f" % (stall_from - begin), "%.1f" % waited))
     return rows, missing
 
 
@@ -103,6 +106,9 @@ def main():
     parser.add_argument("--logs", help="the folder of the masters' logs (m*.log)")
     parser.add_argument("--stall-bound", action="append", default=[], metavar="KIND=SECONDS",
                         help="fail when the longest stall in KIND's window reaches SECONDS (repeatable)")
+    parser.add_argument("--record-bound", action="append", default=[], metavar="KIND=SECONDS",
+                        help="fail when a build whose command ended in KIND's window waited SECONDS or more for the "
+                             "farm to record its end (repeatable)")
     args = parser.parse_args()
     PSQL_PREFIX.extend(args.psql_prefix.split())
 
@@ -146,9 +152,12 @@ def main():
 
     starts = collections.Counter()
     overlaps = []
+    command_ended = {}
     with open(args.dir + "/journal") as journal:
         for line in journal:
-            kind, builder, build, attempt, _ = line.split()
+            kind, builder, build, attempt, stamp = line.split()
+            if kind == "end":
+                command_ended[(build, attempt)] = float(stamp)
             if kind == "start":
                 starts[build] += 1
             elif kind == "overlap":
@@ -165,6 +174,15 @@ def main():
     finished = sorted(float(r[0]) for r in query(args.database, """
         SELECT extract(epoch FROM date_finished) FROM build
          WHERE source_name = 'chaos' AND date_finished IS NOT NULL ORDER BY 1"""))
+    # How long each build waited, once its command had ended on its agent, for the farm to record its end
+    # (its events applied): what a master that cannot apply events holds up, whatever a build lasts.
+    recorded = []
+    for build, attempt, at in query(args.database, """
+            SELECT id, attempt, extract(epoch FROM date_finished) FROM build
+             WHERE source_name = 'chaos' AND status = 'FULLYBUILT'"""):
+        command_end = command_ended.get((build, attempt))
+        if command_end is not None:
+            recorded.append((command_end, float(at) - command_end))
     marks = [begin] + [t for t in finished if begin <= t <= end] + ([end] if unfinished else [])
     stall, stall_at = 0.0, begin
     for a, b in zip(marks, marks[1:]):
@@ -249,20 +267,26 @@ def main():
         print("overlapping builds (builder, build, attempt): %s" % overlaps[:10], file=sys.stderr)
     stalled = []
     if kinds:
-        table, missing = per_kind(kinds, faults, finished)
+        table, missing = per_kind(kinds, faults, finished, recorded)
         print()
         print("| fault | lasted, s | builds ended meanwhile | first build ended after it began, s "
-              "| ... after it ended, s | longest stall in its window, s |")
-        print("|---|---|---|---|---|---|")
+              "| ... after it ended, s | longest stall in its window, s | ... began after the fault began, s "
+              "| longest a built build waited to be recorded, s |")
+        print("|---|---|---|---|---|---|---|---|")
         for row in table:
-            print("| %s | %s | %s | %s | %s | %s |" % row)
+            print("| %s | %s | %s | %s | %s | %s | %s | %s |" % row)
         if fenced == 0:
             missing.append("fencing refusal seen")
         stalls = {row[0]: float(row[5]) for row in table}
+        waits = {row[0]: float(row[7]) for row in table}
         for bound in args.stall_bound:
             kind, seconds = bound.split("=", 1)
             if kind in stalls and stalls[kind] >= float(seconds):
                 stalled.append("%s: longest stall %.1f s, not under %s s" % (kind, stalls[kind], seconds))
+        for bound in args.record_bound:
+            kind, seconds = bound.split("=", 1)
+            if kind in waits and waits[kind] >= float(seconds):
+                stalled.append("%s: a built build waited %.1f s to be recorded, not under %s s" % (kind, waits[kind], seconds))
     else:
         missing = [kind for kind in ("kill master", "kill agent", "restart broker", "crash database")
                    if not counts.get(kind)]
