@@ -223,6 +223,10 @@ def main():
                                                                           len(samples))),
         ("longest stall (no build ended), s", "%.1f (after: %s)" % (stall, cause[-1] if cause else "start")),
         ("run time, s", "%.0f" % (end - begin)),
+        ("builds whose wait to be recorded (command ended on the agent to the end recorded) was measured: "
+         "count / median / longest, s", "%d / %.2f / %.1f" % (
+             len(recorded), sorted(d for _, d in recorded)[len(recorded) // 2] if recorded else 0.0,
+             max((d for _, d in recorded), default=0.0))),
         ("builds per second, faults included", "%.1f" % (ended / max(end - begin, 1))),
     ]
     kinds = [k for k in args.kinds.split(",") if k]

@@ -62,6 +62,13 @@ public struct ArtifactStore: Sendable {
         "\(root)/sha256/\(sha256.prefix(2))/\(sha256)"
     }
 
+    /// The size of the blob with this digest, when the store holds it.
+    public func size(sha256: String) -> Int64? {
+        var info = stat()
+        guard Naming.isValidSHA256(sha256), stat(path(sha256: sha256), &info) == 0 else { return nil }
+        return Int64(info.st_size)
+    }
+
     public func exists(sha256: String) -> Bool {
         access(path(sha256: sha256), F_OK) == 0
     }

@@ -40,21 +40,7 @@ extension HTTPAPI {
             let name = try context.parameters.require("name")
             return Self.json(try await Self.mapped { try await self.store.builderHistory(name) })
         }
-        router.get("/v1/builds") { request, _ in
-            let caller = try await self.authorize(request, .read)
-            let query = request.uri.queryParameters
-            var statuses: [BuildStatus] = []
-            for text in (query["status"].map(String.init) ?? "").split(separator: ",") {
-                guard let status = BuildStatus(rawValue: text.uppercased()) else {
-                    throw HTTPError(.badRequest, message: "unknown status \(text)")
-                }
-                statuses.append(status)
-            }
-            let limit = query["limit"].flatMap { Int($0) } ?? 100
-            guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
-            return Self.json(try await self.store.builds(statuses: statuses, processor: query["processor"].map(String.init),
-                                                         limit: limit, visible: Access.visibleArchives(to: caller.role)))
-        }
+        router.get("/v1/builds") { request, _ in try await self.listBuilds(request) }
         router.get("/v1/queue/:processor") { request, context in
             let caller = try await self.authorize(request, .read)
             let processor = try context.parameters.require("processor")

@@ -29,6 +29,8 @@ public struct HTTPAPI: Sendable {
     /// Whether this master consumes the status shards (``/healthz`` says when it stepped down).
     let intake: StatusShardIntake?
     let maxArtifactBytes: Int64
+    /// The largest source file `PUT /v1/uploads` takes (`serve --max-upload`).
+    let maxUploadBytes: Int64
     let metrics: PrometheusCollectorRegistry?
     let logger: Logger
     /// Whether reading public builds needs no token (`serve --anonymous-read`).
@@ -43,7 +45,9 @@ public struct HTTPAPI: Sendable {
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with; `/metrics` emits it.
     public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
                 metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http"),
-                anonymousRead: Bool = true, secureCookies: Bool = false, intake: StatusShardIntake? = nil) {
+                anonymousRead: Bool = true, secureCookies: Bool = false, intake: StatusShardIntake? = nil,
+                maxUploadBytes: Int64? = nil) {
+        self.maxUploadBytes = maxUploadBytes ?? maxArtifactBytes
         self.intake = intake
         self.anonymousRead = anonymousRead
         self.secureCookies = secureCookies
@@ -77,6 +81,7 @@ public struct HTTPAPI: Sendable {
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         addJSONRoutes(to: router)
+        addSubmitRoutes(to: router)
         addPageRoutes(to: router)
         addSignInRoutes(to: router)
         router.get("/metrics") { request, _ in

@@ -39,7 +39,7 @@ public final class MasterDaemon: Service {
         let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
                           metrics: metrics, logger: apiLogger, anonymousRead: configuration.anonymousRead,
                           secureCookies: configuration.tls != nil || configuration.artifactBaseURL.hasPrefix("https://"),
-                          intake: intake)
+                          intake: intake, maxUploadBytes: configuration.maxUploadBytes)
         var httpLogger = logger
         httpLogger.logLevel = .warning
         let app = Application(

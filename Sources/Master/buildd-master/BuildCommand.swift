@@ -108,7 +108,18 @@ struct BuildCommand: AsyncParsableCommand {
     struct Submit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Queue a build of SOURCE VERSION on DISTRO/SERIES/ARCHTAG.",
-            discussion: "Prints the new build's id. Its score follows Launchpad's rules (urgency, pocket, component, archive).")
+            discussion: """
+                Prints the new build's id. Its score follows Launchpad's rules (urgency, pocket, component, archive).
+
+                With --master (or BUILDD_MASTER_URL) the submit goes through the HTTP API with a token of role \
+                submitter: the source files are checked here, uploaded by SHA-256 (each once: a file the farm has \
+                is not sent again), and the submit carries an Idempotency-Key, so retrying it (on to the next \
+                master when one does not answer) never makes two builds. Neither the database nor the artifact \
+                directory is needed then.
+
+                --wait follows the build to its end and exits with its result: 0 FULLYBUILT, 1 FAILEDTOBUILD or \
+                FAILEDTOUPLOAD, 2 MANUALDEPWAIT, 3 CHROOTWAIT, 4 CANCELLED or SUPERSEDED.
+                """)
         @Argument(help: "e.g. ubuntu/noble/amd64") var archSeries: String
         @Argument(help: "Source package name.") var source: String
         @Argument(help: "Source version.") var version: String
@@ -128,29 +139,34 @@ struct BuildCommand: AsyncParsableCommand {
         var archiveSources = "/etc/apt/sources.list.d/debian.sources"
         @Option(help: "Check the .dsc's OpenPGP signature against this keyring (gpgv) before storing anything.")
         var keyring: String?
+        @Flag(help: "Wait for the build to end, and exit with its result (see above).") var wait = false
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var artifactStore: ArtifactOptions
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
             _ = try ArchSeriesName(archSeries)
+            let overAPI = try remote.client() != nil
             if fromArchive && dsc != nil { throw ValidationError("--from-archive and --dsc exclude each other") }
             if (fromArchive || dsc != nil) && !sourceFiles.isEmpty {
                 throw ValidationError("--source-file does not go with --from-archive or --dsc: the .dsc lists the files")
             }
             if keyring != nil && !fromArchive && dsc == nil { throw ValidationError("--keyring checks a .dsc: use it with --dsc or --from-archive") }
-            if fromArchive || dsc != nil { _ = try artifactStore.directory() }
+            if (fromArchive || dsc != nil) && !overAPI { _ = try artifactStore.directory() }
             for path in sourceFiles {
                 let name = String(path.split(separator: "/").last ?? "")
                 guard Naming.isValidFileName(name) else { throw ValidationError("source file name not allowed: \(name)") }
             }
-            if !sourceFiles.isEmpty { _ = try artifactStore.directory() }
+            if !sourceFiles.isEmpty && !overAPI { _ = try artifactStore.directory() }
+            if wait && !overAPI { throw ValidationError("--wait follows the build through the API: give --master") }
         }
 
         struct Submitted: Encodable { let id: Int64 }
 
         func run() async throws {
             let name = try ArchSeriesName(archSeries)
+            if let client = try remote.client() { return try await withMaster { try await submit(through: client, name) } }
             var digests: [FileDigest] = []
             if fromArchive || dsc != nil {
                 let store = try ArtifactStore(root: try artifactStore.directory())

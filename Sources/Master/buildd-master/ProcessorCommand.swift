@@ -195,11 +195,10 @@ struct ArchSeriesName {
     let archTag: String
 
     init(_ text: String) throws {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 3, parts.allSatisfy(Naming.isValidName) else {
+        guard let parts = Naming.archSeries(text) else {
             throw ValidationError("'\(text)' is not DISTRO/SERIES/ARCHTAG (e.g. ubuntu/noble/amd64)")
         }
-        (distribution, series, archTag) = (parts[0], parts[1], parts[2])
+        (distribution, series, archTag) = parts
     }
 }
 

@@ -34,6 +34,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a heartbeat keeps a build's lease.") var lease = 30
     @Option(help: "Largest file (result, log) an upload may bring, in bytes (default 4 GiB).")
     var maxArtifactBytes: Int64 = 4 << 30
+    @Option(help: "Largest source file a submitter may upload (PUT /v1/uploads), in bytes (default 2 GiB).")
+    var maxUpload: Int64 = 2 << 30
     @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
     @OptionGroup var queueType: QueueTypeOptions
@@ -54,6 +56,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...65535).contains(httpPort) else { throw ValidationError("--http-port must be 1-65535") }
         guard lease >= 5 else { throw ValidationError("--lease must be at least 5 seconds") }
         guard maxArtifactBytes >= 1 else { throw ValidationError("--max-artifact-bytes must be positive") }
+        guard maxUpload >= 1 else { throw ValidationError("--max-upload must be positive") }
         guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard (1...64).contains(databaseConnections) else { throw ValidationError("--database-connections must be 1-64") }
@@ -104,6 +107,7 @@ struct Serve: AsyncParsableCommand {
         configuration.artifactDirectory = try artifactStore.directory(mustExist: false)
         configuration.leaseSeconds = lease
         configuration.maxArtifactBytes = maxArtifactBytes
+        configuration.maxUploadBytes = maxUpload
         configuration.acceptTimeoutSeconds = acceptTimeout
         configuration.lookahead = lookahead
         configuration.queueType = try queueType.resolved()

@@ -18,9 +18,6 @@ enum SourceImport {
             throw Failure(description: "cannot read \(dscPath)")
         }
         let package = try DebianControl.sourcePackage(dsc: text)
-        if let expected, expected.name != package.name || expected.version != package.version {
-            throw Failure(description: "\(dscPath) is \(package.name) \(package.version), not \(expected.name) \(expected.version)")
-        }
         if var keyring {
             // gpgv reads a keyring named without a slash from its home folder: name the file given.
             if !keyring.contains("/") { keyring = FileManager.default.currentDirectoryPath + "/" + keyring }
@@ -34,15 +31,59 @@ enum SourceImport {
         var digests = [try store.importFile(at: dscPath, name: dscName)]
         for file in package.files {
             let path = (folder.isEmpty ? "." : folder) + "/" + file.name
-            let digest = try store.importFile(at: path, name: file.name)
-            guard digest.sha256 == file.sha256, digest.size == file.size else {
-                throw Failure(description: "\(file.name) does not match the .dsc: sha256 \(digest.sha256), \(digest.size) bytes; "
-                              + "the .dsc says \(file.sha256), \(file.size) bytes")
-            }
-            digests.append(digest)
+            digests.append(try store.importFile(at: path, name: file.name))
+        }
+        // The same check a submit over the API gets (a file that does not match stays in the store unreferenced).
+        if let problem = DebianControl.mismatch(of: package, source: expected?.name ?? package.name,
+                                                version: expected?.version ?? package.version, files: Array(digests.dropFirst())) {
+            throw Failure(description: "\(dscPath): \(problem)")
         }
         progress("\(package.name) \(package.version): \(dscName) and \(package.files.count) file(s) checked against the .dsc's SHA-256")
         return digests
+    }
+
+    /// Checks a `.dsc` and the files beside it without storing anything (for a submit over the API, which
+    /// uploads them): the signature when a keyring is given, then every file against the `.dsc`'s SHA-256 and
+    /// size. Returns each file's path and digest, the `.dsc` first.
+    static func checkDsc(at dscPath: String, keyring: String?, expecting expected: (name: String, version: String))
+        throws -> [(path: String, digest: FileDigest)] {
+        guard let text = try? String(contentsOfFile: dscPath, encoding: .utf8) else {
+            throw Failure(description: "cannot read \(dscPath)")
+        }
+        let package = try DebianControl.sourcePackage(dsc: text)
+        if var keyring {
+            if !keyring.contains("/") { keyring = FileManager.default.currentDirectoryPath + "/" + keyring }
+            progress("checking the signature of \(dscPath) against \(keyring)")
+            let (status, output) = try run(["/usr/bin/gpgv", "--keyring", keyring, dscPath])
+            guard status == 0 else { throw Failure(description: "\(dscPath): signature not valid for \(keyring):\n\(output)") }
+        }
+        let folder = (dscPath as NSString).deletingLastPathComponent
+        let dscName = (dscPath as NSString).lastPathComponent
+        guard Naming.isValidFileName(dscName) else { throw Failure(description: "unusable file name \(dscName)") }
+        var files = [(path: dscPath, digest: try fileDigest(at: dscPath, name: dscName))]
+        for file in package.files {
+            let path = (folder.isEmpty ? "." : folder) + "/" + file.name
+            files.append((path, try fileDigest(at: path, name: file.name)))
+        }
+        if let problem = DebianControl.mismatch(of: package, source: expected.name, version: expected.version,
+                                                files: files.dropFirst().map(\.digest)) {
+            throw Failure(description: "\(dscPath): \(problem)")
+        }
+        progress("\(package.name) \(package.version): \(dscName) and \(package.files.count) file(s) checked against the .dsc's SHA-256")
+        return files
+    }
+
+    /// A local file's SHA-256 and size, read in chunks.
+    static func fileDigest(at path: String, name: String) throws -> FileDigest {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw Failure(description: "cannot read \(path)") }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+            hasher.update(chunk)
+            size += Int64(chunk.count)
+        }
+        return FileDigest(name: name, sha256: hasher.finalizeHex(), size: size)
     }
 
     /// Fetches NAME VERSION's source package from the archive a sources file names (its `deb` entries read

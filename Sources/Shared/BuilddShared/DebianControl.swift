@@ -38,6 +38,12 @@ public enum DebianControl {
         public let name: String
         public let version: String
         public let files: [FileDigest]
+
+        public init(name: String, version: String, files: [FileDigest]) {
+            self.name = name
+            self.version = version
+            self.files = files
+        }
     }
 
     public static func sourcePackage(dsc text: String) throws -> SourcePackage {
@@ -62,6 +68,26 @@ public enum DebianControl {
         }
         guard !files.isEmpty else { throw Invalid(description: ".dsc of \(name) \(version) lists no files") }
         return SourcePackage(name: name, version: version, files: files)
+    }
+
+    /// Why files given with a `.dsc` are not the source package it describes (nil: they are): a source or
+    /// version other than the `.dsc`'s, a file it lists that is missing or differs (SHA-256 or size), or a
+    /// file it does not list.
+    public static func mismatch(of package: SourcePackage, source: String, version: String, files: [FileDigest]) -> String? {
+        if package.name != source || package.version != version {
+            return "it is \(package.name) \(package.version), not \(source) \(version)"
+        }
+        let given = Dictionary(files.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for listed in package.files {
+            guard let file = given[listed.name] else { return "\(listed.name) is listed but not given" }
+            guard file.sha256 == listed.sha256, file.size == listed.size else {
+                return "\(listed.name) does not match the .dsc: sha256 \(file.sha256), \(file.size) bytes; "
+                    + "the .dsc says \(listed.sha256), \(listed.size) bytes"
+            }
+        }
+        let listed = Set(package.files.map(\.name))
+        if let extra = files.first(where: { !listed.contains($0.name) }) { return "\(extra.name) is given but not listed" }
+        return nil
     }
 
     /// The build dependencies apt could not satisfy, from a build log: the relations of apt's

@@ -73,10 +73,10 @@ public enum SimpleHTTPClient {
     }
 
     /// Sends one request. `url` is `https://` or `http://[user:password@]host:port/path?query`; credentials
-    /// become Basic auth.
+    /// become Basic auth. `progress` is told the bytes of a file body sent so far, after each chunk.
     public static func send(method: String, url: String, headers: [String: String] = [:], body: Body = .none,
                             timeoutSeconds: Int = 60, maxResponseBytes: Int = 16 << 20,
-                            trust: TLSTrust? = nil) throws -> Response {
+                            trust: TLSTrust? = nil, progress: (@Sendable (Int64) -> Void)? = nil) throws -> Response {
         let (parsed, target) = try requestTarget(url)
         let connection = try Connection(parsed, timeoutSeconds: timeoutSeconds, trust: trust)
 
@@ -113,11 +113,14 @@ public enum SimpleHTTPClient {
         case .bytes(let bytes): try connection.send(bytes)
         case .file:
             var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            var sent: Int64 = 0
             while true {
                 let count = read(fileDescriptor, &chunk, chunk.count)
                 if count < 0 { throw Failure(description: "read failed: \(errorText())") }
                 if count == 0 { break }
                 try connection.send(chunk[0..<count])
+                sent += Int64(count)
+                progress?(sent)
             }
         }
         return try readResponse(connection, maxBytes: maxResponseBytes)

@@ -288,6 +288,36 @@ public enum Naming {
         return true
     }
 
+    /// DISTRIBUTION/SERIES/ARCHTAG, each part a valid name.
+    public static func archSeries(_ text: String) -> (distribution: String, series: String, archTag: String)? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 3, parts.allSatisfy(isValidName) else { return nil }
+        return (parts[0], parts[1], parts[2])
+    }
+
+    /// A Debian source package name as the `build` table takes it (its CHECK, `sourceNamePattern`).
+    public static let sourceNamePattern = "^[a-z0-9][a-z0-9.+-]{0,127}$"
+    /// A Debian version as the `build` table takes it (its CHECK, `versionPattern`).
+    public static let versionPattern = "^[A-Za-z0-9.+~:-]{1,128}$"
+
+    public static func isValidSourceName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...128).contains(bytes.count) else { return false }
+        for (index, byte) in bytes.enumerated() {
+            let alnum = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x61 && byte <= 0x7a)
+            if index == 0 { guard alnum else { return false }; continue }
+            guard alnum || ".+-".utf8.contains(byte) else { return false }
+        }
+        return true
+    }
+
+    public static func isValidVersion(_ version: String) -> Bool {
+        let bytes = Array(version.utf8)
+        guard (1...128).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a)
+            || ".+~:-".utf8.contains($0) }
+    }
+
     public static func isValidSHA256(_ digest: String) -> Bool {
         digest.utf8.count == 64 && digest.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
     }

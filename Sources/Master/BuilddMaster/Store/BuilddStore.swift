@@ -244,49 +244,59 @@ public final class BuilddStore: Sendable {
     // MARK: Builds
 
     /// Creates a build and queues it with its score; returns its id.
-    public func submit(_ request: BuildRequest) async throws -> Int64 {
+    public func submit(_ request: BuildRequest, actor: String? = nil) async throws -> Int64 {
+        try Self.check(request)
+        return try await database.transaction { connection in try Self.insertBuild(connection, request, actor: actor) }
+    }
+
+    /// The checks a submit's request passes before any SQL runs.
+    static func check(_ request: BuildRequest) throws {
         try Self.requireName(request.buildType, "build type")
         for file in request.sourceFiles {
             guard Naming.isValidFileName(file.name), Naming.isValidSHA256(file.sha256), file.size >= 0 else {
                 throw StoreError(.invalid, "invalid source file entry '\(file.name)'")
             }
         }
+    }
+
+    /// Queues one build inside the caller's transaction: the build, its source files, its queue entry and
+    /// the first line of its history. Returns its id.
+    static func insertBuild(_ connection: PostgresConnection, _ request: BuildRequest, actor: String? = nil) throws -> Int64 {
         let score = Scoring.score(urgency: request.urgency, pocket: request.pocket, component: request.component,
                                   archive: request.archive)
-        return try await database.transaction { connection in
-            guard let das = try connection.query("""
-                SELECT das.id, das.processor_id FROM distroarchseries das
-                  JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
-                 WHERE d.name = $1 AND s.name = $2 AND das.architecturetag = $3 AND das.enabled
-                """, [request.distribution, request.series, request.archTag]).first
-            else {
-                throw StoreError(.notFound,
-                    "unknown arch series \(request.distribution)/\(request.series)/\(request.archTag): "
-                    + "add it with `archseries add`")
-            }
-            let buildID: Int64
-            do {
-                buildID = try connection.query("""
-                    INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version, build_type,
-                                       urgency, pocket, component, archive_purpose)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id
-                    """, [try das.int("id"), try das.int("processor_id"), request.sourceName, request.sourceVersion,
-                          request.buildType, request.urgency.rawValue, request.pocket.rawValue,
-                          request.component.rawValue, request.archive.rawValue]).first!.int64("id")
-            } catch let error as PostgresError where error.isCheckViolation {
-                throw StoreError(.invalid, "invalid source name or version: \(request.sourceName) \(request.sourceVersion)")
-            }
-            for file in request.sourceFiles {
-                try connection.execute("INSERT INTO source_file (build_id, name, sha256, size) VALUES ($1, $2, $3, $4)",
-                                       [buildID, file.name, file.sha256, file.size])
-            }
-            try connection.execute("""
-                INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore) VALUES ($1, $2, $3, $3)
-                """, [buildID, try das.int("processor_id"), score])
-            try Self.recordEvent(connection, build: buildID, status: .needsBuild, attempt: 0, builder: nil,
-                                 message: "submitted with score \(score)")
-            return buildID
+        guard let das = try connection.query("""
+            SELECT das.id, das.processor_id FROM distroarchseries das
+              JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+             WHERE d.name = $1 AND s.name = $2 AND das.architecturetag = $3 AND das.enabled
+            """, [request.distribution, request.series, request.archTag]).first
+        else {
+            throw StoreError(.notFound,
+                "unknown arch series \(request.distribution)/\(request.series)/\(request.archTag): "
+                + "add it with `archseries add`")
         }
+        let buildID: Int64
+        do {
+            buildID = try connection.query("""
+                INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version, build_type,
+                                   urgency, pocket, component, archive_purpose)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id
+                """, [try das.int("id"), try das.int("processor_id"), request.sourceName, request.sourceVersion,
+                      request.buildType, request.urgency.rawValue, request.pocket.rawValue,
+                      request.component.rawValue, request.archive.rawValue]).first!.int64("id")
+        } catch let error as PostgresError where error.isCheckViolation {
+            throw StoreError(.invalid, "invalid source name or version: \(request.sourceName) \(request.sourceVersion)")
+        }
+        for file in request.sourceFiles {
+            try connection.execute("INSERT INTO source_file (build_id, name, sha256, size) VALUES ($1, $2, $3, $4)",
+                                   [buildID, file.name, file.sha256, file.size])
+        }
+        try connection.execute("""
+            INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore) VALUES ($1, $2, $3, $3)
+            """, [buildID, try das.int("processor_id"), score])
+        try connection.execute("""
+            INSERT INTO build_event (build_id, status, attempt, message, actor) VALUES ($1, $2, 0, $3, $4)
+            """, [buildID, BuildStatus.needsBuild.rawValue, "submitted with score \(score)", actor])
+        return buildID
     }
 
     static func recordEvent(_ connection: PostgresConnection, build: Int64, status: BuildStatus, attempt: Int,

@@ -1,0 +1,139 @@
+import BuilddShared
+import Postgres
+
+/// Submits over the HTTP API, made safe to retry, and the build list read page by page.
+extension BuilddStore {
+    /// A submit's `Idempotency-Key`, scoped to the caller that sent it (two clients never share a key), with
+    /// the digest of the request it came with.
+    public struct SubmitKey: Sendable, Equatable {
+        public let caller: String
+        public let key: String
+        public let requestSHA256: String
+
+        public init(caller: String, key: String, requestSHA256: String) {
+            self.caller = caller
+            self.key = key
+            self.requestSHA256 = requestSHA256
+        }
+    }
+
+    /// What a submit with a key did.
+    public enum KeyedSubmit: Equatable, Sendable {
+        /// A new build.
+        case created(Int64)
+        /// The key was seen before with the same request: the build that first submit made.
+        case replayed(Int64)
+        /// The key was seen before with another request: nothing done.
+        case keyReused(Int64)
+    }
+
+    /// How long a submit's key is remembered.
+    public static let submitKeyHours = 24
+
+    /// Queues a build unless a submit with the same key was already committed (by this master or another):
+    /// then it answers with that submit's build. Two submits with one key at once make one build: the second
+    /// waits on the first's key row and, once that commits, rolls its own build back.
+    public func submit(_ request: BuildRequest, key: SubmitKey, actor: String?) async throws -> KeyedSubmit {
+        try Self.check(request)
+        struct LostTheRace: Error {}
+        do {
+            return try await database.transaction { connection in
+                if let earlier = try Self.keyedBuild(connection, key) { return earlier }
+                let id = try Self.insertBuild(connection, request, actor: actor)
+                let kept = try connection.query("""
+                    INSERT INTO submit_key (caller, key, request_sha256, build_id) VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (caller, key) DO NOTHING RETURNING build_id
+                    """, [key.caller, key.key, key.requestSHA256, id])
+                // Another submit with this key committed while this one ran: this build is rolled back.
+                guard kept.first != nil else { throw LostTheRace() }
+                // Keys older than their time go, a few at a time, with the submits that come.
+                try connection.execute("""
+                    DELETE FROM submit_key WHERE ctid = ANY(ARRAY(
+                        SELECT ctid FROM submit_key WHERE created_at < now() - make_interval(hours => $1) LIMIT 10))
+                    """, [Self.submitKeyHours])
+                return .created(id)
+            }
+        } catch is LostTheRace {
+            return try await database.withConnection { connection in
+                guard let earlier = try Self.keyedBuild(connection, key) else {
+                    throw StoreError(.conflict, "a submit with this Idempotency-Key was being made at the same time: try again")
+                }
+                return earlier
+            }
+        }
+    }
+
+    /// The build an earlier submit with `key` made, if one committed (younger than ``submitKeyHours``).
+    static func keyedBuild(_ connection: PostgresConnection, _ key: SubmitKey) throws -> KeyedSubmit? {
+        guard let row = try connection.query("""
+            SELECT request_sha256, build_id FROM submit_key
+             WHERE caller = $1 AND key = $2 AND created_at >= now() - make_interval(hours => $3)
+            """, [key.caller, key.key, Self.submitKeyHours]).first else { return nil }
+        let id = try row.int64("build_id")
+        return try row.string("request_sha256") == key.requestSHA256 ? .replayed(id) : .keyReused(id)
+    }
+
+    /// Which builds a page lists.
+    public struct BuildFilter: Sendable, Equatable {
+        public var statuses: [BuildStatus] = []
+        public var processor: String?
+        public var source: String?
+        public var builder: String?
+        public var archive: ArchivePurpose?
+        /// Builds created at or after this time (ISO 8601, or anything PostgreSQL reads as a timestamptz).
+        public var since: String?
+
+        public init(statuses: [BuildStatus] = [], processor: String? = nil, source: String? = nil, builder: String? = nil,
+                    archive: ArchivePurpose? = nil, since: String? = nil) {
+            self.statuses = statuses
+            self.processor = processor
+            self.source = source
+            self.builder = builder
+            self.archive = archive
+            self.since = since
+        }
+    }
+
+    /// The order of a page, and where it starts: newest first below `before`, or oldest first above `after`.
+    public enum PageStart: Sendable, Equatable {
+        case newest(before: Int64?)
+        case oldest(after: Int64?)
+    }
+
+    /// One page of builds; `next` is where the following page starts (nil: this was the last).
+    public struct BuildPage: Sendable {
+        public let builds: [BuildSummary]
+        public let next: PageStart?
+    }
+
+    /// A page of builds by id, newest or oldest first, of the archives in `visible`. Paging by id (a keyset)
+    /// sees each build once however many arrive meanwhile: newest first, new builds land before the first
+    /// page; oldest first, after the last one, where a client that picks up from its cursor finds them.
+    public func buildPage(_ filter: BuildFilter, start: PageStart, limit: Int,
+                          visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> BuildPage {
+        let (boundCondition, order, bound): (String, String, Int64?)
+        switch start {
+        case .newest(let before): (boundCondition, order, bound) = ("($9::bigint IS NULL OR b.id < $9)", "DESC", before)
+        case .oldest(let after): (boundCondition, order, bound) = ("($9::bigint IS NULL OR b.id > $9)", "ASC", after)
+        }
+        let statusList = filter.statuses.map(\.rawValue).joined(separator: ",")
+        let rows = try await database.query("""
+            SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
+             WHERE ($1 = '' OR b.status = ANY(string_to_array($1, ',')))
+               AND ($2::text IS NULL OR p.name = $2)
+               AND ($3::text IS NULL OR b.source_name = $3)
+               AND ($4::text IS NULL OR bl.name = $4)
+               AND ($5::text IS NULL OR b.archive_purpose = $5)
+               AND ($6::timestamptz IS NULL OR b.date_created >= $6::timestamptz)
+               AND \(Self.visibleArchiveCondition(parameter: 7)) AND \(boundCondition)
+             ORDER BY b.id \(order) LIMIT $8
+            """, [statusList, filter.processor, filter.source, filter.builder, filter.archive?.rawValue, filter.since,
+                  Self.archiveNames(visible), limit + 1, bound]).rows.map(Self.buildSummary)
+        let page = Array(rows.prefix(limit))
+        guard rows.count > limit, let last = page.last else { return BuildPage(builds: page, next: nil) }
+        switch start {
+        case .newest: return BuildPage(builds: page, next: .newest(before: last.id))
+        case .oldest: return BuildPage(builds: page, next: .oldest(after: last.id))
+        }
+    }
+}
