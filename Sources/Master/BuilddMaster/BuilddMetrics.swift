@@ -21,6 +21,13 @@ public enum BuilddMetrics {
             .recordNanoseconds(Int64(max(0, seconds) * 1e9))
     }
 
+    /// Build events published on `buildd.events` (and `.private`), and how old the last one was when the
+    /// broker confirmed it (from its commit: what a subscriber waits).
+    public static func eventsPublished(_ count: Int, ageSeconds: Double) {
+        Counter(label: "buildd_events_published_total").increment(by: count)
+        Gauge(label: "buildd_events_publish_age_seconds").record(ageSeconds)
+    }
+
     public static func jobsPublished(_ count: Int, processor: String) {
         Counter(label: "buildd_jobs_published_total", dimensions: [("processor", processor)]).increment(by: count)
     }

@@ -132,9 +132,12 @@ public final class MasterCore: Service {
         }
         let tick = configuration.tick
         let broker = self.broker
+        let publisher = EventPublisher(store: store, broker: broker, name: configuration.name,
+                                       buildLeaseSeconds: configuration.leaseSeconds, logger: logger)
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await dispatcher.run() }
+                group.addTask { await publisher.run() }
                 group.addTask { await consumer.run() }
                 group.addTask { await consumer.resumeWhenTheDatabaseAnswers() }
                 group.addTask { await watchdog.run() }

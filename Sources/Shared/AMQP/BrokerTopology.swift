@@ -17,6 +17,10 @@ public enum BrokerTopology {
     public static let controlExchange = "buildd.control"
     public static let deadLetterExchange = "buildd.dlx"
     public static let deadLetterQueue = "buildd.dead"
+    /// Build events for anyone allowed to read them (topic; routing key `PROCESSOR.STATUS`).
+    public static let eventsExchange = "buildd.events"
+    /// Build events of private archives: only broker users given read on this exchange can bind to it.
+    public static let privateEventsExchange = "buildd.events.private"
     /// Number of status shard queues. Changing it re-shards builders: only with every master stopped.
     public static let statusShards = 8
     /// The header agents set to their builder name; the consistent-hash exchange hashes it.
@@ -40,6 +44,8 @@ public enum BrokerTopology {
         try connection.declareExchange(jobsExchange, type: "direct")
         try connection.declareExchange(controlExchange, type: "direct")
         try connection.declareExchange(statusExchange, type: "topic")
+        try connection.declareExchange(eventsExchange, type: "topic")
+        try connection.declareExchange(privateEventsExchange, type: "topic")
         try connection.declareExchange(statusHashExchange, type: "x-consistent-hash", internal: true,
                                        arguments: ["hash-header": .string(builderHeader)])
         try connection.bindExchange(destination: statusHashExchange, source: statusExchange, routingKey: "#")
