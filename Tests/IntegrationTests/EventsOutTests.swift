@@ -121,6 +121,69 @@ import Testing
         }
     }
 
+    /// What a subscriber made by `deploy/rabbitmq/add-event-subscriber` may do on the broker: declare and bind
+    /// queues of its own to `buildd.events`, and to `buildd.events.private` only with `--private`; nothing else.
+    @Test func aSubscriberFollowsTheEventsItMayAndNothingElse() async throws {
+        let farm = try await FarmHarness.make()
+        let users = ["ev-public", "ev-private"]
+        try await closing(farm) {
+            try await farm.store.addNobleProcessors(["amd64"])
+            try await farm.startMaster()
+            #expect(try await eventually { try await farm.vhost.queueExists(BrokerTopology.jobQueue(processor: "amd64")) })
+            defer { Task { await OperationsTests.deleteUsers(users) } }
+            for (name, options) in [("ev-public", [String]()), ("ev-private", ["--private"])] {
+                let made = try await FarmHarness.run(FarmHarness.repositoryFile("deploy/rabbitmq/add-event-subscriber"), [name] + options,
+                                                     environment: ["BUILDD_MANAGEMENT_URL": try TestEnvironment.managementURL,
+                                                                   "BUILDD_VHOST": farm.vhost.name, "BUILDD_SUBSCRIBER_PASSWORD": "pw-\(name)"])
+                #expect(made.status == 0, "\(made)")
+            }
+            func attempt(_ user: String, _ operation: @escaping @Sendable (AMQPConnection) throws -> Void) async throws -> AMQPError? {
+                let url = farm.vhost.brokerURL.replacingOccurrences(of: "guest:guest@", with: "\(user):pw-\(user)@")
+                let configuration = try AMQPConfiguration(url: url, connectionName: "\(user)-tries")
+                return try await runBlocking {
+                    let connection = try AMQPConnection(configuration: configuration)
+                    defer { connection.close() }
+                    try connection.openChannel(1)
+                    do {
+                        _ = try connection.declareQueue("\(user).events")
+                        try operation(connection)
+                        // A refusal may come after the call returned: ask the channel once more.
+                        _ = try connection.declareQueue("\(user).events", passive: true)
+                        return nil
+                    } catch let error as AMQPError {
+                        return error
+                    }
+                }
+            }
+            let allowed: [(String, String, @Sendable (AMQPConnection) throws -> Void)] = [
+                ("ev-public", "bind its queue to the events", { try $0.bindQueue("ev-public.events", exchange: BrokerTopology.eventsExchange, routingKey: "#") }),
+                ("ev-public", "consume its queue", { try $0.consume(queue: "ev-public.events", channel: 1) }),
+                ("ev-private", "bind its queue to the private events", {
+                    try $0.bindQueue("ev-private.events", exchange: BrokerTopology.privateEventsExchange, routingKey: "#") }),
+            ]
+            for (user, what, operation) in allowed {
+                let refusal = try await attempt(user, operation)
+                #expect(refusal == nil, "\(user) may \(what): \(refusal.map { "\($0)" } ?? "")")
+            }
+            let refused: [(String, @Sendable (AMQPConnection) throws -> Void)] = [
+                ("bind its queue to the private events", {
+                    try $0.bindQueue("ev-public.events", exchange: BrokerTopology.privateEventsExchange, routingKey: "#") }),
+                ("declare a queue not its own", { _ = try $0.declareQueue("buildd.sneaky") }),
+                ("consume another subscriber's queue", { try $0.consume(queue: "ev-private.events", channel: 1) }),
+                ("consume a status shard", { try $0.consume(queue: BrokerTopology.statusShardQueue(0), channel: 1) }),
+                ("consume a processor's jobs", { try $0.consume(queue: BrokerTopology.jobQueue(processor: "amd64"), channel: 1) }),
+                ("bind its queue to the jobs", { try $0.bindQueue("ev-public.events", exchange: BrokerTopology.jobsExchange, routingKey: "amd64") }),
+                ("publish a build event", {
+                    try $0.publish(exchange: BrokerTopology.eventsExchange, routingKey: "amd64.FULLYBUILT", body: Array("{}".utf8),
+                                   properties: MessageProperties(userID: "ev-public"), channel: 1) }),
+            ]
+            for (what, operation) in refused {
+                let refusal = try await attempt("ev-public", operation)
+                #expect(refusal?.code == 403, "ev-public tried to \(what): \(refusal.map { "\($0)" } ?? "allowed")")
+            }
+        }
+    }
+
     /// The publisher's order, on the database alone: a line whose transaction is still running holds back
     /// every line after it (nothing is passed over and lost), and a build's line that an older transaction
     /// wrote comes after the build's earlier line, not before.
