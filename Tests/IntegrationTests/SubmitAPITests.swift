@@ -124,6 +124,60 @@ import Testing
         }
     }
 
+    /// The CLI's other commands with a master's URL and a token, and nothing of the farm's database or store.
+    @Test func theCLIsOtherCommandsWorkOverTheAPIWithoutTheDatabase() async throws {
+        let farm = try await FarmHarness.make(tls: true)
+        try await closing(farm) {
+            try await farm.store.addNobleProcessors(["amd64"])
+            try await farm.store.addBuilder(name: "cli-box", processors: ["amd64"], brokerUser: "guest")
+            try await farm.startMaster()
+            let id = try await farm.store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                              sourceName: "clipkg", sourceVersion: "1.0"))
+            let operatorToken = try await farm.store.addToken(name: "night-shift", role: .operator)
+            let viewer = try await farm.store.addToken(name: "looker", role: .viewer)
+            let binary = try TestEnvironment.binDirectory + "/buildd-master"
+            let ca = try #require(farm.tls?.ca)
+            func cli(_ arguments: String..., token: String) async throws -> (status: Int32, output: String, error: String) {
+                try await FarmHarness.run(binary, arguments + ["--ca-file", ca], environment: [
+                    "BUILDD_DATABASE_URL": "", "BUILDD_BROKER_URL": "", "BUILDD_ARTIFACTS": "", "BUILDD_CONFIG": "/dev/null",
+                    "BUILDD_MASTER_URL": farm.masterURLs[0], "BUILDD_TOKEN": token])
+            }
+            let listed = try await cli("build", "list", "--status", "NEEDSBUILD", token: viewer)
+            #expect(listed.status == 0 && listed.output.contains("clipkg"), "\(listed)")
+            let shown = try await cli("build", "show", "\(id)", token: viewer)
+            #expect(shown.status == 0 && shown.output.contains("status:    NEEDSBUILD"), "\(shown)")
+            let noLog = try await cli("build", "log", "\(id)", token: viewer)
+            #expect(noLog.status == 1 && noLog.error.contains("has no log yet"), "\(noLog)")
+            // A viewer may read, not change: exit 77, nothing changed.
+            let refused = try await cli("build", "cancel", "\(id)", token: viewer)
+            #expect(refused.status == 77 && refused.error.contains("cancel needs operator"), "\(refused)")
+            #expect(try await farm.store.build(id).build.status == .needsBuild)
+
+            let rescored = try await cli("build", "rescore", "\(id)", "9000", token: operatorToken)
+            #expect(rescored.status == 0 && rescored.output.contains("score 9000 (manual)"), "\(rescored)")
+            #expect(try await farm.store.build(id).build.score == 9000)
+            let cancelled = try await cli("build", "cancel", "\(id)", token: operatorToken)
+            #expect(cancelled.status == 0 && cancelled.output.contains("CANCELLED"), "\(cancelled)")
+            let retried = try await cli("build", "retry", "\(id)", token: operatorToken)
+            #expect(retried.status == 0 && retried.output.contains("NEEDSBUILD"), "\(retried)")
+            let history = try await farm.store.build(id).history
+            #expect(history.contains { $0.status == "CANCELLED" && $0.actor == "night-shift" }, "\(history)")
+            // A build that does not exist: exit 66.
+            #expect(try await cli("build", "show", "999999", token: viewer).status == 66)
+
+            let builders = try await cli("builder", "list", token: viewer)
+            #expect(builders.status == 0 && builders.output.contains("cli-box"), "\(builders)")
+            let disabled = try await cli("builder", "disable", "cli-box", "--reason", "disk swap", token: operatorToken)
+            #expect(disabled.status == 0, "\(disabled)")
+            #expect(try await farm.store.builders().first { $0.name == "cli-box" }?.builderok == false)
+            #expect(try await cli("builder", "enable", "cli-box", token: operatorToken).status == 0)
+            #expect(try await farm.store.builders().first { $0.name == "cli-box" }?.builderok == true)
+            #expect(try await cli("builder", "manual", "cli-box", "on", token: operatorToken).status == 0)
+            let builder = try await cli("builder", "show", "cli-box", token: viewer)
+            #expect(builder.status == 0 && builder.output.contains("(manual mode)"), "\(builder)")
+        }
+    }
+
     @Test func uploadsAreCheckedStoredOnceAndLeaveNothingWhenRefusedOrBrokenOff() async throws {
         try await FarmHarness.with { farm in
             try await farm.startMaster(arguments: ["--max-upload", "100000"])

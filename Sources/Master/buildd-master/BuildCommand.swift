@@ -30,10 +30,23 @@ struct BuildCommand: AsyncParsableCommand {
                 directory); a running build shows the tail its builder last sent. Exit 1 when there is neither.
                 """)
         @Argument(help: "Build id.") var id: Int64
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var artifactStore: ArtifactOptions
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
+            if let client = try remote.client() {
+                return try await withMaster {
+                    let detail = try await client.json("GET", "/v1/builds/\(id)", as: BuildDetail.self)
+                    if let log = detail.files.last(where: { $0.kind == "log" }) {
+                        let response = try await client.send("GET", "/v1/builds/\(id)/files/\(log.name)", timeoutSeconds: 300)
+                        try MasterClient.check(response)
+                        FileHandle.standardOutput.write(Data(response.body))
+                        return
+                    }
+                    try Self.printTail(detail, id)
+                }
+            }
             let detail = try await withStore(connection) { try await $0.build(id) }
             if let log = detail.files.last(where: { $0.kind == "log" }) {
                 let artifacts = try artifactStore.directory()
@@ -48,6 +61,10 @@ struct BuildCommand: AsyncParsableCommand {
                 }
                 return
             }
+            try Self.printTail(detail, id)
+        }
+
+        static func printTail(_ detail: BuildDetail, _ id: Int64) throws {
             if let tail = detail.logtail, !tail.isEmpty {
                 FileHandle.standardError.write(Data("build \(id) is \(detail.build.status.rawValue); its log so far ends:\n".utf8))
                 print(tail)
@@ -67,9 +84,14 @@ struct BuildCommand: AsyncParsableCommand {
                 and the builder's failure count grows.
                 """)
         @Argument(help: "Build id.") var id: Int64
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
+            if let client = try remote.client() {
+                let answer = try await withMaster { try await client.json("POST", "/v1/builds/\(id)/cancel", as: [String: String].self) }
+                return print("build \(id) \(answer["status"] ?? "?")")
+            }
             let status = try await withStore(connection) { try await $0.cancel(id, actor: cliActor()) }
             print("build \(id) \(status.rawValue)")
         }
@@ -79,9 +101,14 @@ struct BuildCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Queue a failed or cancelled build again (FAILEDTOBUILD, MANUALDEPWAIT, CHROOTWAIT, FAILEDTOUPLOAD, CANCELLED).")
         @Argument(help: "Build id.") var id: Int64
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
+            if let client = try remote.client() {
+                _ = try await withMaster { try await client.json("POST", "/v1/builds/\(id)/retry", as: [String: String].self) }
+                return print("build \(id) NEEDSBUILD")
+            }
             try await withStore(connection) { try await $0.retry(id, actor: cliActor()) }
             print("build \(id) NEEDSBUILD")
         }
@@ -93,6 +120,7 @@ struct BuildCommand: AsyncParsableCommand {
         @Argument(help: "Build id.") var id: Int64
         @Argument(help: "The new score.") var score: Int?
         @Flag(help: "Drop the manual score.") var clear = false
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
 
         func validate() throws {
@@ -100,6 +128,13 @@ struct BuildCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
+            if let client = try remote.client() {
+                let body = Array("{\"score\": \(clear ? "null" : "\(score ?? 0)")}".utf8)
+                let answer = try await withMaster {
+                    try await client.json("POST", "/v1/builds/\(id)/rescore", as: [String: String].self, body: body)
+                }
+                return print("build \(id) score \(answer["score"] ?? "?")\(clear ? " (computed)" : " (manual)")")
+            }
             let now = try await withStore(connection) { try await $0.rescore(id, score: clear ? nil : score, actor: cliActor()) }
             print("build \(id) score \(now)\(clear ? " (computed)" : " (manual)")")
         }
@@ -202,10 +237,24 @@ struct BuildCommand: AsyncParsableCommand {
         @Option(name: .customLong("status"), help: "Only builds in this status (repeatable).") var statuses: [BuildStatus] = []
         @Option(help: "Only builds of this processor.") var processor: String?
         @Option(help: "At most this many builds.") var limit = 100
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
+            if let client = try remote.client() {
+                var query = ["limit=\(limit)"]
+                if !statuses.isEmpty { query.append("status=" + statuses.map(\.rawValue).joined(separator: ",")) }
+                if let processor {
+                    guard Naming.isValidName(processor) else { throw ValidationError("'\(processor)' is not a processor name") }
+                    query.append("processor=\(processor)")
+                }
+                let builds = try await withMaster {
+                    try await client.json("GET", "/v1/builds?" + query.joined(separator: "&"), as: [BuildSummary].self)
+                }
+                if output.json { return printJSON(builds) }
+                return printBuilds(builds)
+            }
             let builds = try await withStore(connection) {
                 try await $0.builds(statuses: statuses, processor: processor, limit: limit)
             }
@@ -217,11 +266,17 @@ struct BuildCommand: AsyncParsableCommand {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show one build: files, log tail and history.")
         @Argument(help: "Build id.") var id: Int64
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
-            let detail = try await withStore(connection) { try await $0.build(id) }
+            let detail: BuildDetail
+            if let client = try remote.client() {
+                detail = try await withMaster { try await client.json("GET", "/v1/builds/\(id)", as: BuildDetail.self) }
+            } else {
+                detail = try await withStore(connection) { try await $0.build(id) }
+            }
             if output.json { return printJSON(detail) }
             let build = detail.build
             print("build \(build.id): \(build.source) \(build.version) on \(build.archSeries) (\(build.buildType))")

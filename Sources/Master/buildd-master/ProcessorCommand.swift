@@ -227,10 +227,11 @@ struct BuilderCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show one builder: state, current build and log tail, failnotes, its latest builds.")
         @Argument(help: "Builder name.") var name: String
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
-        struct Report: Encodable {
+        struct Report: Codable {
             let builder: BuilderSummary
             let state: String
             let recentBuilds: [BuildSummary]
@@ -241,7 +242,19 @@ struct BuilderCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (builder, recent) = try await withStore(connection) { try await $0.builder(name) }
+            let builder: BuilderSummary, recent: [BuildSummary]
+            if let client = try remote.client() {
+                struct Answer: Decodable {
+                    let builder: BuilderSummary
+                    let recentBuilds: [BuildSummary]
+                    enum CodingKeys: String, CodingKey { case builder, recentBuilds = "recent_builds" }
+                }
+                let path = String(try builderPath(name, "").dropLast())
+                let answer = try await withMaster { try await client.json("GET", path, as: Answer.self) }
+                (builder, recent) = (answer.builder, answer.recentBuilds)
+            } else {
+                (builder, recent) = try await withStore(connection) { try await $0.builder(name) }
+            }
             let state = builder.state(silentAfterSeconds: Double(BuilddStore.agentSilenceSeconds))
             if output.json { return printJSON(Report(builder: builder, state: state, recentBuilds: recent)) }
             print("builder \(builder.name): \(state)\(builder.manual ? " (manual mode)" : "")")
@@ -277,9 +290,14 @@ struct BuilderCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Mark a builder ok again (clears failnotes and its failure count).")
         @Argument(help: "Builder name.") var name: String
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
+            if let client = try remote.client() {
+                _ = try await withMaster { try await client.json("POST", try builderPath(name, "enable"), as: [String: String].self) }
+                return print("builder \(name) enabled")
+            }
             try await withStore(connection) { try await $0.enableBuilder(name, actor: cliActor()) }
             print("builder \(name) enabled")
         }
@@ -289,9 +307,15 @@ struct BuilderCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Take a builder out of dispatch, with a reason.")
         @Argument(help: "Builder name.") var name: String
         @Option(help: "Why; shown as failnotes in `builder list`.") var reason: String
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
+            if let client = try remote.client() {
+                let body = Array(try JSONEncoder().encode(["reason": reason]))
+                _ = try await withMaster { try await client.json("POST", try builderPath(name, "disable"), as: [String: String].self, body: body) }
+                return print("builder \(name) disabled: \(reason)")
+            }
             try await withStore(connection) { try await $0.disableBuilder(name, reason: reason, actor: cliActor()) }
             print("builder \(name) disabled: \(reason)")
         }
@@ -302,6 +326,7 @@ struct BuilderCommand: AsyncParsableCommand {
             abstract: "Switch manual mode: a builder in manual mode gets no work from the dispatcher.")
         @Argument(help: "Builder name.") var name: String
         @Argument(help: "on or off.") var mode: String
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
 
         func validate() throws {
@@ -309,6 +334,11 @@ struct BuilderCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
+            if let client = try remote.client() {
+                let body = Array("{\"manual\": \(mode == "on")}".utf8)
+                _ = try await withMaster { try await client.json("POST", try builderPath(name, "manual"), as: [String: String].self, body: body) }
+                return print("builder \(name) manual mode \(mode)")
+            }
             try await withStore(connection) { try await $0.setBuilderManual(name, mode == "on", actor: cliActor()) }
             print("builder \(name) manual mode \(mode)")
         }
@@ -360,13 +390,25 @@ struct BuilderCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List builders, their state and failnotes.")
+        @OptionGroup var remote: MasterOptions
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
-            let builders = try await withStore(connection) { try await $0.builders() }
+            let builders: [BuilderSummary]
+            if let client = try remote.client() {
+                builders = try await withMaster { try await client.json("GET", "/v1/builders", as: [BuilderSummary].self) }
+            } else {
+                builders = try await withStore(connection) { try await $0.builders() }
+            }
             if output.json { return printJSON(builders) }
             printBuilders(builders)
         }
     }
+}
+
+/// `/v1/builders/NAME/ACTION` (a builder's name holds nothing a path must escape: ``Naming/isValidName(_:)``).
+func builderPath(_ name: String, _ action: String) throws -> String {
+    guard Naming.isValidName(name) else { throw ValidationError("'\(name)' is not a builder name") }
+    return "/v1/builders/\(name)/\(action)"
 }
