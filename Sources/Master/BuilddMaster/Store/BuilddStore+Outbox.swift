@@ -61,13 +61,18 @@ extension BuilddStore {
 
     static let eventMessageColumns = """
         e.id AS event, e.xid::text AS xid, e.build_id, e.status, e.attempt, e.builder, e.message, e.actor,
-        \(iso("e.at")) AS at,
-        (SELECT count(*) FROM build_event p WHERE p.build_id = e.build_id AND p.id <= e.id) AS seq,
-        pr.name AS processor, d.name || '/' || s.name || '/' || das.architecturetag AS archseries,
+        \(iso("e.at")) AS at, h.seq, h.ahead, pr.name AS processor, d.name || '/' || s.name || '/' || das.architecturetag AS archseries,
         b.archive_purpose, b.source_name, b.source_version
         """
 
+    /// A line's place in its build's history (`seq`) and the build's earlier lines that (xid, id) order puts
+    /// after it (`ahead`), from one pass over the build's lines.
     static let eventMessageJoins = """
+        CROSS JOIN LATERAL (
+            SELECT count(*) FILTER (WHERE p.id <= e.id) AS seq,
+                   array_to_string(array_agg(p.id ORDER BY p.id) FILTER (
+                       WHERE p.id < e.id AND p.xid IS NOT NULL AND (p.xid, p.id) > (e.xid, e.id)), ',') AS ahead
+              FROM build_event p WHERE p.build_id = e.build_id) h
         JOIN build b ON b.id = e.build_id JOIN processor pr ON pr.id = b.processor_id
         JOIN distroarchseries das ON das.id = b.distroarchseries_id
         JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
@@ -93,10 +98,7 @@ extension BuilddStore {
         -> (messages: [BuildEventMessage], next: EventCursor?) {
         try await database.withConnection { connection in
             let rows = try connection.query("""
-                SELECT \(Self.eventMessageColumns),
-                       array_to_string(ARRAY(SELECT p.id FROM build_event p
-                              WHERE p.build_id = e.build_id AND p.id < e.id AND p.xid IS NOT NULL
-                                AND (p.xid, p.id) > (e.xid, e.id) ORDER BY p.id), ',') AS ahead
+                SELECT \(Self.eventMessageColumns)
                   FROM build_event e \(Self.eventMessageJoins)
                  WHERE e.xid IS NOT NULL AND (e.xid, e.id) > ($1::xid8, $2)
                    AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
