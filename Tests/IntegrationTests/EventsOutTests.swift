@@ -196,8 +196,13 @@ import Testing
                                                         sourceName: "order", sourceVersion: "1.0"))
         let holder = "test"
         let start = try #require(try await store.holdEventPublisher(holder: holder, leaseSeconds: 30))
-        // The submit's own line first.
-        let first = try await store.eventsToPublish(after: start, limit: 100)
+        // The submit's own line first. (Transaction ids are the whole server's: a transaction of another database
+        // on it - another test's - holds publishing back as well, until it ends.)
+        nonisolated(unsafe) var first: (messages: [BuilddStore.BuildEventMessage], next: BuilddStore.EventCursor?) = ([], nil)
+        _ = try await eventually(timeout: .seconds(90)) {
+            first = try await store.eventsToPublish(after: start, limit: 100)
+            return !first.messages.isEmpty
+        }
         #expect(first.messages.map(\.status) == ["NEEDSBUILD"])
         let cursor = try #require(first.next)
         #expect(try await store.advanceEventCursor(holder: holder, to: cursor))
@@ -218,7 +223,11 @@ import Testing
         let held = try await store.eventsToPublish(after: cursor, limit: 100)
         #expect(held.messages.isEmpty && held.next == nil, "published past a running transaction: \(held.messages.map(\.message))")
         try await runBlocking { _ = try older.execute("COMMIT") }
-        let next = try await store.eventsToPublish(after: cursor, limit: 100)
+        nonisolated(unsafe) var next: (messages: [BuilddStore.BuildEventMessage], next: BuilddStore.EventCursor?) = ([], nil)
+        _ = try await eventually(timeout: .seconds(90)) {
+            next = try await store.eventsToPublish(after: cursor, limit: 100)
+            return !next.messages.isEmpty
+        }
         // By (xid, id) the older transaction's line comes first; the build's order puts "newer" (its earlier
         // line) before it, so it is published first (and again when the cursor reaches it).
         #expect(next.messages.map { $0.message ?? "" } == ["newer", "older"], "\(next.messages.map(\.message))")
