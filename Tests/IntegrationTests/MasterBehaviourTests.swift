@@ -34,8 +34,10 @@ import Glibc
         try await closing(farm) {
             try await farm.store.addBuilder(name: "only", processors: ["amd64"])
             try await farm.startMaster()
-            try farm.startAgent("only", processors: ["amd64"], sampleSeconds: 0.02)
-            // Keep the agent busy (a 5 s build) while the queue fills.
+            // Keep the agent busy (a 15 s build) while the queue fills: on two busy cores 100 submits took more
+            // than the 5 s this once gave.
+            try farm.startAgent("only", processors: ["amd64"], sampleSeconds: 0.02,
+                                environment: ["BUILDD_SAMPLE_SLOW_SECONDS": "15"])
             let busy = try await submit(farm, "busy-slow")
             #expect(try await waitFor(farm, busy, .building))
             var scores: [Int64: Int] = [:]
