@@ -33,7 +33,9 @@ import Glibc
         let farm = try await farm()
         try await closing(farm) {
             try await farm.store.addBuilder(name: "only", processors: ["amd64"])
-            try await farm.startMaster()
+            // The job published ahead for the busy agent waits for it as long as the busy build runs: the accept
+            // timeout outlasts that, or the job is requeued and claimed again out of order.
+            try await farm.startMaster(acceptTimeout: 60)
             // Keep the agent busy (a 15 s build) while the queue fills: on two busy cores 100 submits took more
             // than the 5 s this once gave.
             try farm.startAgent("only", processors: ["amd64"], sampleSeconds: 0.02,
