@@ -11,8 +11,9 @@
 #     can still end as its package says) and restarted a moment later: its orphaned build must be stopped and
 #     the build retried;
 #   - a master is SIGKILLed and restarted every 15-25 s (two masters share one artifact store);
-#   - RabbitMQ is restarted 30 s in and PostgreSQL crashed (pg_ctl -m immediate) and restarted 60 s in, then
-#     each every 120 s.
+#   - RabbitMQ is restarted 20 s in and PostgreSQL crashed (pg_ctl -m immediate) and restarted 40 s in, then
+#     each every 120 s (early enough that both happen even in the short form: a hello build alone takes
+#     about 40 s, and the first interrupted one a lease more).
 # When every build has ended (or MINUTES passed, default 40), the agents are stopped and the checker
 # (deploy/bench/chaos_real_check.py) fails unless: each hello ended FULLYBUILT with a .deb that is hello's and
 # matches its digest, each failing build FAILEDTOBUILD from its package's failure, each dep-wait MANUALDEPWAIT
@@ -143,7 +144,7 @@ CONF
     local kills_master=0 kills_agent=0 restarts_broker=0 restarts_pg=0 killed_builds=" " line victim attempt
     start=$(date +%s)
     deadline=$((start + minutes * 60))
-    next_master=$((start + 15)); next_agent=$start; next_broker=$((start + 30)); next_pg=$((start + 60))
+    next_master=$((start + 15)); next_agent=$start; next_broker=$((start + 20)); next_pg=$((start + 40))
     chaos_fault "start $builds real builds"
     log "faults begin: agents killed mid-dpkg-buildpackage, masters every 15-25 s, the broker and the database restarted"
     while true; do
