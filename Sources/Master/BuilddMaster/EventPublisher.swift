@@ -29,6 +29,7 @@ public final class EventPublisher: Sendable {
 
     public func run() async {
         var holding = false
+        var failures = 0
         while !Task.isCancelled {
             do {
                 guard let cursor = try await store.holdEventPublisher(holder: holder, leaseSeconds: leaseSeconds) else {
@@ -39,6 +40,10 @@ public final class EventPublisher: Sendable {
                 }
                 if !holding { logger.info("build events: this master publishes", metadata: ["events.cursor": "\(cursor.xid)/\(cursor.id)"]) }
                 holding = true
+                if failures > 0 {
+                    logger.info("build events: publishing again", metadata: ["failures": "\(failures)"])
+                    failures = 0
+                }
                 guard try await publishOnce(after: cursor) else {
                     try await Task.sleep(for: .milliseconds(100))
                     continue
@@ -46,7 +51,12 @@ public final class EventPublisher: Sendable {
             } catch is CancellationError {
                 break
             } catch {
-                logger.warning("build events: publishing failed; trying again", metadata: ["error": "\(error)"])
+                // Once a second while the database or the broker is away: the first failure and every 30th are logged.
+                if failures % 30 == 0 {
+                    logger.warning("build events: publishing failed; trying again every second",
+                                   metadata: ["error": "\(error)", "failures": "\(failures + 1)"])
+                }
+                failures += 1
                 try? await Task.sleep(for: .seconds(1))
             }
         }
