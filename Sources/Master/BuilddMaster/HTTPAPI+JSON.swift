@@ -38,7 +38,24 @@ extension HTTPAPI {
         router.get("/v1/builders/:name/history") { request, context in
             try await self.authorize(request, .readPrivate)
             let name = try context.parameters.require("name")
-            return Self.json(try await Self.mapped { try await self.store.builderHistory(name) })
+            let query = request.uri.queryParameters
+            let limit = query["limit"].flatMap { Int($0) } ?? 100
+            guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
+            var before: Int64?
+            if let cursor = query["cursor"] {
+                guard case .newest(let id)? = Self.pageStart(cursor: String(cursor)) else {
+                    throw HTTPError(.badRequest, message: "cursor: not one this API gave (use X-Next-Cursor as it came)")
+                }
+                before = id
+            }
+            let page = try await Self.mapped { try await self.store.builderHistoryPage(name, limit: limit, before: before) }
+            var response = Self.json(page.lines)
+            if let next = page.next {
+                let cursor = Self.cursor(.newest(before: next))
+                response.headers[Self.nextCursorHeader] = cursor
+                response.headers[Self.linkHeader] = "</v1/builders/\(name)/history?limit=\(limit)&cursor=\(cursor)>; rel=\"next\""
+            }
+            return response
         }
         router.get("/v1/builds") { request, _ in try await self.listBuilds(request) }
         router.get("/v1/queue/:processor") { request, context in

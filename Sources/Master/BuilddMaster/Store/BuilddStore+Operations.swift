@@ -90,6 +90,25 @@ extension BuilddStore {
     }
 
     /// A builder's history, newest first.
+    /// A page of a builder's history, newest first, below line `before` (nil: from the newest); `next` is the
+    /// line the following page goes below (nil: this was the last).
+    public func builderHistoryPage(_ name: String, limit: Int, before: Int64?) async throws
+        -> (lines: [BuilderEvent], next: Int64?) {
+        let rows = try await database.query("""
+            SELECT id, \(iso("at")) AS at, kind, actor, reason FROM builder_event
+             WHERE builder = $1 AND ($3::bigint IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $2
+            """, [name, limit + 1, before]).rows
+        if rows.isEmpty, try await database.query("SELECT 1 FROM builder WHERE name = $1", [name]).first == nil {
+            throw StoreError(.notFound, "no builder named '\(name)'")
+        }
+        let lines = try rows.prefix(limit).map {
+            BuilderEvent(at: try $0.string("at"), kind: try $0.string("kind"), actor: $0["actor"], reason: $0["reason"])
+        }
+        let next = rows.count > limit ? try rows[limit - 1].int64("id") : nil
+        return (lines, next)
+    }
+
     public func builderHistory(_ name: String, limit: Int = 100) async throws -> [BuilderEvent] {
         let rows = try await database.query("""
             SELECT \(iso("at")) AS at, kind, actor, reason FROM builder_event WHERE builder = $1
