@@ -176,45 +176,11 @@ CONF
             next_master=$((now + 15 + RANDOM % 11))
         fi
         if [ "$now" -ge "$next_broker" ]; then
-            local before after
-            before=$(rabbit_pid)
-            log "restarting RabbitMQ"
-            chaos_fault "broker stopping (pid $before)"
-            stop_rabbitmq
-            if ! chaos_gone "$before"; then
-                chaos_fault "FAILED restart broker: pid $before still alive after the stop"
-            else
-                chaos_fault "restart broker (pid $before gone)"
-                RABBIT_TLS=1 start_rabbitmq
-                after=$(rabbit_pid)
-                if [ -n "$after" ] && [ "$after" != "$before" ] && rabbitmqctl_ status >/dev/null 2>&1; then
-                    chaos_fault "broker back (pid $after, answering)"
-                    restarts_broker=$((restarts_broker + 1))
-                else
-                    chaos_fault "FAILED broker back: pid '$after' (was $before) or not answering"
-                fi
-            fi
+            if chaos_restart_broker; then restarts_broker=$((restarts_broker + 1)); fi
             next_broker=$(( $(date +%s) + 120 ))
         fi
         if [ "$now" -ge "$next_pg" ]; then
-            local before after
-            before=$(postgres_pid)
-            log "crashing and restarting PostgreSQL"
-            chaos_fault "database crashing (postmaster $before)"
-            as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 60 restart \
-                -l "$PG_DIR/postgres.log" >/dev/null 2>&1 || true
-            after=$(postgres_pid)
-            if ! chaos_gone "$before"; then
-                chaos_fault "FAILED crash database: postmaster $before still alive"
-            else
-                chaos_fault "crash database (postmaster $before gone)"
-                if [ -n "$after" ] && [ "$after" != "$before" ] && [ "$(chaos_real_sql -c 'SELECT 1' 2>/dev/null)" = 1 ]; then
-                    chaos_fault "database back (postmaster $after, answering)"
-                    restarts_pg=$((restarts_pg + 1))
-                else
-                    chaos_fault "FAILED database back: postmaster '$after' (was $before) or not answering"
-                fi
-            fi
+            if chaos_crash_database chaos_real_sql; then restarts_pg=$((restarts_pg + 1)); fi
             next_pg=$(( $(date +%s) + 120 ))
         fi
         if [ $((now - last_report)) -ge 15 ]; then

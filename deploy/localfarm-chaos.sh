@@ -62,6 +62,53 @@ chaos_kill() {
 rabbit_pid() { cat "$STATE/rabbit/rabbit.pid" 2>/dev/null || true; }
 postgres_pid() { head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true; }
 
+# chaos_restart_broker: stops RabbitMQ and starts it again, logging the outage and each checked effect (the
+# old pid gone; a new one that answers). Returns 0 when the broker is back.
+chaos_restart_broker() {
+    local before after
+    before=$(rabbit_pid)
+    log "restarting RabbitMQ"
+    chaos_fault "broker stopping (pid $before)"  # when the outage begins; the effect is logged below
+    stop_rabbitmq
+    if ! chaos_gone "$before"; then
+        chaos_fault "FAILED restart broker: pid $before still alive after the stop"
+        return 1
+    fi
+    chaos_fault "restart broker (pid $before gone)"
+    RABBIT_TLS=1 start_rabbitmq
+    after=$(rabbit_pid)
+    if [ -n "$after" ] && [ "$after" != "$before" ] && rabbitmqctl_ status >/dev/null 2>&1; then
+        chaos_fault "broker back (pid $after, answering)"
+        return 0
+    fi
+    chaos_fault "FAILED broker back: pid '$after' (was $before) or not answering"
+    return 1
+}
+
+# chaos_crash_database SQL_FUNCTION: crashes PostgreSQL (an immediate stop: no checkpoint, what a crash leaves)
+# and starts it with the same options, logging each checked effect; SQL_FUNCTION (the run's psql wrapper) must
+# answer afterwards. Returns 0 when the database is back.
+chaos_crash_database() {
+    local sql=$1 before after
+    before=$(postgres_pid)
+    log "crashing and restarting PostgreSQL"
+    chaos_fault "database crashing (postmaster $before)"
+    as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 60 restart \
+        -l "$PG_DIR/postgres.log" >/dev/null 2>&1 || true
+    after=$(postgres_pid)
+    if ! chaos_gone "$before"; then
+        chaos_fault "FAILED crash database: postmaster $before still alive"
+        return 1
+    fi
+    chaos_fault "crash database (postmaster $before gone)"
+    if [ -n "$after" ] && [ "$after" != "$before" ] && [ "$("$sql" -c 'SELECT 1' 2>/dev/null)" = 1 ]; then
+        chaos_fault "database back (postmaster $after, answering)"
+        return 0
+    fi
+    chaos_fault "FAILED database back: postmaster '$after' (was $before) or not answering"
+    return 1
+}
+
 # "Two at once", sampled from the database while the faults run (not after everything stopped): builders
 # with more than one build BUILDING or CANCELLING, and with more than one running queue entry. (The SQL is
 # shared with the cluster run.)
@@ -185,46 +232,11 @@ CONF
             next_agent=$((now + 4 + RANDOM % 5))
         fi
         if [ "$now" -ge "$next_broker" ]; then
-            local before after
-            before=$(rabbit_pid)
-            log "restarting RabbitMQ"
-            chaos_fault "broker stopping (pid $before)"  # when the outage begins; the effect is logged below
-            stop_rabbitmq
-            if ! chaos_gone "$before"; then
-                chaos_fault "FAILED restart broker: pid $before still alive after the stop"
-            else
-                chaos_fault "restart broker (pid $before gone)"
-                RABBIT_TLS=1 start_rabbitmq
-                after=$(rabbit_pid)
-                if [ -n "$after" ] && [ "$after" != "$before" ] && rabbitmqctl_ status >/dev/null 2>&1; then
-                    chaos_fault "broker back (pid $after, answering)"
-                    restarts_broker=$((restarts_broker + 1))
-                else
-                    chaos_fault "FAILED broker back: pid '$after' (was $before) or not answering"
-                fi
-            fi
+            if chaos_restart_broker; then restarts_broker=$((restarts_broker + 1)); fi
             next_broker=$(( $(date +%s) + 60 ))
         fi
         if [ "$now" -ge "$next_pg" ]; then
-            local before after
-            before=$(postgres_pid)
-            log "crashing and restarting PostgreSQL"
-            chaos_fault "database crashing (postmaster $before)"
-            # An immediate stop (no checkpoint: what a crash leaves) and a start with the same options.
-            as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 60 restart \
-                -l "$PG_DIR/postgres.log" >/dev/null 2>&1 || true
-            after=$(postgres_pid)
-            if ! chaos_gone "$before"; then
-                chaos_fault "FAILED crash database: postmaster $before still alive"
-            else
-                chaos_fault "crash database (postmaster $before gone)"
-                if [ -n "$after" ] && [ "$after" != "$before" ] && [ "$(chaos_sql -c 'SELECT 1' 2>/dev/null)" = 1 ]; then
-                    chaos_fault "database back (postmaster $after, answering)"
-                    restarts_pg=$((restarts_pg + 1))
-                else
-                    chaos_fault "FAILED database back: postmaster '$after' (was $before) or not answering"
-                fi
-            fi
+            if chaos_crash_database chaos_sql; then restarts_pg=$((restarts_pg + 1)); fi
             next_pg=$(( $(date +%s) + 60 ))
         fi
         chaos_sample

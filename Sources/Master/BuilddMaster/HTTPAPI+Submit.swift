@@ -50,37 +50,15 @@ extension HTTPAPI {
             throw refuse(.badRequest, route: route, reason: "bad_digest",
                          "the path must name the file's SHA-256: 64 lowercase hex digits", about)
         }
-        if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxUploadBytes {
-            throw refuse(.contentTooLarge, route: route, reason: "too_large",
-                         "file of \(length) bytes is larger than this farm takes (--max-upload \(maxUploadBytes))", about)
+        let tooLarge = { (declared: Int64?) in
+            "file\(declared.map { " of \($0) bytes is" } ?? "") larger than this farm takes (--max-upload \(self.maxUploadBytes))"
         }
+        try refuseDeclaredAbove(maxUploadBytes, request, route: route, about, tooLarge)
         if let size = artifacts.size(sha256: digest) {
             return Self.json(UploadedFile(sha256: digest, size: size))
         }
-        let size: Int64
-        do {
-            let upload = try artifacts.beginUpload()
-            for try await buffer in request.body {
-                guard upload.size + Int64(buffer.readableBytes) <= maxUploadBytes else {
-                    upload.discard()
-                    throw refuse(.contentTooLarge, route: route, reason: "too_large",
-                                 "file larger than this farm takes (--max-upload \(maxUploadBytes))", about)
-                }
-                try buffer.withUnsafeReadableBytes { try upload.write($0) }
-            }
-            size = upload.size
-            _ = try upload.commit(expectedSHA256: digest)
-        } catch let failure as ArtifactStore.Failure where failure.isFull {
-            logger.error("artifact store full: source upload refused", metadata: about.merging(["error": "\(failure)"]) { $1 })
-            throw refuse(Self.insufficientStorage, route: route, reason: "store_full",
-                         "the artifact store is full (\(failure)): try again later", about)
-        } catch let failure as ArtifactStore.Failure where failure.isChecksumMismatch {
-            throw refuse(.unprocessableContent, route: route, reason: "checksum_mismatch",
-                         "the bytes sent do not hash to the SHA-256 in the path (\(failure)): nothing stored", about)
-        } catch let failure as ArtifactStore.Failure {
-            logger.error("artifact store failed: source upload refused", metadata: about.merging(["error": "\(failure)"]) { $1 })
-            throw HTTPError(.internalServerError, message: "the artifact store failed: \(failure)")
-        }
+        let size = try await storeBody(request, sha256: digest, maxBytes: maxUploadBytes, route: route, about, tooLarge: tooLarge,
+                                       mismatch: { "the bytes sent do not hash to the SHA-256 in the path (\($0)): nothing stored" })
         logger.info("source file uploaded", metadata: about.merging(["file.size": "\(size)"]) { $1 })
         return Self.json(UploadedFile(sha256: digest, size: size), status: .created)
     }

@@ -191,37 +191,11 @@ public struct HTTPAPI: Sendable {
             throw refuse(.badRequest, route: route, reason: "bad_checksum_header", "missing or invalid X-Checksum-Sha256",
                          about)
         }
-        if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxArtifactBytes {
-            throw refuse(.contentTooLarge, route: route, reason: "too_large",
-                         "file larger than \(maxArtifactBytes) bytes", about)
-        }
-        // A failed write or commit leaves no partial file (the upload discards itself); a store with no room
-        // left answers 507, which the agent takes for the farm's failure (BUILDERFAIL, the build retried), not
-        // the package's.
-        let size: Int64
-        do {
-            let upload = try artifacts.beginUpload()
-            for try await buffer in request.body {
-                guard upload.size + Int64(buffer.readableBytes) <= maxArtifactBytes else {
-                    upload.discard()
-                    throw refuse(.contentTooLarge, route: route, reason: "too_large",
-                                 "file larger than \(maxArtifactBytes) bytes", about)
-                }
-                try buffer.withUnsafeReadableBytes { try upload.write($0) }
-            }
-            size = upload.size
-            _ = try upload.commit(expectedSHA256: expected)
-        } catch let failure as ArtifactStore.Failure where failure.isFull {
-            logger.error("artifact store full: upload refused", metadata: about.merging([
-                "error": "\(failure)", "free.bytes": "\(artifacts.freeBytes().map(String.init) ?? "?")"]) { $1 })
-            throw refuse(Self.insufficientStorage, route: route, reason: "store_full",
-                         "the artifact store is full (\(failure)): try again later", about)
-        } catch let failure as ArtifactStore.Failure where failure.isChecksumMismatch {
-            throw refuse(.unprocessableContent, route: route, reason: "checksum_mismatch", failure.description, about)
-        } catch let failure as ArtifactStore.Failure {
-            logger.error("artifact store failed: upload refused", metadata: about.merging(["error": "\(failure)"]) { $1 })
-            throw HTTPError(.internalServerError, message: "the artifact store failed: \(failure)")
-        }
+        // A failed write or commit leaves no partial file; a store with no room left answers 507, which the agent
+        // takes for the farm's failure (BUILDERFAIL, the build retried), not the package's.
+        let size = try await storeBody(request, sha256: expected, maxBytes: maxArtifactBytes, route: route, about,
+                                       tooLarge: { _ in "file larger than \(self.maxArtifactBytes) bytes" },
+                                       mismatch: { $0.description })
         do {
             try await store.recordFile(buildID: buildID, attempt: attempt, name: name, kind: kind, sha256: expected,
                                        size: size)
@@ -229,6 +203,50 @@ public struct HTTPAPI: Sendable {
             throw refuse(.conflict, route: route, reason: "already_stored", error.message, about)
         }
         return Self.json(FileDigest(name: name, sha256: expected, size: size), status: .created)
+    }
+
+    /// 413 when the request declares a body longer than `maxBytes` (before any of it is read).
+    func refuseDeclaredAbove(_ maxBytes: Int64, _ request: Request, route: String, _ about: Logger.Metadata,
+                             _ tooLarge: (_ declared: Int64?) -> String) throws {
+        if let length = request.headers[.contentLength].flatMap({ Int64($0) }), length > maxBytes {
+            throw refuse(.contentTooLarge, route: route, reason: "too_large", tooLarge(length), about)
+        }
+    }
+
+    /// Streams a request's body into the artifact store (never whole in memory): at most `maxBytes` (413 by
+    /// the declared length or by what arrives), kept only when it hashes to `sha256` (422). A refused, failed or
+    /// broken-off upload leaves no partial file (the upload discards itself); a store with no room left is a
+    /// 507 that says so. Returns the size stored. `tooLarge` words the 413 (given the declared length when it
+    /// is the one refused), `mismatch` the 422.
+    func storeBody(_ request: Request, sha256: String, maxBytes: Int64, route: String, _ about: Logger.Metadata,
+                   tooLarge: (_ declared: Int64?) -> String,
+                   mismatch: (ArtifactStore.Failure) -> String) async throws -> Int64 {
+        try refuseDeclaredAbove(maxBytes, request, route: route, about, tooLarge)
+        do {
+            let upload = try artifacts.beginUpload()
+            for try await buffer in request.body {
+                guard upload.size + Int64(buffer.readableBytes) <= maxBytes else {
+                    upload.discard()
+                    throw refuse(.contentTooLarge, route: route, reason: "too_large", tooLarge(nil), about)
+                }
+                try buffer.withUnsafeReadableBytes { try upload.write($0) }
+            }
+            let size = upload.size
+            _ = try upload.commit(expectedSHA256: sha256)
+            return size
+        } catch let failure as ArtifactStore.Failure where failure.isFull {
+            logger.error("artifact store full: upload refused", metadata: about.merging([
+                "http.route": "\(route)", "error": "\(failure)",
+                "free.bytes": "\(artifacts.freeBytes().map(String.init) ?? "?")"]) { $1 })
+            throw refuse(Self.insufficientStorage, route: route, reason: "store_full",
+                         "the artifact store is full (\(failure)): try again later", about)
+        } catch let failure as ArtifactStore.Failure where failure.isChecksumMismatch {
+            throw refuse(.unprocessableContent, route: route, reason: "checksum_mismatch", mismatch(failure), about)
+        } catch let failure as ArtifactStore.Failure {
+            logger.error("artifact store failed: upload refused", metadata: about.merging([
+                "http.route": "\(route)", "error": "\(failure)"]) { $1 })
+            throw HTTPError(.internalServerError, message: "the artifact store failed: \(failure)")
+        }
     }
 
     func download(_ context: BasicRequestContext, visible: [ArchivePurpose]) async throws -> Response {

@@ -14,6 +14,23 @@ enum SourceImport {
     /// Checks a `.dsc` and the files beside it, then copies them into the store: the `.dsc` first.
     static func importDsc(at dscPath: String, keyring: String?, into store: ArtifactStore,
                           expecting expected: (name: String, version: String)? = nil) throws -> [FileDigest] {
+        // (A file that does not match stays in the store unreferenced.)
+        try checkedDsc(at: dscPath, keyring: keyring, expecting: expected) { try store.importFile(at: $0, name: $1) }.map(\.digest)
+    }
+
+    /// Checks a `.dsc` and the files beside it without storing anything (for a submit over the API, which
+    /// uploads them). Returns each file's path and digest, the `.dsc` first.
+    static func checkDsc(at dscPath: String, keyring: String?, expecting expected: (name: String, version: String))
+        throws -> [(path: String, digest: FileDigest)] {
+        try checkedDsc(at: dscPath, keyring: keyring, expecting: expected, digest: fileDigest)
+    }
+
+    /// The `.dsc`'s signature when a keyring is given, then every file it lists (beside it) against its
+    /// SHA-256 and size, as `digest` reads each (storing it, or only hashing it): the check a submit over the
+    /// API gets too (``DebianControl/mismatch(of:source:version:files:)``).
+    private static func checkedDsc(at dscPath: String, keyring: String?, expecting expected: (name: String, version: String)?,
+                                   digest: (_ path: String, _ name: String) throws -> FileDigest)
+        throws -> [(path: String, digest: FileDigest)] {
         guard let text = try? String(contentsOfFile: dscPath, encoding: .utf8) else {
             throw Failure(description: "cannot read \(dscPath)")
         }
@@ -28,44 +45,13 @@ enum SourceImport {
         let folder = (dscPath as NSString).deletingLastPathComponent
         let dscName = (dscPath as NSString).lastPathComponent
         guard Naming.isValidFileName(dscName) else { throw Failure(description: "unusable file name \(dscName)") }
-        var digests = [try store.importFile(at: dscPath, name: dscName)]
+        var files = [(path: dscPath, digest: try digest(dscPath, dscName))]
         for file in package.files {
             let path = (folder.isEmpty ? "." : folder) + "/" + file.name
-            digests.append(try store.importFile(at: path, name: file.name))
+            files.append((path, try digest(path, file.name)))
         }
-        // The same check a submit over the API gets (a file that does not match stays in the store unreferenced).
         if let problem = DebianControl.mismatch(of: package, source: expected?.name ?? package.name,
-                                                version: expected?.version ?? package.version, files: Array(digests.dropFirst())) {
-            throw Failure(description: "\(dscPath): \(problem)")
-        }
-        progress("\(package.name) \(package.version): \(dscName) and \(package.files.count) file(s) checked against the .dsc's SHA-256")
-        return digests
-    }
-
-    /// Checks a `.dsc` and the files beside it without storing anything (for a submit over the API, which
-    /// uploads them): the signature when a keyring is given, then every file against the `.dsc`'s SHA-256 and
-    /// size. Returns each file's path and digest, the `.dsc` first.
-    static func checkDsc(at dscPath: String, keyring: String?, expecting expected: (name: String, version: String))
-        throws -> [(path: String, digest: FileDigest)] {
-        guard let text = try? String(contentsOfFile: dscPath, encoding: .utf8) else {
-            throw Failure(description: "cannot read \(dscPath)")
-        }
-        let package = try DebianControl.sourcePackage(dsc: text)
-        if var keyring {
-            if !keyring.contains("/") { keyring = FileManager.default.currentDirectoryPath + "/" + keyring }
-            progress("checking the signature of \(dscPath) against \(keyring)")
-            let (status, output) = try run(["/usr/bin/gpgv", "--keyring", keyring, dscPath])
-            guard status == 0 else { throw Failure(description: "\(dscPath): signature not valid for \(keyring):\n\(output)") }
-        }
-        let folder = (dscPath as NSString).deletingLastPathComponent
-        let dscName = (dscPath as NSString).lastPathComponent
-        guard Naming.isValidFileName(dscName) else { throw Failure(description: "unusable file name \(dscName)") }
-        var files = [(path: dscPath, digest: try fileDigest(at: dscPath, name: dscName))]
-        for file in package.files {
-            let path = (folder.isEmpty ? "." : folder) + "/" + file.name
-            files.append((path, try fileDigest(at: path, name: file.name)))
-        }
-        if let problem = DebianControl.mismatch(of: package, source: expected.name, version: expected.version,
+                                                version: expected?.version ?? package.version,
                                                 files: files.dropFirst().map(\.digest)) {
             throw Failure(description: "\(dscPath): \(problem)")
         }
