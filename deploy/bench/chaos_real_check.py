@@ -127,14 +127,35 @@ def processes_in(folder):
     return found
 
 
-def new_namespaces(before_file):
+def of_the_run(pid, run_dir):
+    """Whether process PID is this run's: its working folder or root is in the run's folder, or its command line or
+    environment names that folder (another job on the machine, a second checkout's tests, is not)."""
+    for link in ("cwd", "root"):
+        try:
+            target = os.readlink("/proc/%s/%s" % (pid, link))
+        except OSError:
+            continue
+        if target == run_dir or target.startswith(run_dir + "/"):
+            return True
+    for name in ("cmdline", "environ"):
+        try:
+            with open("/proc/%s/%s" % (pid, name), "rb") as f:
+                if run_dir.encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def new_namespaces(before_file, run_dir):
+    """The namespaces that did not exist before the run and hold a process of the run."""
     with open(before_file) as f:
         before = set(line.strip() for line in f if line.strip())
     out = subprocess.run(["lsns", "-n", "-o", "NS,TYPE,PID,COMMAND"], capture_output=True, text=True).stdout
     left = []
     for line in out.splitlines():
         fields = line.split(None, 3)
-        if fields and fields[0] not in before:
+        if len(fields) >= 3 and fields[0] not in before and of_the_run(fields[2], run_dir):
             left.append(line.strip())
     return left
 
@@ -228,7 +249,7 @@ def main():
         if processes:
             failures.append("%s: processes left: %s" % (name, "; ".join("%d %s" % p for p in processes.items())))
         failures += ["%s: chroot cache: %s" % (name, p) for p in cache_problems]
-    namespaces = new_namespaces(os.path.join(args.dir, "namespaces-before"))
+    namespaces = new_namespaces(os.path.join(args.dir, "namespaces-before"), os.path.realpath(args.dir))
     failures += ["a namespace the run made is left: %s" % line for line in namespaces]
 
     print("| builds | ended as their package says |")
