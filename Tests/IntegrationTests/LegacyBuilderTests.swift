@@ -65,7 +65,9 @@ import Glibc
     }
 
     @Test func aLegacyBuilderIsCheckedThenBuildsAndItsFilesAreCollected() async throws {
-        let (farm, standIn) = try await farm(legacy: ["lp-1"])
+        // The master starts once the build's files are scripted (as in resultsMapLikeLaunchpad: started before, it
+        // could dispatch the build before its script reached the stand-in, as it did once on two busy cores).
+        let (farm, standIn) = try await farm(legacy: ["lp-1"], startMaster: false)
         try await closing(farm) {
             let sourcePath = farm.directory + "/hello_1.0.dsc"
             FileManager.default.createFile(atPath: sourcePath, contents: Data("Source: hello\n".utf8))
@@ -73,6 +75,7 @@ import Glibc
             let id = try await submit(farm, "hello", files: [source])
             try await standIn.scriptBuilds(["PACKAGEBUILD-\(id)": [["files": ["hello_1.0_amd64.deb": "a deb",
                                                                              "hello_1.0_amd64.changes": "changes"]]]])
+            try await farm.startMaster(lease: 10, arguments: Self.fastLegacy)
             try await expectStatus(farm, id, .fullyBuilt)
             let detail = try await farm.store.build(id)
             #expect(detail.build.builder == "lp-1")
