@@ -21,4 +21,28 @@ import Testing
             #expect(after < .seconds(lease) && after >= .seconds(1), "lease \(lease) s: steps down after \(after)")
         }
     }
+
+    /// An upload's admission waits for the database at most the master's patience, then answers (503): the
+    /// call that did not answer goes on in the background.
+    @Test func aDatabaseCallThatDoesNotAnswerIsLeftAfterThePatience() async throws {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let slow = try await StatusShardIntake.answer(within: .milliseconds(200)) {
+            try await Task.sleep(for: .seconds(5))
+            return 1
+        }
+        #expect(slow == nil)
+        #expect(clock.now - started < .seconds(2), "left after \(clock.now - started)")
+        let fast = try await StatusShardIntake.answer(within: .seconds(5)) { 7 }
+        #expect(fast == 7)
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) {
+            _ = try await StatusShardIntake.answer(within: .seconds(5)) { () async throws -> Int in throw Refused() }
+        }
+    }
+
+    @Test func aMastersPatienceIsAThirdOfItsLease() {
+        #expect(StatusShardIntake(leaseSeconds: 30).patience == .seconds(10))
+        #expect(StatusShardIntake(leaseSeconds: 5).patience == .seconds(1))
+    }
 }

@@ -97,8 +97,9 @@ public final class EventConsumer: Sendable {
         let started = ContinuousClock.now
         if readable.count > 1 {
             do {
-                let outcomes = try await store.apply(reports: readable.map(\.report),
-                                                     leaseSeconds: configuration.leaseSeconds)
+                let outcomes = try await watched {
+                    try await store.apply(reports: readable.map(\.report), leaseSeconds: configuration.leaseSeconds)
+                }
                 var applied = false
                 var acks: [Delivery] = []
                 for (item, outcome) in zip(readable, outcomes) {
@@ -153,9 +154,14 @@ public final class EventConsumer: Sendable {
         var backoff = Duration.milliseconds(100)
         var failingSince = batchStart
         while !Task.isCancelled {
+            // A message of a connection that is gone (this master stepped down while an earlier event waited)
+            // was requeued to another master: applying it here too would only wait on the database again.
+            if broker.currentGeneration != item.delivery.generation { return false }
             let attempted = ContinuousClock.now
             do {
-                let outcome = try await store.apply(reports: [item.report], leaseSeconds: configuration.leaseSeconds)[0]
+                let outcome = try await watched {
+                    try await store.apply(reports: [item.report], leaseSeconds: configuration.leaseSeconds)[0]
+                }
                 let settled = await settle(item, outcome)
                 if settled.ack { try? await broker.ack(item.delivery) }
                 if settled.applied { onApplied() }
@@ -168,13 +174,9 @@ public final class EventConsumer: Sendable {
                 logger.warning("event not applied, will retry", metadata: item.metadata.merging(["error": "\(error)"]) { $1 })
                 let since = failingSince ?? attempted
                 failingSince = since
-                if ContinuousClock.now - since >= StatusShardIntake.stepDownAfter(leaseSeconds: configuration.leaseSeconds),
-                   !(error is CancellationError), !(error is WorkerStoppedError), intake.stepDown() {
-                    intake.note(failure: "\(error)")
-                    BuilddMetrics.steppedDown()
-                    logger.error("cannot apply events: handing the status shards to the other masters until the database takes writes again",
-                                 metadata: ["error": "\(error)"])
-                    broker.reconnect(reason: "stepping down from the status shards (the database does not take writes)")
+                if ContinuousClock.now - since >= intake.patience,
+                   !(error is CancellationError), !(error is WorkerStoppedError) {
+                    stepDown(because: "\(error)")
                 }
                 if broker.currentGeneration != item.delivery.generation { return false }  // redelivered on the new connection
                 try? await Task.sleep(for: backoff)
@@ -182,6 +184,30 @@ public final class EventConsumer: Sendable {
             }
         }
         return false
+    }
+
+    /// Hands the status shards to the other masters (once; again only after it resumed).
+    private func stepDown(because failure: String) {
+        guard intake.stepDown() else { return }
+        intake.note(failure: failure)
+        BuilddMetrics.steppedDown()
+        logger.error("cannot apply events: handing the status shards to the other masters until the database takes writes again",
+                     metadata: ["error": "\(failure)"])
+        broker.reconnect(reason: "stepping down from the status shards (the database does not take writes)")
+    }
+
+    /// Runs one apply, stepping down when the database has not answered it within the patience: a link cut
+    /// a moment ago fails a statement only after its TCP timeout, and a reconnect tries each host of the
+    /// URL in turn (seconds each), so waiting for the failure can take longer than the lease allows. The
+    /// apply itself goes on; what it commits is a replay to the master that takes its message over.
+    private func watched<T>(_ apply: () async throws -> T) async throws -> T {
+        let patience = intake.patience
+        let watchdog = Task { [weak self] in
+            try await Task.sleep(for: patience)
+            self?.stepDown(because: "the database has not answered an apply for \(patience)")
+        }
+        defer { watchdog.cancel() }
+        return try await apply()
     }
 
     /// While this master has stepped down from the status shards, asks the database every second whether it

@@ -289,7 +289,16 @@ public struct HTTPAPI: Sendable {
         if let intake, !intake.isOn {
             throw HTTPError(.serviceUnavailable, message: "this master cannot use its database now: try another master")
         }
-        let verdict = try await store.authorizeUpload(buildID: buildID, attempt: attempt, key: key)
+        // Nor does a request wait longer than the master's patience for the database (the time it would take
+        // the master to step down): on a link cut a moment ago, a statement fails only after its TCP timeout.
+        let patience = intake?.patience ?? StatusShardIntake.stepDownAfter(leaseSeconds: 30)
+        guard let verdict = try await StatusShardIntake.answer(within: patience, { [store] in
+            try await store.authorizeUpload(buildID: buildID, attempt: attempt, key: key)
+        }) else {
+            BuilddMetrics.httpRefused(route: route, reason: "database_slow")
+            throw HTTPError(.serviceUnavailable,
+                            message: "this master's database has not answered for \(patience): try another master")
+        }
         guard verdict != .admitted else { return }
         throw refuse(.forbidden, route: route, reason: verdict == .notAcceptedYet ? "not_accepted_yet" : "token_refused",
                      "upload key refused, or attempt \(attempt) of build \(buildID) is not running", about)

@@ -17,13 +17,14 @@ public final class MasterDaemon: Service {
     public let configuration: MasterConfiguration
     let logger: Logger
     let metrics: PrometheusCollectorRegistry?
-    let intake = StatusShardIntake()
+    let intake: StatusShardIntake
 
     /// - Parameter metrics: the registry swift-metrics was bootstrapped with, exported at `/metrics`.
     public init(configuration: MasterConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) {
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
+        intake = StatusShardIntake(leaseSeconds: configuration.leaseSeconds)
     }
 
     /// Runs the master with an HTTP server until SIGTERM or SIGINT.

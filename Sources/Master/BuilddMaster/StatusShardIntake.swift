@@ -7,13 +7,20 @@ import Synchronization
 /// builders' events. A master that cannot reach the database cannot apply them, and holding its shards
 /// would stop every builder they carry - heartbeats unapplied, leases expiring, builds requeued - for as
 /// long as its database link is down. So it steps down: after ``stepDownAfter(leaseSeconds:)`` of failing
-/// to apply, it makes its broker connection again without consuming (the broker requeues what it had not
+/// to apply, or of waiting for the database to answer one apply (a cut link may fail a statement only after
+/// its TCP timeout, and a reconnect tries every host of the URL in turn), it makes its broker connection again without consuming (the broker requeues what it had not
 /// acknowledged, and each shard's next consumer, on another master, becomes active), and consumes again,
 /// as a standby behind the masters now active, once the database answers.
 public final class StatusShardIntake: Sendable {
     private let on = Mutex(true)
 
-    public init() {}
+    /// How long one database call on the event path, or for an upload's admission, may go unanswered:
+    /// ``stepDownAfter(leaseSeconds:)``.
+    public let patience: Duration
+
+    public init(leaseSeconds: Int = 30) {
+        patience = Self.stepDownAfter(leaseSeconds: leaseSeconds)
+    }
 
     private let lastFailure = Mutex<String?>(nil)
 
@@ -43,4 +50,34 @@ public final class StatusShardIntake: Sendable {
             try connection.consume(queue: BrokerTopology.statusShardQueue(shard), channel: AMQPClient.consumeChannel)
         }
     }
+
+    /// The answer of `operation` (a database call) when it comes within `limit`, else nil: the caller goes
+    /// on at once (a master whose database link is cut answers 503 rather than holding an agent's upload for
+    /// a TCP timeout), while the call runs to its end in the background and its answer, or error, is dropped.
+    public static func answer<T: Sendable>(within limit: Duration,
+                                           _ operation: @escaping @Sendable () async throws -> T) async throws -> T? {
+        let once = OnceContinuation<T?>()
+        return try await withCheckedThrowingContinuation { continuation in
+            once.set(continuation)
+            let timer = Task {
+                try await Task.sleep(for: limit)
+                once.resume(with: .success(nil))
+            }
+            Task {
+                let result: Result<T?, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                timer.cancel()
+                once.resume(with: result)
+            }
+        }
+    }
+}
+
+/// A continuation resumed by whichever of two tasks comes first.
+final class OnceContinuation<T: Sendable>: Sendable {
+    private let slot = Mutex<CheckedContinuation<T, any Error>?>(nil)
+
+    func set(_ continuation: CheckedContinuation<T, any Error>) { slot.withLock { $0 = continuation } }
+
+    func resume(with result: Result<T, any Error>) { slot.withLock { $0.take() }?.resume(with: result) }
 }

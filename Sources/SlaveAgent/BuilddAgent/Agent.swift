@@ -397,16 +397,21 @@ public final class Agent: Sendable {
             // refused and said in the log, never followed.
             let (files, refused) = Files.resultFiles(in: results)
             for entry in refused { appendToLog(logPath, "buildd-agent: refused \(entry): not a regular file in the results folder\n") }
+            // Each file goes first to the master that took the one before: a master that could not (its
+            // database cut off, say) is not asked again for every file.
+            var target = try origin.get()
             for name in files {
                 guard Naming.isValidFileName(name) else {
                     throw BuildProcess.Failure(description: "result file name not allowed: \(name)")
                 }
-                uploaded.append(try await upload(job, to: try origin.get(), path: results + "/" + name, name: name,
-                                                 kind: "result", credential: credential))
+                let (file, took) = try await upload(job, to: target, path: results + "/" + name, name: name,
+                                                    kind: "result", credential: credential)
+                uploaded.append(file)
+                target = MasterOrigin(master: took, resource: target.resource)
             }
             if access(logPath, F_OK) != 0 { appendToLog(logPath, "") }
-            log = try await upload(job, to: try origin.get(), path: logPath, name: logName, kind: "log",
-                                   credential: credential)
+            log = try await upload(job, to: target, path: logPath, name: logName, kind: "log",
+                                   credential: credential).file
         } catch {
             logger.warning("upload failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             if result == .ok || result == .packageFail || result == .depFail || result == .chrootFail {
@@ -648,17 +653,18 @@ public final class Agent: Sendable {
         return origin
     }
 
-    /// Uploads one file with its digest, retrying transient failures, first to the master the job came
-    /// from (`origin`) and then to the other configured masters (which share the artifact store).
+    /// Uploads one file with its digest, retrying transient failures, first to `origin` (the master the job
+    /// came from, or the one that took the build's last file) and then to the other configured masters (which
+    /// share the artifact store). Returns the file and the master that took it.
     private func upload(_ job: JobMessage, to origin: MasterOrigin, path: String, name: String,
-                        kind: String, credential: UploadCredential) async throws -> FileDigest {
+                        kind: String, credential: UploadCredential) async throws -> (file: FileDigest, master: String) {
         try await credential.retryingUntilAccepted {
             try await self.upload(job, to: origin, path: path, name: name, kind: kind, key: credential.key)
         }
     }
 
     private func upload(_ job: JobMessage, to origin: MasterOrigin, path: String, name: String,
-                        kind: String, key: String) async throws -> FileDigest {
+                        kind: String, key: String) async throws -> (file: FileDigest, master: String) {
         let resource = origin.resource + name + "?kind=\(kind)"
         let masters = [origin.master] + configuration.masterURLs.filter { $0 != origin.master }
         let (sha256, size) = try Files.digest(path)
@@ -674,7 +680,7 @@ public final class Agent: Sendable {
                             "Content-Type": "application/octet-stream",
                         ], body: .file(path: path), timeoutSeconds: 300, trust: trust)
                     }
-                    if response.status == 201 { return FileDigest(name: name, sha256: sha256, size: size) }
+                    if response.status == 201 { return (FileDigest(name: name, sha256: sha256, size: size), master) }
                     lastError = "HTTP \(response.status) from \(master): \(response.text.prefix(200))"
                     // Not (yet) this agent's attempt: the caller retries while the master may not have applied
                     // its `accepted` yet.
