@@ -82,6 +82,7 @@ public struct HTTPAPI: Sendable {
         let router = Router()
         addJSONRoutes(to: router)
         addSubmitRoutes(to: router)
+        addLogRoutes(to: router)
         addPageRoutes(to: router)
         addSignInRoutes(to: router)
         router.get("/metrics") { request, _ in
@@ -202,6 +203,8 @@ public struct HTTPAPI: Sendable {
         } catch let error as StoreError where error.code == .conflict {
             throw refuse(.conflict, route: route, reason: "already_stored", error.message, about)
         }
+        // A log sent whole (its agent could not finish the live one) replaces what was appended live.
+        if kind == "log" { unlink(artifacts.livePath(buildID: buildID, attempt: attempt)) }
         return Self.json(FileDigest(name: name, sha256: expected, size: size), status: .created)
     }
 

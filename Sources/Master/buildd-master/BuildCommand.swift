@@ -24,28 +24,28 @@ struct BuildCommand: AsyncParsableCommand {
 
     struct Log: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print a build's log.",
+            abstract: "Print a build's log, or follow it while the build runs.",
             discussion: """
-                A finished build's full log comes from the artifact store (--artifacts, the masters' shared \
-                directory); a running build shows the tail its builder last sent. Exit 1 when there is neither.
+                Over the API (--master) the log is read as the agent sends it: the whole log so far of the \
+                build's current attempt, and with --follow what it grows by until the attempt ends (as \
+                `GET /v1/builds/ID/log?offset=N` serves it; legacy builders show their tail). With the database \
+                instead, a finished build's log comes from the artifact store (--artifacts) and a running \
+                build shows the tail its builder last sent. Exit 1 when there is no log.
                 """)
         @Argument(help: "Build id.") var id: Int64
+        @Flag(help: "Keep printing the log as it grows until the build's attempt ends (needs --master).")
+        var follow = false
         @OptionGroup var remote: MasterOptions
         @OptionGroup var artifactStore: ArtifactOptions
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
             if let client = try remote.client() {
-                return try await withMaster {
-                    let detail = try await client.json("GET", "/v1/builds/\(id)", as: BuildDetail.self)
-                    if let log = detail.files.last(where: { $0.kind == "log" }) {
-                        let response = try await client.send("GET", "/v1/builds/\(id)/files/\(log.name)", timeoutSeconds: 300)
-                        try MasterClient.check(response)
-                        FileHandle.standardOutput.write(Data(response.body))
-                        return
-                    }
-                    try Self.printTail(detail, id)
-                }
+                return try await withMaster { try await Self.read(id, from: client, follow: follow) }
+            }
+            if follow {
+                FileHandle.standardError.write(Data("error: --follow reads the log from a master: give --master URL (or BUILDD_MASTER_URL)\n".utf8))
+                throw ExitCode.validationFailure
             }
             let detail = try await withStore(connection) { try await $0.build(id) }
             if let log = detail.files.last(where: { $0.kind == "log" }) {
@@ -62,6 +62,30 @@ struct BuildCommand: AsyncParsableCommand {
                 return
             }
             try Self.printTail(detail, id)
+        }
+
+        /// Reads the current attempt's log from its start, and with `follow` until the attempt is over; each
+        /// byte is printed once (every read goes on from the offset the master gave).
+        static func read(_ id: Int64, from client: MasterClient, follow: Bool) async throws {
+            var offset: Int64 = 0
+            var attempt: String?
+            while true {
+                let query = "offset=\(offset)" + (attempt.map { "&attempt=\($0)" } ?? "")
+                let response = try await client.send("GET", "/v1/builds/\(id)/log?\(query)", timeoutSeconds: 300)
+                try MasterClient.check(response)
+                if !response.body.isEmpty { FileHandle.standardOutput.write(Data(response.body)) }
+                attempt = attempt ?? response.headers["x-log-attempt"]
+                offset = response.headers["x-log-offset"].flatMap { Int64($0) } ?? offset + Int64(response.body.count)
+                let complete = response.headers["x-log-complete"] == "true"
+                if complete || !follow {
+                    if offset == 0 {
+                        // No log sent (a legacy builder's build, or none yet): what the builder last said.
+                        try printTail(try await client.json("GET", "/v1/builds/\(id)", as: BuildDetail.self), id)
+                    }
+                    return
+                }
+                if response.body.isEmpty { try await Task.sleep(for: .seconds(1)) }
+            }
         }
 
         static func printTail(_ detail: BuildDetail, _ id: Int64) throws {

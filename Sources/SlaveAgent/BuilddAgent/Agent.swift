@@ -308,6 +308,7 @@ public final class Agent: Sendable {
         let origin: Result<MasterOrigin, any Error>
         do { origin = .success(try await masterOrigin(job)) } catch { origin = .failure(error) }
         Files.removeTree(folder)
+        var shipper: LogShipper?
         do {
             try makeDirectories(results)
             guard let template = configuration.commands[job.buildType] else {
@@ -346,8 +347,13 @@ public final class Agent: Sendable {
             metadata["pid"] = "\(process.pid)"
             logger.info("build started", metadata: metadata)
             let limits = Task { await self.enforceLimits(process) }
+            // The log goes to the masters as it grows (followed live there), from the master the job came from.
+            shipper = liveLog(job, origin: try origin.get(), path: logPath, key: credential.key)
+            let shipping = shipper.map { shipper in Task { await shipper.run(every: Self.logInterval) } }
             let termination = await process.wait()
             limits.cancel()
+            shipping?.cancel()
+            await shipping?.value
             // Nothing a build started outlives it, on success too: its PID namespace went with its shell, and
             // its process group goes now.
             process.signalGroup(SIGKILL)
@@ -410,8 +416,13 @@ public final class Agent: Sendable {
                 target = MasterOrigin(master: took, resource: target.resource)
             }
             if access(logPath, F_OK) != 0 { appendToLog(logPath, "") }
-            log = try await upload(job, to: target, path: logPath, name: logName, kind: "log",
-                                   credential: credential).file
+            // What was appended live is stored once its digest is checked; sent whole only when that fails.
+            if let shipper, let stored = await shipper.finish(name: logName) {
+                log = stored
+            } else {
+                log = try await upload(job, to: target, path: logPath, name: logName, kind: "log",
+                                       credential: credential).file
+            }
         } catch {
             logger.warning("upload failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             if result == .ok || result == .packageFail || result == .depFail || result == .chrootFail {
@@ -635,6 +646,22 @@ public final class Agent: Sendable {
         for name in Files.entries(in: cache) {
             for suffix in [".root", ".root.part"] where name.hasSuffix(suffix) {
                 if !kept.contains(String(name.dropLast(suffix.count))) { Files.removeTree(cache + "/" + name) }
+            }
+        }
+    }
+
+    /// How often a running build's log growth is sent to the masters.
+    static let logInterval = Duration.seconds(1)
+
+    /// The sender of a build's live log: to the job's master first, then the other configured masters.
+    private func liveLog(_ job: JobMessage, origin: MasterOrigin, path: String, key: String) -> LogShipper {
+        LogShipper(path: path, resource: "/v1/builds/\(job.buildID)/attempts/\(job.attempt)/log",
+                   masters: [origin.master] + configuration.masterURLs.filter { $0 != origin.master }, key: key,
+                   logger: logger) { [self] method, url, headers, body in
+            let trust = try self.trust()
+            return try await runBlocking(name: "log") {
+                try SimpleHTTPClient.send(method: method, url: url, headers: headers, body: .bytes(body),
+                                          timeoutSeconds: 30, trust: trust)
             }
         }
     }
