@@ -64,15 +64,22 @@ final class LogShipper: Sendable {
         }
     }
 
-    /// Sends the rest of the log and then its digest: the master stores it as the attempt's log. Nil when the
-    /// masters could not take it that way (the caller sends the log whole).
+    /// Sends the rest of the log with its digest: the master stores it as the attempt's log. The last chunk
+    /// goes with the digest, so a short build's whole log is one request. Nil when the masters could not take
+    /// it that way (the caller sends the log whole).
     func finish(name: String) async -> FileDigest? {
+        guard let (sha256, size) = try? Files.digest(path) else { return nil }
         for _ in 1...3 {
             guard state.withLock({ $0.gaveUp == nil }) else { break }
-            guard await shipGrowth() else { continue }
-            guard let (sha256, size) = try? Files.digest(path) else { return nil }
-            guard sent == size else { continue }
-            if let digest = await append([], at: size, final: (name, sha256)) { return digest }
+            // All but the last chunk as usual.
+            while size - sent > Int64(Self.chunk), state.withLock({ $0.gaveUp == nil }) {
+                guard let bytes = Self.read(path, from: sent, limit: Self.chunk),
+                      await append(bytes, at: sent, final: nil) != nil else { break }
+            }
+            let offset = sent
+            guard size - offset <= Int64(Self.chunk), let rest = Self.read(path, from: offset, limit: Int(size - offset)),
+                  Int64(rest.count) == size - offset else { continue }
+            if let digest = await append(rest, at: offset, final: (name, sha256)), !digest.sha256.isEmpty { return digest }
         }
         let why = state.withLock { $0.gaveUp } ?? "the masters did not take it"
         logger.warning("build log not stored from the live appends: sending it whole", metadata: ["reason": "\(why)"])
@@ -102,8 +109,9 @@ final class LogShipper: Sendable {
             switch response.status {
             case 201:
                 guard let final else { continue }
-                state.withLock { $0 = ($0.sent, index, $0.gaveUp) }
-                return FileDigest(name: final.name, sha256: final.sha256, size: offset)
+                let size = offset + Int64(bytes.count)
+                state.withLock { $0 = (size, index, $0.gaveUp) }
+                return FileDigest(name: final.name, sha256: final.sha256, size: size)
             case 202:
                 state.withLock { $0 = (held ?? offset + Int64(bytes.count), index, $0.gaveUp) }
                 return FileDigest(name: "", sha256: "", size: 0)
