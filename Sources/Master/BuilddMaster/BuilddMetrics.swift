@@ -28,6 +28,10 @@ public enum BuilddMetrics {
         Gauge(label: "buildd_events_publish_age_seconds").record(ageSeconds)
     }
 
+    public static func webhookDelivery(ok: Bool) {
+        Counter(label: "buildd_webhook_deliveries_total", dimensions: [("outcome", ok ? "delivered" : "failed")]).increment()
+    }
+
     public static func jobsPublished(_ count: Int, processor: String) {
         Counter(label: "buildd_jobs_published_total", dimensions: [("processor", processor)]).increment(by: count)
     }

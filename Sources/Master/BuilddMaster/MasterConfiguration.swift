@@ -23,6 +23,8 @@ public struct MasterConfiguration: Sendable {
     public var maxArtifactBytes: Int64 = 4 << 30
     /// The largest source file a submitter may upload (`PUT /v1/uploads`).
     public var maxUploadBytes: Int64 = 2 << 30
+    /// How long a webhook may fail before it is disabled. Default a day.
+    public var webhookGiveUpSeconds: Double = 86400
     /// How long a heartbeat keeps a running build's lease. Default 30 s.
     public var leaseSeconds: Int = 30
     /// How long a published job may wait for an agent's `accepted` before it is claimed again. Default 30 s.

@@ -135,10 +135,13 @@ public final class MasterCore: Service {
         let broker = self.broker
         let publisher = EventPublisher(store: store, broker: broker, name: configuration.name,
                                        buildLeaseSeconds: configuration.leaseSeconds, logger: logger)
+        let webhooks = WebhookDeliverer(store: store, name: configuration.name, buildLeaseSeconds: configuration.leaseSeconds,
+                                        giveUpAfter: configuration.webhookGiveUpSeconds, logger: logger)
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await dispatcher.run() }
                 group.addTask { await publisher.run() }
+                group.addTask { await webhooks.run() }
                 group.addTask { await consumer.run() }
                 group.addTask { await consumer.resumeWhenTheDatabaseAnswers() }
                 group.addTask { await watchdog.run() }

@@ -37,6 +37,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest source file a submitter may upload (PUT /v1/uploads), in bytes (default 2 GiB).")
     var maxUpload: Int64 = 2 << 30
     @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
+    @Option(help: "How long a webhook may fail (retried with backoff) before it is disabled: e.g. 24h, 90m, 30s.")
+    var webhookGiveUp = "24h"
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
     @OptionGroup var queueType: QueueTypeOptions
     @Option(help: "This master's name in logs.") var name = ProcessInfo.processInfo.hostName
@@ -57,6 +59,9 @@ struct Serve: AsyncParsableCommand {
         guard lease >= 5 else { throw ValidationError("--lease must be at least 5 seconds") }
         guard maxArtifactBytes >= 1 else { throw ValidationError("--max-artifact-bytes must be positive") }
         guard maxUpload >= 1 else { throw ValidationError("--max-upload must be positive") }
+        guard Self.seconds(webhookGiveUp) != nil else {
+            throw ValidationError("--webhook-give-up must be a duration like 24h, 90m or 30s")
+        }
         guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard (1...64).contains(databaseConnections) else { throw ValidationError("--database-connections must be 1-64") }
@@ -108,6 +113,7 @@ struct Serve: AsyncParsableCommand {
         configuration.leaseSeconds = lease
         configuration.maxArtifactBytes = maxArtifactBytes
         configuration.maxUploadBytes = maxUpload
+        configuration.webhookGiveUpSeconds = Double(Self.seconds(webhookGiveUp) ?? 86400)
         configuration.acceptTimeoutSeconds = acceptTimeout
         configuration.lookahead = lookahead
         configuration.queueType = try queueType.resolved()
@@ -130,5 +136,13 @@ struct Serve: AsyncParsableCommand {
         ]
         MetricsSystem.bootstrap(factory)
         try await MasterDaemon(configuration: configuration, logger: logger, metrics: registry).runUntilSignalled()
+    }
+
+    /// Seconds of a duration like `24h`, `90m`, `30s` or `2d` (a bare number is seconds).
+    static func seconds(_ text: String) -> Int? {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        let unit = text.last.flatMap { units[$0] }
+        guard let value = Int(unit == nil ? text : String(text.dropLast())), value > 0 else { return nil }
+        return value * (unit ?? 1)
     }
 }
