@@ -175,26 +175,30 @@ import Testing
         try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
         let timeout = 30.0
         // Seconds since the claim, by state: either side of the accept timeout, and states it does not touch. The
-        // rows are written one by one and read later, each at the database's own now(): the cases near the
-        // timeout keep 5 s on each side, so a loaded machine cannot carry one across it between write and read.
+        // rows are set and read in one transaction, so at one now() of the database's: a loaded machine cannot
+        // carry a case across the timeout between the write and the read.
         let cases: [(QueueRecord.State, Double)] = [(.dispatched, 5), (.dispatched, 25), (.dispatched, 35), (.dispatched, 600),
                                                     (.waiting, 600), (.running, 600)]
         var builds: [Int64] = []
-        for (index, (state, age)) in cases.enumerated() {
-            let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
-                                                            sourceName: "c\(index)", sourceVersion: "1.0"))
+        for index in cases.indices {
+            builds.append(try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                              sourceName: "c\(index)", sourceVersion: "1.0")))
             try await store.addBuilder(name: "c\(index)", processors: ["amd64"], brokerUser: "c\(index)")
-            try await store.database.query("""
-                UPDATE buildqueue SET state = $2, dispatched_at = now() - make_interval(secs => $3::float8),
-                       builder_id = CASE WHEN $2 = 'RUNNING' THEN (SELECT id FROM builder WHERE name = $4) END,
-                       lease_expires = CASE WHEN $2 = 'RUNNING' THEN now() + interval '1 hour' END
-                 WHERE build_id = $1
-                """, [build, state.rawValue, age, "c\(index)"])
-            builds.append(build)
         }
-        let picked = Set(try await store.database.query("""
-            SELECT q.build_id FROM buildqueue q WHERE \(BuilddStore.claimExpiredCondition)
-            """, [Int(timeout)]).rows.map { try $0.int64("build_id") })
+        let rows = zip(cases, builds).enumerated().map { ($0.offset, $0.element.0.0.rawValue, $0.element.0.1, $0.element.1) }
+        let picked = Set(try await store.database.transaction { connection in
+            for (index, state, age, build) in rows {
+                _ = try connection.query("""
+                    UPDATE buildqueue SET state = $2, dispatched_at = now() - make_interval(secs => $3::float8),
+                           builder_id = CASE WHEN $2 = 'RUNNING' THEN (SELECT id FROM builder WHERE name = $4) END,
+                           lease_expires = CASE WHEN $2 = 'RUNNING' THEN now() + interval '1 hour' END
+                     WHERE build_id = $1
+                    """, [build, state, age, "c\(index)"])
+            }
+            return try connection.query("""
+                SELECT q.build_id FROM buildqueue q WHERE \(BuilddStore.claimExpiredCondition)
+                """, [Int(timeout)]).rows.map { try $0.int64("build_id") }
+        })
         let now = 1_000_000.0
         for ((state, age), build) in zip(cases, builds) {
             let running = state == .running
