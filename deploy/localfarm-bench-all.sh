@@ -107,12 +107,15 @@ cmd_bench() {
     bench_stop bench-master-2
 
     log "Celery $(cat "$ROOT/deploy/bench/celery-version") on the same broker (PyPI, in $STATE/venv-celery)"
-    if ! "$STATE/venv-celery/bin/python" -c "import celery" 2>/dev/null; then
-        python3 -m venv "$STATE/venv-celery"
-        "$STATE/venv-celery/bin/pip" install -q "celery==$(cat "$ROOT/deploy/bench/celery-version")"
+    if ! "$STATE/venv-celery/bin/python" -c "import celery, sqlalchemy, psycopg2" 2>/dev/null; then
+        [ -x "$STATE/venv-celery/bin/pip" ] || python3 -m venv "$STATE/venv-celery"
+        # SQLAlchemy and psycopg2 for the result backend of the durable drain.
+        "$STATE/venv-celery/bin/pip" install -q "celery==$(cat "$ROOT/deploy/bench/celery-version")" sqlalchemy psycopg2-binary
     fi
+    fresh_target celery_results celery-bench  # the durable drain's result backend
     "$STATE/venv-celery/bin/python" "$ROOT/deploy/bench/celery_bench.py" --samples "$samples" --tasks "$tasks" \
-        --broker "amqp://guest:guest@127.0.0.1:$AMQP_PORT/celery-bench" | tee -a "$BENCH/results.jsonl"
+        --broker "amqp://guest:guest@127.0.0.1:$AMQP_PORT/celery-bench" \
+        --backend "postgresql://postgres@127.0.0.1:$PG_PORT/celery_results" | tee -a "$BENCH/results.jsonl"
 
     log "memory: one master with $fleet idle builders heartbeating every 10 s"
     local pid rss0

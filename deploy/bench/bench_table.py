@@ -53,6 +53,13 @@ def main(path):
     celery = runs.get("celery", {}).get("best_drain_per_s")
     if one and celery:
         print("| throughput, one master / Celery's best drain, same run | %.2f | >= 1 | |" % (one / celery))
+    durable = runs.get("celery", {}).get("drain_per_s_durable")
+    if durable:
+        print("| Celery with a build's durability (publisher confirms, acks_late, task_track_started, results in "
+              "PostgreSQL with fsync on), prefork 2: tasks/s | | | %.0f (%s results stored) |"
+              % (durable, runs["celery"].get("durable_results_stored", "?")))
+        if one:
+            print("| throughput, one master / that Celery, same run | %.2f | > 1 | |" % (one / durable))
     print("| throughput, two masters | %s | about 2x one master on separate machines | %s x one master |"
           % (get("throughput-2", "builds_per_s", "%.0f"),
              ("%.2f" % (runs["throughput-2"]["builds_per_s"] / one)) if one and "throughput-2" in runs else "-"))
