@@ -40,6 +40,13 @@ public final class WebhookDeliverer: Sendable {
         var busy: [Int: Task<Void, Never>] = [:]
         while !Task.isCancelled {
             do {
+                // No webhook: a read a second, no lease taken (no write).
+                guard try await store.anyWebhookEnabled() else {
+                    if holding { try await store.releaseWebhookDeliverer(holder: holder) }
+                    holding = false
+                    try await Task.sleep(for: .seconds(1))
+                    continue
+                }
                 guard try await store.holdWebhookDeliverer(holder: holder, leaseSeconds: leaseSeconds) else {
                     if holding { logger.notice("webhooks: another master delivers now") }
                     holding = false
@@ -53,7 +60,7 @@ public final class WebhookDeliverer: Sendable {
                 for hook in try await store.dueWebhooks() where !running.contains(hook.id) && busy[hook.id] == nil {
                     busy[hook.id] = Task { await self.round(hook.id) }
                 }
-                try await Task.sleep(for: .milliseconds(250))
+                try await Task.sleep(for: .milliseconds(500))
             } catch is CancellationError {
                 break
             } catch {

@@ -144,6 +144,11 @@ extension BuilddStore {
 
     // MARK: Delivering
 
+    /// Whether any webhook is enabled (what the deliverer asks before it takes its lease).
+    public func anyWebhookEnabled() async throws -> Bool {
+        try await database.query("SELECT EXISTS (SELECT 1 FROM webhook WHERE enabled) AS any").first?.bool("any") ?? false
+    }
+
     /// Takes or renews the deliverer's lease for `holder`; false when another master holds it.
     public func holdWebhookDeliverer(holder: String, leaseSeconds: Double) async throws -> Bool {
         try await database.query("""
