@@ -110,6 +110,9 @@ extension HTTPAPI {
         let path: String?
         let complete: Bool
         let status: BuildStatus
+        /// Whether the attempt's end is recorded (the build ended, or went on to another attempt): a log is
+        /// stored just before its build's end is.
+        let over: Bool
     }
 
     func logSource(_ buildID: Int64, visible: [ArchivePurpose], attempt wanted: Int32?) async throws -> LogSource {
@@ -121,14 +124,14 @@ extension HTTPAPI {
         }
         let current = Int32(detail.build.attempt)
         let attempt = wanted ?? current
+        let over = attempt < current || !detail.build.status.isActive
         if let stored = detail.files.last(where: { $0.kind == "log" && $0.attempt == Int(attempt) }) {
             return LogSource(attempt: attempt, path: artifacts.path(sha256: stored.sha256), complete: true,
-                             status: detail.build.status)
+                             status: detail.build.status, over: over)
         }
-        let over = attempt < current || !detail.build.status.isActive
         let live = artifacts.livePath(buildID: buildID, attempt: attempt)
         return LogSource(attempt: attempt, path: access(live, F_OK) == 0 ? live : nil, complete: over,
-                         status: detail.build.status)
+                         status: detail.build.status, over: over)
     }
 
     func readLog(_ request: Request, _ context: BasicRequestContext, visible: [ArchivePurpose]) async throws -> Response {
@@ -161,7 +164,7 @@ extension HTTPAPI {
 
     /// Follows an attempt's log as Server-Sent Events: each event holds whole lines (its `id` the byte offset
     /// after them, which a reconnecting EventSource sends back as `Last-Event-ID`), then an `end` event with the
-    /// build's status once the attempt is over and every byte was sent. Carriage returns are left out (they end
+    /// build's status once every byte was sent and the attempt's end is recorded. Carriage returns are left out (they end
     /// an event's line); the plain `GET` gives the bytes as they are.
     func followLog(_ buildID: Int64, visible: [ArchivePurpose], attempt: Int32, from start: Int64) -> Response {
         let body = ResponseBody { writer in
@@ -193,7 +196,8 @@ extension HTTPAPI {
                     try await event(pending[...], id: offset)
                     pending.removeAll()
                 }
-                if source.complete && read == 0 {
+                // The end once every byte is out and the attempt's end is recorded (so `end` carries its result).
+                if source.complete && source.over && read == 0 {
                     if !pending.isEmpty { try await event(pending[...], id: offset) }
                     try await send("event: end\nid: \(offset)\ndata: {\"status\":\"\(source.status.rawValue)\",\"attempt\":\(attempt),\"offset\":\(offset)}\n\n")
                     break
