@@ -138,11 +138,6 @@ struct Serve: AsyncParsableCommand {
         try await MasterDaemon(configuration: configuration, logger: logger, metrics: registry).runUntilSignalled()
     }
 
-    /// Seconds of a duration like `24h`, `90m`, `30s` or `2d` (a bare number is seconds).
-    static func seconds(_ text: String) -> Int? {
-        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-        let unit = text.last.flatMap { units[$0] }
-        guard let value = Int(unit == nil ? text : String(text.dropLast())), value > 0 else { return nil }
-        return value * (unit ?? 1)
-    }
+    /// Seconds of a duration like `24h`, `90m`, `30s` or `2d` (``TokenCommand/Add/seconds(_:)``'s form).
+    static func seconds(_ text: String) -> Int? { try? TokenCommand.Add.seconds(text) }
 }

@@ -12,10 +12,7 @@ public enum HMACSHA256 {
                          messageBytes.baseAddress?.assumingMemoryBound(to: UInt8.self), messageBytes.count, &out, &length)
             }
         }
-        return out.prefix(Int(length)).map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 15)]])
-        }.joined()
+        return BuilddShared.hex(out.prefix(Int(length)))
     }
 
     /// The signature header of a webhook delivery: `t=UNIX,sha256=HMAC(secret, "UNIX." + body)`. The time in
