@@ -213,4 +213,52 @@ import Testing
         #expect(picked.count == 2)
         await database.drop()
     }
+
+    /// Placement: builders and builds of every kind, stored as the store stores them; the claims' SQL
+    /// conditions and the core must agree on every pair, and on the shared queues.
+    @Test func theClaimsPlaceBuildsExactlyAsTheCorePlacesThem() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        let placements: [BuilderPlacement] = [
+            .plain, BuilderPlacement(virtualized: false), BuilderPlacement(openResources: ["large"]),
+            BuilderPlacement(restrictedResources: ["gpu"]), BuilderPlacement(openResources: ["large"], restrictedResources: ["gpu"]),
+            BuilderPlacement(restrictedResources: ["gpu", "fpga"]), BuilderPlacement(virtualized: false, restrictedResources: ["gpu"]),
+            BuilderPlacement(virtualized: false, openResources: ["large", "gpu"]),
+        ]
+        let requirements: [BuildRequirements] = [[], ["gpu"], ["large"], ["gpu", "large"], ["gpu", "fpga"]].flatMap { constraints in
+            [true, false].map { BuildRequirements(virtualized: $0, constraints: Set(constraints)) }
+        }
+        var builders: [String: BuilderPlacement] = [:]
+        var builds: [Int64: BuildRequirements] = [:]
+        for (index, placement) in placements.enumerated() {
+            builders["p\(index)"] = placement
+            try await store.addBuilder(name: "p\(index)", processors: ["amd64"], brokerUser: "p\(index)", placement: placement)
+        }
+        for (index, needs) in requirements.enumerated() {
+            var request = BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                       sourceName: "r\(index)", sourceVersion: "1.0")
+            request.virtualized = needs.virtualized
+            request.constraints = needs.constraints
+            builds[try await store.submit(request)] = needs
+        }
+        let rows = try await store.database.query("""
+            SELECT b.name, q.build_id, \(Placement.sqlCondition(build: "q", builder: "b")) AS may,
+                   \(Placement.sqlTakesSharedQueue(builder: "b")) AS shared_builder,
+                   \(Placement.sqlGoesToSharedQueue(build: "q")) AS shared_build
+              FROM builder b CROSS JOIN buildqueue q
+            """).rows
+        #expect(rows.count == builders.count * builds.count)
+        for row in rows {
+            let placement = try #require(builders[try row.string("name")])
+            let requirements = try #require(builds[try row.int64("build_id")])
+            #expect(try row.bool("may") == Placement.mayTake(placement, requirements),
+                    "\(placement.description) / \(requirements.description)")
+            #expect(try row.bool("shared_builder") == placement.takesSharedQueue, "\(placement.description)")
+            #expect(try row.bool("shared_build") == requirements.goesToSharedQueue, "\(requirements.description)")
+        }
+        await database.drop()
+    }
 }

@@ -63,12 +63,14 @@ public struct BuildLifecycle: Equatable, Sendable {
     }
 
     /// `accepted(attempt)` from `builder`. Applies only to the current, unaccepted attempt, on a usable
-    /// builder that runs nothing else.
+    /// builder that runs nothing else and may take the build (`refusal` says why it may not: its
+    /// placement, ``Placement``, or a job addressed to another builder).
     public mutating func accepted(attempt: Int32, builder: Int, builderUsable: Bool, builderBusy: Bool,
-                                  now: Double, lease: Double) -> Action {
+                                  refusal: String? = nil, now: Double, lease: Double) -> Action {
         switch state {
         case .dispatched(let current, _) where current == attempt:
             guard builderUsable else { return .abort(attempt: attempt, reason: "builder is disabled") }
+            if let refusal { return .abort(attempt: attempt, reason: refusal) }
             guard !builderBusy else { return .abort(attempt: attempt, reason: "builder already runs another build") }
             state = .running(attempt: attempt, builder: builder, leaseUntil: now + lease)
             return .start

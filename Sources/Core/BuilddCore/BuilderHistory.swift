@@ -2,6 +2,8 @@
 public enum BuilderEventKind: String, Codable, Sendable, CaseIterable {
     /// Operators' changes, each with its actor.
     case added, enabled, disabled, manual, automatic, removed
+    /// An operator changed what it offers builds (``BuilderPlacement``).
+    case placement
     /// The farm counted a failure against the builder (with the reason).
     case failure
     /// The farm marked the builder not ok (with the reason): it gets no more work until enabled.

@@ -16,6 +16,8 @@ public struct BuilderRecord: Equatable, Sendable {
     /// `CLEAN`, `DIRTY` or `CLEANING`.
     public var cleanStatus: String
     public var standing: BuilderStanding
+    /// What it offers builds (``Placement``).
+    public var placement: BuilderPlacement = .plain
     /// Heard from in this batch: its `last_seen` becomes the batch's time.
     public var seen = false
 
@@ -80,6 +82,8 @@ public struct BuildRecord: Equatable, Sendable {
     public var status: BuildStatus
     public var builderID: Int?
     public var job: JobStanding
+    /// What it needs of its builder (``Placement``).
+    public var requirements: BuildRequirements = .plain
     public var result: BuilderResult?
     public var logName: String?
     public var logSHA256: String?
@@ -320,7 +324,8 @@ public struct LifecycleCore: Sendable {
         var machine = build.lifecycle
         let claimedAt: Double? = if case .dispatched(_, let since) = machine.state { since } else { nil }
         switch machine.accepted(attempt: ref.attempt, builder: builder.id, builderUsable: builder.usable,
-                                builderBusy: busy, now: now, lease: leaseSeconds) {
+                                builderBusy: busy, refusal: Self.refusal(of: builder, for: build), now: now,
+                                lease: leaseSeconds) {
         case .start:
             if let claimedAt { dispatchLatencies.append(now - claimedAt) }
             persistLease(machine, &build)
@@ -339,6 +344,15 @@ public struct LifecycleCore: Sendable {
         case let other:
             return Self.unchanged(other, buildID: ref.build)
         }
+    }
+
+    /// Why `builder` may not take `build` whatever route its job took: the job was addressed to another
+    /// builder (a dispatched entry's builder is the one it was sent to), or the placement rule refuses it.
+    static func refusal(of builder: BuilderRecord, for build: BuildRecord) -> String? {
+        if let queue = build.queue, queue.state == .dispatched, let addressee = queue.builderID, addressee != builder.id {
+            return "the job was sent to another builder"
+        }
+        return Placement.refusal(of: builder.placement, for: build.requirements).map { "\($0)" }
     }
 
     private mutating func finished(_ ref: AttemptRef, result: BuilderResult, files: [FileDigest], log: FileDigest?,

@@ -30,7 +30,7 @@ public final class Dispatcher: Sendable {
     let logger: Logger
     public let wake = WakeSignal()
     private let declared = Mutex<(generation: Int, queues: Set<String>)>((0, []))
-    private let topology = Mutex<(processors: [String], agents: [String], at: ContinuousClock.Instant)?>(nil)
+    private let topology = Mutex<(names: BrokerTopologyNames, at: ContinuousClock.Instant)?>(nil)
 
     public init(master: BuilddMaster, store: BuilddStore, broker: AMQPClient, configuration: MasterConfiguration,
                 logger: Logger) {
@@ -59,28 +59,28 @@ public final class Dispatcher: Sendable {
     public func dispatchOnce() async throws -> Int {
         guard let generation = broker.currentGeneration else { return 0 }
         var published = 0
-        let (processors, agents) = try await topologyNames()
-        for agent in agents {
-            try await ensureQueue(BrokerTopology.controlQueue(builder: agent), generation: generation) { connection, type in
-                try BrokerTopology.declareControlQueue(builder: agent, on: connection, queueType: type)
+        let names = try await topologyNames()
+        for builder in names.controlQueues {
+            try await ensureQueue(BrokerTopology.controlQueue(builder: builder), generation: generation) { connection, type in
+                try BrokerTopology.declareControlQueue(builder: builder, on: connection, queueType: type)
             }
         }
-        for processor in processors {
+        for processor in names.processors {
             try await ensureQueue(BrokerTopology.jobQueue(processor: processor), generation: generation) { connection, type in
                 try BrokerTopology.declareJobQueue(processor: processor, on: connection, queueType: type)
             }
-            published += try await master.dispatch(processor: processor).count
+            published += try await master.dispatch(processor: processor, addressed: names.addressed.contains(processor)).count
         }
         return published
     }
 
-    /// The processors and agent builders, read again at most once a second: one added while the farm runs
-    /// is picked up within a second, and a busy dispatcher does not ask for them at every pass.
-    private func topologyNames() async throws -> (processors: [String], agents: [String]) {
+    /// The processors and the builders with control queues, read again at most once a second: one added
+    /// while the farm runs is picked up within a second, and a busy dispatcher does not ask at every pass.
+    private func topologyNames() async throws -> BrokerTopologyNames {
         let now = ContinuousClock.now
-        if let cached = topology.withLock({ $0 }), now - cached.at < .seconds(1) { return (cached.processors, cached.agents) }
+        if let cached = topology.withLock({ $0 }), now - cached.at < .seconds(1) { return cached.names }
         let names = try await store.brokerTopologyNames()
-        topology.withLock { $0 = (names.processors, names.agents, now) }
+        topology.withLock { $0 = (names, now) }
         return names
     }
 

@@ -240,11 +240,15 @@ struct SubmitBody: Decodable {
     var archive: ArchivePurpose?
     var buildType: String?
     var files: [FileDigest]?
+    /// Whether it must run on a virtualized builder (default true; a private archive's build always must).
+    var virtualized: Bool?
+    /// Resources its builder must offer (``Placement``).
+    var constraints: [String]?
     /// The request as decoded, encoded again with sorted keys: what an `Idempotency-Key` is compared by.
     var canonical: [UInt8] = []
 
     enum CodingKeys: String, CodingKey {
-        case archseries, source, version, urgency, pocket, component, archive, files
+        case archseries, source, version, urgency, pocket, component, archive, files, virtualized, constraints
         case buildType = "build_type"
     }
 
@@ -309,9 +313,21 @@ struct SubmitBody: Decodable {
             guard file.size >= 0 else { throw HTTPError(.badRequest, message: "files[\(index)].size: not negative") }
             guard seen.insert(file.name).inserted else { throw HTTPError(.badRequest, message: "files[\(index)].name: \(file.name) twice") }
         }
-        return BuildRequest(distribution: name.distribution, series: name.series, archTag: name.archTag, sourceName: source,
-                            sourceVersion: version, buildType: type, urgency: urgency ?? .medium, pocket: pocket ?? .release,
-                            component: component ?? .main, archive: archive ?? .primary, sourceFiles: files ?? [])
+        if virtualized == false && archive == .private {
+            throw HTTPError(.badRequest, message: "virtualized: a private archive's build always runs on a virtualized builder")
+        }
+        let asked = constraints ?? []
+        guard asked.count <= 16 else { throw HTTPError(.badRequest, message: "constraints: at most 16") }
+        for (index, name) in asked.enumerated() where !Placement.isValidResource(name) {
+            throw HTTPError(.badRequest, message: "constraints[\(index)]: a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
+        }
+        var request = BuildRequest(distribution: name.distribution, series: name.series, archTag: name.archTag,
+                                   sourceName: source, sourceVersion: version, buildType: type,
+                                   urgency: urgency ?? .medium, pocket: pocket ?? .release, component: component ?? .main,
+                                   archive: archive ?? .primary, sourceFiles: files ?? [])
+        request.virtualized = virtualized ?? true
+        request.constraints = Set(asked)
+        return request
     }
 }
 
@@ -319,8 +335,13 @@ struct SubmitBody: Decodable {
 private struct CanonicalSubmit: Encodable {
     let archseries, source, version, urgency, pocket, component, archive, buildType: String
     let files: [FileDigest]
+    /// Only when not the default, so a submit without them compares as it did before they existed.
+    let virtualized: Bool?
+    let constraints: [String]?
 
     init(_ body: SubmitBody) {
+        virtualized = body.virtualized == false ? false : nil
+        constraints = (body.constraints ?? []).isEmpty ? nil : Array(Set(body.constraints ?? [])).sorted()
         archseries = body.archseries
         source = body.source
         version = body.version

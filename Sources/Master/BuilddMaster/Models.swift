@@ -93,9 +93,11 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
     public var logTail: String?
     /// The archive of the current build: a private one's build is shown only to those who may view it.
     public var currentArchive: ArchivePurpose?
+    /// What it offers builds (``Placement``).
+    public var placement: BuilderPlacement?
 
     enum CodingKeys: String, CodingKey {
-        case name, kind, url, processors, builderok, failnotes, manual, active
+        case name, kind, url, processors, builderok, failnotes, manual, active, placement
         case failureCount = "failure_count", agentState = "agent_state", lastSeen = "last_seen"
         case secondsSinceSeen = "seconds_since_seen", currentBuild = "current_build"
         case currentTitle = "current_title", logTail = "log_tail", currentArchive = "current_archive"
@@ -196,11 +198,27 @@ public struct BuildDetail: Codable, Sendable, Equatable {
     public var logName: String?
     public var files: [BuildFile]
     public var history: [BuildEvent]
+    /// What it needs of its builder (``Placement``).
+    public var requirements: BuildRequirements?
+    /// Why a waiting build has no builder (``Placement/whyWaiting(_:processor:builders:)``); nil when it
+    /// is not waiting, or some builder that may take it is idle.
+    public var waitingBecause: String?
 
     enum CodingKeys: String, CodingKey {
-        case build, urgency, pocket, component, logtail, files, history
-        case logName = "log_name"
+        case build, urgency, pocket, component, logtail, files, history, requirements
+        case logName = "log_name", waitingBecause = "waiting_because"
     }
+}
+
+/// What the broker's topology is made of, as the database says: the processors (a job queue each), the
+/// builders with a control queue, and the processors some of whose builders get their jobs addressed to
+/// them (``BuilddStore/claimAddressedJobs(processor:leaseSeconds:artifactBaseURL:)``).
+public struct BrokerTopologyNames: Sendable, Equatable {
+    public var processors: [String] = []
+    public var controlQueues: [String] = []
+    public var addressed: Set<String> = []
+
+    public init() {}
 }
 
 /// A request to build one source on one arch series.
@@ -216,6 +234,15 @@ public struct BuildRequest: Sendable {
     public var component: Component
     public var archive: ArchivePurpose
     public var sourceFiles: [FileDigest]
+    /// Whether it must run on a virtualized builder (a private archive's build always must).
+    public var virtualized: Bool = true
+    /// Resources its builder must offer (``Placement``).
+    public var constraints: Set<String> = []
+
+    /// What it needs of its builder, by ``BuildRequirements/submitted(archivePrivate:virtualized:constraints:)``.
+    public var requirements: BuildRequirements {
+        .submitted(archivePrivate: archive == .private, virtualized: virtualized, constraints: constraints)
+    }
 
     public init(distribution: String, series: String, archTag: String, sourceName: String, sourceVersion: String,
                 buildType: String = "binarypackage", urgency: Urgency = .medium, pocket: Pocket = .release,

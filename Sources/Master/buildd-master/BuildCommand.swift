@@ -198,6 +198,12 @@ struct BuildCommand: AsyncParsableCommand {
         var archiveSources = "/etc/apt/sources.list.d/debian.sources"
         @Option(help: "Check the .dsc's OpenPGP signature against this keyring (gpgv) before storing anything.")
         var keyring: String?
+        @Option(name: .customLong("constraint"),
+                help: "A resource its builder must offer, e.g. gpu (repeatable; see `builder add --resources`).")
+        var constraints: [String] = []
+        @Flag(inversion: .prefixedNo,
+              help: "Require a virtualized builder (Launchpad's default; a private archive's build always does).")
+        var virtualized = true
         @Flag(help: "Wait for the build to end, and exit with its result (see above).") var wait = false
         @OptionGroup var remote: MasterOptions
         @OptionGroup var artifactStore: ArtifactOptions
@@ -219,6 +225,12 @@ struct BuildCommand: AsyncParsableCommand {
             }
             if !sourceFiles.isEmpty && !overAPI { _ = try artifactStore.directory() }
             if wait && !overAPI { throw ValidationError("--wait follows the build through the API: give --master") }
+            for name in constraints where !Placement.isValidResource(name) {
+                throw ValidationError("invalid --constraint '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
+            }
+            if !virtualized && archive == .private {
+                throw ValidationError("a private archive's build always runs on a virtualized builder: drop --no-virtualized")
+            }
         }
 
         struct Submitted: Encodable { let id: Int64 }
@@ -247,10 +259,12 @@ struct BuildCommand: AsyncParsableCommand {
                     digests.append(try store.importFile(at: path, name: String(path.split(separator: "/").last!)))
                 }
             }
-            let request = BuildRequest(distribution: name.distribution, series: name.series, archTag: name.archTag,
+            var request = BuildRequest(distribution: name.distribution, series: name.series, archTag: name.archTag,
                                        sourceName: source, sourceVersion: version, buildType: buildType,
                                        urgency: urgency, pocket: pocket, component: component, archive: archive,
                                        sourceFiles: digests)
+            request.virtualized = virtualized
+            request.constraints = Set(constraints)
             let id = try await withStore(connection) { try await $0.submit(request) }
             if output.json { printJSON(Submitted(id: id)) } else { print(id) }
         }
@@ -307,6 +321,8 @@ struct BuildCommand: AsyncParsableCommand {
             print("status:    \(build.status.rawValue)\(build.result.map { " (\($0))" } ?? "")")
             print("builder:   \(build.builder ?? "-")   attempt: \(build.attempt)   failures: \(build.failureCount)")
             print("score:     \(build.score.map { "\($0)" } ?? "-")   urgency \(detail.urgency), pocket \(detail.pocket), component \(detail.component)")
+            if let requirements = detail.requirements { print("needs:     \(requirements.description)") }
+            if let why = detail.waitingBecause { print("waiting:   \(why)") }
             if let notes = build.failnotes { print("notes:     \(notes)") }
             print("created:   \(build.dateCreated)   started: \(build.dateStarted ?? "-")   finished: \(build.dateFinished ?? "-")")
             if !detail.files.isEmpty {

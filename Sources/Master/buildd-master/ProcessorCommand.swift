@@ -205,7 +205,56 @@ struct ArchSeriesName {
 struct BuilderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "builder", abstract: "Manage builders.",
-        subcommands: [Add.self, List.self, Show.self, History.self, Enable.self, Disable.self, Manual.self, Remove.self])
+        subcommands: [Add.self, Set.self, List.self, Show.self, History.self, Enable.self, Disable.self, Manual.self,
+                      Remove.self])
+
+    /// What a builder offers builds (``Placement``), as `builder add` and `builder set` take it.
+    struct PlacementOptions: ParsableArguments {
+        @Flag(inversion: .prefixedNo,
+              help: "Virtualized: it takes builds that require virtualization (the default, and every private build), and only those.")
+        var virtualized = true
+        @Option(help: "Resources any build may ask for with --constraint, comma-separated (e.g. large,fast-disk).")
+        var resources = ""
+        @Option(help: "Resources kept for the builds that ask for them, comma-separated: it then takes only builds that ask for all of them.")
+        var restrictedResources = ""
+
+        var placement: BuilderPlacement {
+            BuilderPlacement(virtualized: virtualized, openResources: Self.names(resources),
+                             restrictedResources: Self.names(restrictedResources))
+        }
+
+        static func names(_ list: String) -> Swift.Set<String> {
+            Swift.Set(list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+
+        func validate() throws {
+            for name in placement.openResources.union(placement.restrictedResources).sorted() where !Placement.isValidResource(name) {
+                throw ValidationError("invalid resource '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
+            }
+            let both = placement.openResources.intersection(placement.restrictedResources)
+            if !both.isEmpty { throw ValidationError("\(both.sorted().joined(separator: ", ")) cannot be both open and restricted") }
+        }
+    }
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set what a builder offers builds: virtualization and resources.",
+            discussion: """
+                Replaces its placement whole (give every resource it keeps). A virtualized builder with no \
+                resources takes jobs from its processors' shared queues; any other gets the jobs it may take \
+                addressed to it, so its agent needs `shared_queue = false` (and its broker user no read on the \
+                shared queues: deploy/rabbitmq/enrol-agent --addressed). Recorded in `builder history`.
+                """)
+        @Argument(help: "Builder name.") var name: String
+        @OptionGroup var placement: PlacementOptions
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let placement = placement.placement
+            try await withStore(connection) { try await $0.setBuilderPlacement(name, placement, actor: cliActor()) }
+            print("builder \(name): \(placement.description)")
+        }
+    }
 
     struct History: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -259,6 +308,9 @@ struct BuilderCommand: AsyncParsableCommand {
             if output.json { return printJSON(Report(builder: builder, state: state, recentBuilds: recent)) }
             print("builder \(builder.name): \(state)\(builder.manual ? " (manual mode)" : "")")
             print("kind:       \(builder.kind)\(builder.url.map { " at \($0)" } ?? "")   processors: \(builder.processors.joined(separator: ","))")
+            if let placement = builder.placement {
+                print("offers:     \(placement.description)\(placement.takesSharedQueue ? "" : " (jobs addressed to it)")")
+            }
             print("ok:         \(builder.builderok ? "yes" : "NO")   failures in a row: \(builder.failureCount)")
             if let notes = builder.failnotes { print("failnotes:  \(notes)") }
             print("last seen:  \(builder.lastSeen ?? "never")")
@@ -361,6 +413,7 @@ struct BuilderCommand: AsyncParsableCommand {
         var brokerUser: String?
         @Flag(help: "Accept this agent's events from any broker user (no sender check; a laboratory only).")
         var noSenderCheck = false
+        @OptionGroup var placement: PlacementOptions
         @OptionGroup var connection: ConnectionOptions
 
         func validate() throws {
@@ -382,9 +435,10 @@ struct BuilderCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await withStore(connection) {
-                try await $0.addBuilder(name: name, processors: processors, url: url, brokerUser: brokerUser)
+                try await $0.addBuilder(name: name, processors: processors, url: url, brokerUser: brokerUser,
+                                        placement: placement.placement)
             }
-            print("builder \(name) added for \(processors.joined(separator: ","))")
+            print("builder \(name) added for \(processors.joined(separator: ",")): \(placement.placement.description)")
         }
     }
 

@@ -14,9 +14,11 @@ extension BuildCommand.Submit {
     struct Body: Encodable {
         let archseries, source, version, urgency, pocket, component, archive, buildType: String
         let files: [FileDigest]
+        var virtualized: Bool?
+        var constraints: [String]?
 
         enum CodingKeys: String, CodingKey {
-            case archseries, source, version, urgency, pocket, component, archive, files
+            case archseries, source, version, urgency, pocket, component, archive, files, virtualized, constraints
             case buildType = "build_type"
         }
     }
@@ -77,9 +79,11 @@ extension BuildCommand.Submit {
     }
 
     func submitAndFollow(_ digests: [FileDigest], _ client: MasterClient, _ name: ArchSeriesName) async throws {
-        let body = Body(archseries: "\(name.distribution)/\(name.series)/\(name.archTag)", source: source, version: version,
+        var body = Body(archseries: "\(name.distribution)/\(name.series)/\(name.archTag)", source: source, version: version,
                         urgency: urgency.rawValue, pocket: pocket.rawValue, component: component.rawValue,
                         archive: archive.rawValue, buildType: buildType, files: digests)
+        if !virtualized { body.virtualized = false }
+        if !constraints.isEmpty { body.constraints = constraints }
         let bytes = Array(try JSONEncoder().encode(body))
         // One key for every try of this submit: a retry whose first answer was lost finds the build it made.
         let key = "cli-" + randomHexToken(bytes: 16)

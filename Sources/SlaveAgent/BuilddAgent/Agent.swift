@@ -95,7 +95,7 @@ public final class Agent: Sendable {
         client = AMQPClient(configuration: amqp, logger: logger) { connection in
             // Masters declare and bind the agent's queues; the agent only checks they are there.
             try BrokerTopology.requireQueue(BrokerTopology.controlQueue(builder: configuration.name), on: connection)
-            for processor in configuration.processors {
+            for processor in configuration.processors where configuration.sharedQueue {
                 try BrokerTopology.requireQueue(BrokerTopology.jobQueue(processor: processor), on: connection)
             }
             // One unacked message per consumer. Not a channel-wide (global) limit: quorum queues - the farm's
@@ -117,6 +117,8 @@ public final class Agent: Sendable {
     }
 
     static func consumeJobs(_ connection: AMQPConnection, _ configuration: AgentConfiguration) throws {
+        // A builder that does not take the shared queues gets its jobs on its control queue alone.
+        guard configuration.sharedQueue else { return }
         for processor in configuration.processors {
             try connection.consume(queue: BrokerTopology.jobQueue(processor: processor), consumerTag: "job.\(processor)",
                                    channel: AMQPClient.consumeChannel)
@@ -204,7 +206,12 @@ public final class Agent: Sendable {
     private func consumeDeliveries() async {
         for await delivery in client.deliveries {
             if delivery.consumerTag == "control" {
-                await handleControl(delivery)
+                // Masters address jobs to a builder that does not take the shared queues on its control queue.
+                if delivery.properties.type == "job" {
+                    await handleJob(delivery, addressed: true)
+                } else {
+                    await handleControl(delivery)
+                }
             } else {
                 await handleJob(delivery)
             }
@@ -213,7 +220,10 @@ public final class Agent: Sendable {
 
     // MARK: Jobs
 
-    private func handleJob(_ delivery: Delivery) async {
+    /// A job from a shared queue, or `addressed` to this builder on its control queue. One taken while
+    /// another build runs goes back to its queue; an addressed one is dropped instead (its master claims it
+    /// again when its accept timeout runs out), as it would come straight back.
+    private func handleJob(_ delivery: Delivery, addressed: Bool = false) async {
         let job: JobMessage
         do {
             job = try WireCodec.decodeJob(delivery.body)
@@ -230,7 +240,8 @@ public final class Agent: Sendable {
             return true
         }
         guard taken else {
-            try? await client.reject(delivery, requeue: true)
+            if addressed { logger.warning("addressed job dropped: a build runs here", metadata: metadata) }
+            try? await client.reject(delivery, requeue: !addressed)
             return
         }
         do {

@@ -24,6 +24,9 @@ import Glibc
 /// privileged_commands = binarypackage ; build types whose command starts as root: it makes a root per
 ///                              ; build and drops to build_user itself (`buildd-binarypackage`)
 /// chroot_cache = 3             ; chroot tarballs kept in workdir/chroots (the most recently used)
+/// shared_queue = true           ; take jobs from the processors' shared queues: true for a virtualized
+///                              ; builder with no resources; false for any other (its jobs are addressed
+///                              ; to it, on its control queue, as `builder add|set` describes it)
 ///
 /// [broker]
 /// url = amqp://bld-amd64-01@broker.example:5672/buildd   ; a cluster: every node's URL, comma-separated
@@ -66,6 +69,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var privilegedCommands: Set<String> = []
     /// How many chroot tarballs stay cached in `workdir/chroots` (the most recently used).
     public var chrootCache: Int = 3
+    /// Whether it takes jobs from its processors' shared queues (a plain builder: ``BuilderPlacement``), or
+    /// only those addressed to it on its control queue.
+    public var sharedQueue = true
     /// Every node of the broker cluster (`url = a, b, c`; one for a single broker), each with the password
     /// filled in (from the file or environment). Never log them; use their `description`.
     public var brokerNodes: [ServiceURL]
@@ -145,7 +151,8 @@ public struct AgentConfiguration: Sendable, Equatable {
         }
         let known: [String: Set<String>] = [
             "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir", "build_timeout", "max_log_bytes",
-                      "shutdown_policy", "shutdown_deadline", "build_user", "privileged_commands", "chroot_cache", "stop_timeout"],
+                      "shutdown_policy", "shutdown_deadline", "build_user", "privileged_commands", "chroot_cache", "stop_timeout",
+                      "shared_queue"],
             "broker": ["url", "password", "password_file", "queue_type"],
             "master": ["url", "ca_file", "insecure_http"],
         ]
@@ -268,6 +275,8 @@ public struct AgentConfiguration: Sendable, Equatable {
         if !(1...3600).contains(stopTimeout) { problems.append("[agent] stop_timeout must be 1-3600 seconds") }
         let chrootCache = Int(value("agent", "chroot_cache") ?? "3") ?? -1
         if chrootCache < 1 { problems.append("[agent] chroot_cache must be at least 1") }
+        let sharedText = value("agent", "shared_queue") ?? "true"
+        if !["true", "false", "yes", "no"].contains(sharedText) { problems.append("[agent] shared_queue must be true or false") }
 
         func finish() throws -> AgentConfiguration {
             guard problems.isEmpty else { throw Invalid(problems: problems) }
@@ -284,6 +293,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             configuration.insecureHTTP = insecure
             configuration.chrootCache = chrootCache
             configuration.stopTimeoutSeconds = stopTimeout
+            configuration.sharedQueue = sharedText == "true" || sharedText == "yes"
             return configuration
         }
         return try finish()
@@ -344,6 +354,7 @@ extension AgentConfiguration {
         if let buildUser { lines.append(setting("build_user", buildUser)) }
         if !privilegedCommands.isEmpty { lines.append("privileged_commands = \(privilegedCommands.sorted().joined(separator: ","))") }
         lines.append("chroot_cache = \(chrootCache)")
+        if !sharedQueue { lines.append("shared_queue = false") }
         lines += ["", "[broker]", "url = \(brokerNodes.map(Self.urlText).joined(separator: ", "))",
                   "queue_type = \(queueType)"] + (passwordFile.map { [setting("password_file", $0)] } ?? []) + [
                   "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "insecure_http = \(insecureHTTP)"]

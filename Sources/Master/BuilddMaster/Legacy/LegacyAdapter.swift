@@ -143,14 +143,14 @@ public final class LegacyAdapter: Sendable {
         observedStates.withLock { $0[builderID] = state }
     }
 
-    /// Takes the next job of `processor` unless its queue was seen empty a moment ago (so a thousand idle
+    /// Takes the next job of `queue` (a processor's, or a builder's control queue) unless it was seen empty a moment ago (so a thousand idle
     /// builders do not each ask an empty queue every poll).
-    func nextJob(processor: String) async throws -> Delivery? {
+    func nextJob(queue: String) async throws -> Delivery? {
         let now = ContinuousClock.now
-        if let until = emptyQueues.withLock({ $0[processor] }), until > now { return nil }
-        let delivery = try await broker.get(queue: BrokerTopology.jobQueue(processor: processor))
+        if let until = emptyQueues.withLock({ $0[queue] }), until > now { return nil }
+        let delivery = try await broker.get(queue: queue)
         if delivery == nil {
-            emptyQueues.withLock { $0[processor] = now + min(configuration.pollInterval / 2, .milliseconds(500)) }
+            emptyQueues.withLock { $0[queue] = now + min(configuration.pollInterval / 2, .milliseconds(500)) }
         }
         return delivery
     }
@@ -361,15 +361,23 @@ final class LegacyFollower: @unchecked Sendable {
         }
     }
 
-    /// Takes the next job of one of the builder's processors, accepts it and starts it on the builder.
+    /// Takes the next job of one of the builder's processors (or the next addressed to it, when it does not
+    /// take the shared queues), accepts it and starts it on the builder.
     private func takeJob(_ snapshot: LegacyBuilderSnapshot) async throws {
-        for processor in snapshot.processors {
-            guard let delivery = try await adapter.nextJob(processor: processor) else { continue }
+        let queues = snapshot.takesSharedQueue ? snapshot.processors.map { BrokerTopology.jobQueue(processor: $0) }
+            : [BrokerTopology.controlQueue(builder: snapshot.name)]
+        for queue in queues {
+            guard let delivery = try await adapter.nextJob(queue: queue) else { continue }
+            // A control queue also gets aborts; the adapter stops its builders' builds itself.
+            if delivery.properties.type == "control" {
+                try? await adapter.broker.ack(delivery)
+                continue
+            }
             let job: JobMessage
             do {
                 job = try WireCodec.decodeJob(delivery.body)
             } catch {
-                logger.warning("job dead-lettered", metadata: ["error": "\(error)", "processor": "\(processor)"])
+                logger.warning("job dead-lettered", metadata: ["error": "\(error)", "queue": "\(queue)"])
                 try? await adapter.broker.reject(delivery, requeue: false)
                 continue
             }

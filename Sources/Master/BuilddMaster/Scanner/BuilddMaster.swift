@@ -175,27 +175,44 @@ public final class BuilddMaster: Sendable {
     }
 
     /// Claims what fits the processor's window and publishes it (``dispatchByProcessor(_:_:)`` without
-    /// looking at the queue first: the claim itself finds the best waiting builds).
+    /// looking at the queue first: the claim itself finds the best waiting builds). With `addressed`, the
+    /// processor has builders that do not take its shared queue: each idle one is then sent the best build
+    /// it may take, on its own control queue (``Placement``).
     @discardableResult
-    public func dispatch(processor: String) async throws -> [JobMessage] {
+    public func dispatch(processor: String, addressed: Bool = false) async throws -> [JobMessage] {
         guard let broker else { return [] }
         let jobs = try await store.claimJobs(processor: processor, lookahead: configuration.lookahead,
                                              leaseSeconds: configuration.leaseSeconds,
                                              artifactBaseURL: configuration.artifactBaseURL)
-        guard !jobs.isEmpty else { return [] }
-        let expiration = String(configuration.acceptTimeoutSeconds * 1000)
-        let messages = jobs.map { job in
-            AMQPClient.OutgoingMessage(
-                routingKey: job.processor, body: WireCodec.encode(job),
-                properties: MessageProperties(messageID: "build-\(job.buildID)-\(job.attempt)", type: "job",
-                                              expiration: expiration))
+        var routed: [(exchange: String, routingKey: String, job: JobMessage)] = jobs.map {
+            (BrokerTopology.jobsExchange, $0.processor, $0)
         }
-        let results = await broker.publishAll(exchange: BrokerTopology.jobsExchange, mandatory: true, messages)
+        if addressed {
+            routed += try await store.claimAddressedJobs(processor: processor, leaseSeconds: configuration.leaseSeconds,
+                                                         artifactBaseURL: configuration.artifactBaseURL).map {
+                (BrokerTopology.controlExchange, $0.builder, $0.job)
+            }
+        }
+        guard !routed.isEmpty else { return [] }
+        let expiration = String(configuration.acceptTimeoutSeconds * 1000)
+        // Shared jobs first, then addressed ones: the order of `routed`, so results line up with it.
+        var results: [Result<Void, any Error>] = []
+        for exchange in [BrokerTopology.jobsExchange, BrokerTopology.controlExchange] {
+            let messages = routed.filter { $0.exchange == exchange }.map { item in
+                AMQPClient.OutgoingMessage(
+                    routingKey: item.routingKey, body: WireCodec.encode(item.job),
+                    properties: MessageProperties(messageID: "build-\(item.job.buildID)-\(item.job.attempt)", type: "job",
+                                                  expiration: expiration))
+            }
+            if !messages.isEmpty { results += await broker.publishAll(exchange: exchange, mandatory: true, messages) }
+        }
         var published: [JobMessage] = []
         defer { BuilddMetrics.jobsPublished(published.count, processor: processor) }
-        for (job, result) in zip(jobs, results) {
-            let metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)",
+        for (item, result) in zip(routed, results) {
+            let job = item.job
+            var metadata: Logger.Metadata = ["build.id": "\(job.buildID)", "build.attempt": "\(job.attempt)",
                                              "processor": "\(job.processor)"]
+            if item.exchange == BrokerTopology.controlExchange { metadata["builder.name"] = "\(item.routingKey)" }
             switch result {
             case .success:
                 published.append(job)

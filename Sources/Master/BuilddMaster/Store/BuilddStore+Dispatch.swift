@@ -21,45 +21,72 @@ extension BuilddStore {
         // says, its source files included. The claimed rows are looked up through `= ANY (ARRAY(...))`:
         // the planner cannot know how many the window lets through and, joining, would scan the whole
         // build table.
+        // Only plain builds go to the shared queues, and only builders that take the shared queues count
+        // as idle for its window (``Placement``); what is addressed to a builder is not in its flight.
         let claimed = try await database.query("""
             WITH header AS MATERIALIZED (
                 SELECT p.id, pg_try_advisory_xact_lock(7272, p.id) AS locked,
                        (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
-                         WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)) AS idle,
-                       (SELECT count(*) FROM buildqueue WHERE processor_id = p.id AND state = 'DISPATCHED') AS in_flight
+                         WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)
+                           AND \(Placement.sqlTakesSharedQueue(builder: "b"))) AS idle,
+                       (SELECT count(*) FROM buildqueue WHERE processor_id = p.id AND state = 'DISPATCHED'
+                           AND builder_id IS NULL) AS in_flight
                   FROM processor p WHERE p.name = $2),
             picked AS (
-                SELECT id, build_id, lastscore FROM buildqueue
-                 WHERE processor_id = (SELECT id FROM header) AND state = 'WAITING'
-                 ORDER BY lastscore DESC, id
+                SELECT q.id, q.build_id, q.lastscore FROM buildqueue q
+                 WHERE q.processor_id = (SELECT id FROM header) AND q.state = 'WAITING'
+                   AND \(Placement.sqlGoesToSharedQueue(build: "q"))
+                 ORDER BY q.lastscore DESC, q.id
                  LIMIT (SELECT CASE WHEN NOT locked THEN 0
                                ELSE \(DispatchWindow.sqlExpression(idle: "idle", lookahead: "$3", inFlight: "in_flight")) END
                           FROM header)
                  FOR UPDATE SKIP LOCKED),
-            bumped AS (
-                UPDATE build b SET attempt = b.attempt + 1 WHERE b.id = ANY (ARRAY(SELECT build_id FROM picked))
-                RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
-            queued AS (
-                UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(), token_sha256 = NULL,
-                       builder_id = NULL, logtail = NULL, lease_expires = NULL
-                 WHERE q.id = ANY (ARRAY(SELECT id FROM picked))
-                RETURNING q.id, q.build_id, q.lastscore),
-            events AS (
-                INSERT INTO build_event (build_id, status, attempt, builder, message)
-                SELECT bu.id, 'NEEDSBUILD', bu.attempt, NULL, 'dispatched'
-                  FROM bumped bu JOIN picked p ON p.build_id = bu.id ORDER BY p.lastscore DESC, p.id)
-            SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version,
-                   d.name AS distribution, s.name AS series, das.architecturetag,
-                   das.chroot_name, das.chroot_sha256, das.chroot_size,
-                   (SELECT coalesce(json_agg(json_build_object('name', f.name, 'sha256', f.sha256, 'size', f.size)
-                                             ORDER BY f.name), '[]')
-                      FROM source_file f WHERE f.build_id = bu.id) AS source_files
-              FROM bumped bu JOIN queued qu ON qu.build_id = bu.id
-              JOIN distroarchseries das ON das.id = bu.distroarchseries_id
-              JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
-             ORDER BY qu.lastscore DESC, qu.id
+            \(Self.claimSteps(picked: "picked", addressee: "NULL::int"))
             """, [Self.agentSilenceSeconds, processor, lookahead]).rows
-        return try claimed.map { row in
+        return try Self.jobs(claimed, processor: processor, leaseSeconds: leaseSeconds, artifactBaseURL: artifactBaseURL)
+    }
+
+    /// What a claim does with the entries `picked` (columns `id`, `build_id`, `lastscore`), each addressed
+    /// to the builder `addressee` (an expression over `picked`; NULL: the shared queue): the bumped
+    /// attempts, the entries DISPATCHED, the history, and one row per job with what it says.
+    static func claimSteps(picked: String, addressee: String) -> String {
+        """
+        bumped AS (
+            UPDATE build b SET attempt = b.attempt + 1 WHERE b.id = ANY (ARRAY(SELECT build_id FROM \(picked)))
+            RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
+        queued AS (
+            UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(), token_sha256 = NULL,
+                   builder_id = (SELECT \(addressee) FROM \(picked) WHERE \(picked).id = q.id),
+                   logtail = NULL, lease_expires = NULL
+             WHERE q.id = ANY (ARRAY(SELECT id FROM \(picked)))
+            RETURNING q.id, q.build_id, q.lastscore, q.builder_id),
+        events AS (
+            INSERT INTO build_event (build_id, status, attempt, builder, message)
+            SELECT bu.id, 'NEEDSBUILD', bu.attempt, NULL, 'dispatched'
+              FROM bumped bu JOIN \(picked) p ON p.build_id = bu.id ORDER BY p.lastscore DESC, p.id)
+        SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version,
+               d.name AS distribution, s.name AS series, das.architecturetag,
+               das.chroot_name, das.chroot_sha256, das.chroot_size,
+               (SELECT name FROM builder WHERE id = qu.builder_id) AS addressee,
+               (SELECT coalesce(json_agg(json_build_object('name', f.name, 'sha256', f.sha256, 'size', f.size)
+                                         ORDER BY f.name), '[]')
+                  FROM source_file f WHERE f.build_id = bu.id) AS source_files
+          FROM bumped bu JOIN queued qu ON qu.build_id = bu.id
+          JOIN distroarchseries das ON das.id = bu.distroarchseries_id
+          JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
+         ORDER BY qu.lastscore DESC, qu.id
+        """
+    }
+
+    static func jobs(_ claimed: [PostgresRow], processor: String, leaseSeconds: Int,
+                     artifactBaseURL: String) throws -> [JobMessage] {
+        try addressedJobs(claimed, processor: processor, leaseSeconds: leaseSeconds,
+                          artifactBaseURL: artifactBaseURL).map(\.job)
+    }
+
+    static func addressedJobs(_ claimed: [PostgresRow], processor: String, leaseSeconds: Int,
+                              artifactBaseURL: String) throws -> [(builder: String?, job: JobMessage)] {
+        try claimed.map { row in
             let buildID = try row.int64("id")
             let attempt = Int32(try row.int("attempt"))
             let files = try JSONDecoder().decode([FileDigest].self, from: Data(try row.string("source_files").utf8))
@@ -68,20 +95,74 @@ extension BuilddStore {
                 chroot = FileDigest(name: row["chroot_name"] ?? "chroot.tar", sha256: sha256,
                                     size: row.optionalInt64("chroot_size") ?? 0)
             }
-            return JobMessage(
+            return (row["addressee"], JobMessage(
                 buildID: buildID, attempt: attempt, processor: processor, buildType: try row.string("build_type"),
                 distribution: try row.string("distribution"), series: try row.string("series"),
                 archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
                 sourceVersion: try row.string("source_version"), sourceFiles: files,
                 uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(attempt)/files/",
-                leaseSeconds: leaseSeconds, chroot: chroot)
+                leaseSeconds: leaseSeconds, chroot: chroot))
+        }
+    }
+
+    /// Claims, for each idle builder of `processor` that does not take the shared queue (not virtualized, or
+    /// offering resources), the best waiting build it may take, Launchpad's way (``Placement/assign``), and
+    /// returns each job with the builder it is addressed to (published to that builder's control queue,
+    /// which no other builder may read). Under the processor's claim lock, as the shared claim.
+    public func claimAddressedJobs(processor: String, leaseSeconds: Int,
+                                   artifactBaseURL: String) async throws -> [(builder: String, job: JobMessage)] {
+        try await database.transaction { connection in
+            guard let header = try connection.query("""
+                SELECT p.id, pg_try_advisory_xact_lock(7272, p.id) AS locked FROM processor p WHERE p.name = $1
+                """, [processor]).first, try header.bool("locked") else { return [] }
+            let processorID = try header.int("id")
+            // Idle, and not already sent a job it has not accepted yet.
+            let builderRows = try connection.query("""
+                SELECT b.id, b.virtualized, array_to_string(b.open_resources, ',') AS open,
+                       array_to_string(b.restricted_resources, ',') AS restricted
+                  FROM builder b JOIN builder_processor bp ON bp.builder_id = b.id
+                 WHERE bp.processor_id = $2 AND NOT \(Placement.sqlTakesSharedQueue(builder: "b"))
+                   AND \(Self.idleBuilderCondition)
+                   AND NOT EXISTS (SELECT 1 FROM buildqueue d WHERE d.builder_id = b.id AND d.state = 'DISPATCHED')
+                 ORDER BY b.id
+                """, [Self.agentSilenceSeconds, processorID]).rows
+            guard !builderRows.isEmpty else { return [] }
+            let builders = try builderRows.map { (id: try $0.int("id"), placement: try Self.placement($0)) }
+            // Each builder's best few, enough that the assignment finds one for each when there is one.
+            let candidateRows = try connection.query("""
+                SELECT DISTINCT c.id, c.lastscore, c.virtualized, array_to_string(c.constraints, ',') AS constraints
+                  FROM builder b, LATERAL (
+                        SELECT q.id, q.lastscore, q.virtualized, q.constraints FROM buildqueue q
+                         WHERE q.processor_id = $2 AND q.state = 'WAITING' AND \(Placement.sqlCondition(build: "q", builder: "b"))
+                         ORDER BY q.lastscore DESC, q.id LIMIT $3) c
+                 WHERE b.id = ANY ($1::int[])
+                 ORDER BY c.lastscore DESC, c.id
+                """, [PostgresArray(builders.map(\.id)), processorID, builders.count]).rows
+            let candidates = try candidateRows.map {
+                (id: try $0.int64("id"), requirements: BuildRequirements(
+                    virtualized: try $0.bool("virtualized"), constraints: Self.resources($0["constraints"])))
+            }
+            let pairs = Placement.assign(builders: builders, candidates: candidates)
+            guard !pairs.isEmpty else { return [] }
+            let claimed = try connection.query("""
+                WITH picked AS MATERIALIZED (
+                    SELECT q.id, q.build_id, q.lastscore, a.builder_id
+                      FROM unnest($1::bigint[], $2::int[]) AS a(queue_id, builder_id)
+                      JOIN buildqueue q ON q.id = a.queue_id AND q.state = 'WAITING'
+                     ORDER BY q.id FOR UPDATE OF q),
+                \(Self.claimSteps(picked: "picked", addressee: "builder_id"))
+                """, [PostgresArray(pairs.map(\.candidate)), PostgresArray(pairs.map(\.builder))]).rows
+            return try Self.addressedJobs(claimed, processor: processor, leaseSeconds: leaseSeconds,
+                                          artifactBaseURL: artifactBaseURL).compactMap { pair in
+                pair.builder.map { ($0, pair.job) }
+            }
         }
     }
 
     /// Puts a claimed build back to WAITING when its job could not be published (the attempt stays used).
     public func releaseClaim(buildID: Int64, attempt: Int32) async throws {
         try await database.query("""
-            UPDATE buildqueue q SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL
+            UPDATE buildqueue q SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL, builder_id = NULL
               FROM build b WHERE b.id = q.build_id AND q.build_id = $1 AND q.state = 'DISPATCHED' AND b.attempt = $2
             """, [buildID, attempt])
     }
@@ -91,7 +172,7 @@ extension BuilddStore {
     /// agent that died holding the job. Returns the build ids.
     public func expireClaims(olderThanSeconds timeout: Int) async throws -> [Int64] {
         try await database.query("""
-            UPDATE buildqueue SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL
+            UPDATE buildqueue SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL, builder_id = NULL
              WHERE id IN (SELECT q.id FROM buildqueue q WHERE \(Self.claimExpiredCondition) FOR UPDATE SKIP LOCKED)
             RETURNING build_id
             """, [timeout]).rows.map { try $0.int64("build_id") }

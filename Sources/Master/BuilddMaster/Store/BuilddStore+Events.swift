@@ -68,7 +68,8 @@ extension BuilddStore {
                          leaseSeconds: Int, on connection: PostgresConnection) throws -> LifecycleCore {
         let builderRows = try connection.query("""
             SELECT id, name, kind, broker_user, active, manual, agent_session, last_seq, agent_state, clean_status,
-                   failure_count, builderok, failnotes, extract(epoch FROM now()) AS now
+                   failure_count, builderok, failnotes, virtualized, array_to_string(open_resources, ',') AS open,
+                   array_to_string(restricted_resources, ',') AS restricted, extract(epoch FROM now()) AS now
               FROM builder
              WHERE id = ANY (ARRAY(SELECT id FROM builder WHERE name = ANY ($1::text[]) UNION SELECT unnest($2::int[])))
              ORDER BY id FOR UPDATE
@@ -80,7 +81,7 @@ extension BuilddStore {
             now = try connection.query("SELECT extract(epoch FROM now()) AS now").first!.double("now")
         }
         let builders = try builderRows.map { row in
-            BuilderRecord(
+            var record = BuilderRecord(
                 id: try row.int("id"), name: try row.string("name"),
                 kind: BuilderKind(rawValue: try row.string("kind")) ?? .agent, brokerUser: row["broker_user"],
                 active: try row.bool("active"), manual: try row.bool("manual"), session: row["agent_session"],
@@ -88,6 +89,8 @@ extension BuilddStore {
                 cleanStatus: try row.string("clean_status"),
                 standing: BuilderStanding(failures: try row.int("failure_count"), ok: try row.bool("builderok"),
                                           notes: row["failnotes"]))
+            record.placement = try Self.placement(row)
+            return record
         }
         // Queue entries before builds, as the claim takes them: no two transactions wait on each other in a ring.
         // Rows are found through `= ANY (ARRAY(...))`, by key: an `OR` of two lookups would read the whole table.
@@ -102,6 +105,7 @@ extension BuilddStore {
                  ORDER BY build_id FOR UPDATE)
             SELECT b.id, b.attempt, b.status, b.builder_id AS build_builder, b.failure_count, b.failnotes, b.result,
                    b.log_name, b.log_sha256, extract(epoch FROM b.date_started) AS started,
+                   b.require_virtualized, array_to_string(b.constraints, ',') AS constraints,
                    q.state, q.builder_id, q.dispatched, q.lease
               FROM build b LEFT JOIN q ON q.build_id = b.id
              WHERE b.id = ANY (ARRAY(SELECT unnest($1::bigint[]) UNION SELECT build_id FROM q))
@@ -112,13 +116,16 @@ extension BuilddStore {
                 QueueRecord(state: state, builderID: row["builder_id"].flatMap(Int.init),
                             dispatchedAt: row.optionalDouble("dispatched"), leaseUntil: row.optionalDouble("lease"))
             }
-            return BuildRecord(
+            var record = BuildRecord(
                 id: try row.int64("id"), attempt: Int32(try row.int("attempt")),
                 status: BuildStatus(rawValue: try row.string("status")) ?? .needsBuild,
                 builderID: row["build_builder"].flatMap(Int.init),
                 job: JobStanding(failures: try row.int("failure_count"), notes: row["failnotes"]),
                 result: row["result"].flatMap(BuilderResult.init(rawValue:)), logName: row["log_name"],
                 logSHA256: row["log_sha256"], startedAt: row.optionalDouble("started"), queue: queue)
+            record.requirements = BuildRequirements(virtualized: try row.bool("require_virtualized"),
+                                                    constraints: Self.resources(row["constraints"]))
+            return record
         }
         var stored: [AttemptRef: [FileDigest]] = [:]
         if !attempts.isEmpty {
@@ -137,6 +144,17 @@ extension BuilddStore {
                              leaseSeconds: Double(leaseSeconds))
     }
 
+    /// A set of resource names read as `array_to_string(column, ',')` (names hold no comma).
+    static func resources(_ joined: String?) -> Set<String> {
+        Set((joined ?? "").split(separator: ",").map(String.init))
+    }
+
+    /// A builder's placement from columns `virtualized`, `open` and `restricted` (as ``resources(_:)`` reads them).
+    static func placement(_ row: PostgresRow) throws -> BuilderPlacement {
+        BuilderPlacement(virtualized: try row.bool("virtualized"), openResources: resources(row["open"]),
+                         restrictedResources: resources(row["restricted"]))
+    }
+
     /// Writes what the core changed, each kind of change for the whole batch at once: queue entries that
     /// left, then one statement for the rest (builders, builds, queue entries, history). Queue entries that
     /// let go of a builder and stay queued (a retry) are written first, on their own: a builder moving from
@@ -151,8 +169,9 @@ extension BuilddStore {
         let enqueued = builds.compactMap { build in build.enqueued.map { (build.id, $0) } }
         if !enqueued.isEmpty {
             try connection.execute("""
-                INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore)
-                SELECT x.id, x.processor, x.score, x.score FROM unnest($1::bigint[], $2::int[], $3::int[]) AS x(id, processor, score)
+                INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore, virtualized, constraints)
+                SELECT x.id, x.processor, x.score, x.score, b.require_virtualized, b.constraints
+                  FROM unnest($1::bigint[], $2::int[], $3::int[]) AS x(id, processor, score) JOIN build b ON b.id = x.id
                 """, [PostgresArray(enqueued.map(\.0)), PostgresArray(enqueued.map(\.1.processor)),
                       PostgresArray(enqueued.map(\.1.score))])
         }

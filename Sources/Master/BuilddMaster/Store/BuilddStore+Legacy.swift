@@ -24,6 +24,9 @@ public struct LegacyBuilderSnapshot: Sendable, Equatable {
     /// Architecture tags of the arch series its processors build (what `info()` may answer).
     public var archTags: [String]
     public var current: CurrentBuild?
+    /// Whether it takes its processors' shared job queues; if not, its jobs are addressed to it, on its
+    /// control queue (``BuilderPlacement/takesSharedQueue``).
+    public var takesSharedQueue = true
 }
 
 /// Launchpad's build cookie: `PACKAGEBUILD-<id>` for binary packages, `<TYPE>-<id>` otherwise.
@@ -63,9 +66,9 @@ extension BuilddStore {
                 UPDATE builder SET legacy_master = $1, legacy_lease_until = now() + make_interval(secs => $2)
                  WHERE kind = 'xmlrpc' AND active
                    AND (legacy_master = $1 OR legacy_master IS NULL OR legacy_lease_until < now())
-                RETURNING id, name, url, builderok, manual
+                RETURNING id, name, url, builderok, manual, \(Placement.sqlTakesSharedQueue(builder: "builder")) AS shared
             )
-            SELECT o.id, o.name, o.url, o.builderok, o.manual,
+            SELECT o.id, o.name, o.url, o.builderok, o.manual, o.shared,
                    (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
                       JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = o.id) AS processors,
                    (SELECT string_agg(DISTINCT das.architecturetag, ',') FROM builder_processor bp
@@ -84,11 +87,13 @@ extension BuilddStore {
                                 buildType: try row.string("build_type"), cancelling: try row.string("state") == "CANCELLING",
                                 runningSeconds: row.optionalDouble("running_for") ?? 0)
             }
-            return LegacyBuilderSnapshot(
+            var snapshot = LegacyBuilderSnapshot(
                 id: try row.int("id"), name: try row.string("name"), url: try row.string("url"),
                 builderok: try row.bool("builderok"), manual: try row.bool("manual"),
                 processors: (row["processors"] ?? "").split(separator: ",").map(String.init),
                 archTags: (row["tags"] ?? "").split(separator: ",").map(String.init), current: current)
+            snapshot.takesSharedQueue = try row.bool("shared")
+            return snapshot
         }
     }
 

@@ -87,16 +87,26 @@ public final class BuilddStore: Sendable {
 
     /// The names of the processors and of the agent builders: the queues masters declare (job queues, and
     /// each agent's control queue: agents may not declare or bind anything themselves). One round trip.
-    public func brokerTopologyNames() async throws -> (processors: [String], agents: [String]) {
+    public func brokerTopologyNames() async throws -> BrokerTopologyNames {
+        // Control queues: every agent's, and every builder's that gets jobs addressed to it (a legacy
+        // builder's adapter takes them there). Processors with such builders get addressed claims.
         let rows = try await database.query("""
-            SELECT 'p' AS what, name FROM processor UNION ALL SELECT 'a', name FROM builder WHERE kind = 'agent'
+            SELECT 'p' AS what, name FROM processor
+            UNION ALL SELECT 'c', name FROM builder b WHERE kind = 'agent' OR NOT \(Placement.sqlTakesSharedQueue(builder: "b"))
+            UNION ALL SELECT DISTINCT 'a', p.name FROM processor p JOIN builder_processor bp ON bp.processor_id = p.id
+                JOIN builder b ON b.id = bp.builder_id WHERE b.active AND NOT \(Placement.sqlTakesSharedQueue(builder: "b"))
              ORDER BY 1, 2
             """).rows
-        var processors: [String] = [], agents: [String] = []
+        var names = BrokerTopologyNames()
         for row in rows {
-            if try row.string("what") == "p" { processors.append(try row.string("name")) } else { agents.append(try row.string("name")) }
+            let name = try row.string("name")
+            switch try row.string("what") {
+            case "p": names.processors.append(name)
+            case "c": names.controlQueues.append(name)
+            default: names.addressed.insert(name)
+            }
         }
-        return (processors, agents)
+        return names
     }
 
     public func processors() async throws -> [ProcessorSummary] {
@@ -186,17 +196,20 @@ public final class BuilddStore: Sendable {
     public static let agentSilenceSeconds = BuilderAvailability.silenceSeconds
 
     public func addBuilder(name: String, processors: [String], url: String? = nil, brokerUser: String? = nil,
-                           virtualized: Bool = true) async throws {
+                           placement: BuilderPlacement = .plain) async throws {
         try Self.requireName(name, "builder")
+        try Self.requireResources(placement)
         guard !processors.isEmpty else { throw StoreError(.invalid, "a builder needs at least one processor") }
         for processor in processors { try Self.requireName(processor, "processor") }
         try await database.transaction { connection in
             let row: PostgresRow?
             do {
                 row = try connection.query("""
-                    INSERT INTO builder (name, kind, url, broker_user, virtualized) VALUES ($1, $2, $3, $4, $5)
-                    RETURNING id
-                    """, [name, url == nil ? "agent" : "xmlrpc", url, brokerUser, virtualized]).first
+                    INSERT INTO builder (name, kind, url, broker_user, virtualized, open_resources, restricted_resources)
+                    VALUES ($1, $2, $3, $4, $5, $6::text[], $7::text[]) RETURNING id
+                    """, [name, url == nil ? "agent" : "xmlrpc", url, brokerUser, placement.virtualized,
+                          PostgresArray(placement.openResources.sorted()),
+                          PostgresArray(placement.restrictedResources.sorted())]).first
             } catch let error as PostgresError where error.isUniqueViolation {
                 throw StoreError(.alreadyExists, "builder '\(name)' already exists")
             } catch let error as PostgresError where error.isCheckViolation {
@@ -214,6 +227,32 @@ public final class BuilddStore: Sendable {
         }
     }
 
+    /// Changes what a builder offers builds (``Placement``); recorded in its history. A builder whose jobs
+    /// move between its shared queues and its control queue needs its agent's `shared_queue` to match.
+    public func setBuilderPlacement(_ name: String, _ placement: BuilderPlacement, actor: String?) async throws {
+        try Self.requireResources(placement)
+        try await database.transaction { connection in
+            let changed = try connection.query("""
+                UPDATE builder SET virtualized = $2, open_resources = $3::text[], restricted_resources = $4::text[]
+                 WHERE name = $1
+                """, [name, placement.virtualized, PostgresArray(placement.openResources.sorted()),
+                      PostgresArray(placement.restrictedResources.sorted())])
+            if changed.affectedRows == 0 { throw StoreError(.notFound, "no builder named '\(name)'") }
+            try Self.recordBuilderHistory([BuilderHistoryEntry(builder: name, kind: .placement, actor: actor,
+                                                               reason: placement.description)], on: connection)
+        }
+    }
+
+    static func requireResources(_ placement: BuilderPlacement) throws {
+        for name in placement.openResources.union(placement.restrictedResources).sorted() where !Placement.isValidResource(name) {
+            throw StoreError(.invalid, "invalid resource '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
+        }
+        let both = placement.openResources.intersection(placement.restrictedResources)
+        if !both.isEmpty {
+            throw StoreError(.invalid, "\(both.sorted().joined(separator: ", ")) cannot be both open and restricted")
+        }
+    }
+
     public func builders() async throws -> [BuilderSummary] {
         let rows = try await database.query("""
             SELECT b.name, b.kind, b.url, b.builderok, b.failnotes, b.manual, b.active, b.failure_count,
@@ -222,14 +261,15 @@ public final class BuilddStore: Sendable {
                    (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
                       JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = b.id) AS processors,
                    q.build_id AS current_build, q.logtail, cb.source_name || ' ' || cb.source_version AS current_title,
-                   cb.archive_purpose AS current_archive
+                   cb.archive_purpose AS current_archive, b.virtualized, array_to_string(b.open_resources, ',') AS open,
+                   array_to_string(b.restricted_resources, ',') AS restricted
               FROM builder b
               LEFT JOIN buildqueue q ON q.builder_id = b.id AND q.state IN ('RUNNING', 'CANCELLING')
               LEFT JOIN build cb ON cb.id = q.build_id
              ORDER BY b.name
             """)
         return try rows.rows.map { row in
-            BuilderSummary(
+            var summary = BuilderSummary(
                 name: try row.string("name"), kind: try row.string("kind"), url: row["url"],
                 processors: (row["processors"] ?? "").split(separator: ",").map(String.init),
                 builderok: try row.bool("builderok"), failnotes: row["failnotes"], manual: try row.bool("manual"),
@@ -238,6 +278,8 @@ public final class BuilddStore: Sendable {
                 currentBuild: row.optionalInt64("current_build"), currentTitle: row["current_title"],
                 logTail: row["logtail"],
                 currentArchive: row["current_archive"].map { ArchivePurpose(rawValue: $0) ?? .private })
+            summary.placement = try Self.placement(row)
+            return summary
         }
     }
 
@@ -274,15 +316,21 @@ public final class BuilddStore: Sendable {
                 "unknown arch series \(request.distribution)/\(request.series)/\(request.archTag): "
                 + "add it with `archseries add`")
         }
+        let requirements = request.requirements
+        for name in requirements.constraints where !Placement.isValidResource(name) {
+            throw StoreError(.invalid, "invalid constraint '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
+        }
+        let constraints = PostgresArray(requirements.constraints.sorted())
         let buildID: Int64
         do {
             buildID = try connection.query("""
                 INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version, build_type,
-                                   urgency, pocket, component, archive_purpose)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id
+                                   urgency, pocket, component, archive_purpose, require_virtualized, constraints)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[]) RETURNING id
                 """, [try das.int("id"), try das.int("processor_id"), request.sourceName, request.sourceVersion,
                       request.buildType, request.urgency.rawValue, request.pocket.rawValue,
-                      request.component.rawValue, request.archive.rawValue]).first!.int64("id")
+                      request.component.rawValue, request.archive.rawValue, requirements.virtualized,
+                      constraints]).first!.int64("id")
         } catch let error as PostgresError where error.isCheckViolation {
             throw StoreError(.invalid, "invalid source name or version: \(request.sourceName) \(request.sourceVersion)")
         }
@@ -291,8 +339,9 @@ public final class BuilddStore: Sendable {
                                    [buildID, file.name, file.sha256, file.size])
         }
         try connection.execute("""
-            INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore) VALUES ($1, $2, $3, $3)
-            """, [buildID, try das.int("processor_id"), score])
+            INSERT INTO buildqueue (build_id, processor_id, lastscore, basescore, virtualized, constraints)
+            VALUES ($1, $2, $3, $3, $4, $5::text[])
+            """, [buildID, try das.int("processor_id"), score, requirements.virtualized, constraints])
         try connection.execute("""
             INSERT INTO build_event (build_id, status, attempt, message, actor) VALUES ($1, $2, 0, $3, $4)
             """, [buildID, BuildStatus.needsBuild.rawValue, "submitted with score \(score)", actor])
@@ -366,9 +415,10 @@ public final class BuilddStore: Sendable {
 
     /// One build with its files and history; `notFound` also when its archive is not in `visible`.
     public func build(_ id: Int64, visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> BuildDetail {
-        try await database.withConnection { connection in
+        var detail = try await database.withConnection { connection in
             guard let row = try connection.query("""
-                SELECT \(Self.buildSummaryColumns), b.urgency, b.pocket, b.component, q.logtail, b.log_name
+                SELECT \(Self.buildSummaryColumns), b.urgency, b.pocket, b.component, q.logtail, b.log_name,
+                       b.require_virtualized, array_to_string(b.constraints, ',') AS constraints, q.state AS queue_state
                   FROM \(Self.buildSummaryJoins) WHERE b.id = $1 AND \(Self.visibleArchiveCondition(parameter: 2))
                 """, [id, Self.archiveNames(visible)]).first
             else { throw StoreError(.notFound, "no build \(id)") }
@@ -385,10 +435,23 @@ public final class BuilddStore: Sendable {
                 BuildEvent(at: try $0.string("at"), status: try $0.string("status"), attempt: try $0.int("attempt"),
                            builder: $0["builder"], message: $0["message"], actor: $0["actor"])
             }
-            return BuildDetail(build: try Self.buildSummary(row), urgency: try row.string("urgency"),
-                               pocket: try row.string("pocket"), component: try row.string("component"),
-                               logtail: row["logtail"], logName: row["log_name"], files: files, history: history)
+            var detail = BuildDetail(build: try Self.buildSummary(row), urgency: try row.string("urgency"),
+                                     pocket: try row.string("pocket"), component: try row.string("component"),
+                                     logtail: row["logtail"], logName: row["log_name"], files: files, history: history)
+            detail.requirements = BuildRequirements(virtualized: try row.bool("require_virtualized"),
+                                                    constraints: Self.resources(row["constraints"]))
+            return (detail, waiting: row["queue_state"] == "WAITING")
         }
+        if detail.waiting, let requirements = detail.0.requirements {
+            let processor = detail.0.build.processor
+            let silence = Double(Self.agentSilenceSeconds)
+            let candidates = try await builders().filter { $0.processors.contains(processor) }.map {
+                Placement.Candidate(name: $0.name, placement: $0.placement ?? .plain,
+                                    availability: $0.availability(silentAfterSeconds: silence))
+            }
+            detail.0.waitingBecause = Placement.whyWaiting(requirements, processor: processor, builders: candidates)
+        }
+        return detail.0
     }
 
     /// The statement behind ``buildCounts(includingFinished:)``; the live one lists the active statuses from
