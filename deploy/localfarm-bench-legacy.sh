@@ -4,10 +4,11 @@
 # polls per second against the target, how late polls started (p50/p99/max from the master's own
 # figures), the master's and the stand-in's CPU, and how many builds completed (the master runs with
 # --lookahead 50, so a builder that comes free finds its next job already queued); writes the table to
-# .localfarm/bench/legacy-scale.txt.
+# .localfarm/bench/legacy-scale.txt. With MASTERS (the fifth argument, default 1) masters follow the builders
+# together, each its rendezvous share (BuilddCore's LegacyShare); the table then says how many each followed.
 
 cmd_bench_legacy() {
-    local builders="${1:-1000}" seconds="${2:-60}" builds="${3:-12000}" interval="${4:-1}" duration=10
+    local builders="${1:-1000}" seconds="${2:-60}" builds="${3:-12000}" interval="${4:-1}" masters="${5:-1}" duration=10
     trap down EXIT
     services
     cd "$ROOT"
@@ -48,6 +49,12 @@ INSERT INTO build_event (build_id, status, attempt, message) SELECT id, 'NEEDSBU
 SQL
     start_process bench-legacy-master "$bench/legacy-master.log" "$master_bin" serve --http-port "$HTTP_PORT" \
         --artifacts "$bench/legacy-artifacts" --legacy-interval "$interval" --name bench --lookahead 50
+    local extra
+    for extra in $(seq 2 "$masters"); do
+        start_process "bench-legacy-master$extra" "$bench/legacy-master$extra.log" "$master_bin" serve \
+            --http-port $((HTTP_PORT + 10 + extra)) --artifacts "$bench/legacy-artifacts" --legacy-interval "$interval" \
+            --name "bench$extra" --lookahead 50
+    done
     local master_pid standin_pid
     master_pid=$(pgrep -f "buildd-master serve --http-port $HTTP_PORT" | head -n 1)
     standin_pid=$(pgrep -f "buildd-standin.py --port $standin_port" | head -n 1)
@@ -77,6 +84,12 @@ SQL
         awk -v a="$scpu0" -v b="$scpu1" -v t="$ticks" -v s="$seconds" 'BEGIN { printf "%-34s %10.1f %%\n", "stand-in CPU (Python, all builders)", (b - a) / t / s * 100 }'
         printf "%-34s %10.1f MiB\n" "master RSS" "$(awk -v r="$rss" 'BEGIN { print r / 1024 }')"
         printf "%-34s %10.1f per s\n" "builds completed" "$(awk -v a="$done0" -v b="$done1" -v s="$seconds" 'BEGIN { print (b - a) / s }')"
+        if [ "$masters" -gt 1 ]; then
+            echo "(the CPU, RSS and poll figures above are the first master's)"
+            psql -tA -F ' ' -h 127.0.0.1 -p "$PG_PORT" -U postgres -d buildd_bench_legacy -c \
+                "SELECT legacy_master, count(*) FROM builder WHERE kind = 'xmlrpc' AND legacy_lease_until > now() GROUP BY 1 ORDER BY 1" |
+                awk -v total="$builders" '{ printf "%-34s %10d of %d (%.1f %%)\n", "builders followed by " $1, $2, total, $2 / total * 100 }'
+        fi
     } | tee "$out"
     log "figures written to $out"
 }

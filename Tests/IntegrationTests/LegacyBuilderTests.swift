@@ -296,29 +296,53 @@ import Glibc
         }
     }
 
-    @Test func anotherMasterTakesOverTheLegacyBuildersOfAKilledOne() async throws {
-        let (farm, standIn) = try await farm(legacy: ["lp-owned"], startMaster: false)
+    /// Two masters share the legacy builders out (``LegacyShare``: each follows the builders it wins among
+    /// the live masters, one master per builder); when one is SIGKILLed the other takes all of them within
+    /// the ownership lease (10 s) and a tick, and builds on the ones it took over.
+    @Test func twoMastersShareTheLegacyBuildersAndOneTakesAllOfAKilledOnesWithinALease() async throws {
+        let names = (0..<8).map { "lp-share-\($0)" }
+        let (farm, standIn) = try await farm(legacy: names, startMaster: false)
         try await closing(farm) {
             try await farm.startMaster(name: "first", arguments: Self.fastLegacy)
-            #expect(try await eventually(timeout: .seconds(10)) { try await owner(farm) == "first" })
             try await farm.startMaster(name: "second", arguments: Self.fastLegacy)
+            let expected = Dictionary(uniqueKeysWithValues: names.map { ($0, LegacyShare.owner(of: $0, among: ["first", "second"])!) })
+            #expect(Set(expected.values) == ["first", "second"], "both masters win some of these names: \(expected)")
+            let shared = try await eventually(timeout: .seconds(20)) { try await owners(farm) == expected }
+            let seen = try await owners(farm)
+            #expect(shared, "each builder followed by the master it hashes to: \(seen), not \(expected)")
+            // Each builder is followed by one master at a time: no builder's calls come from both.
             try await Task.sleep(for: .seconds(2))
-            #expect(try await owner(farm) == "first", "one master follows a builder at a time")
+            #expect(try await owners(farm) == expected, "the shares hold")
+
             let first = farm.masters.first { $0.name == "first" }!.process
             kill(first.processIdentifier, SIGKILL)
             try await waitForExit(first, "the SIGKILLed master")
             let clock = ContinuousClock()
             let killed = clock.now
-            #expect(try await eventually(timeout: .seconds(20)) { try await owner(farm) == "second" })
-            print("legacy builder taken over \(clock.now - killed) after its master was killed (ownership 10 s)")
-            let id = try await submit(farm, "after-takeover")
-            try await expectStatus(farm, id, .fullyBuilt)
-            #expect(try await standIn.calls("lp-owned").contains("build"))
+            let all = Dictionary(uniqueKeysWithValues: names.map { ($0, "second") })
+            let tookAll = try await eventually(timeout: .seconds(25)) { try await owners(farm) == all }
+            let after = try await owners(farm)
+            #expect(tookAll, "\(after)")
+            let took = clock.now - killed
+            print("legacy builders of a killed master taken over in \(took) (ownership lease 10 s)")
+            #expect(took < .seconds(10 + 4), "within the ownership lease and a tick or two: \(took)")
+            // The taken-over builders build.
+            var ids: [Int64] = []
+            for index in 0..<8 { ids.append(try await submit(farm, "after-takeover-\(index)")) }
+            for id in ids { try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(60)) }
+            let built = Set(try await ids.asyncMap { try await farm.store.build($0).build.builder ?? "-" })
+            #expect(built.contains { expected[$0] == "first" }, "builders that were the killed master's build: \(built)")
+            _ = standIn
         }
     }
 
-    func owner(_ farm: FarmHarness) async throws -> String? {
-        try await farm.store.database.query("SELECT legacy_master FROM builder WHERE name = 'lp-owned'").first?["legacy_master"]
+    func owners(_ farm: FarmHarness) async throws -> [String: String] {
+        var owners: [String: String] = [:]
+        for row in try await farm.store.database.query(
+            "SELECT name, legacy_master FROM builder WHERE kind = 'xmlrpc' AND legacy_lease_until > now()").rows {
+            owners[try row.string("name")] = row["legacy_master"]
+        }
+        return owners
     }
 
     /// Agents and legacy builders of one processor share one queue: 50 builds, every invariant holds.

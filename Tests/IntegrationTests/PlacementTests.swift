@@ -62,6 +62,8 @@ import Testing
             let fpga = try await store.build(fpgaBuild)
             #expect(fpga.waitingBecause == "no builder of amd64 may take it: the builder does not offer fpga (3 of 3)",
                     "\(String(describing: fpga.waitingBecause))")
+            let queue = try await store.queue(processor: "amd64")
+            #expect(queue.first { $0.id == fpgaBuild }?.waitingBecause == fpga.waitingBecause, "the queue says why too")
             let shown = try await farm.cli("build", "show", "\(fpgaBuild)")
             #expect(shown.output.contains("needs:     virtualized, constraints fpga")
                     && shown.output.contains("waiting:   no builder of amd64 may take it"), "\(shown)")

@@ -58,6 +58,20 @@ import Testing
         }
     }
 
+    /// A plain builder takes the shared queues (the default); any other is told so and takes only what is
+    /// addressed to it; the setting survives the file's text.
+    @Test func sharedQueueIsTheDefaultAndCanBeTurnedOff() throws {
+        #expect(try AgentConfiguration.parse(valid, readFile: secrets).sharedQueue)
+        let addressed = try AgentConfiguration.parse(valid.replacingOccurrences(of: "[agent]\n", with: "[agent]\nshared_queue = false\n"),
+                                                     readFile: secrets)
+        #expect(!addressed.sharedQueue)
+        #expect(addressed.fileText.contains("shared_queue = false"))
+        #expect(throws: AgentConfiguration.Invalid(problems: ["[agent] shared_queue must be true or false"])) {
+            try AgentConfiguration.parse(valid.replacingOccurrences(of: "[agent]\n", with: "[agent]\nshared_queue = maybe\n"),
+                                         readFile: secrets)
+        }
+    }
+
     @Test func environmentOverridesTheFile() throws {
         let configuration = try AgentConfiguration.parse(valid, environment: [
             "BUILDD_AGENT_AGENT_HEARTBEAT": "9", "BUILDD_AGENT_BROKER_PASSWORD": "fromenv",

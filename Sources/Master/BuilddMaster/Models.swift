@@ -38,10 +38,15 @@ public struct QueueEntry: Codable, Sendable, Equatable {
     /// The score was set by an operator.
     public var manual: Bool
     public var waitingSeconds: Double
+    /// What it needs of its builder (``Placement``).
+    public var requirements: BuildRequirements?
+    /// Why no builder takes it, when none that may take it is idle (``Placement/whyWaiting(_:processor:builders:)``).
+    public var waitingBecause: String?
 
     enum CodingKeys: String, CodingKey {
-        case position, id, source, version, score, manual
+        case position, id, source, version, score, manual, requirements
         case archSeries = "archseries", buildType = "build_type", waitingSeconds = "waiting_seconds"
+        case waitingBecause = "waiting_because"
     }
 }
 

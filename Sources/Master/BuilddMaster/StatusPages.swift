@@ -181,17 +181,20 @@ extension HTTPAPI {
 
     static let queueScript = """
         const processor = decodeURIComponent(location.pathname.split('/').pop());
+        const needs = r => !r ? '' : (r.virtualized ? 'virtualized' : 'not virtualized')
+          + (r.constraints && r.constraints.length ? ', ' + r.constraints.slice().sort().join(', ') : '');
         refresh(async () => {
           const queue = await getJSON('/v1/queue/' + encodeURIComponent(processor));
           return [
             el('h2', {}, 'Queue of ' + processor + ': ' + queue.length + ' waiting'),
             queue.length === 0 ? el('p', {class: 'muted'}, 'Nothing waiting.') :
             el('table', {class: 'queue'}, el('tr', {}, el('th', {}, '#'), el('th', {}, 'Build'), el('th', {}, 'Arch series'),
-                 el('th', {}, 'Score'), el('th', {}, 'Waiting')),
+                 el('th', {}, 'Score'), el('th', {}, 'Waiting'), el('th', {}, 'Needs')),
                queue.map(q => el('tr', {class: 'queued'}, el('td', {}, q.position),
                  el('td', {}, el('a', {href: '/builds/' + q.id}, '#' + q.id + ' ' + q.source + ' ' + q.version)),
                  el('td', {}, q.archseries), el('td', {}, q.score + (q.manual ? ' (manual)' : '')),
-                 el('td', {}, duration(q.waiting_seconds))))),
+                 el('td', {}, duration(q.waiting_seconds)),
+                 el('td', {}, needs(q.requirements), q.waiting_because ? el('div', {class: 'why'}, q.waiting_because) : '')))),
           ];
         });
         """

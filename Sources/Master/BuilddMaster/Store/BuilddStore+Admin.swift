@@ -10,8 +10,9 @@ extension BuilddStore {
         guard try await database.query("SELECT 1 FROM processor WHERE name = $1", [processor]).first != nil else {
             throw StoreError(.notFound, "no processor named '\(processor)'")
         }
-        return try await database.query("""
+        var entries = try await database.query("""
             SELECT q.build_id, q.lastscore, q.manual, extract(epoch FROM now() - q.date_queued) AS waiting,
+                   q.virtualized, array_to_string(q.constraints, ',') AS constraints,
                    b.source_name, b.source_version, b.build_type,
                    d.name || '/' || s.name || '/' || das.architecturetag AS archseries
               FROM buildqueue q JOIN processor p ON p.id = q.processor_id JOIN build b ON b.id = q.build_id
@@ -23,8 +24,26 @@ extension BuilddStore {
             QueueEntry(position: index + 1, id: try row.int64("build_id"), archSeries: try row.string("archseries"),
                        source: try row.string("source_name"), version: try row.string("source_version"),
                        buildType: try row.string("build_type"), score: try row.int("lastscore"),
-                       manual: try row.bool("manual"), waitingSeconds: try row.double("waiting"))
+                       manual: try row.bool("manual"), waitingSeconds: try row.double("waiting"),
+                       requirements: BuildRequirements(virtualized: try row.bool("virtualized"),
+                                                       constraints: Self.resources(row["constraints"])))
         }
+        // Each entry that no idle builder may take says why, judged once per kind of requirement.
+        let silence = Double(Self.agentSilenceSeconds)
+        let candidates = try await builders().filter { $0.processors.contains(processor) }.map {
+            Placement.Candidate(name: $0.name, placement: $0.placement ?? .plain,
+                                availability: $0.availability(silentAfterSeconds: silence))
+        }
+        var reasons: [String: String?] = [:]
+        for index in entries.indices {
+            guard let requirements = entries[index].requirements else { continue }
+            let key = requirements.description
+            if reasons[key] == nil {
+                reasons[key] = .some(Placement.whyWaiting(requirements, processor: processor, builders: candidates))
+            }
+            entries[index].waitingBecause = reasons[key] ?? nil
+        }
+        return entries
     }
 
     // MARK: API tokens

@@ -41,22 +41,23 @@ extension BuilddStore {
                                ELSE \(DispatchWindow.sqlExpression(idle: "idle", lookahead: "$3", inFlight: "in_flight")) END
                           FROM header)
                  FOR UPDATE SKIP LOCKED),
-            \(Self.claimSteps(picked: "picked", addressee: "NULL::int"))
+            \(Self.claimSteps(picked: "picked", addressee: nil))
             """, [Self.agentSilenceSeconds, processor, lookahead]).rows
         return try Self.jobs(claimed, processor: processor, leaseSeconds: leaseSeconds, artifactBaseURL: artifactBaseURL)
     }
 
     /// What a claim does with the entries `picked` (columns `id`, `build_id`, `lastscore`), each addressed
-    /// to the builder `addressee` (an expression over `picked`; NULL: the shared queue): the bumped
-    /// attempts, the entries DISPATCHED, the history, and one row per job with what it says.
-    static func claimSteps(picked: String, addressee: String) -> String {
-        """
+    /// to the builder `addressee` (a column of `picked`; nil: the shared queue): the bumped attempts, the
+    /// entries DISPATCHED, the history, and one row per job with what it says.
+    static func claimSteps(picked: String, addressee: String?) -> String {
+        let builder = addressee.map { "(SELECT \($0) FROM \(picked) WHERE \(picked).id = q.id)" } ?? "NULL"
+        return """
         bumped AS (
             UPDATE build b SET attempt = b.attempt + 1 WHERE b.id = ANY (ARRAY(SELECT build_id FROM \(picked)))
             RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
         queued AS (
             UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(), token_sha256 = NULL,
-                   builder_id = (SELECT \(addressee) FROM \(picked) WHERE \(picked).id = q.id),
+                   builder_id = \(builder),
                    logtail = NULL, lease_expires = NULL
              WHERE q.id = ANY (ARRAY(SELECT id FROM \(picked)))
             RETURNING q.id, q.build_id, q.lastscore, q.builder_id),

@@ -58,13 +58,34 @@ public struct LegacyDispatchDetails: Sendable {
 }
 
 extension BuilddStore {
-    /// Takes (or keeps) the legacy builders this master follows: its own, unowned ones and those whose
-    /// owner's lease ran out, and renews its lease on all of them. Returns what each looks like now.
+    /// Says this master is alive for `leaseSeconds` and returns the masters alive now, itself included.
+    public func liveMasters(announcing master: String, leaseSeconds: Int) async throws -> [String] {
+        try await database.query("""
+            WITH me AS (
+                INSERT INTO master_presence (name, alive_until) VALUES ($1, now() + make_interval(secs => $2))
+                ON CONFLICT (name) DO UPDATE SET alive_until = EXCLUDED.alive_until RETURNING name)
+            SELECT name FROM master_presence WHERE alive_until > now() AND name <> $1 UNION SELECT name FROM me
+            """, [master, leaseSeconds]).rows.map { try $0.string("name") }.sorted()
+    }
+
+    /// Takes (or keeps) the legacy builders this master follows, and renews its lease on them: its share
+    /// among the masters alive now (``LegacyShare``), each taken once it is unowned or its owner's lease
+    /// ran out. Builders it holds that are now another live master's are let go at once, so the master
+    /// that joined takes them at its next tick. Returns what each of its builders looks like now.
     public func claimLegacyBuilders(master: String, leaseSeconds: Int) async throws -> [LegacyBuilderSnapshot] {
+        let live = try await liveMasters(announcing: master, leaseSeconds: leaseSeconds)
+        let names = try await database.query("""
+            SELECT name FROM builder WHERE kind = 'xmlrpc' AND active ORDER BY name
+            """).rows.map { try $0.string("name") }
+        let mine = PostgresArray(LegacyShare.share(of: master, builders: names, among: live))
+        try await database.query("""
+            UPDATE builder SET legacy_master = NULL, legacy_lease_until = NULL
+             WHERE kind = 'xmlrpc' AND legacy_master = $1 AND NOT (name = ANY ($2::text[]))
+            """, [master, mine])
         let rows = try await database.query("""
             WITH owned AS (
                 UPDATE builder SET legacy_master = $1, legacy_lease_until = now() + make_interval(secs => $2)
-                 WHERE kind = 'xmlrpc' AND active
+                 WHERE kind = 'xmlrpc' AND active AND name = ANY ($3::text[])
                    AND (legacy_master = $1 OR legacy_master IS NULL OR legacy_lease_until < now())
                 RETURNING id, name, url, builderok, manual, \(Placement.sqlTakesSharedQueue(builder: "builder")) AS shared
             )
@@ -79,7 +100,7 @@ extension BuilddStore {
               LEFT JOIN buildqueue q ON q.builder_id = o.id AND q.state IN ('RUNNING', 'CANCELLING')
               LEFT JOIN build b ON b.id = q.build_id
              ORDER BY o.id
-            """, [master, leaseSeconds])
+            """, [master, leaseSeconds, mine])
         return try rows.rows.map { row in
             var current: LegacyBuilderSnapshot.CurrentBuild?
             if let buildID = row.optionalInt64("build_id") {
@@ -99,9 +120,12 @@ extension BuilddStore {
 
     /// Gives up this master's legacy builders (a clean shutdown), so another master takes them at once.
     public func releaseLegacyBuilders(master: String) async throws {
-        try await database.query("""
-            UPDATE builder SET legacy_master = NULL, legacy_lease_until = NULL WHERE legacy_master = $1
-            """, [master])
+        try await database.transaction { connection in
+            try connection.execute("DELETE FROM master_presence WHERE name = $1", [master])
+            try connection.execute("""
+                UPDATE builder SET legacy_master = NULL, legacy_lease_until = NULL WHERE legacy_master = $1
+                """, [master])
+        }
     }
 
     /// Records what the last polls saw (IDLE, BUILDING, ABORTING) in one statement, so the dispatch window
