@@ -302,6 +302,12 @@ MUTANTS = [
      "let mine = PostgresArray(LegacyShare.share(of: master, builders: names, among: live))",
      "let mine = PostgresArray(names)",
      "LegacyBuilderTests"),
+    ("legacy-stream", "a legacy builder's result file streams into the store, never whole in memory",
+     "Sources/Master/BuilddMaster/Legacy/LegacyHTTP.swift",
+     "            if let sink, (200..<300).contains(response.status) {\n",
+     "            if let sink, (200..<300).contains(response.status) {\n"
+     "                response.body += buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []\n",
+     "LegacyBuilderTests"),
 ]
 
 

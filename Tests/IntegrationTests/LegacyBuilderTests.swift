@@ -265,6 +265,46 @@ import Glibc
         }
     }
 
+    /// A 64 MiB result file goes from the builder's file cache into the artifact store as it arrives,
+    /// checked against its SHA-1 on the way: stored whole and right, and the master's peak memory grows by
+    /// far less than the file. A file that fails its SHA-1 leaves nothing behind (above, and checked here).
+    @Test func aBigResultFileIsStreamedIntoTheStoreNotHeldInMemory() async throws {
+        let (farm, standIn) = try await farm(legacy: ["lp-big"])
+        try await closing(farm) {
+            func peak() throws -> Int {
+                let pid = farm.masters[0].process.processIdentifier
+                let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+                let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+                return Int(line.split(separator: " ").dropFirst().first ?? "0").map { $0 * 1024 } ?? 0
+            }
+            let size = 64 << 20
+            let warm = try await submit(farm, "warm-up")
+            try await expectStatus(farm, warm, .fullyBuilt)
+            let before = try peak()
+            // Scripted before the builder may take them (manual mode meanwhile).
+            try await farm.store.setBuilderManual("lp-big", true, actor: nil)
+            let id = try await submit(farm, "big")
+            let bad = try await submit(farm, "big-bad")
+            try await standIn.scriptBuilds([
+                "PACKAGEBUILD-\(id)": [["file_bytes": ["big_1.0_amd64.tar": size], "duration": 0.3]],
+                "PACKAGEBUILD-\(bad)": [["file_bytes": ["big-bad_1.0_amd64.tar": size], "misbehave": "bad-sha1",
+                                         "duration": 0.3], ["duration": 0.3]],
+            ])
+            try await farm.store.setBuilderManual("lp-big", false, actor: nil)
+            try await expectStatus(farm, id, .fullyBuilt, timeout: .seconds(90))
+            try await expectStatus(farm, bad, .fullyBuilt, timeout: .seconds(90))
+            let after = try peak()
+            let pattern = (0..<size).map { UInt8($0 & 0xff) }
+            let file = try #require(try await farm.store.build(id).files.first { $0.name == "big_1.0_amd64.tar" })
+            #expect(file.size == Int64(size) && file.sha256 == SHA256.hex(of: pattern))
+            #expect(try await history(farm, bad).contains("does not match its SHA-1"))
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: farm.artifactRoot + "/tmp")
+            #expect(leftovers.isEmpty, "no partial file: \(leftovers)")
+            print("master peak RSS \(before >> 20) MiB before two 64 MiB legacy results, \(after >> 20) MiB after")
+            #expect(after - before < size / 4, "peak RSS grew \((after - before) >> 20) MiB for a 64 MiB file")
+        }
+    }
+
     @Test func aBuilderThatIsNotWhatItWasRegisteredAsGetsNoWork() async throws {
         let (farm, standIn) = try await farm(legacy: ["lp-arm"], arch: "arm64", startMaster: false)
         try await closing(farm) {

@@ -16,6 +16,7 @@ Script keys (all optional):
     result      OK, PACKAGEFAIL, DEPFAIL, CHROOTFAIL, BUILDERFAIL or GIVENBACK (default OK)
     duration    seconds a build runs (default 1)
     files       {name: text} result files of OK/PACKAGEFAIL/DEPFAIL (default one .deb)
+    file_bytes  {name: size} more result files of that size: bytes 0, 1, ... 255, 0, 1, ... (for big files)
     misbehave   null, or one of:
                   fault           every call answers Fault 8002 'error'
                   unknown-method  every call answers Fault 8001 (method not found)
@@ -187,8 +188,9 @@ class Builder:
             files = self.option("files")
             if files is None:
                 files = {"%s_1.0_%s.deb" % (self.build_id.lower(), self.script["arch"]): "a package of " + self.build_id}
-            for name, text in files.items():
-                data = text.encode()
+            sized = {name: (bytes(range(256)) * (size // 256 + 1))[:size]
+                     for name, size in (self.option("file_bytes") or {}).items()}
+            for name, data in [(name, text.encode()) for name, text in files.items()] + list(sized.items()):
                 sha1 = hashlib.sha1(data).hexdigest()
                 if self.option("misbehave") == "bad-sha1":
                     data = data + b" (corrupted)"

@@ -167,3 +167,29 @@ import Testing
         #expect(throws: XMLRPCError.self) { try LegacyStatus(.string("BuilderStatus.IDLE")) }
     }
 }
+
+/// launchpad-buildd's `build()` arguments come from the build type (Launchpad's build behaviours).
+@Suite struct LegacyBuildArgumentsTests {
+    static func details(_ type: String, pocket: String = "security", archive: String = "private") -> LegacyDispatchDetails {
+        LegacyDispatchDetails(buildType: type, distribution: "ubuntu", series: "noble", archTag: "amd64", pocket: pocket,
+                              component: "universe", archivePurpose: archive, chroot: nil, sources: [])
+    }
+
+    @Test func aBinaryPackageBuildGetsItsArchivePocketAndComponent() {
+        let arguments = LegacyBuildArguments.of(Self.details("binarypackage"))
+        #expect(Set(arguments.keys) == ["arch_tag", "series", "distribution", "suite", "archive_private", "archives",
+                                        "ogrecomponent", "archive_purpose", "build_debug_symbols", "arch_indep"])
+        #expect(arguments["suite"] == .string("noble-security"))
+        #expect(arguments["ogrecomponent"] == .string("universe"))
+        #expect(arguments["archive_private"] == .bool(true))
+        #expect(arguments["archive_purpose"] == .string("PRIVATE"))
+        #expect(LegacyBuildArguments.of(Self.details("binarypackage", pocket: "release", archive: "primary"))["suite"]
+                == .string("noble"))
+        #expect(LegacyBuildArguments.of(Self.details("binarypackage", archive: "primary"))["archive_private"] == .bool(false))
+    }
+
+    @Test func otherBuildTypesGetTheCommonArgumentsOnly() {
+        let arguments = LegacyBuildArguments.of(Self.details("translation-templates"))
+        #expect(Set(arguments.keys) == ["arch_tag", "series", "distribution", "suite", "archive_private", "archives"])
+    }
+}

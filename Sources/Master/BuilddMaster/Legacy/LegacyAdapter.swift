@@ -431,13 +431,7 @@ final class LegacyFollower: @unchecked Sendable {
             }
             filemap[source.name] = sha1
         }
-        let suite = details.pocket == "release" ? details.series : "\(details.series)-\(details.pocket)"
-        let arguments: [String: XMLRPCValue] = [
-            "arch_tag": .string(details.archTag), "series": .string(details.series), "suite": .string(suite),
-            "distribution": .string(details.distribution), "ogrecomponent": .string(details.component),
-            "archive_purpose": .string(details.archivePurpose.uppercased()), "archive_private": .bool(false),
-            "archives": .array([]), "build_debug_symbols": .bool(false),
-        ]
+        let arguments = LegacyBuildArguments.of(details)
         let answer = try await client.build(cookie: build.cookie, buildType: details.buildType, chrootSHA1: chrootSHA1,
                                             filemap: filemap, arguments: arguments)
         guard answer.status == "BuilderStatus.BUILDING" else {
@@ -480,12 +474,7 @@ final class LegacyFollower: @unchecked Sendable {
                 guard Naming.isValidFileName(name) else {
                     throw LegacyCallError(method: "status", underlying: XMLRPCError.malformed("unsafe file name in filemap"))
                 }
-                let bytes = try await client.fetch(sha1)
-                guard SHA1.hex(of: bytes) == sha1.lowercased() else {
-                    throw LegacyCallError(method: "GET /filecache/\(sha1)",
-                                          underlying: LegacyHTTPError.io("\(name) does not match its SHA-1"))
-                }
-                files.append(try await store(bytes, name: name))
+                files.append(try await client.fetch(sha1, sha1: sha1, into: adapter.artifacts, as: name))
             }
         }
         var log: FileDigest?
@@ -577,4 +566,27 @@ func hashFile(_ path: String) throws -> String {
         hasher.update(chunk[0..<count])
     }
     return hasher.finalizeHex()
+}
+
+/// The `build()` arguments launchpad-buildd expects, by build type (Launchpad's build behaviours): every
+/// type gets the common ones; a binary package build gets its archive, pocket and component as well.
+enum LegacyBuildArguments {
+    static func of(_ details: LegacyDispatchDetails) -> [String: XMLRPCValue] {
+        let suite = details.pocket == "release" ? details.series : "\(details.series)-\(details.pocket)"
+        var arguments: [String: XMLRPCValue] = [
+            "arch_tag": .string(details.archTag), "series": .string(details.series),
+            "distribution": .string(details.distribution), "suite": .string(suite),
+            "archive_private": .bool(details.archivePurpose == "private"), "archives": .array([]),
+        ]
+        switch details.buildType {
+        case "binarypackage":
+            arguments["ogrecomponent"] = .string(details.component)
+            arguments["archive_purpose"] = .string(details.archivePurpose.uppercased())
+            arguments["build_debug_symbols"] = .bool(false)
+            arguments["arch_indep"] = .bool(false)
+        default:
+            break
+        }
+        return arguments
+    }
 }

@@ -1,4 +1,5 @@
 import BuilddShared
+import NIOCore
 
 /// What `status()` of a launchpad-buildd says.
 public struct LegacyStatus: Sendable, Equatable {
@@ -180,7 +181,26 @@ public final class LegacyBuilderClient: Sendable {
 
     public func clean() async throws { _ = try await call("clean") }
 
-    /// Fetches `/filecache/<name>` (a SHA-1, or `buildlog`).
+    /// `GET /filecache/NAME` into the artifact store, streamed: checked against `sha1` (launchpad-buildd's
+    /// name for it) as it arrives and stored by its SHA-256 only when it matches; never whole in memory.
+    public func fetch(_ name: String, sha1 expected: String, into artifacts: ArtifactStore, as fileName: String) async throws -> FileDigest {
+        let sink = LegacyFileSink(upload: try artifacts.beginUpload())
+        do {
+            _ = try await connection.download(path: "/filecache/\(name)", timeout: limits.callTimeout * limits.ensurePresentFactor,
+                                              maxBytes: limits.maxFileBytes) { try sink.write($0) }
+        } catch {
+            sink.discard()
+            throw LegacyCallError(method: "GET /filecache/\(name)", underlying: (error as? LegacyHTTPError) ?? .io("\(error)"))
+        }
+        guard sink.sha1() == expected.lowercased() else {
+            sink.discard()
+            throw LegacyCallError(method: "GET /filecache/\(name)", underlying: LegacyHTTPError.io("\(fileName) does not match its SHA-1"))
+        }
+        let (sha256, size) = try await runBlocking(name: "artifact") { try sink.commit() }
+        return FileDigest(name: fileName, sha256: sha256, size: size)
+    }
+
+    /// Fetches `/filecache/<name>` whole (the build log: bounded by the largest artifact).
     public func fetch(_ name: String) async throws -> [UInt8] {
         do {
             return try await connection.request(method: .GET, path: "/filecache/\(name)", timeout: limits.callTimeout
@@ -189,4 +209,27 @@ public final class LegacyBuilderClient: Sendable {
             throw LegacyCallError(method: "GET /filecache/\(name)", underlying: (error as? LegacyHTTPError) ?? .io("\(error)"))
         }
     }
+}
+
+/// A file from a legacy builder on its way into the artifact store: each chunk written and hashed (SHA-1,
+/// launchpad-buildd's name for it) as it arrives. Written on one event loop, read after the download ended.
+final class LegacyFileSink: @unchecked Sendable {
+    private let upload: ArtifactStore.Upload
+    private var hasher = SHA1()
+
+    init(upload: ArtifactStore.Upload) { self.upload = upload }
+
+    func write(_ buffer: ByteBuffer) throws {
+        try buffer.withUnsafeReadableBytes { bytes in
+            hasher.update(bytes)
+            try upload.write(bytes)
+        }
+    }
+
+    func sha1() -> String { hasher.finalizeHex() }
+
+    /// Makes it durable and moves it into place; its SHA-256 and size.
+    func commit() throws -> (sha256: String, size: Int64) { (try upload.commit(expectedSHA256: nil), upload.size) }
+
+    func discard() { upload.discard() }
 }

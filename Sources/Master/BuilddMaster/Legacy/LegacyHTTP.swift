@@ -1,5 +1,6 @@
 import BuilddShared
 import NIOCore
+import Synchronization
 import NIOHTTP1
 import NIOPosix
 
@@ -58,6 +59,28 @@ public final class LegacyHTTPConnection: @unchecked Sendable {
         }
     }
 
+    /// Sends a GET and hands the body of a 2xx answer to `sink` chunk by chunk as it arrives (on the
+    /// connection's event loop, in order), never holding it whole; returns how many bytes came. A body over
+    /// `maxBytes`, or a sink that throws, ends the request with that error.
+    public func download(path: String, timeout: Double, maxBytes: Int,
+                         into sink: @escaping @Sendable (ByteBuffer) throws -> Void) async throws -> Int {
+        let reused = channel?.isActive == true
+        let received = ReceivedBytes()
+        let counting: @Sendable (ByteBuffer) throws -> Void = { buffer in
+            received.count.withLock { $0 += buffer.readableBytes }
+            try sink(buffer)
+        }
+        do {
+            _ = try await attempt(method: .GET, path: path, body: nil, contentType: nil, timeout: timeout,
+                                  maxBytes: maxBytes, sink: counting)
+        } catch LegacyHTTPError.connectionClosed where reused && received.count.withLock({ $0 }) == 0 {
+            // A kept-alive connection the builder had closed: nothing reached the sink, so ask again.
+            _ = try await attempt(method: .GET, path: path, body: nil, contentType: nil, timeout: timeout,
+                                  maxBytes: maxBytes, sink: counting)
+        }
+        return received.count.withLock { $0 }
+    }
+
     public func close() {
         channel?.close(promise: nil)
         channel = nil
@@ -65,7 +88,7 @@ public final class LegacyHTTPConnection: @unchecked Sendable {
     }
 
     private func attempt(method: HTTPMethod, path: String, body: [UInt8]?, contentType: String?, timeout: Double,
-                         maxBytes: Int) async throws -> [UInt8] {
+                         maxBytes: Int, sink: (@Sendable (ByteBuffer) throws -> Void)? = nil) async throws -> [UInt8] {
         let (channel, handler) = try await connected(timeout: timeout)
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: "\(host):\(port)")
@@ -77,7 +100,7 @@ public final class LegacyHTTPConnection: @unchecked Sendable {
         let nanoseconds = Int64(timeout * 1_000_000_000)
         let payload = body.map { ByteBuffer(bytes: $0) }
         channel.eventLoop.execute {
-            handler.begin(promise: promise, maxBytes: maxBytes)
+            handler.begin(promise: promise, maxBytes: maxBytes, sink: sink)
             let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
                 handler.fail(LegacyHTTPError.timeout(seconds: timeout))
                 channel.close(promise: nil)
@@ -126,6 +149,11 @@ public final class LegacyHTTPConnection: @unchecked Sendable {
     }
 }
 
+/// How many bytes of a download reached its sink.
+final class ReceivedBytes: Sendable {
+    let count = Mutex(0)
+}
+
 struct CollectedResponse: Sendable {
     var status: Int
     var keepAlive: Bool
@@ -139,10 +167,17 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     private var promise: EventLoopPromise<CollectedResponse>?
     private var response = CollectedResponse(status: 0, keepAlive: true, body: [])
     private var maxBytes = 0
+    /// Where a streamed body goes (``LegacyHTTPConnection/download(path:timeout:maxBytes:into:)``); nil
+    /// collects it.
+    private var sink: (@Sendable (ByteBuffer) throws -> Void)?
+    private var received = 0
 
-    func begin(promise: EventLoopPromise<CollectedResponse>, maxBytes: Int) {
+    func begin(promise: EventLoopPromise<CollectedResponse>, maxBytes: Int,
+               sink: (@Sendable (ByteBuffer) throws -> Void)? = nil) {
         self.promise = promise
         self.maxBytes = maxBytes
+        self.sink = sink
+        received = 0
         response = CollectedResponse(status: 0, keepAlive: true, body: [])
     }
 
@@ -158,9 +193,21 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
             response.status = Int(head.status.code)
             response.keepAlive = head.isKeepAlive
         case .body(var buffer):
-            guard response.body.count + buffer.readableBytes <= maxBytes else {
+            guard promise != nil else { return }
+            guard received + buffer.readableBytes <= maxBytes else {
                 fail(LegacyHTTPError.tooLarge(limit: maxBytes))
                 context.close(promise: nil)
+                return
+            }
+            received += buffer.readableBytes
+            // Only a 2xx body is the file; another status's body is kept to be thrown away.
+            if let sink, (200..<300).contains(response.status) {
+                do {
+                    try sink(buffer)
+                } catch {
+                    fail(error)
+                    context.close(promise: nil)
+                }
                 return
             }
             response.body += buffer.readBytes(length: buffer.readableBytes) ?? []
