@@ -308,6 +308,16 @@ MUTANTS = [
      "            if let sink, (200..<300).contains(response.status) {\n"
      "                response.body += buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []\n",
      "LegacyBuilderTests"),
+    ("version-tilde", "a `~` sorts before anything in a Debian version, even its end (1.0~rc1 << 1.0)",
+     "Sources/Core/BuilddCore/DebianVersion.swift",
+     'if character == UInt8(ascii: "~") { return -1 }',
+     'if character == UInt8(ascii: "~") { return 1 }',
+     "DebianVersionTests|DebianRelationTests"),
+    ("relation-alternatives", "a relation clause holds when one of its alternatives is satisfied",
+     "Sources/Core/BuilddCore/DebianRelation.swift",
+     "return applying.contains { index.satisfies($0, on: architecture) } ? nil : applying",
+     "return applying.allSatisfy { index.satisfies($0, on: architecture) } ? nil : applying",
+     "DebianRelationTests"),
 ]
 
 

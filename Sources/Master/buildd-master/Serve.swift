@@ -41,7 +41,8 @@ struct Serve: AsyncParsableCommand {
     var webhookGiveUp = "24h"
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
     @OptionGroup var queueType: QueueTypeOptions
-    @Option(help: "This master's name in logs.") var name = ProcessInfo.processInfo.hostName
+    @Option(help: "This master's name: in logs, and what the live masters share the legacy builders out by (one name per master; default: the host name).")
+    var name = ProcessInfo.processInfo.hostName
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @Option(help: "Database connections of this master (each on a thread of its own).") var databaseConnections = 8
     @Option(help: "Status events applied at once (lanes by builder; one builder's events stay in order).")
