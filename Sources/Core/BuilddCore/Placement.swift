@@ -28,6 +28,14 @@ public struct BuilderPlacement: Equatable, Sendable, Codable {
 
     public var takesSharedQueue: Bool { self == .plain }
 
+    /// What makes it not a placement an operator may set (a bad name, a resource both open and
+    /// restricted), or nil.
+    public var problem: String? {
+        if let bad = Placement.namesProblem(openResources.union(restrictedResources), what: "resource") { return bad }
+        let both = openResources.intersection(restrictedResources)
+        return both.isEmpty ? nil : "\(both.sorted().joined(separator: ", ")) cannot be both open and restricted"
+    }
+
     /// `virtualized, resources a,b, restricted gpu`, as `builder show` and its history say it.
     public var description: String {
         var parts = [virtualized ? "virtualized" : "not virtualized"]
@@ -176,10 +184,13 @@ public enum Placement {
         return "none of the \(able.count) builder(s) that may take it is idle (\(states))"
     }
 
-    /// A resource name as builders and builds give it: like a builder name (`[a-z0-9][a-z0-9.+_-]{0,63}`).
-    public static func isValidResource(_ name: String) -> Bool {
-        guard let first = name.utf8.first, (1...64).contains(name.utf8.count) else { return false }
-        func alnum(_ byte: UInt8) -> Bool { (byte >= 0x30 && byte <= 0x39) || (byte >= 0x61 && byte <= 0x7a) }
-        return alnum(first) && name.utf8.allSatisfy { alnum($0) || $0 == 0x2E || $0 == 0x2B || $0 == 0x5F || $0 == 0x2D }
+    /// A resource name as builders and builds give it: a name of the farm's (``Names``).
+    public static func isValidResource(_ name: String) -> Bool { Names.isValid(name) }
+
+    /// What is wrong with resource names given as `what` ("resource", "constraint"), or nil.
+    public static func namesProblem(_ names: some Sequence<String>, what: String) -> String? {
+        names.sorted().first { !isValidResource($0) }.map {
+            "invalid \(what) '\($0)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}"
+        }
     }
 }

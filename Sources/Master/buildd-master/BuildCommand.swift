@@ -225,9 +225,7 @@ struct BuildCommand: AsyncParsableCommand {
             }
             if !sourceFiles.isEmpty && !overAPI { _ = try artifactStore.directory() }
             if wait && !overAPI { throw ValidationError("--wait follows the build through the API: give --master") }
-            for name in constraints where !Placement.isValidResource(name) {
-                throw ValidationError("invalid --constraint '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
-            }
+            if let problem = Placement.namesProblem(constraints, what: "--constraint") { throw ValidationError(problem) }
             if !virtualized && archive == .private {
                 throw ValidationError("a private archive's build always runs on a virtualized builder: drop --no-virtualized")
             }

@@ -228,11 +228,7 @@ struct BuilderCommand: AsyncParsableCommand {
         }
 
         func validate() throws {
-            for name in placement.openResources.union(placement.restrictedResources).sorted() where !Placement.isValidResource(name) {
-                throw ValidationError("invalid resource '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
-            }
-            let both = placement.openResources.intersection(placement.restrictedResources)
-            if !both.isEmpty { throw ValidationError("\(both.sorted().joined(separator: ", ")) cannot be both open and restricted") }
+            if let problem = placement.problem { throw ValidationError(problem) }
         }
     }
 

@@ -264,17 +264,7 @@ public enum WireCodec {
 /// Rules for names that end up in routing keys, queue names and file paths.
 public enum Naming {
     /// Builder, processor, distribution, series and build-type names: `[a-z0-9][a-z0-9.+_-]{0,63}`.
-    public static func isValidName(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard (1...64).contains(bytes.count) else { return false }
-        for (index, byte) in bytes.enumerated() {
-            let alnum = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x61 && byte <= 0x7a)
-            if index == 0 { guard alnum else { return false }; continue }
-            guard alnum || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+")
-                || byte == UInt8(ascii: "_") else { return false }
-        }
-        return true
-    }
+    public static func isValidName(_ name: String) -> Bool { Names.isValid(name) }
 
     /// A file name that cannot leave its folder: no slash, not `.`/`..`, no leading dot, no control bytes.
     public static func isValidFileName(_ name: String) -> Bool {

@@ -29,11 +29,7 @@ extension BuilddStore {
                                                        constraints: Self.resources(row["constraints"])))
         }
         // Each entry that no idle builder may take says why, judged once per kind of requirement.
-        let silence = Double(Self.agentSilenceSeconds)
-        let candidates = try await builders().filter { $0.processors.contains(processor) }.map {
-            Placement.Candidate(name: $0.name, placement: $0.placement ?? .plain,
-                                availability: $0.availability(silentAfterSeconds: silence))
-        }
+        let candidates = try await placementCandidates(processor: processor)
         var reasons: [String: String?] = [:]
         for index in entries.indices {
             guard let requirements = entries[index].requirements else { continue }
@@ -44,6 +40,15 @@ extension BuilddStore {
             entries[index].waitingBecause = reasons[key] ?? nil
         }
         return entries
+    }
+
+    /// The builders of `processor` as ``Placement/whyWaiting(_:processor:builders:)`` judges them.
+    func placementCandidates(processor: String) async throws -> [Placement.Candidate] {
+        let silence = Double(Self.agentSilenceSeconds)
+        return try await builders().filter { $0.processors.contains(processor) }.map {
+            Placement.Candidate(name: $0.name, placement: $0.placement ?? .plain,
+                                availability: $0.availability(silentAfterSeconds: silence))
+        }
     }
 
     // MARK: API tokens

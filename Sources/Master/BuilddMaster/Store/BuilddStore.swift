@@ -244,13 +244,7 @@ public final class BuilddStore: Sendable {
     }
 
     static func requireResources(_ placement: BuilderPlacement) throws {
-        for name in placement.openResources.union(placement.restrictedResources).sorted() where !Placement.isValidResource(name) {
-            throw StoreError(.invalid, "invalid resource '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
-        }
-        let both = placement.openResources.intersection(placement.restrictedResources)
-        if !both.isEmpty {
-            throw StoreError(.invalid, "\(both.sorted().joined(separator: ", ")) cannot be both open and restricted")
-        }
+        if let problem = placement.problem { throw StoreError(.invalid, problem) }
     }
 
     public func builders() async throws -> [BuilderSummary] {
@@ -317,8 +311,8 @@ public final class BuilddStore: Sendable {
                 + "add it with `archseries add`")
         }
         let requirements = request.requirements
-        for name in requirements.constraints where !Placement.isValidResource(name) {
-            throw StoreError(.invalid, "invalid constraint '\(name)': a resource name is [a-z0-9][a-z0-9.+_-]{0,63}")
+        if let problem = Placement.namesProblem(requirements.constraints, what: "constraint") {
+            throw StoreError(.invalid, problem)
         }
         let constraints = PostgresArray(requirements.constraints.sorted())
         let buildID: Int64
@@ -444,12 +438,8 @@ public final class BuilddStore: Sendable {
         }
         if detail.waiting, let requirements = detail.0.requirements {
             let processor = detail.0.build.processor
-            let silence = Double(Self.agentSilenceSeconds)
-            let candidates = try await builders().filter { $0.processors.contains(processor) }.map {
-                Placement.Candidate(name: $0.name, placement: $0.placement ?? .plain,
-                                    availability: $0.availability(silentAfterSeconds: silence))
-            }
-            detail.0.waitingBecause = Placement.whyWaiting(requirements, processor: processor, builders: candidates)
+            detail.0.waitingBecause = Placement.whyWaiting(requirements, processor: processor,
+                                                           builders: try await placementCandidates(processor: processor))
         }
         return detail.0
     }
