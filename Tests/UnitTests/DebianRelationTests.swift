@@ -2,7 +2,7 @@
 import Testing
 
 /// Debian's version ordering and relations, as dpkg has them: what decides when a dependency wait can end.
-@Suite struct DebianVersionTests {
+@Suite(.timeLimit(.minutes(1))) struct DebianVersionTests {
     static func version(_ text: String) -> DebianVersion { DebianVersion(text)! }
 
     /// Pairs in dpkg's order (deb-version(7), dpkg's own test cases and Debian policy 5.6.12): each first
@@ -44,7 +44,7 @@ import Testing
     }
 }
 
-@Suite struct DebianRelationTests {
+@Suite(.timeLimit(.minutes(1))) struct DebianRelationTests {
     static func entry(_ name: String, _ version: String, arch: String = "amd64", multiArch: String? = nil,
                       provides: [(String, String?)] = []) -> PackageIndex.Entry {
         PackageIndex.Entry(name: name, version: DebianVersion(version)!, architecture: arch, multiArch: multiArch,

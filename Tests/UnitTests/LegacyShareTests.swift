@@ -3,7 +3,7 @@ import Testing
 
 /// Rendezvous hashing of legacy builders over live masters: every master computes the same owner, the
 /// shares are fair, and a master joining or leaving moves only the builders it wins or held.
-@Suite struct LegacyShareTests {
+@Suite(.timeLimit(.minutes(1))) struct LegacyShareTests {
     static let builders = (0..<2000).map { "lp-\($0)" }
 
     @Test func everyBuilderHasOneOwnerWhateverTheOrderOfTheMasters() {

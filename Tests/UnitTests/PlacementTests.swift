@@ -3,7 +3,7 @@ import Testing
 
 /// Launchpad's candidate rules as ``Placement`` states them, the assignment of builds to idle builders,
 /// the reason a waiting build gives, and the core refusing an accept that breaks them.
-@Suite struct PlacementRuleTests {
+@Suite(.timeLimit(.minutes(1))) struct PlacementRuleTests {
     static let plain = BuilderPlacement.plain
     static let bare = BuilderPlacement(virtualized: false)
     static let big = BuilderPlacement(openResources: ["large"])

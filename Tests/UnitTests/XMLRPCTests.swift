@@ -169,7 +169,7 @@ import Testing
 }
 
 /// launchpad-buildd's `build()` arguments come from the build type (Launchpad's build behaviours).
-@Suite struct LegacyBuildArgumentsTests {
+@Suite(.timeLimit(.minutes(1))) struct LegacyBuildArgumentsTests {
     static func details(_ type: String, pocket: String = "security", archive: String = "private") -> LegacyDispatchDetails {
         LegacyDispatchDetails(buildType: type, distribution: "ubuntu", series: "noble", archTag: "amd64", pocket: pocket,
                               component: "universe", archivePurpose: archive, chroot: nil, sources: [])
