@@ -12,9 +12,9 @@ import Testing
     }
 
     static func facts(active: Bool = true, ok: Bool = true, manual: Bool = false, state: AgentState? = .idle,
-                      seen: Double? = 1, holds: Bool = false) -> BuilderAvailability.Facts {
+                      seen: Double? = 1, holds: Bool = false, clean: CleanStatus = .clean) -> BuilderAvailability.Facts {
         BuilderAvailability.Facts(active: active, builderok: ok, manual: manual, agentState: state,
-                                  secondsSinceSeen: seen, holdsBuild: holds)
+                                  secondsSinceSeen: seen, holdsBuild: holds, clean: clean)
     }
 
     /// Every field's effect alone and a few together, either side of the silence limit.
@@ -23,6 +23,9 @@ import Testing
         facts(state: .aborting, holds: true), facts(seen: 19.5), facts(seen: 20.5), facts(seen: nil),
         facts(state: nil), facts(state: .building), facts(state: .aborting), facts(manual: true, seen: 300),
         facts(ok: false, manual: true, holds: true), facts(active: false, seen: nil),
+        // A builder waiting for its reset, or under it, takes no work (``BuilderReset``).
+        facts(clean: .dirty), facts(clean: .cleaning), facts(seen: nil, clean: .cleaning),
+        facts(state: .building, holds: true, clean: .dirty),
     ]
 
     @Test func theClaimCountsAsIdleExactlyTheBuildersTheCoreSaysTakeWork() async throws {
@@ -38,9 +41,9 @@ import Testing
             try await store.addBuilder(name: name, processors: ["amd64"], brokerUser: name)
             try await store.database.query("""
                 UPDATE builder SET active = $2, builderok = $3, manual = $4, agent_state = $5,
-                       last_seen = $7::timestamptz - make_interval(secs => $6::float8) WHERE name = $1
+                       last_seen = $7::timestamptz - make_interval(secs => $6::float8), clean_status = $8 WHERE name = $1
                 """, [name, facts.active, facts.builderok, facts.manual, facts.agentState?.rawValue, facts.secondsSinceSeen,
-                      moment])
+                      moment, facts.clean.rawValue])
             if facts.holdsBuild {
                 let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
                                                                 sourceName: "held\(index)", sourceVersion: "1.0"))
@@ -237,6 +240,16 @@ import Testing
             builders["p\(index)"] = placement
             try await store.addBuilder(name: "p\(index)", processors: ["amd64"], brokerUser: "p\(index)", placement: placement)
         }
+        // Builders the master resets take their jobs addressed to them, however plain their placement.
+        var resets: [String: ResetPlan] = [:]
+        for (index, placement) in [BuilderPlacement.plain, BuilderPlacement(virtualized: false), .plain].enumerated() {
+            let name = "reset\(index)"
+            builders[name] = placement
+            resets[name] = index == 2 ? .none : ResetPlan(method: .command, target: "true")
+            try await store.addBuilder(name: name, processors: ["amd64"], brokerUser: name, placement: placement)
+            try await store.database.query("UPDATE builder SET reset_method = $2, reset_target = $3 WHERE name = $1",
+                                           [name, resets[name]!.method.rawValue, resets[name]!.target])
+        }
         for (index, needs) in requirements.enumerated() {
             var request = BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
                                        sourceName: "r\(index)", sourceVersion: "1.0")
@@ -247,6 +260,7 @@ import Testing
         let rows = try await store.database.query("""
             SELECT b.name, q.build_id, \(Placement.sqlCondition(build: "q", builder: "b")) AS may,
                    \(Placement.sqlTakesSharedQueue(builder: "b")) AS shared_builder,
+                   \(BuilderReset.sqlResets(builder: "b")) AS resets,
                    \(Placement.sqlGoesToSharedQueue(build: "q")) AS shared_build
               FROM builder b CROSS JOIN buildqueue q
             """).rows
@@ -256,7 +270,10 @@ import Testing
             let requirements = try #require(builds[try row.int64("build_id")])
             #expect(try row.bool("may") == Placement.mayTake(placement, requirements),
                     "\(placement.description) / \(requirements.description)")
-            #expect(try row.bool("shared_builder") == placement.takesSharedQueue, "\(placement.description)")
+            let reset = resets[try row.string("name")] ?? .none
+            #expect(try row.bool("shared_builder") == placement.takesSharedQueue(reset: reset),
+                    "\(placement.description), reset \(reset.description)")
+            #expect(try row.bool("resets") == reset.resets(virtualized: placement.virtualized), "\(reset.description)")
             #expect(try row.bool("shared_build") == requirements.goesToSharedQueue, "\(requirements.description)")
         }
         await database.drop()

@@ -18,7 +18,7 @@ import Testing
     static func builder(_ id: Int, _ name: String, user: String? = nil, kind: BuilderKind = .agent,
                         failures: Int = 0, ok: Bool = true) -> BuilderRecord {
         BuilderRecord(id: id, name: name, kind: kind, brokerUser: user, active: true, manual: false, session: "s-\(name)",
-                      lastSeq: 0, agentState: .idle, cleanStatus: "CLEAN",
+                      lastSeq: 0, agentState: .idle, cleanStatus: .clean,
                       standing: BuilderStanding(failures: failures, ok: ok, notes: nil))
     }
 
@@ -52,7 +52,7 @@ import Testing
         #expect(core.builds[10]?.status == .fullyBuilt && core.builds[10]?.queue == nil && core.builds[10]?.finished == .now)
         #expect(core.builds[11]?.status == .failedToBuild && core.builds[11]?.job.notes == "make failed")
         #expect(core.dequeued == [10, 11])
-        #expect(core.builders[1]?.agentState == .idle && core.builders[1]?.cleanStatus == "CLEAN")
+        #expect(core.builders[1]?.agentState == .idle && core.builders[1]?.cleanStatus == .clean)
         #expect(core.builders[1]?.lastSeq == 2 && core.builders[1]?.seen == true)
         #expect(core.history.map { "\($0.build) \($0.status.rawValue)" }
                 == ["10 BUILDING", "11 BUILDING", "10 GATHERING", "10 FULLYBUILT", "11 FAILEDTOBUILD"])

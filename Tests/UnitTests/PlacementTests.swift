@@ -53,10 +53,13 @@ import Testing
     @Test func theSharedQueuesAreThePlainBuildersExactly() {
         let builders = Set(Self.table.map(\.0).map(\.description))
         for (builder, build, _) in Self.table {
-            if builder.takesSharedQueue { #expect(Placement.mayTake(builder, build) == build.goesToSharedQueue) }
+            if builder.takesSharedQueue(reset: .none) { #expect(Placement.mayTake(builder, build) == build.goesToSharedQueue) }
         }
         #expect(builders.count > 5)
-        #expect(Self.plain.takesSharedQueue && !Self.big.takesSharedQueue && !Self.bare.takesSharedQueue)
+        #expect(Self.plain.takesSharedQueue(reset: .none) && !Self.big.takesSharedQueue(reset: .none)
+                && !Self.bare.takesSharedQueue(reset: .none))
+        // A plain builder the master resets after each build takes its jobs addressed to it.
+        #expect(!Self.plain.takesSharedQueue(reset: ResetPlan(method: .command, target: "revert")))
         #expect(BuildRequirements.plain.goesToSharedQueue && !Self.needs(virtualized: false).goesToSharedQueue)
     }
 
@@ -106,7 +109,7 @@ import Testing
     @Test func theCoreRefusesAnAcceptThePlacementForbids() {
         func builder(_ id: Int, _ placement: BuilderPlacement) -> BuilderRecord {
             var record = BuilderRecord(id: id, name: "b\(id)", kind: .agent, brokerUser: nil, active: true, manual: false,
-                                       session: nil, lastSeq: 0, agentState: .idle, cleanStatus: "CLEAN",
+                                       session: nil, lastSeq: 0, agentState: .idle, cleanStatus: .clean,
                                        standing: BuilderStanding(failures: 0, ok: true, notes: nil))
             record.placement = placement
             return record

@@ -14,6 +14,10 @@ public enum BuilderAvailability: String, Sendable, CaseIterable {
     case aborting
     /// Kept out of automatic dispatch by an operator.
     case manual
+    /// Ran a build and waits for its reset to start (``BuilderReset``).
+    case dirty
+    /// Its reset is under way.
+    case cleaning
     /// Not heard from within the silence limit, or never.
     case offline
     /// Usable, holds nothing, said IDLE recently: may be given a job.
@@ -29,15 +33,18 @@ public enum BuilderAvailability: String, Sendable, CaseIterable {
         public var secondsSinceSeen: Double?
         /// Whether a running or cancelling build is recorded against it.
         public var holdsBuild: Bool
+        /// Its clean status: only a CLEAN builder is given work.
+        public var clean: CleanStatus
 
         public init(active: Bool, builderok: Bool, manual: Bool, agentState: AgentState?,
-                    secondsSinceSeen: Double?, holdsBuild: Bool) {
+                    secondsSinceSeen: Double?, holdsBuild: Bool, clean: CleanStatus = .clean) {
             self.active = active
             self.builderok = builderok
             self.manual = manual
             self.agentState = agentState
             self.secondsSinceSeen = secondsSinceSeen
             self.holdsBuild = holdsBuild
+            self.clean = clean
         }
     }
 
@@ -49,12 +56,16 @@ public enum BuilderAvailability: String, Sendable, CaseIterable {
         if !facts.builderok { return .failed }
         if facts.holdsBuild { return facts.agentState == .aborting ? .aborting : .building }
         if facts.manual { return .manual }
+        // A builder under reset is CLEANING whether or not its agent answers (a reverted machine reboots).
+        if facts.clean == .cleaning { return .cleaning }
         guard let seen = facts.secondsSinceSeen, seen < silentAfterSeconds else { return .offline }
         switch facts.agentState {
-        case .idle: return .idle
         case .building: return .building
         case .aborting: return .aborting
         case nil: return .offline
+        case .idle:
+            // Idle and DIRTY: it ran a build and waits for its reset to start.
+            return facts.clean == .dirty ? .dirty : .idle
         }
     }
 
@@ -68,7 +79,8 @@ public enum BuilderAvailability: String, Sendable, CaseIterable {
         """
         \(b).active AND \(b).builderok AND NOT EXISTS (SELECT 1 FROM buildqueue r WHERE r.builder_id = \(b).id \
         AND r.state IN ('RUNNING', 'CANCELLING')) AND NOT \(b).manual \
-        AND \(b).last_seen > \(now) - make_interval(secs => \(silence)) AND \(b).agent_state = 'IDLE'
+        AND \(b).last_seen > \(now) - make_interval(secs => \(silence)) AND \(b).agent_state = 'IDLE' \
+        AND \(b).clean_status = '\(CleanStatus.clean.rawValue)'
         """
     }
 }

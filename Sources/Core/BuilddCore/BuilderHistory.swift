@@ -4,6 +4,8 @@ public enum BuilderEventKind: String, Codable, Sendable, CaseIterable {
     case added, enabled, disabled, manual, automatic, removed
     /// An operator changed what it offers builds (``BuilderPlacement``).
     case placement
+    /// A reset started or ended (``BuilderReset``); a failed one is a `failure`.
+    case reset
     /// The farm counted a failure against the builder (with the reason).
     case failure
     /// The farm marked the builder not ok (with the reason): it gets no more work until enabled.

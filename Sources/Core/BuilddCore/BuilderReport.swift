@@ -20,6 +20,9 @@ public struct BuilderReport: Equatable, Sendable {
         case accepted(AttemptRef, uploadKey: String)
         /// The attempt ended with `result`; its files and log are in the artifact store already.
         case finished(AttemptRef, BuilderResult, files: [FileDigest], log: FileDigest?)
+        /// It ran its `reset_command` for the reset `attempt` the master asked for (``ResetMethod/agent``);
+        /// `ok`: it succeeded (the report's message says why not).
+        case reset(attempt: Int, ok: Bool)
 
         /// `hello`, `heartbeat`, `accepted` or `finished`.
         public var name: String {
@@ -28,6 +31,7 @@ public struct BuilderReport: Equatable, Sendable {
             case .heartbeat: "heartbeat"
             case .accepted: "accepted"
             case .finished: "finished"
+            case .reset: "reset"
             }
         }
 
@@ -36,6 +40,7 @@ public struct BuilderReport: Equatable, Sendable {
             switch self {
             case .hello(_, let current), .heartbeat(_, let current, _): current
             case .accepted(let ref, _), .finished(let ref, _, _, _): ref
+            case .reset: nil
             }
         }
     }

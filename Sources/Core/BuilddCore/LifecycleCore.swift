@@ -13,16 +13,21 @@ public struct BuilderRecord: Equatable, Sendable {
     public var session: String?
     public var lastSeq: Int64
     public var agentState: AgentState?
-    /// `CLEAN`, `DIRTY` or `CLEANING`.
-    public var cleanStatus: String
+    public var cleanStatus: CleanStatus
     public var standing: BuilderStanding
     /// What it offers builds (``Placement``).
     public var placement: BuilderPlacement = .plain
+    /// How it is reset after a build (``BuilderReset``).
+    public var reset: ResetPlan = .none
+    /// When its reset under way must have ended (epoch seconds), while CLEANING.
+    public var resetDeadline: Double?
+    /// Bumped by each reset started: the fencing token of a reset's run.
+    public var resetAttempt: Int = 0
     /// Heard from in this batch: its `last_seen` becomes the batch's time.
     public var seen = false
 
     public init(id: Int, name: String, kind: BuilderKind, brokerUser: String?, active: Bool, manual: Bool,
-                session: String?, lastSeq: Int64, agentState: AgentState?, cleanStatus: String,
+                session: String?, lastSeq: Int64, agentState: AgentState?, cleanStatus: CleanStatus,
                 standing: BuilderStanding) {
         self.id = id
         self.name = name
@@ -39,6 +44,11 @@ public struct BuilderRecord: Equatable, Sendable {
 
     /// Whether it may accept a job: usable and not removed.
     public var usable: Bool { standing.ok && active }
+
+    func resetFacts(holdsBuild: Bool) -> ResetFacts {
+        ResetFacts(clean: cleanStatus, plan: reset, virtualized: placement.virtualized, usable: usable, manual: manual,
+                   holdsBuild: holdsBuild, deadline: resetDeadline)
+    }
 }
 
 /// A build's entry in the queue (it has one while it needs or holds a builder).
@@ -185,6 +195,8 @@ public struct LifecycleCore: Sendable {
 
     /// History lines to insert, in order.
     public private(set) var history: [HistoryEntry] = []
+    /// Lines of builders' histories about their resets (started, CLEAN), in order.
+    public private(set) var resetHistory: [BuilderHistoryEntry] = []
     /// Seconds from claim to accepted, per build started.
     public private(set) var dispatchLatencies: [Double] = []
     /// Seconds from start to end, per build ended, by its final status.
@@ -209,10 +221,17 @@ public struct LifecycleCore: Sendable {
 
     /// The lines of builders' histories the batch adds: failures counted against them, and being marked not ok.
     public var builderHistory: [BuilderHistoryEntry] {
-        changedBuilders.flatMap { builder in
+        resetHistory + changedBuilders.flatMap { builder in
             originalBuilders[builder.id].map {
                 BuilderHistoryEntry.farmChange(of: builder.name, from: $0.standing, to: builder.standing)
             } ?? []
+        }
+    }
+
+    /// The builders whose reset deadline or attempt changed (a reset started, ended or expired).
+    public var changedResets: [BuilderRecord] {
+        changedBuilders.filter {
+            originalBuilders[$0.id]?.resetDeadline != $0.resetDeadline || originalBuilders[$0.id]?.resetAttempt != $0.resetAttempt
         }
     }
 
@@ -264,12 +283,15 @@ public struct LifecycleCore: Sendable {
         builder.lastSeq = report.seq
         builder.seen = true
         switch report.event {
-        case .hello(let state, _), .heartbeat(let state, _, _): builder.agentState = state
+        case .hello(let state, _), .heartbeat(let state, _, _):
+            builder.agentState = state
+            if state == .idle { builder.cleanStatus = BuilderReset.whenIdle(builder.resetFacts(holdsBuild: false)) }
         case .finished:
-            // A finished build leaves the builder clean (its work folder is gone), whatever became of the build.
+            // A finished build leaves the builder idle (its work folder is gone), whatever became of the
+            // build: CLEAN, or DIRTY until its reset when the master resets it.
             builder.agentState = .idle
-            builder.cleanStatus = "CLEAN"
-        case .accepted: break  // set below only when the accept holds
+            builder.cleanStatus = BuilderReset.whenIdle(builder.resetFacts(holdsBuild: false))
+        case .accepted, .reset: break  // set below only when the accept holds; a reset decides below
         }
         builders[builderID] = builder
 
@@ -284,6 +306,12 @@ public struct LifecycleCore: Sendable {
             return accepted(ref, uploadKey: key, builder: builder)
         case .finished(let ref, let result, let files, let log):
             return finished(ref, result: result, files: files, log: log, builder: builder, message: report.message)
+        case .reset(let attempt, let ok):
+            guard BuilderReset.builderMayReport(builder.reset) else {
+                return .rejected("builder \(builder.name) is not reset by its agent; its report of a reset is refused")
+            }
+            return resetRan(builder: builder.name, attempt: attempt,
+                            result: ok ? .succeeded : .failed(report.message ?? "the agent's reset_command failed"))
         }
     }
 
@@ -324,7 +352,7 @@ public struct LifecycleCore: Sendable {
         var machine = build.lifecycle
         let claimedAt: Double? = if case .dispatched(_, let since) = machine.state { since } else { nil }
         switch machine.accepted(attempt: ref.attempt, builder: builder.id, builderUsable: builder.usable,
-                                builderBusy: busy, refusal: Self.refusal(of: builder, for: build), now: now,
+                                builderBusy: busy, refusal: Self.refusal(of: builder, for: build, busy: busy), now: now,
                                 lease: leaseSeconds) {
         case .start:
             if let claimedAt { dispatchLatencies.append(now - claimedAt) }
@@ -337,7 +365,7 @@ public struct LifecycleCore: Sendable {
             build.startedAt = now
             builds[ref.build] = build
             builders[builder.id]?.agentState = .building
-            builders[builder.id]?.cleanStatus = "DIRTY"
+            builders[builder.id]?.cleanStatus = BuilderReset.whenBuildStarts
             history.append(HistoryEntry(build: ref.build, status: .building, attempt: ref.attempt,
                                         builder: builder.name, message: nil))
             return .applied("build \(ref.build) attempt \(ref.attempt) started on \(builder.name)")
@@ -348,10 +376,13 @@ public struct LifecycleCore: Sendable {
 
     /// Why `builder` may not take `build` whatever route its job took: the job was addressed to another
     /// builder (a dispatched entry's builder is the one it was sent to), or the placement rule refuses it.
-    static func refusal(of builder: BuilderRecord, for build: BuildRecord) -> String? {
+    /// A builder that is not CLEAN refuses too, unless it is busy (the machine says so then: a build that
+    /// runs is what made it DIRTY).
+    static func refusal(of builder: BuilderRecord, for build: BuildRecord, busy: Bool) -> String? {
         if let queue = build.queue, queue.state == .dispatched, let addressee = queue.builderID, addressee != builder.id {
             return "the job was sent to another builder"
         }
+        if !busy, let unclean = BuilderReset.refusal(builder.cleanStatus) { return unclean }
         return Placement.refusal(of: builder.placement, for: build.requirements).map { "\($0)" }
     }
 
@@ -405,6 +436,93 @@ public struct LifecycleCore: Sendable {
             expired.append((buildID, build.attempt, builder))
         }
         return expired
+    }
+
+    // MARK: Resets
+
+    /// A reset the master is to run now (``BuilderReset``): the builder, the plan and the attempt that
+    /// fences its outcome.
+    public struct ResetOrder: Equatable, Sendable {
+        public let builder: String
+        public let plan: ResetPlan
+        public let attempt: Int
+        public let deadline: Double
+
+        public init(builder: String, plan: ResetPlan, attempt: Int, deadline: Double) {
+            self.builder = builder
+            self.plan = plan
+            self.attempt = attempt
+            self.deadline = deadline
+        }
+    }
+
+    /// The pass over the builders loaded that are not CLEAN: starts the resets that are due (CLEANING until
+    /// their deadline) and counts a failure against each builder whose reset ran past its deadline (DIRTY
+    /// again). Returns the resets to run, in builder order.
+    public mutating func resetPass() -> [ResetOrder] {
+        var orders: [ResetOrder] = []
+        for id in builders.keys.sorted() {
+            guard var builder = builders[id], builder.cleanStatus != .clean else { continue }
+            let holds = builds.values.contains { $0.isHeld(by: id) }
+            switch BuilderReset.pass(builder.resetFacts(holdsBuild: holds), now: now) {
+            case .nothing:
+                continue
+            case .start(let deadline):
+                builder.cleanStatus = .cleaning
+                builder.resetDeadline = deadline
+                builder.resetAttempt += 1
+                orders.append(ResetOrder(builder: builder.name, plan: builder.reset, attempt: builder.resetAttempt,
+                                         deadline: deadline))
+                resetHistory.append(BuilderHistoryEntry(builder: builder.name, kind: .reset, actor: nil,
+                                                        reason: "started: \(builder.reset.description)"))
+            case .expired(let reason):
+                resetFailed(&builder, reason: reason)
+            }
+            builders[id] = builder
+        }
+        return orders
+    }
+
+    /// What a reset's run came to, for `builder` and the reset `attempt` it ran; ignored unless that reset is
+    /// still the builder's current one and under way (a pass may have judged it past its deadline).
+    public mutating func resetRan(builder name: String, attempt: Int, result: BuilderReset.RunResult) -> EventOutcome {
+        guard let id = builderIDs[name], var builder = builders[id] else { return .rejected("unknown builder \(name)") }
+        guard builder.cleanStatus == .cleaning, builder.resetAttempt == attempt else {
+            return .ignored("reset \(attempt) of \(name) is no longer under way")
+        }
+        switch BuilderReset.afterRun(result, plan: builder.reset) {
+        case .clean:
+            builder.cleanStatus = .clean
+            builder.resetDeadline = nil
+            resetHistory.append(BuilderHistoryEntry(builder: name, kind: .reset, actor: nil, reason: "CLEAN"))
+        case .awaitCompletion:
+            builders[id] = builder
+            return .applied("reset of \(name) started; it stays CLEANING until it is said to be done")
+        case .failed(let reason):
+            resetFailed(&builder, reason: reason)
+        }
+        builders[id] = builder
+        return .applied("reset of \(name): \(builder.cleanStatus.rawValue)")
+    }
+
+    /// Whoever reset `name` says it is done (the asynchronous protocol's end, or an operator who reset it
+    /// by hand): CLEAN.
+    public mutating func resetCompleted(builder name: String, by actor: String?) -> EventOutcome {
+        guard let id = builderIDs[name], var builder = builders[id] else { return .rejected("unknown builder \(name)") }
+        guard let clean = BuilderReset.completed(builder.cleanStatus) else { return .ignored("\(name) is already CLEAN") }
+        let was = builder.cleanStatus
+        builder.cleanStatus = clean
+        builder.resetDeadline = nil
+        builders[id] = builder
+        resetHistory.append(BuilderHistoryEntry(builder: name, kind: .reset, actor: actor,
+                                                reason: "CLEAN (was \(was.rawValue))"))
+        return .applied("\(name) is CLEAN")
+    }
+
+    private mutating func resetFailed(_ builder: inout BuilderRecord, reason: String) {
+        _ = builder.standing.countFailure(reason)
+        builder.cleanStatus = .dirty
+        builder.resetDeadline = nil
     }
 
     // MARK: Operators

@@ -26,7 +26,9 @@ public struct BuilderPlacement: Equatable, Sendable, Codable {
     /// it, chosen by the master (``Placement/assign(builders:candidates:)``).
     public static let plain = BuilderPlacement()
 
-    public var takesSharedQueue: Bool { self == .plain }
+    /// Whether it takes its jobs from its processors' shared queues: plain, and not reset by the master
+    /// after each build (such a builder may be idle and DIRTY, so its jobs are addressed to it when CLEAN).
+    public func takesSharedQueue(reset: ResetPlan) -> Bool { self == .plain && !reset.resets(virtualized: virtualized) }
 
     /// What makes it not a placement an operator may set (a bad name, a resource both open and
     /// restricted), or nil.
@@ -124,9 +126,9 @@ public enum Placement {
             + "AND \(b).restricted_resources <@ \(q).constraints)"
     }
 
-    /// ``BuilderPlacement/takesSharedQueue`` as a SQL condition on the builder row `b`.
+    /// ``BuilderPlacement/takesSharedQueue(reset:)`` as a SQL condition on the builder row `b`.
     public static func sqlTakesSharedQueue(builder b: String = "b") -> String {
-        "(\(b).virtualized AND \(b).open_resources = '{}' AND \(b).restricted_resources = '{}')"
+        "(\(b).virtualized AND \(b).open_resources = '{}' AND \(b).restricted_resources = '{}' AND NOT \(BuilderReset.sqlResets(builder: b)))"
     }
 
     /// ``BuildRequirements/goesToSharedQueue`` as a SQL condition on the queue entry `q` (the predicate of

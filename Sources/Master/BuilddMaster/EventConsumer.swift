@@ -349,8 +349,17 @@ public final class Watchdog: Sendable {
         }
     }
 
-    /// One pass of the seed's `scanActiveBuilders`.
+    /// One pass of the seed's `scanActiveBuilders`, then the pass over builders awaiting their reset: the
+    /// resets it starts run in tasks of their own, and a builder that ends CLEAN wakes the dispatcher.
     public func checkOnce() async throws {
         if try await master.scanActiveBuilders().changed { onChange() }
+        let master = self.master
+        let runner = ResetRunner(store: store, logger: logger) { await master.sendClean(builder: $0, attempt: $1) }
+        for order in try await store.resetPass() {
+            let onChange = self.onChange
+            Task {
+                if case .applied = await runner.run(order) { onChange() }
+            }
+        }
     }
 }

@@ -100,9 +100,16 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
     public var currentArchive: ArchivePurpose?
     /// What it offers builds (``Placement``).
     public var placement: BuilderPlacement?
+    /// `CLEAN`, `DIRTY` or `CLEANING` (``BuilderReset``).
+    public var cleanStatus: String?
+    /// How the master resets it; not in the JSON (a command or URL may hold a credential), only its method.
+    public var reset: ResetPlan? = nil
+    /// `none`, `command` or `url`.
+    public var resetMethod: String?
 
     enum CodingKeys: String, CodingKey {
         case name, kind, url, processors, builderok, failnotes, manual, active, placement
+        case cleanStatus = "clean_status", resetMethod = "reset_method"
         case failureCount = "failure_count", agentState = "agent_state", lastSeen = "last_seen"
         case secondsSinceSeen = "seconds_since_seen", currentBuild = "current_build"
         case currentTitle = "current_title", logTail = "log_tail", currentArchive = "current_archive"
@@ -112,7 +119,8 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
     public func availability(silentAfterSeconds: Double) -> BuilderAvailability {
         BuilderAvailability.of(BuilderAvailability.Facts(
             active: active, builderok: builderok, manual: manual, agentState: agentState.flatMap(AgentState.init(rawValue:)),
-            secondsSinceSeen: secondsSinceSeen, holdsBuild: currentBuild != nil), silentAfterSeconds: silentAfterSeconds)
+            secondsSinceSeen: secondsSinceSeen, holdsBuild: currentBuild != nil,
+            clean: cleanStatus.flatMap(CleanStatus.init(rawValue:)) ?? .clean), silentAfterSeconds: silentAfterSeconds)
     }
 
     /// One word for what the builder is doing, as the status page and metrics show it.

@@ -69,7 +69,7 @@ extension HTTPAPI {
         .builders th:nth-child(4){width:20%}td{overflow-wrap:anywhere}
         .badge{display:inline-block;padding:0 6px;border-radius:3px;font-size:12px;color:#fff;background:#777}
         .s-idle{background:#2e7d32}.s-building{background:#1565c0}.s-aborting,.s-manual{background:#ef6c00}
-        .s-failed{background:#c62828}.s-offline,.s-removed{background:#9e9e9e}
+        .s-failed{background:#c62828}.s-dirty,.s-cleaning{background:#6a1b9a}.s-offline,.s-removed{background:#9e9e9e}
         .b-FULLYBUILT{background:#2e7d32}.b-BUILDING,.b-GATHERING{background:#1565c0}.b-NEEDSBUILD{background:#6d6d6d}
         .b-FAILEDTOBUILD,.b-CHROOTWAIT,.b-FAILEDTOUPLOAD{background:#c62828}.b-MANUALDEPWAIT,.b-CANCELLING{background:#ef6c00}
         .b-CANCELLED,.b-SUPERSEDED{background:#9e9e9e}

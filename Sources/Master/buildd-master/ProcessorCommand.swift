@@ -205,8 +205,72 @@ struct ArchSeriesName {
 struct BuilderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "builder", abstract: "Manage builders.",
-        subcommands: [Add.self, Set.self, List.self, Show.self, History.self, Enable.self, Disable.self, Manual.self,
-                      Remove.self])
+        subcommands: [Add.self, Set.self, SetReset.self, Clean.self, List.self, Show.self, History.self, Enable.self,
+                      Disable.self, Manual.self, Remove.self])
+
+    struct SetReset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-reset",
+            abstract: "Set how the master resets a virtualized builder after each build.",
+            discussion: """
+                With a reset, the builder is DIRTY after every build and gets no job until a master has reset it \
+                (CLEANING) and it is CLEAN again. --command runs `/bin/sh -c COMMAND` on the master with \
+                BUILDD_BUILDER set; --url is POSTed to; --agent sends the builder's agent `clean`, and it runs its own \
+                reset_command (agent.conf) and reports back. Protocol 1.1 (synchronous): the command's success or a 2xx \
+                answer ends the reset. Protocol 2.0 (asynchronous): they start it, and the builder stays CLEANING \
+                until `builder clean NAME` (or POST /api/v1/builders/NAME/clean). A reset that fails or passes its \
+                timeout counts as a builder failure (5 in a row mark it not ok). --none: the builder cleans itself. \
+                Such a builder takes its jobs addressed to it: its agent needs `shared_queue = false`.
+                """)
+        @Argument(help: "Builder name.") var name: String
+        @Option(help: "A command the master runs to reset it.") var command: String?
+        @Option(help: "A URL the master POSTs to, to reset it.") var url: String?
+        @Flag(help: "The builder's agent resets its own machine with its reset_command, when asked.") var agent = false
+        @Flag(help: "No reset: the builder's own clean-up after each build is enough.") var none = false
+        @Option(name: .customLong("protocol"), help: "1.1 (synchronous) or 2.0 (asynchronous).") var resetProtocol = "1.1"
+        @Option(help: "Seconds from the reset's start to its deadline.") var timeout = ResetPlan.defaultTimeoutSeconds
+        @OptionGroup var connection: ConnectionOptions
+
+        var plan: ResetPlan {
+            get throws {
+                guard [command != nil, url != nil, agent, none].filter({ $0 }).count == 1 else {
+                    throw ValidationError("give exactly one of --command, --url, --agent and --none")
+                }
+                guard let proto = ResetProtocol(rawValue: resetProtocol) else {
+                    throw ValidationError("--protocol is 1.1 or 2.0")
+                }
+                let method: ResetMethod = command != nil ? .command : url != nil ? .url : agent ? .agent : .none
+                return ResetPlan(method: method, target: command ?? url, resetProtocol: proto, timeoutSeconds: timeout)
+            }
+        }
+
+        func validate() throws { _ = try plan }
+
+        func run() async throws {
+            let plan = try plan
+            try await withStore(connection) { try await $0.setBuilderReset(name, plan, actor: cliActor()) }
+            print("builder \(name): reset \(plan.description)")
+        }
+    }
+
+    struct Clean: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Say a builder's reset is done: it is CLEAN and may take a job.",
+            discussion: "The end of an asynchronous reset (protocol 2.0), or of a reset done by hand.")
+        @Argument(help: "Builder name.") var name: String
+        @OptionGroup var remote: MasterOptions
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            if let client = try remote.client() {
+                _ = try await withMaster { try await client.json("POST", try builderPath(name, "clean"), as: [String: String].self) }
+                return print("builder \(name) is CLEAN")
+            }
+            let outcome = try await withStore(connection) { try await $0.resetCompleted(builder: name, actor: cliActor()) }
+            if case .ignored(let why) = outcome { return print(why) }
+            print("builder \(name) is CLEAN")
+        }
+    }
 
     /// What a builder offers builds (``Placement``), as `builder add` and `builder set` take it.
     struct PlacementOptions: ParsableArguments {
@@ -305,7 +369,9 @@ struct BuilderCommand: AsyncParsableCommand {
             print("builder \(builder.name): \(state)\(builder.manual ? " (manual mode)" : "")")
             print("kind:       \(builder.kind)\(builder.url.map { " at \($0)" } ?? "")   processors: \(builder.processors.joined(separator: ","))")
             if let placement = builder.placement {
-                print("offers:     \(placement.description)\(placement.takesSharedQueue ? "" : " (jobs addressed to it)")")
+                let reset = builder.reset ?? .none
+                print("offers:     \(placement.description)\(placement.takesSharedQueue(reset: reset) ? "" : " (jobs addressed to it)")")
+                print("reset:      \(reset.description)\(reset.target.map { ": \($0)" } ?? ""); now \(builder.cleanStatus ?? "CLEAN")")
             }
             print("ok:         \(builder.builderok ? "yes" : "NO")   failures in a row: \(builder.failureCount)")
             if let notes = builder.failnotes { print("failnotes:  \(notes)") }

@@ -70,6 +70,9 @@ public enum AgentEventKind: String, Codable, Sendable, CaseIterable {
     case heartbeat
     /// The build ended with `result`; its files are already in the artifact store.
     case finished
+    /// The agent ran its `reset_command` for the reset `reset_attempt` the master asked for (`clean`):
+    /// `reset_ok` says whether it succeeded, `message` why not.
+    case reset
 }
 
 /// One agent event. Fields that do not apply to a kind are absent.
@@ -94,10 +97,14 @@ public struct AgentEvent: Codable, Sendable, Equatable {
     /// `accepted` only: the SHA-256 (hex) of the upload key the agent made for this attempt. The key itself
     /// never crosses the broker; the agent presents it to the masters' artifact routes.
     public var uploadKeySHA256: String?
+    /// `reset` only: the reset attempt it ran, and whether it succeeded.
+    public var resetAttempt: Int?
+    public var resetOK: Bool?
 
     enum CodingKeys: String, CodingKey {
         case v, kind, builder, session, seq, state, attempt, result, files, log, processors, message
         case buildID = "build_id", logTail = "log_tail", uploadKeySHA256 = "upload_key_sha256"
+        case resetAttempt = "reset_attempt", resetOK = "reset_ok"
     }
 
     public init(kind: AgentEventKind, builder: String, session: String, seq: Int64, state: AgentState? = nil,
@@ -236,6 +243,10 @@ public enum WireCodec {
             }
         case .heartbeat, .hello:
             guard event.state != nil else { throw WireError(.invalidField, "\(event.kind.rawValue) needs state") }
+        case .reset:
+            guard let attempt = event.resetAttempt, attempt > 0, event.resetOK != nil else {
+                throw WireError(.invalidField, "reset needs reset_attempt and reset_ok")
+            }
         }
         if let tail = event.logTail, tail.utf8.count > 16 * 1024 {
             throw WireError(.invalidField, "log_tail too long")
@@ -338,6 +349,11 @@ extension AgentEvent {
             guard let current else { throw WireError(.invalidField, "finished needs build_id and attempt") }
             guard let result else { throw WireError(.invalidField, "finished needs result") }
             typed = .finished(current, result, files: files ?? [], log: log)
+        case .reset:
+            guard let resetAttempt, resetAttempt > 0, let resetOK else {
+                throw WireError(.invalidField, "reset needs reset_attempt and reset_ok")
+            }
+            typed = .reset(attempt: resetAttempt, ok: resetOK)
         }
         return BuilderReport(builder: builder, session: session, seq: seq, event: typed, message: message, sender: sender)
     }

@@ -37,6 +37,8 @@ public final class Agent: Sendable {
         /// The connection generation whose job consumers are running, if any.
         var jobConsumersGeneration: Int?
         var stopping = false
+        /// Its `reset_command` runs (``Agent/runReset(attempt:)``).
+        var resetting = false
     }
 
     struct CurrentBuild {
@@ -786,9 +788,60 @@ public final class Agent: Sendable {
                 scheduleKill(process)
             }
         case .clean:
-            break
+            guard let attempt = control.attempt, attempt > 0 else {
+                logger.warning("clean without a reset attempt ignored")
+                return
+            }
+            Task { await self.runReset(attempt: Int(attempt)) }
         case .shutdown:
             Task { await self.shutdown() }
+        }
+    }
+
+    // MARK: Reset
+
+    /// Runs `reset_command` for the reset `attempt` the master asked for, while no build runs here, and
+    /// reports how it went (a `reset` event); the master's deadline judges one that never ends.
+    func runReset(attempt: Int) async {
+        let busy = box.state.withLock { state -> Bool in
+            if state.current != nil || state.resetting { return true }
+            state.resetting = true
+            return false
+        }
+        var ok = false
+        var why: String?
+        if busy {
+            why = "the agent is busy (a build or another reset)"
+        } else if let command = configuration.resetCommand {
+            defer { box.state.withLock { $0.resetting = false } }
+            let log = configuration.workDirectory + "/reset.log"
+            logger.info("reset started", metadata: ["reset.attempt": "\(attempt)"])
+            do {
+                let process = try BuildProcess(command: command, directory: configuration.workDirectory,
+                                               environment: ["BUILDD_BUILDER": configuration.name,
+                                                             "BUILDD_RESET_ATTEMPT": "\(attempt)"], logPath: log)
+                switch await process.wait() {
+                case .exited(0): ok = true
+                case .exited(let code): why = "reset_command ended with exit status \(code)"
+                case .signalled(let signal): why = "reset_command was killed by signal \(signal)"
+                }
+            } catch {
+                why = "reset_command could not start: \(error)"
+            }
+            if !ok, let tail = try? String(contentsOfFile: log, encoding: .utf8), !tail.isEmpty {
+                why = (why ?? "") + ": " + String(tail.suffix(300)).trimmed(" \n\t")
+            }
+            unlink(log)
+        } else {
+            box.state.withLock { $0.resetting = false }
+            why = "this agent has no reset_command"
+        }
+        logger.log(level: ok ? .info : .warning, "reset ran", metadata: ["reset.attempt": "\(attempt)", "ok": "\(ok)",
+                                                                          "error": "\(why ?? "")"])
+        do {
+            try await publishEvent(.reset, message: why, resetAttempt: attempt, resetOK: ok) { _ in (.idle, nil, nil) }
+        } catch {
+            logger.warning("reset not reported; the master's deadline decides", metadata: ["error": "\(error)"])
         }
     }
 
@@ -834,6 +887,7 @@ public final class Agent: Sendable {
     /// connection thread, in publish order.
     private func publishEvent(_ kind: AgentEventKind, result: BuilderResult? = nil, files: [FileDigest]? = nil,
                               log: FileDigest? = nil, message: String? = nil, uploadKeySHA256: String? = nil,
+                              resetAttempt: Int? = nil, resetOK: Bool? = nil,
                               snapshot: @escaping @Sendable (StateBox) -> (AgentState, JobMessage?, String?)) async throws {
         let name = configuration.name
         let session = self.session
@@ -846,10 +900,12 @@ public final class Agent: Sendable {
                 return value
             }
             let (state, job, logTail) = snapshot(box)
-            let event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: state,
+            var event = AgentEvent(kind: kind, builder: name, session: session, seq: seq, state: state,
                                    buildID: job?.buildID, attempt: job?.attempt, logTail: logTail, result: result,
                                    files: files, log: log, processors: kind == .hello ? processors : nil,
                                    message: message.map { String($0.prefix(1000)) }, uploadKeySHA256: uploadKeySHA256)
+            event.resetAttempt = resetAttempt
+            event.resetOK = resetOK
             return (BrokerTopology.statusRoutingKey(builder: name, event: kind.rawValue), WireCodec.encode(event),
                     MessageProperties(userID: user, type: kind.rawValue,
                                       headers: [BrokerTopology.builderHeader: .string(name)]))

@@ -27,6 +27,9 @@ import Glibc
 /// shared_queue = true           ; take jobs from the processors' shared queues: true for a virtualized
 ///                              ; builder with no resources; false for any other (its jobs are addressed
 ///                              ; to it, on its control queue, as `builder add|set` describes it)
+/// reset_command = /usr/local/sbin/reset-builder ; run (/bin/sh -c, as the agent's user) when the master
+///                              ; asks this machine to reset itself (`builder set-reset NAME --agent`);
+///                              ; its exit status is the reset's outcome
 ///
 /// [broker]
 /// url = amqp://bld-amd64-01@broker.example:5672/buildd   ; a cluster: every node's URL, comma-separated
@@ -72,6 +75,8 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// Whether it takes jobs from its processors' shared queues (a plain builder: ``BuilderPlacement``), or
     /// only those addressed to it on its control queue.
     public var sharedQueue = true
+    /// Run when the master asks the agent to reset its machine (``ResetMethod/agent``); nil: it cannot.
+    public var resetCommand: String?
     /// Every node of the broker cluster (`url = a, b, c`; one for a single broker), each with the password
     /// filled in (from the file or environment). Never log them; use their `description`.
     public var brokerNodes: [ServiceURL]
@@ -152,7 +157,7 @@ public struct AgentConfiguration: Sendable, Equatable {
         let known: [String: Set<String>] = [
             "agent": ["name", "processors", "workdir", "heartbeat", "keep_workdir", "build_timeout", "max_log_bytes",
                       "shutdown_policy", "shutdown_deadline", "build_user", "privileged_commands", "chroot_cache", "stop_timeout",
-                      "shared_queue"],
+                      "shared_queue", "reset_command"],
             "broker": ["url", "password", "password_file", "queue_type"],
             "master": ["url", "ca_file", "insecure_http"],
         ]
@@ -294,6 +299,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             configuration.chrootCache = chrootCache
             configuration.stopTimeoutSeconds = stopTimeout
             configuration.sharedQueue = sharedText == "true" || sharedText == "yes"
+            configuration.resetCommand = value("agent", "reset_command").flatMap { $0.isEmpty ? nil : $0 }
             return configuration
         }
         return try finish()
@@ -355,6 +361,7 @@ extension AgentConfiguration {
         if !privilegedCommands.isEmpty { lines.append("privileged_commands = \(privilegedCommands.sorted().joined(separator: ","))") }
         lines.append("chroot_cache = \(chrootCache)")
         if !sharedQueue { lines.append("shared_queue = false") }
+        if let resetCommand { lines.append(setting("reset_command", resetCommand)) }
         lines += ["", "[broker]", "url = \(brokerNodes.map(Self.urlText).joined(separator: ", "))",
                   "queue_type = \(queueType)"] + (passwordFile.map { [setting("password_file", $0)] } ?? []) + [
                   "", "[master]", "url = \(masterURLs.joined(separator: ", "))", "insecure_http = \(insecureHTTP)"]

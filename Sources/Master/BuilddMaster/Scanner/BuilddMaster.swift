@@ -230,6 +230,21 @@ public final class BuilddMaster: Sendable {
     }
 
     /// Tells one agent to stop a build (build, attempt).
+    /// Asks an agent to run its own reset (``ResetMethod/agent``) for the reset `attempt`; it reports the
+    /// outcome as a `reset` event. Returns whether the broker confirmed the message.
+    public func sendClean(builder: String, attempt: Int) async -> Bool {
+        guard let broker else { return false }
+        let message = ControlMessage(command: .clean, attempt: Int32(clamping: attempt), reason: "reset")
+        do {
+            try await broker.publish(exchange: BrokerTopology.controlExchange, routingKey: builder,
+                                     body: WireCodec.encode(message), properties: MessageProperties(type: "control"))
+            return true
+        } catch {
+            logger.warning("clean not sent", metadata: ["builder.name": "\(builder)", "error": "\(error)"])
+            return false
+        }
+    }
+
     public func sendAbort(builder: String, buildID: Int64, attempt: Int32, reason: String) async {
         guard let broker else { return }
         let message = ControlMessage(command: .abort, buildID: buildID, attempt: attempt, reason: reason)

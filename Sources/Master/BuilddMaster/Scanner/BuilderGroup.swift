@@ -118,6 +118,9 @@ public struct AgentSlave: BuilderSlave {
         case .building: return SlaveStatus(state: .building, buildCookie: summary.currentBuild.map { "\($0)" })
         case .aborting: return SlaveStatus(state: .aborting, buildCookie: summary.currentBuild.map { "\($0)" })
         case .manual: return SlaveStatus(state: .manual)
+        // Ran a build and not reset yet: not ready for a job, as a launchpad-buildd builder whose build
+        // waits to be collected.
+        case .dirty, .cleaning: return SlaveStatus(state: .waiting)
         case .offline, .failed, .removed: return SlaveStatus(state: .offline)
         }
     }

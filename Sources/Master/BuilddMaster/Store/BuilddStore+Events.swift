@@ -69,7 +69,9 @@ extension BuilddStore {
         let builderRows = try connection.query("""
             SELECT id, name, kind, broker_user, active, manual, agent_session, last_seq, agent_state, clean_status,
                    failure_count, builderok, failnotes, virtualized, array_to_string(open_resources, ',') AS open,
-                   array_to_string(restricted_resources, ',') AS restricted, extract(epoch FROM now()) AS now
+                   array_to_string(restricted_resources, ',') AS restricted, reset_method, reset_target, reset_protocol,
+                   reset_timeout, extract(epoch FROM reset_deadline) AS reset_deadline, reset_attempt,
+                   extract(epoch FROM now()) AS now
               FROM builder
              WHERE id = ANY (ARRAY(SELECT id FROM builder WHERE name = ANY ($1::text[]) UNION SELECT unnest($2::int[])))
              ORDER BY id FOR UPDATE
@@ -86,10 +88,13 @@ extension BuilddStore {
                 kind: BuilderKind(rawValue: try row.string("kind")) ?? .agent, brokerUser: row["broker_user"],
                 active: try row.bool("active"), manual: try row.bool("manual"), session: row["agent_session"],
                 lastSeq: try row.int64("last_seq"), agentState: row["agent_state"].flatMap(AgentState.init(rawValue:)),
-                cleanStatus: try row.string("clean_status"),
+                cleanStatus: try Self.cleanStatus(row),
                 standing: BuilderStanding(failures: try row.int("failure_count"), ok: try row.bool("builderok"),
                                           notes: row["failnotes"]))
             record.placement = try Self.placement(row)
+            record.reset = try Self.resetPlan(row)
+            record.resetDeadline = row.optionalDouble("reset_deadline")
+            record.resetAttempt = try row.int("reset_attempt")
             return record
         }
         // Queue entries before builds, as the claim takes them: no two transactions wait on each other in a ring.
@@ -150,6 +155,22 @@ extension BuilddStore {
     }
 
     /// A builder's placement from columns `virtualized`, `open` and `restricted` (as ``resources(_:)`` reads them).
+    static func cleanStatus(_ row: PostgresRow) throws -> CleanStatus {
+        let stored = try row.string("clean_status")
+        guard let status = CleanStatus(rawValue: stored) else { throw StoreError(.invalid, "unknown clean status \(stored)") }
+        return status
+    }
+
+    /// A builder's reset (columns `reset_method`, `reset_target`, `reset_protocol`, `reset_timeout`).
+    static func resetPlan(_ row: PostgresRow) throws -> ResetPlan {
+        let method = try row.string("reset_method"), resetProtocol = try row.string("reset_protocol")
+        guard let known = ResetMethod(rawValue: method), let proto = ResetProtocol(rawValue: resetProtocol) else {
+            throw StoreError(.invalid, "unknown reset method \(method) or protocol \(resetProtocol)")
+        }
+        return ResetPlan(method: known, target: row["reset_target"], resetProtocol: proto,
+                         timeoutSeconds: try row.int("reset_timeout"))
+    }
+
     static func placement(_ row: PostgresRow) throws -> BuilderPlacement {
         BuilderPlacement(virtualized: try row.bool("virtualized"), openResources: resources(row["open"]),
                          restrictedResources: resources(row["restricted"]))
@@ -214,7 +235,7 @@ extension BuilddStore {
             SELECT 1
             """, [PostgresArray(builders.map(\.id)), PostgresArray(builders.map(\.session)),
                   PostgresArray(builders.map(\.lastSeq)), PostgresArray(builders.map(\.seen)),
-                  PostgresArray(builders.map(\.agentState?.rawValue)), PostgresArray(builders.map(\.cleanStatus)),
+                  PostgresArray(builders.map(\.agentState?.rawValue)), PostgresArray(builders.map(\.cleanStatus.rawValue)),
                   PostgresArray(builders.map(\.standing.failures)), PostgresArray(builders.map(\.standing.ok)),
                   PostgresArray(builders.map(\.standing.notes)),
                   PostgresArray(rows.map(\.id)), PostgresArray(rows.map(\.status.rawValue)),
@@ -228,6 +249,7 @@ extension BuilddStore {
                   PostgresArray(history.map(\.message)), PostgresArray(history.map(\.actor))]
                 + Self.queueParameters(taking))
         try Self.recordBuilderHistory(core.builderHistory, on: connection)
+        try Self.writeResets(core, on: connection)
         for latency in core.dispatchLatencies { BuilddMetrics.dispatchLatency(seconds: latency) }
         for (status, seconds) in core.buildDurations { BuilddMetrics.buildDuration(status: status.rawValue, seconds: seconds) }
     }

@@ -25,7 +25,7 @@ public struct LegacyBuilderSnapshot: Sendable, Equatable {
     public var archTags: [String]
     public var current: CurrentBuild?
     /// Whether it takes its processors' shared job queues; if not, its jobs are addressed to it, on its
-    /// control queue (``BuilderPlacement/takesSharedQueue``).
+    /// control queue (``BuilderPlacement/takesSharedQueue(reset:)``).
     public var takesSharedQueue = true
 }
 
@@ -164,8 +164,13 @@ extension BuilddStore {
         try await updateStanding(id: builderID) { $0.forgive(faults: faults) }
     }
 
+    /// A legacy builder cleaned itself (`clean` answered): it is idle, and so CLEAN unless the master resets
+    /// it (``BuilderReset/whenIdle(_:)``, whose condition ``BuilderReset/sqlResets(builder:)`` states).
     public func markBuilderClean(builderID: Int) async throws {
-        try await database.query("UPDATE builder SET clean_status = 'CLEAN' WHERE id = $1", [builderID])
+        try await database.query("""
+            UPDATE builder b SET clean_status = '\(CleanStatus.clean.rawValue)'
+             WHERE b.id = $1 AND NOT \(BuilderReset.sqlResets(builder: "b"))
+            """, [builderID])
     }
 
     /// Everything `build()` needs for one build.

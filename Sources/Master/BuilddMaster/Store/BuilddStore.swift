@@ -256,7 +256,8 @@ public final class BuilddStore: Sendable {
                       JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = b.id) AS processors,
                    q.build_id AS current_build, q.logtail, cb.source_name || ' ' || cb.source_version AS current_title,
                    cb.archive_purpose AS current_archive, b.virtualized, array_to_string(b.open_resources, ',') AS open,
-                   array_to_string(b.restricted_resources, ',') AS restricted
+                   array_to_string(b.restricted_resources, ',') AS restricted, b.clean_status, b.reset_method,
+                   b.reset_target, b.reset_protocol, b.reset_timeout
               FROM builder b
               LEFT JOIN buildqueue q ON q.builder_id = b.id AND q.state IN ('RUNNING', 'CANCELLING')
               LEFT JOIN build cb ON cb.id = q.build_id
@@ -273,6 +274,9 @@ public final class BuilddStore: Sendable {
                 logTail: row["logtail"],
                 currentArchive: row["current_archive"].map { ArchivePurpose(rawValue: $0) ?? .private })
             summary.placement = try Self.placement(row)
+            summary.cleanStatus = try Self.cleanStatus(row).rawValue
+            summary.reset = try Self.resetPlan(row)
+            summary.resetMethod = summary.reset?.method.rawValue
             return summary
         }
     }
