@@ -244,12 +244,16 @@ struct SubmitBody: Decodable {
     var virtualized: Bool?
     /// Resources its builder must offer (``Placement``).
     var constraints: [String]?
+    /// The archive it is for (`archive add`; a private one makes the build private), and whether it builds the
+    /// architecture-independent packages too.
+    var archiveName: String?
+    var archIndep: Bool?
     /// The request as decoded, encoded again with sorted keys: what an `Idempotency-Key` is compared by.
     var canonical: [UInt8] = []
 
     enum CodingKeys: String, CodingKey {
         case archseries, source, version, urgency, pocket, component, archive, files, virtualized, constraints
-        case buildType = "build_type"
+        case buildType = "build_type", archiveName = "archive_name", archIndep = "arch_indep"
     }
 
     static let example = #"{"archseries": "debian/bookworm/amd64", "source": "hello", "version": "2.10-3", "files": [{"name": "hello_2.10-3.dsc", "sha256": "...", "size": 1183}]}"#
@@ -327,6 +331,11 @@ struct SubmitBody: Decodable {
                                    archive: archive ?? .primary, sourceFiles: files ?? [])
         request.virtualized = virtualized ?? true
         request.constraints = Set(asked)
+        if let archiveName {
+            guard Naming.isValidName(archiveName) else { throw HTTPError(.badRequest, message: "archive_name: not a valid name") }
+            request.archiveName = archiveName
+        }
+        request.archIndep = archIndep ?? false
         return request
     }
 }
@@ -338,8 +347,12 @@ private struct CanonicalSubmit: Encodable {
     /// Only when not the default, so a submit without them compares as it did before they existed.
     let virtualized: Bool?
     let constraints: [String]?
+    let archiveName: String?
+    let archIndep: Bool?
 
     init(_ body: SubmitBody) {
+        archiveName = body.archiveName
+        archIndep = body.archIndep == true ? true : nil
         virtualized = body.virtualized == false ? false : nil
         constraints = (body.constraints ?? []).isEmpty ? nil : Array(Set(body.constraints ?? [])).sorted()
         archseries = body.archseries

@@ -251,6 +251,11 @@ public struct BuildRequest: Sendable {
     public var virtualized: Bool = true
     /// Resources its builder must offer (``Placement``).
     public var constraints: Set<String> = []
+    /// The archive it is for (`archive add`); nil: its distribution's primary archive, if it has one. A
+    /// private archive makes the build private.
+    public var archiveName: String?
+    /// Build the architecture-independent packages too (Launchpad's `arch_indep`).
+    public var archIndep = false
 
     /// What it needs of its builder, by ``BuildRequirements/submitted(archivePrivate:virtualized:constraints:)``.
     public var requirements: BuildRequirements {

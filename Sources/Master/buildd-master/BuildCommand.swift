@@ -204,6 +204,10 @@ struct BuildCommand: AsyncParsableCommand {
         @Flag(inversion: .prefixedNo,
               help: "Require a virtualized builder (Launchpad's default; a private archive's build always does).")
         var virtualized = true
+        @Option(name: .customLong("in-archive"),
+                help: "The archive it is for (`archive add`): its apt sources and dependencies; a private one makes it private.")
+        var inArchive: String?
+        @Flag(help: "Build the architecture-independent packages too (Launchpad's arch_indep).") var archIndep = false
         @Flag(help: "Wait for the build to end, and exit with its result (see above).") var wait = false
         @OptionGroup var remote: MasterOptions
         @OptionGroup var artifactStore: ArtifactOptions
@@ -263,6 +267,8 @@ struct BuildCommand: AsyncParsableCommand {
                                        sourceFiles: digests)
             request.virtualized = virtualized
             request.constraints = Set(constraints)
+            request.archiveName = inArchive
+            request.archIndep = archIndep
             let id = try await withStore(connection) { try await $0.submit(request) }
             if output.json { printJSON(Submitted(id: id)) } else { print(id) }
         }

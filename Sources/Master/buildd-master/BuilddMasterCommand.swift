@@ -17,7 +17,7 @@ struct BuilddMasterCommand: AsyncParsableCommand {
             BUILDD_ARTIFACTS (the shared artifact store), and for serve only BUILDD_PUBLIC_URL, BUILDD_TLS_CERTIFICATE and
             BUILDD_TLS_KEY (its HTTPS listener) and BUILDD_ANONYMOUS_READ (on or off).
             """,
-        subcommands: [Migrate.self, Serve.self, WebhookCommand.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, BuilderCommand.self,
+        subcommands: [Migrate.self, Serve.self, WebhookCommand.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, ArchiveCommand.self, BuilderCommand.self,
                       BuildCommand.self, Status.self, TokenCommand.self])
 }
 

@@ -16,10 +16,12 @@ extension BuildCommand.Submit {
         let files: [FileDigest]
         var virtualized: Bool?
         var constraints: [String]?
+        var archiveName: String?
+        var archIndep: Bool?
 
         enum CodingKeys: String, CodingKey {
             case archseries, source, version, urgency, pocket, component, archive, files, virtualized, constraints
-            case buildType = "build_type"
+            case buildType = "build_type", archiveName = "archive_name", archIndep = "arch_indep"
         }
     }
 
@@ -84,6 +86,8 @@ extension BuildCommand.Submit {
                         archive: archive.rawValue, buildType: buildType, files: digests)
         if !virtualized { body.virtualized = false }
         if !constraints.isEmpty { body.constraints = constraints }
+        body.archiveName = inArchive
+        if archIndep { body.archIndep = true }
         let bytes = Array(try JSONEncoder().encode(body))
         // One key for every try of this submit: a retry whose first answer was lost finds the build it made.
         let key = "cli-" + randomHexToken(bytes: 16)

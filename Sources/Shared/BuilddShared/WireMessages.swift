@@ -32,13 +32,29 @@ public struct JobMessage: Codable, Sendable, Equatable {
     /// when one is set with `buildd-master archseries chroot`: build commands that make a root per build
     /// (`buildd-binarypackage`) get it as `BUILDD_CHROOT`, fetched and checked by the agent.
     public var chroot: FileDigest?
+    /// The build's archive (nil: the distribution's primary one), pocket and component.
+    public var archive: String?
+    public var pocket: String?
+    public var component: String?
+    /// The apt sources its build dependencies come from, in order (``ArchiveDependencies``), each with its
+    /// archive's signing key; nil or empty: the chroot's own sources.
+    public var aptSources: [JobAptSource]?
+    /// Launchpad's build arguments: the archive is private, build the architecture-independent packages too,
+    /// and keep debug symbols.
+    public var archivePrivate: Bool?
+    public var archIndep: Bool?
+    public var buildDebugSymbols: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case v, kind, attempt, processor, distribution, series, chroot
+        case v, kind, attempt, processor, distribution, series, chroot, archive, pocket, component
         case buildID = "build_id", buildType = "build_type", archTag = "arch_tag"
         case sourceName = "source_name", sourceVersion = "source_version", sourceFiles = "source_files"
-        case uploadURL = "upload_url", leaseSeconds = "lease_seconds"
+        case uploadURL = "upload_url", leaseSeconds = "lease_seconds", aptSources = "apt_sources"
+        case archivePrivate = "archive_private", archIndep = "arch_indep", buildDebugSymbols = "build_debug_symbols"
     }
+
+    /// The suite of its series in its pocket (`noble-security`).
+    public var suite: String { pocket.map { $0 == "release" ? series : "\(series)-\($0)" } ?? series }
 
     public init(buildID: Int64, attempt: Int32, processor: String, buildType: String, distribution: String,
                 series: String, archTag: String, sourceName: String, sourceVersion: String,
@@ -57,6 +73,20 @@ public struct JobMessage: Codable, Sendable, Equatable {
         self.uploadURL = uploadURL
         self.leaseSeconds = leaseSeconds
         self.chroot = chroot
+    }
+}
+
+/// One line of a job's apt sources: `deb URL SUITE COMPONENT...` (no options: the agent adds `signed-by`
+/// for the key it writes) and the archive's ASCII-armoured signing key, if it has one.
+public struct JobAptSource: Codable, Sendable, Equatable {
+    public var archive: String
+    public var line: String
+    public var key: String?
+
+    public init(archive: String, line: String, key: String?) {
+        self.archive = archive
+        self.line = line
+        self.key = key
     }
 }
 
@@ -259,6 +289,12 @@ public enum WireCodec {
         guard job.buildID > 0, job.attempt > 0 else { throw WireError(.invalidField, "build_id/attempt") }
         guard Naming.isValidName(job.processor), Naming.isValidName(job.buildType) else {
             throw WireError(.invalidField, "processor/build_type")
+        }
+        for source in job.aptSources ?? [] {
+            guard Naming.isValidName(source.archive), source.line.hasPrefix("deb http"),
+                  !source.line.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "[" || $0 == "]" }) else {
+                throw WireError(.invalidField, "apt_sources")
+            }
         }
         if let chroot = job.chroot {
             guard Naming.isValidFileName(chroot.name), Naming.isValidSHA256(chroot.sha256), chroot.size >= 0

@@ -338,6 +338,7 @@ public final class Agent: Sendable {
                 try await fetchSource(job, file, from: try origin.get(), into: folder, credential: credential)
             }
             if let chroot = job.chroot { values["chroot"] = try await ensureChroot(chroot, from: try origin.get()) }
+            for (key, value) in try Self.archiveValues(job, folder: folder) { values[key] = value }
             let command = try CommandTemplate.render(template, values: values)
             // A privileged command (one that makes a root per build) starts as root and drops to the build
             // user itself; any other runs as the build user from the start.
@@ -796,6 +797,35 @@ public final class Agent: Sendable {
         case .shutdown:
             Task { await self.shutdown() }
         }
+    }
+
+    /// The job's archive settings for its command (`BUILDD_SUITE`, `BUILDD_COMPONENT`, `BUILDD_ARCHIVE_PRIVATE`,
+    /// `BUILDD_ARCH_INDEP`, `BUILDD_BUILD_DEBUG_SYMBOLS`) and, when it carries apt sources, `BUILDD_APT_SOURCES`:
+    /// a sources.list in the build's folder whose lines name each archive's key as
+    /// `/buildd/apt-keys/ARCHIVE.asc` (where a root-making command such as `buildd-binarypackage` puts the
+    /// files of `BUILDD_APT_KEYS`).
+    static func archiveValues(_ job: JobMessage, folder: String) throws -> [String: String] {
+        var values = ["suite": job.suite, "pocket": job.pocket ?? "release", "component": job.component ?? "main",
+                      "archive": job.archive ?? "", "archive_private": job.archivePrivate == true ? "1" : "0",
+                      "arch_indep": job.archIndep == true ? "1" : "0",
+                      "build_debug_symbols": job.buildDebugSymbols == true ? "1" : "0",
+                      "apt_sources": "", "apt_keys": ""]
+        guard let sources = job.aptSources, !sources.isEmpty else { return values }
+        let keys = folder + "/apt-keys"
+        try makeDirectories(keys)
+        var lines: [String] = []
+        for source in sources {
+            var line = source.line
+            if let key = source.key {
+                try key.write(toFile: "\(keys)/\(source.archive).asc", atomically: false, encoding: .utf8)
+                line = "deb [signed-by=/buildd/apt-keys/\(source.archive).asc] " + line.dropFirst("deb ".count)
+            }
+            lines.append(line)
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: folder + "/apt-sources.list", atomically: false, encoding: .utf8)
+        values["apt_sources"] = folder + "/apt-sources.list"
+        values["apt_keys"] = keys
+        return values
     }
 
     // MARK: Reset

@@ -576,14 +576,15 @@ enum LegacyBuildArguments {
         var arguments: [String: XMLRPCValue] = [
             "arch_tag": .string(details.archTag), "series": .string(details.series),
             "distribution": .string(details.distribution), "suite": .string(suite),
-            "archive_private": .bool(details.archivePurpose == "private"), "archives": .array([]),
+            "archive_private": .bool(details.archivePurpose == "private"),
+            "archives": .array(details.archives.map { .string($0) }),
         ]
         switch details.buildType {
         case "binarypackage":
             arguments["ogrecomponent"] = .string(details.component)
             arguments["archive_purpose"] = .string(details.archivePurpose.uppercased())
-            arguments["build_debug_symbols"] = .bool(false)
-            arguments["arch_indep"] = .bool(false)
+            arguments["build_debug_symbols"] = .bool(details.buildDebugSymbols)
+            arguments["arch_indep"] = .bool(details.archIndep)
         default:
             break
         }

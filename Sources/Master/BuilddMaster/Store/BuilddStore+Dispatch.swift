@@ -43,7 +43,8 @@ extension BuilddStore {
                  FOR UPDATE SKIP LOCKED),
             \(Self.claimSteps(picked: "picked", addressee: nil))
             """, [Self.agentSilenceSeconds, processor, lookahead]).rows
-        return try Self.jobs(claimed, processor: processor, leaseSeconds: leaseSeconds, artifactBaseURL: artifactBaseURL)
+        return try await withArchiveSources(
+            try Self.jobs(claimed, processor: processor, leaseSeconds: leaseSeconds, artifactBaseURL: artifactBaseURL))
     }
 
     /// What a claim does with the entries `picked` (columns `id`, `build_id`, `lastscore`), each addressed
@@ -54,7 +55,8 @@ extension BuilddStore {
         return """
         bumped AS (
             UPDATE build b SET attempt = b.attempt + 1 WHERE b.id = ANY (ARRAY(SELECT build_id FROM \(picked)))
-            RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id),
+            RETURNING b.id, b.attempt, b.build_type, b.source_name, b.source_version, b.distroarchseries_id,
+                      b.archive_name, b.pocket, b.component, b.archive_purpose, b.arch_indep),
         queued AS (
             UPDATE buildqueue q SET state = 'DISPATCHED', dispatched_at = now(), token_sha256 = NULL,
                    builder_id = \(builder),
@@ -65,7 +67,8 @@ extension BuilddStore {
             INSERT INTO build_event (build_id, status, attempt, builder, message)
             SELECT bu.id, 'NEEDSBUILD', bu.attempt, NULL, 'dispatched'
               FROM bumped bu JOIN \(picked) p ON p.build_id = bu.id ORDER BY p.lastscore DESC, p.id)
-        SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version,
+        SELECT bu.id, bu.attempt, bu.build_type, bu.source_name, bu.source_version, bu.archive_name, bu.pocket,
+               bu.component, bu.archive_purpose, bu.arch_indep,
                d.name AS distribution, s.name AS series, das.architecturetag,
                das.chroot_name, das.chroot_sha256, das.chroot_size,
                (SELECT name FROM builder WHERE id = qu.builder_id) AS addressee,
@@ -96,13 +99,19 @@ extension BuilddStore {
                 chroot = FileDigest(name: row["chroot_name"] ?? "chroot.tar", sha256: sha256,
                                     size: row.optionalInt64("chroot_size") ?? 0)
             }
-            return (row["addressee"], JobMessage(
+            var job = JobMessage(
                 buildID: buildID, attempt: attempt, processor: processor, buildType: try row.string("build_type"),
                 distribution: try row.string("distribution"), series: try row.string("series"),
                 archTag: try row.string("architecturetag"), sourceName: try row.string("source_name"),
                 sourceVersion: try row.string("source_version"), sourceFiles: files,
                 uploadURL: "\(artifactBaseURL)/v1/builds/\(buildID)/attempts/\(attempt)/files/",
-                leaseSeconds: leaseSeconds, chroot: chroot))
+                leaseSeconds: leaseSeconds, chroot: chroot)
+            job.archive = row["archive_name"]
+            job.pocket = row["pocket"]
+            job.component = row["component"]
+            job.archivePrivate = row["archive_purpose"] == ArchivePurpose.private.rawValue
+            job.archIndep = try row.bool("arch_indep")
+            return (row["addressee"], job)
         }
     }
 
@@ -112,6 +121,13 @@ extension BuilddStore {
     /// which no other builder may read). Under the processor's claim lock, as the shared claim.
     public func claimAddressedJobs(processor: String, leaseSeconds: Int,
                                    artifactBaseURL: String) async throws -> [(builder: String, job: JobMessage)] {
+        let pairs = try await claimAddressed(processor: processor, leaseSeconds: leaseSeconds, artifactBaseURL: artifactBaseURL)
+        let jobs = try await withArchiveSources(pairs.map(\.job))
+        return zip(pairs, jobs).map { ($0.builder, $1) }
+    }
+
+    private func claimAddressed(processor: String, leaseSeconds: Int,
+                                artifactBaseURL: String) async throws -> [(builder: String, job: JobMessage)] {
         try await database.transaction { connection in
             guard let header = try connection.query("""
                 SELECT p.id, pg_try_advisory_xact_lock(7272, p.id) AS locked FROM processor p WHERE p.name = $1

@@ -55,6 +55,10 @@ public struct LegacyDispatchDetails: Sendable {
     public var archivePurpose: String
     public var chroot: File?
     public var sources: [File]
+    /// The apt sources of the build (``ArchiveDependencies``), as launchpad-buildd's `archives` takes them.
+    public var archives: [String] = []
+    public var archIndep = false
+    public var buildDebugSymbols = false
 }
 
 extension BuilddStore {
@@ -176,7 +180,8 @@ extension BuilddStore {
     /// Everything `build()` needs for one build.
     public func legacyDispatchDetails(buildID: Int64) async throws -> LegacyDispatchDetails? {
         let row = try await database.query("""
-            SELECT b.build_type, b.pocket, b.component, b.archive_purpose, d.name AS distribution, s.name AS series,
+            SELECT b.build_type, b.pocket, b.component, b.archive_purpose, b.archive_name, b.arch_indep,
+                   d.name AS distribution, s.name AS series,
                    das.architecturetag, das.chroot_name, das.chroot_sha256, das.chroot_sha1, das.chroot_size
               FROM build b JOIN distroarchseries das ON das.id = b.distroarchseries_id
               JOIN distroseries s ON s.id = das.distroseries_id JOIN distribution d ON d.id = s.distribution_id
@@ -193,11 +198,22 @@ extension BuilddStore {
             chroot = .init(name: row["chroot_name"] ?? "chroot.tar.gz", sha256: sha256, sha1: row["chroot_sha1"],
                            size: row.optionalInt64("chroot_size") ?? 0)
         }
-        return LegacyDispatchDetails(
+        var details = LegacyDispatchDetails(
             buildType: try row.string("build_type"), distribution: try row.string("distribution"),
             series: try row.string("series"), archTag: try row.string("architecturetag"),
             pocket: try row.string("pocket"), component: try row.string("component"),
             archivePurpose: try row.string("archive_purpose"), chroot: chroot, sources: sources)
+        details.archIndep = try row.bool("arch_indep")
+        let snapshot = try await archiveSnapshot()
+        if let pocket = Pocket(rawValue: details.pocket), let component = Component(rawValue: details.component),
+           let lines = try snapshot.sources(distribution: details.distribution, archive: row["archive_name"],
+                                            series: details.series, pocket: pocket, component: component) {
+            details.archives = lines.map(\.legacyLine)
+        }
+        if let archive = row["archive_name"] ?? snapshot.primaries[details.distribution] {
+            details.buildDebugSymbols = snapshot.buildDebugSymbols.contains(archive)
+        }
+        return details
     }
 
     /// The name a build's log is stored under: `buildlog_DISTRO-SERIES-ARCH.SOURCE_VERSION.txt`, as agents name it.

@@ -1,5 +1,6 @@
 import BuilddShared
 import Postgres
+import Synchronization
 
 /// SQL text for an ISO 8601 UTC timestamp of a column.
 func iso(_ column: String) -> String {
@@ -11,6 +12,8 @@ func iso(_ column: String) -> String {
 /// Every statement takes parameters; names are validated before they reach SQL.
 public final class BuilddStore: Sendable {
     public let database: PostgresDatabase
+    /// The archives and their dependencies, as a dispatch last read them (``archiveSnapshot()``).
+    let archiveCache = Mutex<(read: ContinuousClock.Instant, snapshot: ArchiveSnapshot)?>(nil)
 
     public init(database: PostgresDatabase) {
         self.database = database
@@ -302,6 +305,12 @@ public final class BuilddStore: Sendable {
     /// Queues one build inside the caller's transaction: the build, its source files, its queue entry and
     /// the first line of its history. Returns its id.
     static func insertBuild(_ connection: PostgresConnection, _ request: BuildRequest, actor: String? = nil) throws -> Int64 {
+        var request = request
+        if let name = request.archiveName {
+            // A private archive's build is private: its score, its visibility and its virtualized builder.
+            let archive = try Self.submittedArchive(name, distribution: request.distribution, on: connection)
+            if archive.private { request.archive = .private }
+        }
         let score = Scoring.score(urgency: request.urgency, pocket: request.pocket, component: request.component,
                                   archive: request.archive)
         guard let das = try connection.query("""
@@ -323,12 +332,13 @@ public final class BuilddStore: Sendable {
         do {
             buildID = try connection.query("""
                 INSERT INTO build (distroarchseries_id, processor_id, source_name, source_version, build_type,
-                                   urgency, pocket, component, archive_purpose, require_virtualized, constraints)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[]) RETURNING id
+                                   urgency, pocket, component, archive_purpose, require_virtualized, constraints,
+                                   archive_name, arch_indep)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text[], $12, $13) RETURNING id
                 """, [try das.int("id"), try das.int("processor_id"), request.sourceName, request.sourceVersion,
                       request.buildType, request.urgency.rawValue, request.pocket.rawValue,
                       request.component.rawValue, request.archive.rawValue, requirements.virtualized,
-                      constraints]).first!.int64("id")
+                      constraints, request.archiveName, request.archIndep]).first!.int64("id")
         } catch let error as PostgresError where error.isCheckViolation {
             throw StoreError(.invalid, "invalid source name or version: \(request.sourceName) \(request.sourceVersion)")
         }
