@@ -81,6 +81,75 @@ import Testing
         }
     }
 
+    /// A dependency wait ends by itself: the build keeps what it misses, the dep-wait pass reads its archive's
+    /// index with conditional requests (an unchanged index is a 304) and retries it once, and only once, the
+    /// index satisfies the relation (a version too old does not).
+    @Test func aDepWaitBuildIsRetriedWhenTheIndexGainsItsDependencyAndNotBefore() async throws {
+        let farm = try await FarmHarness.make()
+        try await closing(farm) {
+            let store = farm.store
+            try await store.addNobleProcessors(["amd64"])
+            try await store.addBuilder(name: "dw-1", processors: ["amd64"], brokerUser: "guest")
+            let root = farm.directory + "/index"
+            let lists = root + "/dists/noble/main/binary-amd64"
+            try FileManager.default.createDirectory(atPath: lists, withIntermediateDirectories: true)
+            func publish(_ version: String, at offset: TimeInterval) throws {
+                try """
+                    Package: libfoo-dev
+                    Version: \(version)
+                    Architecture: amd64
+                    Multi-Arch: same
+
+                    Package: make
+                    Version: 4.3-4.1
+                    Architecture: amd64
+
+                    """.write(toFile: lists + "/Packages", atomically: true, encoding: .utf8)
+                // Seconds apart, so the server's Last-Modified (whole seconds) tells the versions apart.
+                try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(offset)],
+                                                      ofItemAtPath: lists + "/Packages")
+            }
+            try publish("1.0-1", at: -60)
+            let port = try FarmHarness.freePort()
+            let requests = farm.directory + "/index-requests.log"
+            FileManager.default.createFile(atPath: requests, contents: nil)
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            server.arguments = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", root, "\(port)"]
+            server.standardOutput = FileHandle.nullDevice
+            server.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: requests))
+            try server.run()
+            defer { server.terminate() }
+            let added = try await farm.cli("archive", "add", "ubuntu-main", "--url", "http://127.0.0.1:\(port)",
+                                           "--primary", "ubuntu")
+            #expect(added.status == 0, "\(added)")
+            try await farm.startMaster(arguments: ["--dep-wait-interval", "1"])
+            try farm.startAgent("dw-1", processors: ["amd64"])
+            let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                            sourceName: "needs-depwait", sourceVersion: "1.0"))
+            #expect(try await eventually(timeout: .seconds(60)) {
+                try await store.build(build).build.status == .manualDepWait
+            }, "dw-1: \(farm.log("dw-1").suffix(1500))")
+            #expect(try await store.dependencies(of: build) == "libfoo-dev (>= 2.0)")
+            // libfoo-dev 1.0 does not satisfy it: passes go by, the index is read conditionally, nothing retried.
+            #expect(try await eventually(timeout: .seconds(30)) {
+                ((try? String(contentsOfFile: requests, encoding: .utf8)) ?? "").contains("Packages HTTP/1.1\" 304")
+            }, "\((try? String(contentsOfFile: requests, encoding: .utf8)) ?? "")\nmaster: \(farm.log("master").suffix(1500))")
+            let waited = try await store.build(build)
+            #expect(waited.build.status == .manualDepWait && waited.build.attempt == 1, "\(waited.history)")
+            let fullFetches = ((try? String(contentsOfFile: requests, encoding: .utf8)) ?? "")
+                .components(separatedBy: "Packages HTTP/1.1\" 200").count - 1
+            #expect(fullFetches == 1, "an unchanged index is fetched whole once: \(fullFetches)")
+
+            // The archive gains libfoo-dev 2.1: the next pass retries the build, as the dep-wait job.
+            try publish("2.1-1", at: 0)
+            #expect(try await eventually(timeout: .seconds(30)) {
+                try await store.build(build).history.contains { $0.status == BuildStatus.needsBuild.rawValue && $0.actor == "dep-wait" }
+            }, "master: \(farm.log("master").suffix(2000))")
+            #expect(try await eventually(timeout: .seconds(30)) { try await store.build(build).build.attempt >= 2 })
+        }
+    }
+
     /// A real build of a package whose build dependency no Debian archive has: with the local archive that
     /// holds it (served on loopback, its Release signed by a key made here), it builds.
     @Test func aRealBuildInstallsItsBuildDependencyFromALocalArchive() async throws {

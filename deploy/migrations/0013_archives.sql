@@ -31,6 +31,10 @@ CREATE TABLE archive_dependency (
     CHECK (archive_id <> dependency_id)
 );
 
+-- `dependencies`: the relation a MANUALDEPWAIT build's builder said is missing (BuilddCore's `DepWait`); the
+-- masters' dep-wait pass retries the build once its archives' Packages indexes satisfy it.
 ALTER TABLE build
     ADD COLUMN archive_name text REFERENCES archive (name),
-    ADD COLUMN arch_indep   boolean NOT NULL DEFAULT false;
+    ADD COLUMN arch_indep   boolean NOT NULL DEFAULT false,
+    ADD COLUMN dependencies text CHECK (octet_length(dependencies) <= 4096);
+CREATE INDEX build_dep_waiting ON build (id) WHERE status = 'MANUALDEPWAIT' AND dependencies IS NOT NULL;

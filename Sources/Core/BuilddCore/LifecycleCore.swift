@@ -95,6 +95,8 @@ public struct BuildRecord: Equatable, Sendable {
     /// What it needs of its builder (``Placement``).
     public var requirements: BuildRequirements = .plain
     public var result: BuilderResult?
+    /// The relation its builder said is missing, set when it ends MANUALDEPWAIT (``DepWait``).
+    public var dependencies: String?
     public var logName: String?
     public var logSHA256: String?
     /// When it started on its builder (epoch seconds), for the build-duration metric.
@@ -681,6 +683,7 @@ public struct LifecycleCore: Sendable {
         if let result { build.result = result }
         build.finished = .now
         if status == .fullyBuilt { build.job.notes = nil } else if let message { build.job.notes = message }
+        if status == .manualDepWait { build.dependencies = DepWait.relation(inMessage: message) }
         if let started = build.startedAt { buildDurations.append((status, now - started)) }
         build.queue = nil
         builds[buildID] = build

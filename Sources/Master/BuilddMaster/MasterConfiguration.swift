@@ -33,6 +33,8 @@ public struct MasterConfiguration: Sendable {
     public var lookahead: Int = 1
     /// How often the dispatcher and watchdog run when nothing wakes them. Default 1 s.
     public var tick: Duration = .seconds(1)
+    /// How often the dep-wait pass reads the archives' indexes (``DepWaitRetrier``).
+    public var depWaitInterval: Duration = .seconds(300)
     /// `x-queue-type` of the queues this master declares: `classic`, or `quorum` on a cluster.
     public var queueType: String = "classic"
     /// Database connections of this master. Default 8.

@@ -133,6 +133,7 @@ public final class MasterCore: Service {
         }
         let tick = configuration.tick
         let broker = self.broker
+        let depWaits = DepWaitRetrier(store: store, interval: configuration.depWaitInterval, logger: logger)
         let publisher = EventPublisher(store: store, broker: broker, name: configuration.name,
                                        buildLeaseSeconds: configuration.leaseSeconds, logger: logger)
         let webhooks = WebhookDeliverer(store: store, name: configuration.name, buildLeaseSeconds: configuration.leaseSeconds,
@@ -145,6 +146,7 @@ public final class MasterCore: Service {
                 group.addTask { await consumer.run() }
                 group.addTask { await consumer.resumeWhenTheDatabaseAnswers() }
                 group.addTask { await watchdog.run() }
+                group.addTask { await depWaits.run() }
                 group.addTask { await self.legacy.run() }
                 group.addTask {
                     for await _ in listener.notifications { dispatcher.wake.signal() }

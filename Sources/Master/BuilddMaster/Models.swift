@@ -216,10 +216,15 @@ public struct BuildDetail: Codable, Sendable, Equatable {
     /// Why a waiting build has no builder (``Placement/whyWaiting(_:processor:builders:)``); nil when it
     /// is not waiting, or some builder that may take it is idle.
     public var waitingBecause: String?
+    /// The archive it is for (`archive add`); nil: its distribution's primary one.
+    public var archiveName: String?
+    /// What a MANUALDEPWAIT build misses, as its builder said (``DepWait``): the dep-wait pass retries it once
+    /// its archives satisfy this.
+    public var dependencies: String?
 
     enum CodingKeys: String, CodingKey {
-        case build, urgency, pocket, component, logtail, files, history, requirements
-        case logName = "log_name", waitingBecause = "waiting_because"
+        case build, urgency, pocket, component, logtail, files, history, requirements, dependencies
+        case logName = "log_name", waitingBecause = "waiting_because", archiveName = "archive_name"
     }
 }
 

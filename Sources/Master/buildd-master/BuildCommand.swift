@@ -327,6 +327,8 @@ struct BuildCommand: AsyncParsableCommand {
             print("score:     \(build.score.map { "\($0)" } ?? "-")   urgency \(detail.urgency), pocket \(detail.pocket), component \(detail.component)")
             if let requirements = detail.requirements { print("needs:     \(requirements.description)") }
             if let why = detail.waitingBecause { print("waiting:   \(why)") }
+            if let archive = detail.archiveName { print("archive:   \(archive)") }
+            if let missing = detail.dependencies { print("missing:   \(missing) (retried when its archives have it)") }
             if let notes = build.failnotes { print("notes:     \(notes)") }
             print("created:   \(build.dateCreated)   started: \(build.dateStarted ?? "-")   finished: \(build.dateFinished ?? "-")")
             if !detail.files.isEmpty {

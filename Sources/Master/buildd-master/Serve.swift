@@ -37,6 +37,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest source file a submitter may upload (PUT /v1/uploads), in bytes (default 2 GiB).")
     var maxUpload: Int64 = 2 << 30
     @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
+    @Option(help: "Seconds between dep-wait passes: MANUALDEPWAIT builds are retried once their archives' Packages indexes satisfy what they miss.")
+    var depWaitInterval = 300
     @Option(help: "How long a webhook may fail (retried with backoff) before it is disabled: e.g. 24h, 90m, 30s.")
     var webhookGiveUp = "24h"
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
@@ -64,6 +66,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--webhook-give-up must be a duration like 24h, 90m or 30s")
         }
         guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
+        guard depWaitInterval >= 1 else { throw ValidationError("--dep-wait-interval must be at least 1 second") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard (1...64).contains(databaseConnections) else { throw ValidationError("--database-connections must be 1-64") }
         guard (1...32).contains(eventLanes) else { throw ValidationError("--event-lanes must be 1-32") }
@@ -116,6 +119,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxUploadBytes = maxUpload
         configuration.webhookGiveUpSeconds = Double(Self.seconds(webhookGiveUp) ?? 86400)
         configuration.acceptTimeoutSeconds = acceptTimeout
+        configuration.depWaitInterval = .seconds(depWaitInterval)
         configuration.lookahead = lookahead
         configuration.queueType = try queueType.resolved()
         configuration.name = name

@@ -426,7 +426,8 @@ public final class BuilddStore: Sendable {
         var detail = try await database.withConnection { connection in
             guard let row = try connection.query("""
                 SELECT \(Self.buildSummaryColumns), b.urgency, b.pocket, b.component, q.logtail, b.log_name,
-                       b.require_virtualized, array_to_string(b.constraints, ',') AS constraints, q.state AS queue_state
+                       b.require_virtualized, array_to_string(b.constraints, ',') AS constraints, q.state AS queue_state,
+                       b.archive_name, b.dependencies
                   FROM \(Self.buildSummaryJoins) WHERE b.id = $1 AND \(Self.visibleArchiveCondition(parameter: 2))
                 """, [id, Self.archiveNames(visible)]).first
             else { throw StoreError(.notFound, "no build \(id)") }
@@ -448,6 +449,8 @@ public final class BuilddStore: Sendable {
                                      logtail: row["logtail"], logName: row["log_name"], files: files, history: history)
             detail.requirements = BuildRequirements(virtualized: try row.bool("require_virtualized"),
                                                     constraints: Self.resources(row["constraints"]))
+            detail.archiveName = row["archive_name"]
+            detail.dependencies = row["dependencies"]
             return (detail, waiting: row["queue_state"] == "WAITING")
         }
         if detail.waiting, let requirements = detail.0.requirements {
