@@ -190,6 +190,10 @@ final class LegacyFollower: @unchecked Sendable {
     /// The build this follower started or finished after the last snapshot was taken.
     private var local: (build: LegacyBuilderSnapshot.CurrentBuild?, at: ContinuousClock.Instant)?
     private var abortSent: (Int64, Int32)?
+    /// Whether this follower has said the builder is idle since it started following it: a builder whose last
+    /// build was requeued without it (a lease that ran out under another master) is still DIRTY, and only a
+    /// report of it idle makes it CLEAN again (``BuilderReset/whenIdle(_:)``), before it accepts a job.
+    private var saidIdle = false
     private var lastHeartbeat: ContinuousClock.Instant?
     private var progress: (state: LegacyStatus.State, buildID: String?, tail: [UInt8]?, since: ContinuousClock.Instant)?
     private var logger: Logger
@@ -364,6 +368,10 @@ final class LegacyFollower: @unchecked Sendable {
     /// Takes the next job of one of the builder's processors (or the next addressed to it, when it does not
     /// take the shared queues), accepts it and starts it on the builder.
     private func takeJob(_ snapshot: LegacyBuilderSnapshot) async throws {
+        if !saidIdle {
+            _ = try await apply(.heartbeat, state: .idle)
+            saidIdle = true
+        }
         let queues = snapshot.takesSharedQueue ? snapshot.processors.map { BrokerTopology.jobQueue(processor: $0) }
             : [BrokerTopology.controlQueue(builder: snapshot.name)]
         for queue in queues {
