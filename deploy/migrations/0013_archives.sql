@@ -37,4 +37,6 @@ ALTER TABLE build
     ADD COLUMN archive_name text REFERENCES archive (name),
     ADD COLUMN arch_indep   boolean NOT NULL DEFAULT false,
     ADD COLUMN dependencies text CHECK (octet_length(dependencies) <= 4096);
-CREATE INDEX build_dep_waiting ON build (id) WHERE status = 'MANUALDEPWAIT' AND dependencies IS NOT NULL;
+-- The pass finds them through `dependencies` alone (set when a build ends MANUALDEPWAIT, cleared when it is
+-- retried): an index whose predicate named `status` would make every status change a non-HOT update.
+CREATE INDEX build_dep_waiting ON build (id) WHERE dependencies IS NOT NULL;
