@@ -141,11 +141,18 @@ import Testing
                 .components(separatedBy: "Packages HTTP/1.1\" 200").count - 1
             #expect(fullFetches == 1, "an unchanged index is fetched whole once: \(fullFetches)")
 
-            // The archive gains libfoo-dev 2.1: the next pass retries the build, as the dep-wait job.
+            // The archive gains libfoo-dev 2.1: the next pass retries the build, as the dep-wait job. With no agent
+            // to take it, it waits, its missing relation gone.
+            _ = await FarmHarness.stop(farm.agents["dw-1"]!)
             try publish("2.1-1", at: 0)
             #expect(try await eventually(timeout: .seconds(30)) {
                 try await store.build(build).history.contains { $0.status == BuildStatus.needsBuild.rawValue && $0.actor == "dep-wait" }
             }, "master: \(farm.log("master").suffix(2000))")
+            let retried = try await store.build(build)
+            #expect(retried.build.status == .needsBuild && retried.dependencies == nil, "\(retried.history)")
+            #expect(try await store.dependencies(of: build) == nil)
+            // Back, the builder builds it again (and the stand-in misses the dependency again).
+            try farm.startAgent("dw-1", processors: ["amd64"])
             #expect(try await eventually(timeout: .seconds(30)) { try await store.build(build).build.attempt >= 2 })
         }
     }

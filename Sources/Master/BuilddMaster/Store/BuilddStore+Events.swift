@@ -250,12 +250,14 @@ extension BuilddStore {
                 + Self.queueParameters(taking))
         try Self.recordBuilderHistory(core.builderHistory, on: connection)
         try Self.writeResets(core, on: connection)
-        let waits = rows.filter { $0.status == .manualDepWait }
+        // A dependency wait's missing relation is kept while it waits, and goes when it is queued again.
+        let waits = rows.filter { $0.status == .manualDepWait || $0.enqueued != nil }
         if !waits.isEmpty {
             try connection.execute("""
                 UPDATE build b SET dependencies = x.dependencies
                   FROM unnest($1::bigint[], $2::text[]) AS x(id, dependencies) WHERE b.id = x.id
-                """, [PostgresArray(waits.map(\.id)), PostgresArray(waits.map(\.dependencies))])
+                """, [PostgresArray(waits.map(\.id)),
+                      PostgresArray(waits.map { $0.status == .manualDepWait ? $0.dependencies : nil })])
         }
         for latency in core.dispatchLatencies { BuilddMetrics.dispatchLatency(seconds: latency) }
         for (status, seconds) in core.buildDurations { BuilddMetrics.buildDuration(status: status.rawValue, seconds: seconds) }
