@@ -18,7 +18,8 @@ cmd_bench_legacy() {
         || die "the release build failed: see $STATE/bench/release-build.log"
     local master_bin bench="$STATE/bench" standin_port
     master_bin="$(swift build -c release --show-bin-path)/buildd-master"
-    mkdir -p "$bench" && rm -rf "$bench/legacy-artifacts"
+    # The artifact store must exist before a chroot is stored in it (the CLI refuses a store that is not there).
+    mkdir -p "$bench" && rm -rf "$bench/legacy-artifacts" && mkdir -p "$bench/legacy-artifacts"
     fresh_target buildd_bench_legacy buildd-bench-legacy
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_bench_legacy"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-bench-legacy"
