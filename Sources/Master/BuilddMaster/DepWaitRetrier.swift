@@ -53,42 +53,54 @@ public final class DepWaitRetrier: Sendable {
         let snapshot = try await store.archiveSnapshot(fresh: true)
         var retried: [Int64] = []
         var indexes: [String: [PackageIndex.Entry]] = [:]
+        var combined: [String: (index: PackageIndex, complete: Bool)] = [:]
         for build in waiting {
             guard let sources = try? snapshot.sources(distribution: build.distribution, archive: build.archive,
                                                       series: build.series, pocket: build.pocket, component: build.component),
                   !sources.isEmpty else { continue }
-            // Every archive of its sources together, as apt sees them.
+            // Every archive of its sources together, as apt sees them; builds with the same sources share one.
+            let urls = sources.flatMap { DepWait.indexURLs(of: $0, architecture: build.architecture) }
+            let key = urls.joined(separator: "\n")
+            if let known = combined[key] {
+                if case .retry = DepWait.decide(dependencies: build.dependencies, architecture: build.architecture,
+                                                index: known.index), known.complete {
+                    if try await retry(build.id) { retried.append(build.id) }
+                }
+                continue
+            }
             var index = PackageIndex()
             var complete = true
-            for source in sources {
-                for url in DepWait.indexURLs(of: source, architecture: build.architecture) {
-                    if indexes[url] == nil {
-                        do {
-                            indexes[url] = try await fetch(url)
-                        } catch {
-                            logger.warning("dep-wait pass: index not read", metadata: ["url": "\(Self.redacted(url))",
-                                                                                       "error": "\(error)"])
-                            complete = false
-                            continue
-                        }
+            for url in urls {
+                if indexes[url] == nil {
+                    do {
+                        indexes[url] = try await fetch(url)
+                    } catch {
+                        logger.warning("dep-wait pass: index not read", metadata: ["url": "\(Self.redacted(url))",
+                                                                                   "error": "\(error)"])
+                        complete = false
+                        continue
                     }
-                    for entry in indexes[url]! { index.add(entry) }
                 }
+                for entry in indexes[url]! { index.add(entry) }
             }
+            combined[key] = (index, complete)
             // An index that could not be read may hold what is missing: only a complete view retries.
-            switch DepWait.decide(dependencies: build.dependencies, architecture: build.architecture, index: index) {
-            case .retry where complete:
-                do {
-                    try await store.retry(build.id, actor: "dep-wait")
-                    retried.append(build.id)
-                } catch let error as StoreError where error.code == .conflict {
-                    continue  // another master retried it first
-                }
-            case .retry, .wait, .unreadable:
-                continue
+            if case .retry = DepWait.decide(dependencies: build.dependencies, architecture: build.architecture, index: index),
+               complete {
+                if try await retry(build.id) { retried.append(build.id) }
             }
         }
         return retried
+    }
+
+    /// Retries a build as the dep-wait job; false when another master retried it first.
+    private func retry(_ buildID: Int64) async throws -> Bool {
+        do {
+            try await store.retry(buildID, actor: "dep-wait")
+            return true
+        } catch let error as StoreError where error.code == .conflict {
+            return false
+        }
     }
 
     /// One index, conditionally: the cached one when the archive says it has not changed. `Packages` is
