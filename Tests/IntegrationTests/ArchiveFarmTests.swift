@@ -119,7 +119,8 @@ import Testing
             server.standardOutput = FileHandle.nullDevice
             server.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: requests))
             try server.run()
-            defer { server.terminate() }
+            // SIGKILL: the test process ignores SIGTERM, and its children inherit that.
+            defer { Self.stop(server) }
             let added = try await farm.cli("archive", "add", "ubuntu-main", "--url", "http://127.0.0.1:\(port)",
                                            "--primary", "ubuntu")
             #expect(added.status == 0, "\(added)")
@@ -174,7 +175,8 @@ import Testing
             server.standardOutput = FileHandle.nullDevice
             server.standardError = FileHandle.nullDevice
             try server.run()
-            defer { server.terminate() }
+            // SIGKILL: the test process ignores SIGTERM, and its children inherit that.
+            defer { Self.stop(server) }
             // The primary archive as the chroot has it; the local one depends on its release pocket only (Debian
             // keeps security updates elsewhere).
             for arguments in [["debian", "--url", "http://deb.debian.org/debian", "--primary", "debian"],
@@ -303,6 +305,13 @@ import Testing
         _ = try await RealBuildTests.host("/usr/bin/env", "GNUPGHOME=\(gnupg)", "/usr/bin/gpg", "--batch", "--yes", "--armor",
                                           "--output", key, "--export")
         return key
+    }
+
+    /// Stops a helper the test started, for certain (it inherited the test process's ignored SIGTERM).
+    static func stop(_ process: Process) {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 
     static func rfc2822(_ date: Date) -> String {
