@@ -18,6 +18,9 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     private(set) var agents: [String: Process] = [:]
     private(set) var standIns: [LegacyStandIn] = []
     private(set) var relays: [TCPRelay] = []
+    /// Helper scripts started with ``startSupportScript(_:_:log:)``: killed when the farm closes (they inherit
+    /// the test process's ignored SIGTERM, so `terminate()` alone leaves them running).
+    private(set) var helpers: [Process] = []
     /// With HTTPS: the private CA this farm made and the masters' certificate and key (for 127.0.0.1 and
     /// localhost); nil: plain http, which agents take only with `insecure_http = true`.
     let tls: (ca: String, certificate: String, key: String)?
@@ -228,6 +231,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
+        helpers.append(process)
         return process
     }
 
@@ -327,7 +331,7 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     func stopAll() async -> [String: Int32?] {
         var statuses: [String: Int32?] = [:]
         // The stand-in keeps nothing: kill it (a Python child may inherit a signal mask that blocks SIGTERM).
-        for process in standIns.map(\.process) + relays.map(\.process) where process.isRunning {
+        for process in standIns.map(\.process) + relays.map(\.process) + helpers where process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
