@@ -61,36 +61,42 @@ public final class DepWaitRetrier: Sendable {
             // Every archive of its sources together, as apt sees them; builds with the same sources share one.
             let urls = sources.flatMap { DepWait.indexURLs(of: $0, architecture: build.architecture) }
             let key = urls.joined(separator: "\n")
+            let view: (index: PackageIndex, complete: Bool)
             if let known = combined[key] {
-                if case .retry = DepWait.decide(dependencies: build.dependencies, architecture: build.architecture,
-                                                index: known.index), known.complete {
-                    if try await retry(build.id) { retried.append(build.id) }
-                }
-                continue
+                view = known
+            } else {
+                view = await combinedIndex(urls, fetched: &indexes)
+                combined[key] = view
             }
-            var index = PackageIndex()
-            var complete = true
-            for url in urls {
-                if indexes[url] == nil {
-                    do {
-                        indexes[url] = try await fetch(url)
-                    } catch {
-                        logger.warning("dep-wait pass: index not read", metadata: ["url": "\(Self.redacted(url))",
-                                                                                   "error": "\(error)"])
-                        complete = false
-                        continue
-                    }
-                }
-                for entry in indexes[url]! { index.add(entry) }
-            }
-            combined[key] = (index, complete)
             // An index that could not be read may hold what is missing: only a complete view retries.
-            if case .retry = DepWait.decide(dependencies: build.dependencies, architecture: build.architecture, index: index),
-               complete {
+            if case .retry = DepWait.decide(dependencies: build.dependencies, architecture: build.architecture,
+                                            index: view.index), view.complete {
                 if try await retry(build.id) { retried.append(build.id) }
             }
         }
         return retried
+    }
+
+    /// Every index of `urls` together, as apt sees them, each fetched once per pass (`fetched`); not complete
+    /// when one could not be read.
+    private func combinedIndex(_ urls: [String], fetched indexes: inout [String: [PackageIndex.Entry]]) async
+        -> (index: PackageIndex, complete: Bool) {
+        var index = PackageIndex()
+        var complete = true
+        for url in urls {
+            if indexes[url] == nil {
+                do {
+                    indexes[url] = try await fetch(url)
+                } catch {
+                    logger.warning("dep-wait pass: index not read",
+                                   metadata: ["url": "\(ServiceURL.withoutCredentials(url))", "error": "\(error)"])
+                    complete = false
+                    continue
+                }
+            }
+            for entry in indexes[url]! { index.add(entry) }
+        }
+        return (index, complete)
     }
 
     /// Retries a build as the dep-wait job; false when another master retried it first.
@@ -157,12 +163,5 @@ public final class DepWaitRetrier: Sendable {
             throw SimpleHTTPClient.Failure(description: "\(tool) -dc failed (exit \(process.terminationStatus))")
         }
         return String(decoding: data, as: UTF8.self)
-    }
-
-    /// A URL for the log, without the credentials a private archive's may carry.
-    static func redacted(_ url: String) -> String {
-        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@"),
-              !url[scheme.upperBound..<at].contains("/") else { return url }
-        return String(url[..<scheme.upperBound]) + "***@" + String(url[url.index(after: at)...])
     }
 }

@@ -100,7 +100,7 @@ struct ArchiveCommand: AsyncParsableCommand {
             let snapshot = try await withStore(connection) { try await $0.archiveSnapshot(fresh: true) }
             // A private archive's URL may carry its credentials: listed without them.
             let rows = snapshot.archives.values.sorted { $0.name < $1.name }.map {
-                Row(name: $0.name, kind: $0.kind.rawValue, url: Self.withoutCredentials($0.url), isPrivate: $0.isPrivate,
+                Row(name: $0.name, kind: $0.kind.rawValue, url: ServiceURL.withoutCredentials($0.url), isPrivate: $0.isPrivate,
                     signed: $0.signingKey != nil, dependencies: $0.dependencies)
             }
             if output.json { return printJSON(rows) }
@@ -112,12 +112,6 @@ struct ArchiveCommand: AsyncParsableCommand {
                     print("    depends on \(dependency.archive) \(dependency.pocket.rawValue) \(dependency.component?.rawValue ?? "(the build's component)")")
                 }
             }
-        }
-
-        static func withoutCredentials(_ url: String) -> String {
-            guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@"),
-                  !url[scheme.upperBound..<at].contains("/") else { return url }
-            return String(url[..<scheme.upperBound]) + "***@" + String(url[url.index(after: at)...])
         }
     }
 }

@@ -70,6 +70,14 @@ public struct ServiceURL: Sendable, Equatable, CustomStringConvertible {
         guard (1...65535).contains(port) else { throw ParseError(reason: "bad port") }
     }
 
+    /// `text` with any `user:password@` after its scheme replaced by `***@`, for a URL that is shown or
+    /// logged as given (a private archive's, whose credentials are its whole secret); the rest unchanged.
+    public static func withoutCredentials(_ text: String) -> String {
+        guard let scheme = text.firstRange(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@"),
+              !text[scheme.upperBound..<at].contains("/") else { return text }
+        return String(text[..<scheme.upperBound]) + "***@" + String(text[text.index(after: at)...])
+    }
+
     /// The URL with the password replaced by `***`.
     public var description: String {
         var text = "\(scheme)://"

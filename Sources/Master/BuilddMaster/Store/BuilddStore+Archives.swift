@@ -16,6 +16,11 @@ public struct ArchiveSnapshot: Sendable, Equatable {
 
     public init() {}
 
+    /// Whether a build for `archive` (nil: its distribution's primary one) keeps debug symbols.
+    public func buildsDebugSymbols(distribution: String, archive: String?) -> Bool {
+        (archive ?? primaries[distribution]).map(buildDebugSymbols.contains) ?? false
+    }
+
     /// The apt sources of a build (``ArchiveDependencies/sources(for:primary:archives:)``): nil when its
     /// distribution has no primary archive and it names none (its chroot's own sources are used).
     public func sources(distribution: String, archive: String?, series: String, pocket: Pocket,
@@ -96,23 +101,22 @@ extension BuilddStore {
     }
 
     /// Gives each job the apt sources of its build and the archive's build arguments. A job whose sources
-    /// cannot be worked out (an archive removed from under it) goes without them, and the build log says so
-    /// through the agent (it uses the chroot's sources); the failure is logged by the caller.
+    /// cannot be worked out goes without them (it uses the chroot's sources); submit refuses what would
+    /// lead there (an unknown archive, one whose distribution has no primary archive), and archives are
+    /// never removed.
     func withArchiveSources(_ jobs: [JobMessage]) async throws -> [JobMessage] {
         guard !jobs.isEmpty else { return jobs }
         let snapshot = try await archiveSnapshot()
         guard !snapshot.archives.isEmpty else { return jobs }
         return jobs.map { job in
             var job = job
-            let primary = snapshot.primaries[job.distribution]
-            let archive = job.archive ?? primary
             guard let pocket = job.pocket.flatMap(Pocket.init(rawValue:)),
                   let component = job.component.flatMap(Component.init(rawValue:)),
                   let sources = try? snapshot.sources(distribution: job.distribution, archive: job.archive,
                                                       series: job.series, pocket: pocket, component: component)
             else { return job }
             job.aptSources = sources.map { JobAptSource(archive: $0.archive, line: $0.legacyLine, key: $0.signingKey) }
-            if let archive { job.buildDebugSymbols = snapshot.buildDebugSymbols.contains(archive) }
+            job.buildDebugSymbols = snapshot.buildsDebugSymbols(distribution: job.distribution, archive: job.archive)
             return job
         }
     }

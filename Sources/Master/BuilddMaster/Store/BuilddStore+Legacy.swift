@@ -210,9 +210,7 @@ extension BuilddStore {
                                             series: details.series, pocket: pocket, component: component) {
             details.archives = lines.map(\.legacyLine)
         }
-        if let archive = row["archive_name"] ?? snapshot.primaries[details.distribution] {
-            details.buildDebugSymbols = snapshot.buildDebugSymbols.contains(archive)
-        }
+        details.buildDebugSymbols = snapshot.buildsDebugSymbols(distribution: details.distribution, archive: row["archive_name"])
         return details
     }
 
