@@ -112,8 +112,9 @@ import Testing
         var expired = 0
         for (example, build) in zip(Self.leaseCases, builds) {
             let holds = example.state == .running || example.state == .cancelling
-            let queue = QueueRecord(state: example.state, builderID: holds ? 1 : nil, dispatchedAt: now,
-                                    leaseUntil: holds ? example.leaseIn.map { now + $0 } : nil)
+            let queue = QueueRecord(try #require(QueueRecord.Phase.stored(
+                state: example.state, builder: holds ? 1 : nil, dispatchedAt: now,
+                leaseUntil: holds ? example.leaseIn.map { now + $0 } : nil)))
             var machine = BuildRecord(id: build, attempt: 1, status: .building, builderID: nil,
                                       job: JobStanding(failures: 0, notes: nil), result: nil, logName: nil,
                                       logSHA256: nil, startedAt: nil, queue: queue).lifecycle
@@ -205,8 +206,8 @@ import Testing
         let now = 1_000_000.0
         for ((state, age), build) in zip(cases, builds) {
             let running = state == .running
-            let queue = QueueRecord(state: state, builderID: running ? 1 : nil, dispatchedAt: now - age,
-                                    leaseUntil: running ? now + 3600 : nil)
+            let queue = QueueRecord(try #require(QueueRecord.Phase.stored(
+                state: state, builder: running ? 1 : nil, dispatchedAt: now - age, leaseUntil: running ? now + 3600 : nil)))
             var machine = BuildRecord(id: build, attempt: 1, status: .needsBuild, builderID: nil,
                                       job: JobStanding(failures: 0, notes: nil), result: nil, logName: nil,
                                       logSHA256: nil, startedAt: nil, queue: queue).lifecycle
@@ -276,6 +277,136 @@ import Testing
             #expect(try row.bool("resets") == reset.resets(virtualized: placement.virtualized), "\(reset.description)")
             #expect(try row.bool("shared_build") == requirements.goesToSharedQueue, "\(requirements.description)")
         }
+        await database.drop()
+    }
+
+    /// The database's `build_transition` holds exactly the changes ``BuildStatus/mayWrite(to:)`` allows, and its
+    /// trigger refuses an update outside them (here, a FULLYBUILT build written back to NEEDSBUILD, and a waiting
+    /// one written straight to SUPERSEDED and then to BUILDING) with the build and the two statuses named.
+    @Test func theDatabaseRefusesEveryStatusChangeTheGraphForbids() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        let rows = Set(try await store.database.query("SELECT from_status, to_status FROM build_transition").rows.map {
+            "\(try $0.string("from_status"))>\(try $0.string("to_status"))"
+        })
+        let swift = Set(BuildStatus.writableRows.map { "\($0.from.rawValue)>\($0.to.rawValue)" })
+        #expect(rows == swift, "only in SQL: \(rows.subtracting(swift).sorted()); only in Swift: \(swift.subtracting(rows).sorted())")
+        #expect(swift.contains("BUILDING>FULLYBUILT") && !swift.contains("FULLYBUILT>NEEDSBUILD"))
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                        sourceName: "g", sourceVersion: "1.0"))
+        try await store.database.query("UPDATE build SET status = 'BUILDING' WHERE id = $1", [build])
+        try await store.database.query("UPDATE build SET status = 'FULLYBUILT' WHERE id = $1", [build])
+        do {
+            try await store.database.query("UPDATE build SET status = 'NEEDSBUILD' WHERE id = $1", [build])
+            Issue.record("FULLYBUILT -> NEEDSBUILD was written")
+        } catch {
+            #expect("\(error)".contains("build \(build) may not go from FULLYBUILT to NEEDSBUILD"), "\(error)")
+        }
+        let other = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                        sourceName: "h", sourceVersion: "1.0"))
+        try await store.database.query("UPDATE build SET status = 'SUPERSEDED' WHERE id = $1", [other])
+        await #expect(throws: (any Error).self) {
+            try await store.database.query("UPDATE build SET status = 'BUILDING' WHERE id = $1", [other])
+        }
+        let statuses = try await store.database.query("SELECT status FROM build WHERE id = ANY ($1::bigint[]) ORDER BY id",
+                                                      [PostgresArray([build, other])]).rows.map { try $0.string("status") }
+        #expect(statuses == ["FULLYBUILT", "SUPERSEDED"])
+        await database.drop()
+    }
+
+    /// Which cancelling builds' builders are told (again) to abort: the watchdog's SQL picks exactly the ones the
+    /// core says are due, either side of the resend interval; the store's pass marks them told.
+    @Test func theAbortQueryPicksExactlyTheAbortsTheCoreSends() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        let resend = Double(BuildLifecycle.abortResendSeconds)
+        // (queue state, seconds since the last abort sent; nil: never sent)
+        let cases: [(QueueRecord.State, Double?)] = [(.cancelling, nil), (.cancelling, 1), (.cancelling, resend - 2),
+                                                     (.cancelling, resend + 2), (.cancelling, 3600), (.running, nil),
+                                                     (.running, 3600), (.dispatched, nil), (.waiting, nil)]
+        var builds: [Int64] = []
+        for index in cases.indices {
+            builds.append(try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                              sourceName: "x\(index)", sourceVersion: "1.0")))
+            try await store.addBuilder(name: "x\(index)", processors: ["amd64"], brokerUser: "x\(index)")
+        }
+        let rows = zip(cases, builds).enumerated().map { ($0.offset, $0.element.0.0.rawValue, $0.element.0.1, $0.element.1) }
+        let picked = Set(try await store.database.transaction { connection in
+            for (index, state, sent, build) in rows {
+                let holds = state == "RUNNING" || state == "CANCELLING"
+                _ = try connection.query("""
+                    UPDATE buildqueue SET state = $2, dispatched_at = now(),
+                           builder_id = CASE WHEN $5 THEN (SELECT id FROM builder WHERE name = $4) END,
+                           lease_expires = CASE WHEN $5 THEN now() + interval '1 hour' END,
+                           abort_sent_at = now() - make_interval(secs => $3::float8)
+                     WHERE build_id = $1
+                    """, [build, state, sent, "x\(index)", holds])
+            }
+            return try connection.query("SELECT q.build_id FROM buildqueue q WHERE \(BuilddStore.abortDueCondition)")
+                .rows.map { try $0.int64("build_id") }
+        })
+        let now = 1_000_000.0
+        var due: Set<Int64> = []
+        for ((state, sent), build) in zip(cases, builds) {
+            let holds = state == .running || state == .cancelling
+            let queue = QueueRecord(try #require(QueueRecord.Phase.stored(
+                state: state, builder: holds ? 1 : nil, dispatchedAt: now, leaseUntil: holds ? now + 3600 : nil)))
+            let machine = BuildRecord(id: build, attempt: 1, status: .building, builderID: nil,
+                                      job: JobStanding(failures: 0, notes: nil), result: nil, logName: nil,
+                                      logSHA256: nil, startedAt: nil, queue: queue).lifecycle
+            let core = machine.abortDue(now: now, lastSent: sent.map { now - $0 })
+            #expect(picked.contains(build) == core, "\(state) \(sent.map { "\($0) s" } ?? "never"): SQL \(picked.contains(build)), core \(core)")
+            if core { due.insert(build) }
+        }
+        #expect(due.count == 3)
+        // The store's pass tells exactly those, names their builders, and not again at once.
+        let told = try await store.abortsDue()
+        #expect(Set(told.map(\.buildID)) == due)
+        #expect(told.allSatisfy { told in rows.contains { $0.3 == told.buildID && "x\($0.0)" == told.builder } })
+        #expect(try await store.abortsDue().isEmpty)
+        await database.drop()
+    }
+
+    /// The age bonus the watchdog's SQL gives waiting builds is the core's (``Scoring/ageScore(waited:)``) either
+    /// side of every step of the table; a build an operator scored keeps its score, and clearing it (the core's
+    /// rescore) gives the same bonus the SQL gives.
+    @Test func theAgeBonusInSQLIsTheCoresAndARescoreClearedEarnsIt() async throws {
+        let database = try await TestDatabase.create()
+        let store = try await database.store()
+        defer { store.shutdown() }
+        try await store.addProcessor("amd64")
+        try await store.addArchSeries(distribution: "ubuntu", series: "noble", archTag: "amd64", processor: "amd64")
+        let ages: [Double] = [0, 10] + Scoring.ageBonuses.flatMap { [Double($0.seconds) - 2, Double($0.seconds) + 2] } + [86_400]
+        var builds: [(Int64, Double)] = []
+        for (index, age) in ages.enumerated() {
+            let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
+                                                            sourceName: "s\(index)", sourceVersion: "1.0"))
+            try await store.database.query("""
+                UPDATE buildqueue SET date_queued = now() - make_interval(secs => $2::float8) WHERE build_id = $1
+                """, [build, age])
+            builds.append((build, age))
+        }
+        let manual = builds[builds.count - 1].0
+        #expect(try await store.rescore(manual, score: 7) == 7)
+        try await store.refreshAgeScores()
+        let scores = Dictionary(uniqueKeysWithValues: try await store.database.query(
+            "SELECT build_id, basescore, lastscore FROM buildqueue").rows.map {
+            (try $0.int64("build_id"), (base: try $0.int("basescore"), last: try $0.int("lastscore")))
+        })
+        for (build, age) in builds where build != manual {
+            let score = try #require(scores[build])
+            #expect(score.last == score.base + Scoring.ageScore(waited: age), "waited \(age) s")
+        }
+        #expect(scores[manual]?.last == 7, "an operator's score is not aged")
+        let cleared = try await store.rescore(manual, score: nil)
+        let base = try #require(scores[manual]).base
+        #expect(cleared == base + Scoring.ageScore(waited: 86_400))
         await database.drop()
     }
 }

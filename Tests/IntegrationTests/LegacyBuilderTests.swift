@@ -376,6 +376,44 @@ import Glibc
         }
     }
 
+    /// The failure ledger of a legacy builder is stored whole: faults counted while it held no build are forgiven
+    /// when it answers well again, by whichever master follows it then. Here the master that counted them is
+    /// SIGKILLed before the builder recovers, and the master that takes the builder over forgives them.
+    @Test func faultsCountedByAKilledMasterAreForgivenByTheOneThatTakesTheBuilderOver() async throws {
+        let (farm, standIn) = try await farm(legacy: ["lp-ledger"], startMaster: false)
+        try await closing(farm) {
+            try await standIn.control("lp-ledger", ["misbehave": "fault"])
+            let slow = ["--legacy-interval", "1.5", "--legacy-call-timeout", "3"]
+            try await farm.startMaster(name: "first", arguments: slow)
+            let counted = try await eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+                try await self.ledger(farm).idleFaults >= 2
+            }
+            let first = farm.masters.first { $0.name == "first" }!.process
+            kill(first.processIdentifier, SIGKILL)
+            try await waitForExit(first, "the SIGKILLed master")
+            let before = try await ledger(farm)
+            #expect(counted && before.failures == before.idleFaults && before.failures < FailureThresholds.builder,
+                    "\(before)")
+            #expect(before.notes?.contains("Fault 8002") == true, "\(before)")
+            try await standIn.control("lp-ledger", ["misbehave": NSNull()])
+            try await farm.startMaster(name: "second", arguments: slow)
+            let forgiven = try await eventually(timeout: .seconds(30)) {
+                let now = try await self.ledger(farm)
+                return now.failures == 0 && now.idleFaults == 0 && now.notes == nil
+            }
+            let after = try await ledger(farm)
+            #expect(forgiven, "the master that took the builder over forgave the faults another counted: \(after)")
+            #expect(try await owners(farm) == ["lp-ledger": "second"])
+            #expect(try await builder(farm, "lp-ledger").builderok)
+        }
+    }
+
+    func ledger(_ farm: FarmHarness) async throws -> (failures: Int, idleFaults: Int, notes: String?) {
+        let row = try #require(try await farm.store.database.query(
+            "SELECT failure_count, idle_faults, failnotes FROM builder WHERE name = 'lp-ledger'").first)
+        return (try row.int("failure_count"), try row.int("idle_faults"), row["failnotes"])
+    }
+
     func owners(_ farm: FarmHarness) async throws -> [String: String] {
         var owners: [String: String] = [:]
         for row in try await farm.store.database.query(

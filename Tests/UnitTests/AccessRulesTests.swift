@@ -79,8 +79,11 @@ import Testing
                 == [BuilderHistoryEntry(builder: "b1", kind: .failed, actor: nil, reason: "status() fault")])
         // A success, or faults forgiven, are not history.
         var forgiven = counted
-        forgiven.forgive(faults: 1)
-        #expect(BuilderHistoryEntry.farmChange(of: "b1", from: counted, to: forgiven).isEmpty)
+        forgiven.countIdleFault("status() timed out")
+        let faulted = forgiven
+        forgiven.forgiveIdleFaults()
+        #expect(forgiven.failures == 1)
+        #expect(BuilderHistoryEntry.farmChange(of: "b1", from: faulted, to: forgiven).isEmpty)
         // lastFailure is not part of a standing: equal standings are stored alike.
         #expect(counted == BuilderStanding(failures: 1, ok: true, notes: nil))
     }

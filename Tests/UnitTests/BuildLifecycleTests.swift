@@ -44,7 +44,7 @@ import Testing
         #expect(machine.accepted(attempt: 1, builder: builder, builderUsable: true, builderBusy: true, now: 1, lease: lease)
             == .abort(attempt: 1, reason: "builder already runs another build"))
         #expect(machine.accepted(attempt: 1, builder: builder, builderUsable: false, builderBusy: false, now: 1, lease: lease)
-            == .abort(attempt: 1, reason: "builder is disabled"))
+            == .abort(attempt: 1, reason: "builder is disabled or in manual mode"))
         #expect(machine.state == .dispatched(attempt: 1, since: 0))
     }
 

@@ -23,7 +23,7 @@ import Testing
     static func dispatched(_ id: Int64, at: Double) -> BuildRecord {
         BuildRecord(id: id, attempt: 1, status: .needsBuild, builderID: nil, job: JobStanding(failures: 0, notes: nil),
                     result: nil, logName: nil, logSHA256: nil, startedAt: nil,
-                    queue: QueueRecord(state: .dispatched, builderID: nil, dispatchedAt: at, leaseUntil: nil))
+                    queue: QueueRecord(.dispatched(since: at, to: nil)))
     }
 
     static func report(_ seq: Int64, _ event: BuilderReport.Event) -> BuilderReport {

@@ -25,7 +25,7 @@ import Testing
     static func dispatched(_ id: Int64, attempt: Int32 = 1, at: Double, failures: Int = 0) -> BuildRecord {
         BuildRecord(id: id, attempt: attempt, status: .needsBuild, builderID: nil,
                     job: JobStanding(failures: failures, notes: nil), result: nil, logName: nil, logSHA256: nil,
-                    startedAt: nil, queue: QueueRecord(state: .dispatched, builderID: nil, dispatchedAt: at, leaseUntil: nil))
+                    startedAt: nil, queue: QueueRecord(.dispatched(since: at, to: nil)))
     }
 
     static func report(_ builder: String, _ seq: Int64, _ event: BuilderReport.Event, message: String? = nil,
@@ -129,7 +129,7 @@ import Testing
         var builder = Self.builder(1, "a1", failures: 4)
         builder.agentState = .building
         var build = Self.dispatched(10, at: clock.now, failures: 0)
-        build.queue = QueueRecord(state: .running, builderID: 1, dispatchedAt: clock.now, leaseUntil: clock.now + Self.lease)
+        build.queue = QueueRecord(.running(builder: 1, leaseUntil: clock.now + Self.lease))
         build.builderID = 1
         build.status = .building
         clock.advance(Self.lease)
@@ -160,7 +160,7 @@ import Testing
     @Test func cancellingAsksTheBuilderAndItsDeadlineEndsIt() {
         var clock = ManualClock()
         var build = Self.dispatched(10, at: clock.now)
-        build.queue = QueueRecord(state: .running, builderID: 1, dispatchedAt: clock.now, leaseUntil: clock.now + 30)
+        build.queue = QueueRecord(.running(builder: 1, leaseUntil: clock.now + 30))
         build.status = .building
         build.builderID = 1
         var core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [build, Self.dispatched(11, at: clock.now)],
@@ -193,18 +193,25 @@ import Testing
         failed.job.notes = "failed 3 times"
         var running = Self.dispatched(11, at: 0)
         running.status = .building
-        var core = LifecycleCore(builders: [], builds: [failed, running], now: 1, leaseSeconds: Self.lease)
-        #expect(core.retry(11, processor: 1, score: 2000) == .notRetryable(.building))
-        #expect(core.retry(12, processor: 1, score: 2000) == .notFound)
-        #expect(core.retry(10, processor: 1, score: 2000) == .queued)
+        var unscored = failed
+        unscored = BuildRecord(id: 13, attempt: 1, status: .failedToBuild, builderID: nil, job: failed.job, result: nil,
+                               logName: nil, logSHA256: nil, startedAt: nil, queue: nil)
+        // A security upload of main, high urgency: 15 + 4500 + 1000 (Launchpad's scores).
+        failed.scoring = BuildScoring(processor: 7, urgency: .high, pocket: .security, component: .main, archive: .primary)
+        var core = LifecycleCore(builders: [], builds: [failed, running, unscored], now: 1, leaseSeconds: Self.lease)
+        #expect(core.retry(11) == .notRetryable(.building))
+        #expect(core.retry(12) == .notFound)
+        #expect(core.retry(13) == .unscored)
+        #expect(core.retry(10) == .queued)
         let retried = core.builds[10]
         #expect(retried?.status == .needsBuild && retried?.queue?.state == .waiting)
         #expect(retried?.job == JobStanding(failures: 0, notes: nil) && retried?.result == nil)
-        #expect(retried?.enqueued == BuildRecord.Enqueued(processor: 1, score: 2000) && retried?.finished == .clear)
+        #expect(retried?.enqueued == BuildRecord.Enqueued(processor: 7, score: 5515) && retried?.finished == .clear)
+        #expect(core.rescored.isEmpty, "an entry inserted by the retry is not also updated")
         #expect(retried?.attempt == 3)  // attempts go on: the next claim is attempt 4
         #expect(core.history.last == HistoryEntry(build: 10, status: .needsBuild, attempt: 3, builder: nil,
                                                   message: "retried from FAILEDTOBUILD"))
-        #expect(core.retry(10, processor: 1, score: 2000) == .notRetryable(.needsBuild))
+        #expect(core.retry(10) == .notRetryable(.needsBuild))
     }
 
     @Test func filesThatDoNotMatchTheUploadAreAnInfrastructureFailure() {
@@ -212,7 +219,7 @@ import Testing
         var other = good
         other.size = 11
         var build = Self.dispatched(10, at: 0)
-        build.queue = QueueRecord(state: .running, builderID: 1, dispatchedAt: 0, leaseUntil: 100)
+        build.queue = QueueRecord(.running(builder: 1, leaseUntil: 100))
         var core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [build],
                                  storedFiles: [Self.ref(10): [good]], now: 1, leaseSeconds: Self.lease)
         #expect(core.apply(Self.report("a1", 1, .finished(Self.ref(10), .ok, files: [other], log: nil)))
@@ -227,15 +234,20 @@ import Testing
     @Test func theLedgerOfABuilderAlone() {
         var standing = BuilderStanding(failures: 0, ok: true, notes: nil)
         for _ in 1..<FailureThresholds.builder { #expect(standing.countFailure("x") == false) }
-        #expect(standing.countFailure("fifth") == true && standing.notes == "fifth")
-        standing.forgive(faults: 2)
+        #expect(standing.countIdleFault("fifth") == true && standing.notes == "fifth" && standing.idleFaults == 1)
+        standing.forgiveIdleFaults()
         #expect(standing.failures == FailureThresholds.builder)  // a broken builder is not forgiven by polls
         standing.reset()
         #expect(standing == BuilderStanding(failures: 0, ok: true, notes: nil))
+        // Two failures with builds, then two faults while idle: an answer forgives the faults, not the failures.
         standing.countFailure("a")
         standing.countFailure("b")
-        standing.forgive(faults: 5)
-        #expect(standing.failures == 0)
+        standing.countIdleFault("c")
+        #expect(standing.countIdleFault("d") == false && standing.failures == 4 && standing.idleFaults == 2)
+        standing.forgiveIdleFaults()
+        #expect(standing.failures == 2 && standing.idleFaults == 0 && standing.notes == nil)
+        standing.forgiveIdleFaults()
+        #expect(standing.failures == 2, "what was forgiven is not forgiven twice")
     }
 
     /// Wire events become typed reports only with the fields their kind needs.
@@ -267,6 +279,131 @@ import Testing
     @Test(arguments: BuilderAvailabilityCases.all)
     func availability(_ example: BuilderAvailabilityCases.Case) {
         #expect(BuilderAvailability.of(example.facts, silentAfterSeconds: 20) == example.expected)
+    }
+
+    /// A builder in manual mode gets no job; one it accepts anyway (taken before it was put in manual mode) is
+    /// refused, and the build waits for another builder.
+    @Test func aBuilderInManualModeIsNeverStarted() {
+        var manual = BuilderRecord(id: 1, name: "m1", kind: .agent, brokerUser: nil, active: true, manual: true,
+                                   session: "s-m1", lastSeq: 0, agentState: .idle, cleanStatus: .clean,
+                                   standing: BuilderStanding(failures: 0, ok: true, notes: nil))
+        var core = LifecycleCore(builders: [manual], builds: [Self.dispatched(10, at: 0)], now: 1, leaseSeconds: Self.lease)
+        let outcome = core.apply(Self.report("m1", 1, .accepted(Self.ref(10), uploadKey: Self.key)))
+        #expect(outcome == .abort(buildID: 10, attempt: 1, reason: "build 10: builder is disabled or in manual mode"))
+        #expect(core.builds[10]?.status == .needsBuild && core.builds[10]?.queue?.state == .dispatched)
+        manual = BuilderRecord(id: 1, name: "m1", kind: .agent, brokerUser: nil, active: true, manual: false,
+                               session: "s-m1", lastSeq: 0, agentState: .idle, cleanStatus: .clean,
+                               standing: BuilderStanding(failures: 0, ok: true, notes: nil))
+        core = LifecycleCore(builders: [manual], builds: [Self.dispatched(10, at: 0)], now: 1, leaseSeconds: Self.lease)
+        #expect(core.apply(Self.report("m1", 1, .accepted(Self.ref(10), uploadKey: Self.key)))
+                == .applied("build 10 attempt 1 started on m1"))
+    }
+
+    /// The claim's release, the accept timeout and the abort resend are the core's: a release applies only to
+    /// the claim it names; a claim older than the timeout waits again with no builder, time or key; a
+    /// cancelling build's builder is told again only after the resend interval.
+    @Test func claimsAreReleasedAndReclaimedAndAbortsResentByTheCore() {
+        var addressed = Self.dispatched(11, attempt: 2, at: 100)
+        addressed.queue?.phase = .dispatched(since: 100, to: 1)
+        var cancelling = Self.dispatched(12, at: 0)
+        cancelling.status = .cancelling
+        cancelling.queue = QueueRecord(.cancelling(builder: 1, deadline: 500))
+        var core = LifecycleCore(builders: [Self.builder(1, "a1")],
+                                 builds: [Self.dispatched(10, attempt: 2, at: 100), addressed, cancelling],
+                                 now: 120, leaseSeconds: Self.lease)
+        let older = core.releaseClaim(10, attempt: 1), current = core.releaseClaim(10, attempt: 2)
+        #expect(!older, "an older attempt's release changes nothing")
+        #expect(current)
+        #expect(core.builds[10]?.queue?.state == .waiting && core.builds[10]?.queue?.dispatchCleared == true)
+        #expect(core.builds[10]?.attempt == 2)
+        let cancelled = core.releaseClaim(12, attempt: 1)
+        #expect(!cancelled, "a cancelling build is not a claim")
+        #expect(core.reclaimExpiredClaims(acceptTimeout: 30).isEmpty, "20 s old: not yet")
+        #expect(core.reclaimExpiredClaims(acceptTimeout: 19) == [11])
+        #expect(core.builds[11]?.queue?.builderID == nil && core.builds[11]?.queue?.dispatchedAt == nil)
+        #expect(core.builds[12]?.queue?.state == .cancelling)
+        let first = core.abortsDue()
+        #expect(first.map(\.buildID) == [12] && first.first?.builder == "a1" && first.first?.attempt == 1)
+        #expect(core.builds[12]?.queue?.abortSent == .now && core.builds[12]?.queue?.abortSentAt == 120)
+        #expect(core.abortsDue().isEmpty, "just told")
+        var told = cancelling
+        told.queue?.abortSentAt = 120 - Double(BuildLifecycle.abortResendSeconds) + 1
+        core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [told], now: 120, leaseSeconds: Self.lease)
+        #expect(core.abortsDue().isEmpty, "told within the resend interval")
+        told.queue?.abortSentAt = 120 - Double(BuildLifecycle.abortResendSeconds) - 1
+        core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [told], now: 120, leaseSeconds: Self.lease)
+        #expect(core.abortsDue().map(\.buildID) == [12])
+    }
+
+    /// A queue entry is one phase with exactly its facts: stored columns that do not make one are refused (the
+    /// store names the row) rather than read with made-up defaults, and the lifecycle is made from the phase.
+    @Test func aQueueEntryIsOnePhaseAndColumnsThatMakeNoneAreRefused() {
+        #expect(QueueRecord.Phase.stored(state: .running, builder: nil, dispatchedAt: 1, leaseUntil: 30) == nil)
+        #expect(QueueRecord.Phase.stored(state: .running, builder: 2, dispatchedAt: 1, leaseUntil: nil) == nil)
+        #expect(QueueRecord.Phase.stored(state: .cancelling, builder: nil, dispatchedAt: nil, leaseUntil: 9) == nil)
+        #expect(QueueRecord.Phase.stored(state: .dispatched, builder: 3, dispatchedAt: nil, leaseUntil: nil) == nil)
+        #expect(QueueRecord.Phase.stored(state: .dispatched, builder: 3, dispatchedAt: 5, leaseUntil: nil)
+                == .dispatched(since: 5, to: 3))
+        #expect(QueueRecord.Phase.stored(state: .waiting, builder: nil, dispatchedAt: nil, leaseUntil: nil) == .waiting)
+        let running = QueueRecord(.running(builder: 2, leaseUntil: 40))
+        #expect(running.state == .running && running.builderID == 2 && running.leaseUntil == 40 && running.dispatchedAt == nil)
+        var build = Self.dispatched(10, attempt: 4, at: 0)
+        build.queue = running
+        #expect(build.lifecycle.state == .running(attempt: 4, builder: 2, leaseUntil: 40))
+        build.queue = QueueRecord(.cancelling(builder: 2, deadline: 99))
+        #expect(build.lifecycle.state == .cancelling(attempt: 4, builder: 2, deadline: 99))
+        build.queue = nil
+        #expect(build.lifecycle.state == .done)
+    }
+
+    /// An operator's score replaces the computed one; clearing it gives back the base plus the age bonus earned.
+    @Test func aRescoreIsTheCoresAndClearingItRestoresTheAgeBonus() {
+        var waiting = Self.dispatched(10, at: 0)
+        waiting.queue = QueueRecord(.waiting)
+        waiting.queue?.score = QueueScore(base: 2510, last: 2510, manual: false, queuedAt: 0)
+        var done = Self.dispatched(11, at: 0)
+        done.queue = nil
+        done.status = .fullyBuilt
+        var core = LifecycleCore(builders: [], builds: [waiting, done], now: 3601, leaseSeconds: Self.lease)
+        #expect(core.rescore(10, to: 9000, by: "ops") == .scored(9000))
+        #expect(core.builds[10]?.queue?.score == QueueScore(base: 2510, last: 9000, manual: true, queuedAt: 0))
+        #expect(core.rescore(10, to: nil) == .scored(2530), "waited over an hour: +20")
+        #expect(core.builds[10]?.queue?.score?.manual == false)
+        #expect(core.rescore(11, to: 1) == .notQueued(.fullyBuilt))
+        #expect(core.rescore(12, to: 1) == .notFound)
+        #expect(core.rescored.map(\.buildID) == [10])
+        #expect(core.history.map(\.message) == ["rescored to 9000", "score back to the computed 2530"])
+        #expect(core.history.first?.actor == "ops")
+    }
+
+    /// Every status change a batch makes is one the graph allows; a forbidden one is named, and the store writes
+    /// nothing of that batch.
+    @Test func aBatchNamesEveryStatusChangeTheGraphForbids() {
+        var core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [Self.dispatched(10, at: 0)], now: 1,
+                                 leaseSeconds: Self.lease)
+        _ = core.apply(Self.report("a1", 1, .accepted(Self.ref(10), uploadKey: Self.key)))
+        _ = core.apply(Self.report("a1", 2, .finished(Self.ref(10), .ok, files: [], log: nil)))
+        #expect(core.builds[10]?.status == .fullyBuilt && core.forbiddenTransitions.isEmpty)
+        var built = Self.dispatched(11, at: 0)
+        built.status = .fullyBuilt
+        built.queue = nil
+        core = LifecycleCore(builders: [], builds: [built], now: 1, leaseSeconds: Self.lease)
+        #expect(core.retry(11) == .notRetryable(.fullyBuilt))
+        #expect(core.forbiddenTransitions.isEmpty)
+        // Rows changed outside the core (a FULLYBUILT build that still has a running queue entry): the builder's
+        // late failure would take it back to FAILEDTOBUILD, and the batch names that step.
+        var corrupt = Self.dispatched(12, at: 0)
+        corrupt.status = .fullyBuilt
+        corrupt.queue = QueueRecord(.running(builder: 1, leaseUntil: 100))
+        core = LifecycleCore(builders: [Self.builder(1, "a1")], builds: [corrupt], now: 1, leaseSeconds: Self.lease)
+        _ = core.apply(Self.report("a1", 1, .finished(Self.ref(12), .packageFail, files: [], log: nil)))
+        #expect(core.forbiddenTransitions.map { "\($0.build) \($0.from.rawValue)>\($0.to.rawValue)" } == ["12 FULLYBUILT>FAILEDTOBUILD"])
+        for from in BuildStatus.allCases {
+            for to in BuildStatus.allCases where from != to {
+                #expect(BuildStatus.transitionRows.contains { $0.from == from && $0.to == to } == from.canTransition(to: to))
+                #expect(BuildStatus.writableRows.contains { $0.from == from && $0.to == to } == from.mayWrite(to: to))
+            }
+        }
     }
 }
 

@@ -117,8 +117,7 @@ import Testing
         func build(_ requirements: BuildRequirements, addressedTo: Int? = nil) -> BuildRecord {
             var record = BuildRecord(id: 7, attempt: 1, status: .needsBuild, builderID: nil, job: JobStanding(failures: 0, notes: nil),
                                      result: nil, logName: nil, logSHA256: nil, startedAt: nil,
-                                     queue: QueueRecord(state: .dispatched, builderID: addressedTo, dispatchedAt: 100,
-                                                        leaseUntil: nil))
+                                     queue: QueueRecord(.dispatched(since: 100, to: addressedTo)))
             record.requirements = requirements
             return record
         }

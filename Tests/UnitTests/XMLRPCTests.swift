@@ -117,6 +117,30 @@ import Testing
                             mayTakeWork: mayTakeWork, deadlines: deadlines)
     }
 
+    /// Progress is judged by the clock the follower is given: the same tail for the silent-build deadline is a
+    /// wedged builder, any new output starts the count again, and ABORTING counts whatever its tail.
+    @Test func aWedgedBuilderIsJudgedByTheInjectedClock() {
+        var progress = LegacyProgress()
+        var now = 5_000.0
+        let building = LegacyReading(state: .building, buildID: "PACKAGEBUILD-7", logTail: Array("step 1".utf8))
+        #expect(progress.observe(building, now: now) == 0)
+        now += 60
+        #expect(progress.observe(building, now: now) == 60)
+        var moved = building
+        moved.logTail = Array("step 2".utf8)
+        #expect(progress.observe(moved, now: now + 1) == 0, "new output")
+        now += 101
+        let stalled = progress.observe(moved, now: now)
+        #expect(stalled == 100)
+        #expect(LegacyPolicy.decide(moved, expected: expected.expectation, abortSent: false, stalledFor: stalled,
+                                    mayTakeWork: true, deadlines: deadlines)
+                == .wedged("BUILDING PACKAGEBUILD-7 with no new output for 100 s"))
+        var aborting = LegacyReading(state: .aborting, buildID: "PACKAGEBUILD-7", logTail: Array("a".utf8))
+        #expect(progress.observe(aborting, now: now) == 0)
+        aborting.logTail = Array("b".utf8)
+        #expect(progress.observe(aborting, now: now + 10) == 10, "an aborting builder's tail is not progress")
+    }
+
     @Test func anIdleUsableBuilderTakesWorkAndAManualOneWaits() {
         #expect(decide(LegacyStatus(state: .idle), expected: nil) == .takeJob)
         #expect(decide(LegacyStatus(state: .idle), expected: nil, mayTakeWork: false) == .wait)

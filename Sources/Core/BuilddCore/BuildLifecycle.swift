@@ -62,6 +62,22 @@ public struct BuildLifecycle: Equatable, Sendable {
         return .start
     }
 
+    /// The claim of `attempt` is given up before its job went out (publishing it failed): back to waiting. The
+    /// attempt stays used. Anything else (another attempt, a build already accepted) is left as it is.
+    public mutating func release(attempt: Int32) -> Action {
+        guard case .dispatched(let current, _) = state, current == attempt else { return .ignore("not this claim") }
+        state = .waiting
+        return .reclaim
+    }
+
+    /// Whether a cancelling build's builder is to be told (again) to abort: it was not told yet (`lastSent`
+    /// nil), or not for ``abortResendSeconds``.
+    public func abortDue(now: Double, lastSent: Double?) -> Bool {
+        guard case .cancelling = state else { return false }
+        guard let lastSent else { return true }
+        return now - lastSent > Double(Self.abortResendSeconds)
+    }
+
     /// `accepted(attempt)` from `builder`. Applies only to the current, unaccepted attempt, on a usable
     /// builder that runs nothing else and may take the build (`refusal` says why it may not: its
     /// placement, ``Placement``, or a job addressed to another builder).
@@ -69,7 +85,7 @@ public struct BuildLifecycle: Equatable, Sendable {
                                   refusal: String? = nil, now: Double, lease: Double) -> Action {
         switch state {
         case .dispatched(let current, _) where current == attempt:
-            guard builderUsable else { return .abort(attempt: attempt, reason: "builder is disabled") }
+            guard builderUsable else { return .abort(attempt: attempt, reason: "builder is disabled or in manual mode") }
             if let refusal { return .abort(attempt: attempt, reason: refusal) }
             guard !builderBusy else { return .abort(attempt: attempt, reason: "builder already runs another build") }
             state = .running(attempt: attempt, builder: builder, leaseUntil: now + lease)

@@ -32,7 +32,13 @@ public enum BuildStatus: String, Codable, Sendable, CaseIterable {
         }
     }
 
-    /// Whether a build may move from `self` to `next`.
+    /// Whether a build may move from `self` to `next`. The store refuses any other change of a build's status
+    /// twice: the core's batch is checked before it is written (``LifecycleCore/forbiddenTransitions``), and
+    /// the database's `build_status_guard` trigger checks every update against `build_transition`, whose rows
+    /// are ``writableRows`` (a test compares them).
+    ///
+    /// A build that ends OK goes from BUILDING (or CANCELLING) to FULLYBUILT in one step: its files were
+    /// uploaded and are verified in the same transaction, with a GATHERING line in its history.
     public func canTransition(to next: BuildStatus) -> Bool {
         if self == next { return false }
         if isTerminal { return false }
@@ -41,7 +47,7 @@ public enum BuildStatus: String, Codable, Sendable, CaseIterable {
         case .needsBuild:
             return [.building, .cancelled, .superseded, .failedToBuild].contains(next)
         case .building:
-            return [.gathering, .needsBuild, .failedToBuild, .manualDepWait, .chrootWait,
+            return [.gathering, .fullyBuilt, .needsBuild, .failedToBuild, .manualDepWait, .chrootWait,
                     .cancelling, .cancelled].contains(next)
         case .gathering:
             return [.uploading, .fullyBuilt, .failedToBuild, .manualDepWait, .failedToUpload,
@@ -49,10 +55,29 @@ public enum BuildStatus: String, Codable, Sendable, CaseIterable {
         case .uploading:
             return [.fullyBuilt, .failedToUpload, .needsBuild].contains(next)
         case .cancelling:
-            return [.cancelled, .needsBuild, .failedToBuild, .gathering, .manualDepWait, .chrootWait].contains(next)
+            return [.cancelled, .needsBuild, .failedToBuild, .gathering, .fullyBuilt, .manualDepWait,
+                    .chrootWait].contains(next)
         default:
             return false
         }
+    }
+
+    /// Every allowed (from, to) pair, in a fixed order.
+    public static var transitionRows: [(from: BuildStatus, to: BuildStatus)] {
+        allCases.flatMap { from in allCases.filter { from.canTransition(to: $0) }.map { (from, $0) } }
+    }
+
+    /// Whether one write of a build's row may change its status from `self` to `next`: one step of the graph,
+    /// or a waiting build accepted and ended in the same batch of reports (NEEDSBUILD, then BUILDING, then
+    /// where a build may go from BUILDING). The core checks each step; the database sees only the write.
+    public func mayWrite(to next: BuildStatus) -> Bool {
+        canTransition(to: next)
+            || (self == .needsBuild && next != .needsBuild && BuildStatus.building.canTransition(to: next))
+    }
+
+    /// The rows of the database's `build_transition` table: every (from, to) that ``mayWrite(to:)`` allows.
+    public static var writableRows: [(from: BuildStatus, to: BuildStatus)] {
+        allCases.flatMap { from in allCases.filter { from.mayWrite(to: $0) }.map { (from, $0) } }
     }
 }
 

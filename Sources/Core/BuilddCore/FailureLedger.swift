@@ -51,6 +51,10 @@ public struct BuilderStanding: Equatable, Sendable {
     public var failures: Int
     public var ok: Bool
     public var notes: String?
+    /// Faults of a legacy builder counted while it held no build, since its last good answer: forgiven together
+    /// when it answers well again (``forgiveIdleFaults()``). Stored with the builder, so a master that takes the
+    /// builder over, or restarts, forgives what another counted.
+    public var idleFaults = 0
     /// The reason of the last failure counted since this standing was read (kept for the builder's
     /// history, not stored with the builder).
     public internal(set) var lastFailure: String?
@@ -63,7 +67,7 @@ public struct BuilderStanding: Equatable, Sendable {
 
     /// Equal standings are those stored alike: ``lastFailure`` is not part of the standing.
     public static func == (lhs: BuilderStanding, rhs: BuilderStanding) -> Bool {
-        lhs.failures == rhs.failures && lhs.ok == rhs.ok && lhs.notes == rhs.notes
+        lhs.failures == rhs.failures && lhs.ok == rhs.ok && lhs.notes == rhs.notes && lhs.idleFaults == rhs.idleFaults
     }
 
     /// A failure with no job to share the blame (an abort it never confirmed, a fault while it held no
@@ -88,19 +92,34 @@ public struct BuilderStanding: Equatable, Sendable {
     /// A build ended with a verdict from the builder: its run of failures is over.
     public mutating func succeeded() {
         failures = 0
+        idleFaults = 0
     }
 
-    /// A builder that answered well again after `faults` faults counted while it held no build: they are
-    /// forgiven (the threshold is for failures in a row) and its notes go. Failures counted with builds stay.
-    public mutating func forgive(faults: Int) {
+    /// A fault of a legacy builder that held no build: counted as a failure of its own (broken at
+    /// ``FailureThresholds/builder`` in a row) and as one to forgive when it answers well again; its reason is
+    /// the builder's note. Returns whether it is broken now.
+    @discardableResult
+    public mutating func countIdleFault(_ reason: String) -> Bool {
+        let broken = countFailure(reason)
+        idleFaults += 1
+        notes = reason
+        return broken
+    }
+
+    /// A legacy builder answered well again: the faults counted while it held no build are forgiven (the
+    /// threshold is for failures in a row) and its notes go. Failures counted with builds stay, and a builder
+    /// already marked not ok stays so until an operator enables it.
+    public mutating func forgiveIdleFaults() {
         guard ok else { return }
-        failures = max(failures - faults, 0)
+        failures = max(failures - idleFaults, 0)
+        idleFaults = 0
         notes = nil
     }
 
     /// An operator puts the builder back in service.
     public mutating func reset() {
         failures = 0
+        idleFaults = 0
         ok = true
         notes = nil
     }

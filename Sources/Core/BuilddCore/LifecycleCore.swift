@@ -42,8 +42,13 @@ public struct BuilderRecord: Equatable, Sendable {
         self.standing = standing
     }
 
-    /// Whether it may accept a job: usable and not removed.
+    /// Whether it is in service: ok and not removed (a builder in manual mode is, for its resets and history).
     public var usable: Bool { standing.ok && active }
+
+    /// Whether a build may start on it: usable and not in manual mode. A builder in manual mode is sent no job
+    /// (``BuilderAvailability``), and an accept it sends anyway (a job it took from the shared queue before it
+    /// was put in manual mode, or one it was never sent) is refused.
+    public var mayStartBuilds: Bool { usable && !manual }
 
     func resetFacts(holdsBuild: Bool) -> ResetFacts {
         ResetFacts(clean: cleanStatus, plan: reset, virtualized: placement.virtualized, usable: usable, manual: manual,
@@ -62,12 +67,77 @@ public struct QueueRecord: Equatable, Sendable {
         case keep, now, clear
     }
 
-    public var state: State
-    public var builderID: Int?
+    /// Where the entry is in the dispatch contract, with exactly the facts that phase has: the one
+    /// representation of a queued build's state, from which its ``BuildLifecycle`` is made (with the build's
+    /// attempt) and to which the core writes back what the lifecycle decided.
+    public enum Phase: Equatable, Sendable {
+        /// Needs a builder.
+        case waiting
+        /// Claimed at `since` (epoch seconds), its job sent to the shared queue (`to` nil) or to one builder.
+        case dispatched(since: Double, to: Int?)
+        /// Accepted by `builder`; its lease runs until `leaseUntil`.
+        case running(builder: Int, leaseUntil: Double)
+        /// Asked to abort; `builder` has until `deadline` to confirm.
+        case cancelling(builder: Int, deadline: Double)
+
+        /// The phase stored columns describe, or nil when they do not describe one (a running entry with no
+        /// builder or lease, a dispatched one with no claim time): the store refuses such a row.
+        public static func stored(state: State, builder: Int?, dispatchedAt: Double?, leaseUntil: Double?) -> Phase? {
+            switch state {
+            case .waiting: return .waiting
+            case .dispatched: return dispatchedAt.map { .dispatched(since: $0, to: builder) }
+            case .running:
+                guard let builder, let leaseUntil else { return nil }
+                return .running(builder: builder, leaseUntil: leaseUntil)
+            case .cancelling:
+                guard let builder, let leaseUntil else { return nil }
+                return .cancelling(builder: builder, deadline: leaseUntil)
+            }
+        }
+    }
+
+    public var phase: Phase
+
+    /// The phase's name, as the `state` column holds it.
+    public var state: State {
+        switch phase {
+        case .waiting: .waiting
+        case .dispatched: .dispatched
+        case .running: .running
+        case .cancelling: .cancelling
+        }
+    }
+
+    /// The builder it is sent to (dispatched) or held by (running, cancelling).
+    public var builderID: Int? {
+        switch phase {
+        case .waiting: nil
+        case .dispatched(_, let to): to
+        case .running(let builder, _), .cancelling(let builder, _): builder
+        }
+    }
+
     /// When it was claimed (epoch seconds), while dispatched.
-    public var dispatchedAt: Double?
+    public var dispatchedAt: Double? {
+        if case .dispatched(let since, _) = phase { return since }
+        return nil
+    }
+
     /// When the lease (running) or the abort deadline (cancelling) runs out, epoch seconds.
-    public var leaseUntil: Double?
+    public var leaseUntil: Double? {
+        switch phase {
+        case .running(_, let until), .cancelling(_, let until): until
+        case .waiting, .dispatched: nil
+        }
+    }
+
+    /// Whether it holds `builder` now (running or cancelling on it).
+    public func isHeld(by builder: Int) -> Bool {
+        switch phase {
+        case .running(let holder, _), .cancelling(let holder, _): holder == builder
+        case .waiting, .dispatched: false
+        }
+    }
     /// The new log tail: nil keeps what is stored; `.some(nil)` empties it.
     public var logTail: String??
     /// The SHA-256 of the upload key its builder declared when its accept stood (``AttemptCredential``);
@@ -75,15 +145,52 @@ public struct QueueRecord: Equatable, Sendable {
     public var uploadKey: String?
     /// The upload key's digest and the dispatch time go when it is queued again.
     public var dispatchCleared = false
-    /// The last abort sent goes when the deadline is set again.
-    public var abortSentCleared = false
+    /// When its builder was last told to abort (epoch seconds), while cancelling.
+    public var abortSentAt: Double?
+    /// `.now` when it is told to abort in this batch; `.clear` when the deadline is set again.
+    public var abortSent: Stamp = .keep
+    /// Its score, as its row says (nil only where a test leaves it out).
+    public var score: QueueScore?
 
-    public init(state: State, builderID: Int?, dispatchedAt: Double?, leaseUntil: Double?) {
-        self.state = state
-        self.builderID = builderID
-        self.dispatchedAt = dispatchedAt
-        self.leaseUntil = leaseUntil
+    public init(_ phase: Phase) {
+        self.phase = phase
     }
+}
+
+/// A queue entry's score: the computed base, the one in effect, whether an operator set it, and since when
+/// the build waits (epoch seconds), for its age bonus (``Scoring/ageScore(waited:)``).
+public struct QueueScore: Equatable, Sendable {
+    public var base: Int
+    public var last: Int
+    public var manual: Bool
+    public let queuedAt: Double
+
+    public init(base: Int, last: Int, manual: Bool, queuedAt: Double) {
+        self.base = base
+        self.last = last
+        self.manual = manual
+        self.queuedAt = queuedAt
+    }
+}
+
+/// What a build's score is made of (``Scoring``), with its processor: what a retry queues it with.
+public struct BuildScoring: Equatable, Sendable {
+    public let processor: Int
+    public let urgency: Urgency
+    public let pocket: Pocket
+    public let component: Component
+    public let archive: ArchivePurpose
+
+    public init(processor: Int, urgency: Urgency, pocket: Pocket, component: Component, archive: ArchivePurpose) {
+        self.processor = processor
+        self.urgency = urgency
+        self.pocket = pocket
+        self.component = component
+        self.archive = archive
+    }
+
+    /// The score of the build when it enters the queue.
+    public var score: Int { Scoring.score(urgency: urgency, pocket: pocket, component: component, archive: archive) }
 }
 
 public struct BuildRecord: Equatable, Sendable {
@@ -94,6 +201,8 @@ public struct BuildRecord: Equatable, Sendable {
     public var job: JobStanding
     /// What it needs of its builder (``Placement``).
     public var requirements: BuildRequirements = .plain
+    /// What its score is made of (nil only where a test leaves it out: such a build cannot be retried).
+    public var scoring: BuildScoring?
     public var result: BuilderResult?
     /// The relation its builder said is missing, set when it ends MANUALDEPWAIT (``DepWait``).
     public var dependencies: String?
@@ -140,18 +249,17 @@ public struct BuildRecord: Equatable, Sendable {
 
     /// Whether it holds `builder` now (running or cancelling on it).
     func isHeld(by builder: Int) -> Bool {
-        guard let queue, queue.builderID == builder else { return false }
-        return queue.state == .running || queue.state == .cancelling
+        queue?.isHeld(by: builder) ?? false
     }
 
-    /// Its lifecycle, as its rows say.
+    /// Its lifecycle: its queue entry's phase with its attempt (out of the queue: done).
     public var lifecycle: BuildLifecycle {
         let state: BuildLifecycle.State
-        switch queue?.state {
+        switch queue?.phase {
         case .waiting: state = .waiting
-        case .dispatched: state = .dispatched(attempt: attempt, since: queue?.dispatchedAt ?? 0)
-        case .running: state = .running(attempt: attempt, builder: queue?.builderID ?? 0, leaseUntil: queue?.leaseUntil ?? 0)
-        case .cancelling: state = .cancelling(attempt: attempt, builder: queue?.builderID ?? 0, deadline: queue?.leaseUntil ?? 0)
+        case .dispatched(let since, _): state = .dispatched(attempt: attempt, since: since)
+        case .running(let builder, let leaseUntil): state = .running(attempt: attempt, builder: builder, leaseUntil: leaseUntil)
+        case .cancelling(let builder, let deadline): state = .cancelling(attempt: attempt, builder: builder, deadline: deadline)
         case nil: state = .done
         }
         return BuildLifecycle(state: state)
@@ -254,6 +362,19 @@ public struct LifecycleCore: Sendable {
         }
     }
 
+    /// Each step of the batch that the transition graph does not allow (``BuildStatus/canTransition(to:)``),
+    /// in order: the store writes nothing of a batch that has one. Every change of a build's status is one
+    /// step (``move(_:to:)``), so a batch that accepts a build and sees it end is checked step by step.
+    public private(set) var forbiddenTransitions: [(build: Int64, from: BuildStatus, to: BuildStatus)] = []
+
+    /// Moves a build to `status`, noting the step when the graph does not allow it.
+    private mutating func move(_ build: inout BuildRecord, to status: BuildStatus) {
+        if build.status != status, !build.status.canTransition(to: status) {
+            forbiddenTransitions.append((build.id, build.status, status))
+        }
+        build.status = status
+    }
+
     /// The builds that left the queue in this batch (their queue rows are to be deleted).
     public var dequeued: [Int64] {
         builds.values.filter { $0.queue == nil && originalBuilds[$0.id]?.queue != nil }.map(\.id).sorted()
@@ -353,7 +474,7 @@ public struct LifecycleCore: Sendable {
         let busy = builds.values.contains { $0.id != ref.build && $0.isHeld(by: builder.id) }
         var machine = build.lifecycle
         let claimedAt: Double? = if case .dispatched(_, let since) = machine.state { since } else { nil }
-        switch machine.accepted(attempt: ref.attempt, builder: builder.id, builderUsable: builder.usable,
+        switch machine.accepted(attempt: ref.attempt, builder: builder.id, builderUsable: builder.mayStartBuilds,
                                 builderBusy: busy, refusal: Self.refusal(of: builder, for: build, busy: busy), now: now,
                                 lease: leaseSeconds) {
         case .start:
@@ -361,7 +482,7 @@ public struct LifecycleCore: Sendable {
             persistLease(machine, &build)
             // The attempt's sources and uploads are this builder's alone from now on.
             build.queue?.uploadKey = uploadKey
-            build.status = .building
+            move(&build, to: .building)
             build.builderID = builder.id
             build.started = .now
             build.startedAt = now
@@ -381,7 +502,7 @@ public struct LifecycleCore: Sendable {
     /// A builder that is not CLEAN refuses too, unless it is busy (the machine says so then: a build that
     /// runs is what made it DIRTY).
     static func refusal(of builder: BuilderRecord, for build: BuildRecord, busy: Bool) -> String? {
-        if let queue = build.queue, queue.state == .dispatched, let addressee = queue.builderID, addressee != builder.id {
+        if case .dispatched(_, let addressee?)? = build.queue?.phase, addressee != builder.id {
             return "the job was sent to another builder"
         }
         if !busy, let unclean = BuilderReset.refusal(builder.cleanStatus) { return unclean }
@@ -438,6 +559,54 @@ public struct LifecycleCore: Sendable {
             expired.append((buildID, build.attempt, builder))
         }
         return expired
+    }
+
+    /// The claim of `attempt` on `buildID` is given up before its job went out: it waits again (the attempt
+    /// stays used). Returns whether it was released.
+    public mutating func releaseClaim(_ buildID: Int64, attempt: Int32) -> Bool {
+        guard let build = builds[buildID] else { return false }
+        var machine = build.lifecycle
+        guard machine.release(attempt: attempt) == .reclaim else { return false }
+        reclaim(buildID)
+        return true
+    }
+
+    /// Claims not accepted within `acceptTimeout` seconds go back to waiting, to be claimed again with a new
+    /// attempt (a master that died between commit and publish, a lost message, an agent that died holding the
+    /// job). Returns the builds reclaimed, in order.
+    public mutating func reclaimExpiredClaims(acceptTimeout: Double) -> [Int64] {
+        var reclaimed: [Int64] = []
+        for buildID in builds.keys.sorted() {
+            var machine = builds[buildID]!.lifecycle
+            guard case .dispatched = machine.state, machine.tick(now: now, acceptTimeout: acceptTimeout) == .reclaim else {
+                continue
+            }
+            reclaim(buildID)
+            reclaimed.append(buildID)
+        }
+        return reclaimed
+    }
+
+    /// A dispatched entry back to waiting: no builder, no claim time, no upload key.
+    private mutating func reclaim(_ buildID: Int64) {
+        builds[buildID]?.queue?.phase = .waiting
+        builds[buildID]?.queue?.dispatchCleared = true
+    }
+
+    /// The cancelling builds whose builder is to be told (again) to abort now (``BuildLifecycle/abortDue(now:lastSent:)``),
+    /// each marked as told: (build, attempt, builder name), in build order.
+    public mutating func abortsDue() -> [(buildID: Int64, attempt: Int32, builder: String)] {
+        var due: [(Int64, Int32, String)] = []
+        for buildID in builds.keys.sorted() {
+            guard var build = builds[buildID], let queue = build.queue,
+                  build.lifecycle.abortDue(now: now, lastSent: queue.abortSentAt),
+                  let holder = queue.builderID, let name = builders[holder]?.name else { continue }
+            build.queue?.abortSentAt = now
+            build.queue?.abortSent = .now
+            builds[buildID] = build
+            due.append((buildID, build.attempt, name))
+        }
+        return due
     }
 
     // MARK: Resets
@@ -563,7 +732,7 @@ public struct LifecycleCore: Sendable {
             return .cancelled
         case .requestAbort:
             persistLease(machine, &build)
-            build.status = .cancelling
+            move(&build, to: .cancelling)
             builds[buildID] = build
             history.append(HistoryEntry(build: buildID, status: .cancelling, attempt: build.attempt,
                                         builder: build.holder.flatMap { builders[$0]?.name }, message: "cancel requested"))
@@ -580,32 +749,74 @@ public struct LifecycleCore: Sendable {
         case queued
         /// Only failed or cancelled builds may be retried (``BuildStatus/isRetryable``).
         case notRetryable(BuildStatus)
+        /// What its score is made of was not loaded (``BuildRecord/scoring``).
+        case unscored
         case notFound
     }
 
-    /// An operator retries a failed or cancelled build: it waits again on `processor` with `score`, its
-    /// failure count, result and notes cleared (its attempts go on: the next claim is a new attempt).
-    public mutating func retry(_ buildID: Int64, processor: Int, score: Int, by actor: String? = nil) -> RetryOutcome {
-        attributed(to: actor) { $0.applyRetry(buildID, processor: processor, score: score) }
+    /// An operator retries a failed or cancelled build: it waits again on its processor with the score its
+    /// urgency, pocket, component and archive give (``BuildScoring``), its failure count, result and notes
+    /// cleared (its attempts go on: the next claim is a new attempt).
+    public mutating func retry(_ buildID: Int64, by actor: String? = nil) -> RetryOutcome {
+        attributed(to: actor) { $0.applyRetry(buildID) }
     }
 
-    private mutating func applyRetry(_ buildID: Int64, processor: Int, score: Int) -> RetryOutcome {
+    private mutating func applyRetry(_ buildID: Int64) -> RetryOutcome {
         guard var build = builds[buildID] else { return .notFound }
         guard build.status.isRetryable, build.queue == nil else { return .notRetryable(build.status) }
+        guard let scoring = build.scoring else { return .unscored }
+        let processor = scoring.processor, score = scoring.score
         let from = build.status
-        build.status = .needsBuild
+        move(&build, to: .needsBuild)
         build.job = JobStanding(failures: 0, notes: nil)
         build.result = nil
         build.builderID = nil
         build.started = .clear
         build.startedAt = nil
         build.finished = .clear
-        build.queue = QueueRecord(state: .waiting, builderID: nil, dispatchedAt: nil, leaseUntil: nil)
+        build.queue = QueueRecord(.waiting)
+        build.queue?.score = QueueScore(base: score, last: score, manual: false, queuedAt: now)
         build.enqueued = BuildRecord.Enqueued(processor: processor, score: score)
         builds[buildID] = build
         history.append(HistoryEntry(build: buildID, status: .needsBuild, attempt: build.attempt, builder: nil,
                                     message: "retried from \(from.rawValue)"))
         return .queued
+    }
+
+    /// What rescoring a build came to.
+    public enum RescoreOutcome: Equatable, Sendable {
+        /// Its score is this now.
+        case scored(Int)
+        /// Only builds in the queue (waiting or running) have a score.
+        case notQueued(BuildStatus)
+        case notFound
+    }
+
+    /// An operator sets a build's score, which replaces the computed one (and its age bonus) until cleared
+    /// (`score == nil`: back to the base plus the age bonus it has earned by now).
+    public mutating func rescore(_ buildID: Int64, to score: Int?, by actor: String? = nil) -> RescoreOutcome {
+        attributed(to: actor) { $0.applyRescore(buildID, to: score) }
+    }
+
+    private mutating func applyRescore(_ buildID: Int64, to score: Int?) -> RescoreOutcome {
+        guard var build = builds[buildID] else { return .notFound }
+        guard var entry = build.queue?.score else { return .notQueued(build.status) }
+        entry.manual = score != nil
+        entry.last = score ?? entry.base + Scoring.ageScore(waited: now - entry.queuedAt)
+        build.queue?.score = entry
+        builds[buildID] = build
+        history.append(HistoryEntry(build: buildID, status: build.status, attempt: build.attempt, builder: nil,
+                                    message: score == nil ? "score back to the computed \(entry.last)" : "rescored to \(entry.last)"))
+        return .scored(entry.last)
+    }
+
+    /// The queue entries whose score changed in this batch (a rescore).
+    public var rescored: [(buildID: Int64, score: QueueScore)] {
+        changedBuilds.compactMap { build in
+            guard build.enqueued == nil, let score = build.queue?.score, originalBuilds[build.id]?.queue?.score != score
+            else { return nil }
+            return (build.id, score)
+        }
     }
 
     // MARK: Carrying out the lifecycle's actions
@@ -626,14 +837,10 @@ public struct LifecycleCore: Sendable {
     private func persistLease(_ machine: BuildLifecycle, _ build: inout BuildRecord) {
         switch machine.state {
         case .running(_, let builder, let leaseUntil):
-            build.queue?.state = .running
-            build.queue?.builderID = builder
-            build.queue?.leaseUntil = leaseUntil
+            build.queue?.phase = .running(builder: builder, leaseUntil: leaseUntil)
         case .cancelling(_, let builder, let deadline):
-            build.queue?.state = .cancelling
-            build.queue?.builderID = builder
-            build.queue?.leaseUntil = deadline
-            build.queue?.abortSentCleared = true
+            build.queue?.phase = .cancelling(builder: builder, deadline: deadline)
+            build.queue?.abortSent = .clear
         default:
             break
         }
@@ -679,7 +886,7 @@ public struct LifecycleCore: Sendable {
     private mutating func finish(_ buildID: Int64, status: BuildStatus, builder: String?, result: BuilderResult?,
                                  message: String?) {
         guard var build = builds[buildID] else { return }
-        build.status = status
+        move(&build, to: status)
         if let result { build.result = result }
         build.finished = .now
         if status == .fullyBuilt { build.job.notes = nil } else if let message { build.job.notes = message }
@@ -694,14 +901,11 @@ public struct LifecycleCore: Sendable {
     /// Puts a build back in the queue as NEEDSBUILD.
     private mutating func requeue(_ buildID: Int64, builder: String?, message: String) {
         guard var build = builds[buildID] else { return }
-        build.status = .needsBuild
+        move(&build, to: .needsBuild)
         build.builderID = nil
         build.started = .clear
         build.startedAt = nil
-        build.queue?.state = .waiting
-        build.queue?.builderID = nil
-        build.queue?.leaseUntil = nil
-        build.queue?.dispatchedAt = nil
+        build.queue?.phase = .waiting
         build.queue?.dispatchCleared = true
         build.queue?.logTail = .some(nil)
         builds[buildID] = build

@@ -68,7 +68,12 @@ public enum Scoring {
     }
 
     public static func ageScore(waitedSeconds: Int) -> Int {
-        ageBonuses.first { waitedSeconds > $0.seconds }?.bonus ?? 0
+        ageScore(waited: Double(waitedSeconds))
+    }
+
+    /// The bonus of a build that has waited `waited` seconds: the first of ``ageBonuses`` it waited longer than.
+    public static func ageScore(waited: Double) -> Int {
+        ageBonuses.first { waited > Double($0.seconds) }?.bonus ?? 0
     }
 
     /// The score of a waiting build.

@@ -13,6 +13,8 @@ public struct LegacyAdapterConfiguration: Sendable {
     public var pollInterval: Duration = .seconds(5)
     public var limits = LegacyCallLimits()
     public var deadlines = LegacyPolicy.Deadlines()
+    /// The clock the followers judge progress by (seconds; only differences count). Tests inject their own.
+    public var clock: @Sendable () -> Double = { legacyMonotonicSeconds() }
     /// How long this master's claim on a legacy builder lasts without renewal; another master takes the
     /// builder over after that. Default 10 s.
     public var ownershipSeconds = 10
@@ -184,9 +186,9 @@ final class LegacyFollower: @unchecked Sendable {
     let session = "legacy-" + randomHexToken(bytes: 6)
     private var seq: Int64 = 0
     private var verified = false
+    /// Whether a fault was counted since the last good answer (the count itself is the builder's stored
+    /// standing, ``BuilderStanding/idleFaults``, which the snapshot shows after a restart or a takeover).
     private var hadFault = false
-    /// Faults counted against the builder while it held no build, since its last good answer.
-    private var idleFaults = 0
     /// The build this follower started or finished after the last snapshot was taken.
     private var local: (build: LegacyBuilderSnapshot.CurrentBuild?, at: ContinuousClock.Instant)?
     private var abortSent: (Int64, Int32)?
@@ -195,7 +197,7 @@ final class LegacyFollower: @unchecked Sendable {
     /// report of it idle makes it CLEAN again (``BuilderReset/whenIdle(_:)``), before it accepts a job.
     private var saidIdle = false
     private var lastHeartbeat: ContinuousClock.Instant?
-    private var progress: (state: LegacyStatus.State, buildID: String?, tail: [UInt8]?, since: ContinuousClock.Instant)?
+    private var progress = LegacyProgress()
     private var logger: Logger
 
     init(adapter: LegacyAdapter, snapshot: LegacyBuilderSnapshot, takenAt: ContinuousClock.Instant) throws {
@@ -255,7 +257,7 @@ final class LegacyFollower: @unchecked Sendable {
                 verified = true
             }
             let status = try await client.status()
-            let stalled = trackProgress(status)
+            let stalled = progress.observe(status.reading, now: adapter.configuration.clock())
             let step = LegacyPolicy.decide(
                 status, expected: expected, abortSent: expected.map { build in abortSent.map { $0 == (build.buildID, build.attempt) } ?? false } ?? false,
                 stalledFor: stalled, mayTakeWork: !snapshot.manual, deadlines: adapter.configuration.deadlines)
@@ -266,10 +268,9 @@ final class LegacyFollower: @unchecked Sendable {
             }
             adapter.observed(id, seen)
             try await carryOut(step, status: status, snapshot: snapshot, expected: expected)
-            if hadFault {
-                try await adapter.store.forgiveLegacyFaults(builderID: id, faults: idleFaults)
+            if hadFault || snapshot.idleFaults > 0 {
+                try await adapter.store.forgiveLegacyFaults(builderID: id)
                 hadFault = false
-                idleFaults = 0
             }
         } catch let error as LegacyCallError {
             BuilddMetrics.legacyFault(error.kind)
@@ -303,17 +304,6 @@ final class LegacyFollower: @unchecked Sendable {
         logger.info("legacy builder verified", metadata: ["builder.arch": "\(info.archTag)",
                                                           "builder.types": "\(info.buildTypes.joined(separator: ","))"])
         return true
-    }
-
-    /// Seconds the builder has shown no progress: ABORTING since, or BUILDING the same build with the same tail.
-    private func trackProgress(_ status: LegacyStatus) -> Double {
-        let now = ContinuousClock.now
-        if let progress, progress.state == status.state, progress.buildID == status.buildID,
-           status.state == .aborting || progress.tail == status.logTail {
-            return (now - progress.since).inSeconds
-        }
-        progress = (status.state, status.buildID, status.logTail, now)
-        return 0
     }
 
     private func carryOut(_ step: LegacyPolicy.Step, status: LegacyStatus, snapshot: LegacyBuilderSnapshot,
@@ -359,7 +349,8 @@ final class LegacyFollower: @unchecked Sendable {
         case .none: break
         case .clean:
             try await client.clean()
-            try await adapter.store.markBuilderClean(builderID: id)
+            // Clean and idle now: the core decides what that makes it (CLEAN, or DIRTY until its reset).
+            _ = try await apply(.heartbeat, state: .idle)
         case .abort:
             try await client.abort()
         }
@@ -528,7 +519,6 @@ final class LegacyFollower: @unchecked Sendable {
                 setLocal(nil)
                 try await adapter.store.noteLegacyFault(builderID: id, reason: reason)
             } else {
-                idleFaults += 1
                 if try await adapter.store.countLegacyBuilderFault(builderID: id, reason: reason) {
                     logger.warning("legacy builder failed too often; no more work until enabled", metadata: ["reason": "\(reason)"])
                 }
@@ -598,4 +588,11 @@ enum LegacyBuildArguments {
         }
         return arguments
     }
+}
+
+/// Seconds on the monotonic clock: the legacy followers' default clock.
+@Sendable func legacyMonotonicSeconds() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
 }

@@ -53,10 +53,31 @@ public struct LegacyStatus: Sendable, Equatable {
         if state != .idle, buildID == nil { throw XMLRPCError.malformed("\(raw) without build_id") }
     }
 
+    /// What the core's ``LegacyPolicy`` reads of it.
+    public var reading: LegacyReading {
+        let state: LegacyReading.State = switch self.state {
+        case .idle: .idle
+        case .building: .building
+        case .waiting: .waiting
+        case .aborting: .aborting
+        }
+        return LegacyReading(state: state, buildID: buildID, result: result, logTail: logTail)
+    }
+
     /// launchpad-buildd's `BuildStatus.X` as a result.
     public var result: BuilderResult? {
         guard let buildStatus, buildStatus.hasPrefix("BuildStatus.") else { return nil }
         return BuilderResult(rawValue: String(buildStatus.dropFirst("BuildStatus.".count)))
+    }
+}
+
+extension LegacyPolicy {
+    /// ``decide(_:expected:abortSent:stalledFor:mayTakeWork:deadlines:)`` on what `status()` answered and the
+    /// build the database expects.
+    public static func decide(_ status: LegacyStatus, expected: LegacyBuilderSnapshot.CurrentBuild?, abortSent: Bool,
+                              stalledFor: Double, mayTakeWork: Bool, deadlines: Deadlines) -> Step {
+        decide(status.reading, expected: expected?.expectation, abortSent: abortSent, stalledFor: stalledFor,
+               mayTakeWork: mayTakeWork, deadlines: deadlines)
     }
 }
 

@@ -176,23 +176,36 @@ extension BuilddStore {
         }
     }
 
-    /// Puts a claimed build back to WAITING when its job could not be published (the attempt stays used).
-    public func releaseClaim(buildID: Int64, attempt: Int32) async throws {
-        try await database.query("""
-            UPDATE buildqueue q SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL, builder_id = NULL
-              FROM build b WHERE b.id = q.build_id AND q.build_id = $1 AND q.state = 'DISPATCHED' AND b.attempt = $2
-            """, [buildID, attempt])
+    /// Puts a claimed build back to WAITING when its job could not be published (the attempt stays used):
+    /// ``LifecycleCore/releaseClaim(_:attempt:)`` decides. Returns whether it was released.
+    @discardableResult
+    public func releaseClaim(buildID: Int64, attempt: Int32) async throws -> Bool {
+        try await database.transaction { connection in
+            var core = try Self.loadCore(builderNames: [], builderIDs: [], buildIDs: [buildID], filesOf: [],
+                                         leaseSeconds: 0, on: connection)
+            let released = core.releaseClaim(buildID, attempt: attempt)
+            try Self.write(core, on: connection)
+            return released
+        }
     }
 
     /// Claims whose job was not accepted within `timeout` go back to WAITING, to be claimed again with a
     /// new attempt. This covers a master that died between commit and publish, a lost message and an
-    /// agent that died holding the job. Returns the build ids.
+    /// agent that died holding the job. The query only picks candidates (``claimExpiredCondition``, checked
+    /// against the core by a test); ``LifecycleCore/reclaimExpiredClaims(acceptTimeout:)`` decides, on rows
+    /// read and locked as an event batch's are. Returns the build ids.
     public func expireClaims(olderThanSeconds timeout: Int) async throws -> [Int64] {
-        try await database.query("""
-            UPDATE buildqueue SET state = 'WAITING', dispatched_at = NULL, token_sha256 = NULL, builder_id = NULL
-             WHERE id IN (SELECT q.id FROM buildqueue q WHERE \(Self.claimExpiredCondition) FOR UPDATE SKIP LOCKED)
-            RETURNING build_id
-            """, [timeout]).rows.map { try $0.int64("build_id") }
+        try await database.transaction { connection in
+            let due = try connection.query("""
+                SELECT q.build_id FROM buildqueue q WHERE \(Self.claimExpiredCondition) ORDER BY q.build_id LIMIT 500
+                """, [timeout]).rows.map { try $0.int64("build_id") }
+            guard !due.isEmpty else { return [] }
+            var core = try Self.loadCore(builderNames: [], builderIDs: [], buildIDs: due, filesOf: [], leaseSeconds: 0,
+                                         on: connection)
+            let reclaimed = core.reclaimExpiredClaims(acceptTimeout: Double(timeout))
+            try Self.write(core, on: connection)
+            return reclaimed
+        }
     }
 
     /// Running builds whose lease ran out (their agent went silent) are failures: counted and requeued.

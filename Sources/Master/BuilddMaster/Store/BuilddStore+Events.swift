@@ -68,7 +68,7 @@ extension BuilddStore {
                          leaseSeconds: Int, on connection: PostgresConnection) throws -> LifecycleCore {
         let builderRows = try connection.query("""
             SELECT id, name, kind, broker_user, active, manual, agent_session, last_seq, agent_state, clean_status,
-                   failure_count, builderok, failnotes, virtualized, array_to_string(open_resources, ',') AS open,
+                   failure_count, builderok, failnotes, idle_faults, virtualized, array_to_string(open_resources, ',') AS open,
                    array_to_string(restricted_resources, ',') AS restricted, reset_method, reset_target, reset_protocol,
                    reset_timeout, extract(epoch FROM reset_deadline) AS reset_deadline, reset_attempt,
                    extract(epoch FROM now()) AS now
@@ -85,12 +85,13 @@ extension BuilddStore {
         let builders = try builderRows.map { row in
             var record = BuilderRecord(
                 id: try row.int("id"), name: try row.string("name"),
-                kind: BuilderKind(rawValue: try row.string("kind")) ?? .agent, brokerUser: row["broker_user"],
+                kind: try Self.known(BuilderKind.self, row, "kind"), brokerUser: row["broker_user"],
                 active: try row.bool("active"), manual: try row.bool("manual"), session: row["agent_session"],
                 lastSeq: try row.int64("last_seq"), agentState: row["agent_state"].flatMap(AgentState.init(rawValue:)),
                 cleanStatus: try Self.cleanStatus(row),
                 standing: BuilderStanding(failures: try row.int("failure_count"), ok: try row.bool("builderok"),
                                           notes: row["failnotes"]))
+            record.standing.idleFaults = try row.int("idle_faults")
             record.placement = try Self.placement(row)
             record.reset = try Self.resetPlan(row)
             record.resetDeadline = row.optionalDouble("reset_deadline")
@@ -102,7 +103,8 @@ extension BuilddStore {
         let buildRows = try connection.query("""
             WITH q AS MATERIALIZED (
                 SELECT build_id, state, builder_id, extract(epoch FROM dispatched_at) AS dispatched,
-                       extract(epoch FROM lease_expires) AS lease
+                       extract(epoch FROM lease_expires) AS lease, extract(epoch FROM abort_sent_at) AS abort_sent,
+                       basescore, lastscore, manual, extract(epoch FROM date_queued) AS queued
                   FROM buildqueue
                  WHERE build_id = ANY (ARRAY(
                         SELECT unnest($1::bigint[]) UNION
@@ -111,25 +113,41 @@ extension BuilddStore {
             SELECT b.id, b.attempt, b.status, b.builder_id AS build_builder, b.failure_count, b.failnotes, b.result,
                    b.log_name, b.log_sha256, extract(epoch FROM b.date_started) AS started,
                    b.require_virtualized, array_to_string(b.constraints, ',') AS constraints,
-                   q.state, q.builder_id, q.dispatched, q.lease
+                   b.processor_id, b.urgency, b.pocket, b.component, b.archive_purpose,
+                   q.state, q.builder_id, q.dispatched, q.lease, q.abort_sent, q.basescore, q.lastscore, q.manual, q.queued
               FROM build b LEFT JOIN q ON q.build_id = b.id
              WHERE b.id = ANY (ARRAY(SELECT unnest($1::bigint[]) UNION SELECT build_id FROM q))
              ORDER BY b.id FOR UPDATE OF b
             """, [PostgresArray(Array(Set(buildIDs))), PostgresArray(builders.map(\.id))]).rows
         let builds = try buildRows.map { row in
-            let queue = row["state"].flatMap(QueueRecord.State.init(rawValue:)).map { state in
-                QueueRecord(state: state, builderID: row["builder_id"].flatMap(Int.init),
-                            dispatchedAt: row.optionalDouble("dispatched"), leaseUntil: row.optionalDouble("lease"))
+            var queue: QueueRecord?
+            if row["state"] != nil {
+                let state = try Self.known(QueueRecord.State.self, row, "state")
+                guard let phase = QueueRecord.Phase.stored(
+                    state: state, builder: row["builder_id"].flatMap(Int.init), dispatchedAt: row.optionalDouble("dispatched"),
+                    leaseUntil: row.optionalDouble("lease")) else {
+                    throw StoreError(.invalid, "build \(try row.int64("id"))'s queue entry is \(state.rawValue) without "
+                                     + "the builder, claim time or lease that state needs")
+                }
+                var entry = QueueRecord(phase)
+                entry.abortSentAt = row.optionalDouble("abort_sent")
+                entry.score = QueueScore(base: try row.int("basescore"), last: try row.int("lastscore"),
+                                         manual: try row.bool("manual"), queuedAt: try row.double("queued"))
+                queue = entry
             }
             var record = BuildRecord(
                 id: try row.int64("id"), attempt: Int32(try row.int("attempt")),
-                status: BuildStatus(rawValue: try row.string("status")) ?? .needsBuild,
+                status: try Self.known(BuildStatus.self, row, "status"),
                 builderID: row["build_builder"].flatMap(Int.init),
                 job: JobStanding(failures: try row.int("failure_count"), notes: row["failnotes"]),
                 result: row["result"].flatMap(BuilderResult.init(rawValue:)), logName: row["log_name"],
                 logSHA256: row["log_sha256"], startedAt: row.optionalDouble("started"), queue: queue)
             record.requirements = BuildRequirements(virtualized: try row.bool("require_virtualized"),
                                                     constraints: Self.resources(row["constraints"]))
+            record.scoring = BuildScoring(
+                processor: try row.int("processor_id"), urgency: try Self.known(Urgency.self, row, "urgency"),
+                pocket: try Self.known(Pocket.self, row, "pocket"), component: try Self.known(Component.self, row, "component"),
+                archive: try Self.known(ArchivePurpose.self, row, "archive_purpose"))
             return record
         }
         var stored: [AttemptRef: [FileDigest]] = [:]
@@ -147,6 +165,15 @@ extension BuilddStore {
         }
         return LifecycleCore(builders: builders, builds: builds, storedFiles: stored, now: now,
                              leaseSeconds: Double(leaseSeconds))
+    }
+
+    /// A column's value as one of the core's enumerations; a value the core does not know is an error, never a
+    /// default.
+    static func known<T: RawRepresentable>(_ type: T.Type, _ row: PostgresRow, _ column: String) throws -> T
+        where T.RawValue == String {
+        let stored = try row.string(column)
+        guard let value = T(rawValue: stored) else { throw StoreError(.invalid, "unknown \(column) '\(stored)'") }
+        return value
     }
 
     /// A set of resource names read as `array_to_string(column, ',')` (names hold no comma).
@@ -181,6 +208,11 @@ extension BuilddStore {
     /// let go of a builder and stay queued (a retry) are written first, on their own: a builder moving from
     /// one build to another within the batch never holds two at once (a unique index forbids it).
     static func write(_ core: LifecycleCore, on connection: PostgresConnection) throws {
+        // The core's graph first; the database's trigger checks the same rows again.
+        if let wrong = core.forbiddenTransitions.first {
+            throw StoreError(.conflict, "build \(wrong.build) may not go from \(wrong.from.rawValue) to \(wrong.to.rawValue); "
+                             + "nothing of this batch was written")
+        }
         let dequeued = core.dequeued
         if !dequeued.isEmpty {
             try connection.execute("DELETE FROM buildqueue WHERE build_id = ANY ($1::bigint[])", [PostgresArray(dequeued)])
@@ -212,9 +244,11 @@ extension BuilddStore {
             WITH builders AS (
                 UPDATE builder b SET agent_session = x.session, last_seq = x.seq,
                        last_seen = CASE WHEN x.seen THEN now() ELSE b.last_seen END, agent_state = x.state,
-                       clean_status = x.clean, failure_count = x.failures, builderok = x.ok, failnotes = x.notes
+                       clean_status = x.clean, failure_count = x.failures, builderok = x.ok, failnotes = x.notes,
+                       idle_faults = x.idle_faults
                   FROM unnest($1::int[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::int[],
-                              $8::bool[], $9::text[]) AS x(id, session, seq, seen, state, clean, failures, ok, notes)
+                              $8::bool[], $9::text[], $35::int[])
+                       AS x(id, session, seq, seen, state, clean, failures, ok, notes, idle_faults)
                  WHERE b.id = x.id),
             builds AS (
                 UPDATE build b SET status = x.status, builder_id = x.builder, failure_count = x.failures,
@@ -247,9 +281,17 @@ extension BuilddStore {
                   PostgresArray(history.map(\.build)), PostgresArray(history.map(\.status.rawValue)),
                   PostgresArray(history.map(\.attempt)), PostgresArray(history.map(\.builder)),
                   PostgresArray(history.map(\.message)), PostgresArray(history.map(\.actor))]
-                + Self.queueParameters(taking))
+                + Self.queueParameters(taking) + [PostgresArray(builders.map(\.standing.idleFaults))])
         try Self.recordBuilderHistory(core.builderHistory, on: connection)
         try Self.writeResets(core, on: connection)
+        let rescored = core.rescored
+        if !rescored.isEmpty {
+            try connection.execute("""
+                UPDATE buildqueue q SET lastscore = x.score, manual = x.manual
+                  FROM unnest($1::bigint[], $2::int[], $3::bool[]) AS x(id, score, manual) WHERE q.build_id = x.id
+                """, [PostgresArray(rescored.map(\.buildID)), PostgresArray(rescored.map(\.score.last)),
+                      PostgresArray(rescored.map(\.score.manual))])
+        }
         // A dependency wait's missing relation is kept while it waits, and goes when it is queued again.
         let waits = rows.filter { $0.status == .manualDepWait || $0.enqueued != nil }
         if !waits.isEmpty {
@@ -272,10 +314,11 @@ extension BuilddStore {
                        dispatched_at = CASE WHEN x.cleared THEN NULL ELSE q.dispatched_at END,
                        token_sha256 = CASE WHEN x.cleared THEN NULL ELSE coalesce(x.upload_key, q.token_sha256) END,
                        logtail = CASE WHEN x.tail_set THEN x.tail ELSE q.logtail END,
-                       abort_sent_at = CASE WHEN x.abort_cleared THEN NULL ELSE q.abort_sent_at END
+                       abort_sent_at = CASE x.abort_sent WHEN 'now' THEN now() WHEN 'clear' THEN NULL
+                                       ELSE q.abort_sent_at END
                   FROM unnest(\(p[0])::bigint[], \(p[1])::text[], \(p[2])::int[], \(p[3])::float8[], \(p[4])::bool[],
-                              \(p[5])::bool[], \(p[6])::text[], \(p[7])::bool[], \(p[8])::text[])
-                       AS x(id, state, builder, lease, cleared, tail_set, tail, abort_cleared, upload_key)
+                              \(p[5])::bool[], \(p[6])::text[], \(p[7])::text[], \(p[8])::text[])
+                       AS x(id, state, builder, lease, cleared, tail_set, tail, abort_sent, upload_key)
                  WHERE q.build_id = x.id)
             """
     }
@@ -285,7 +328,7 @@ extension BuilddStore {
         return [PostgresArray(entries.map(\.0)), PostgresArray(entries.map(\.1.state.rawValue)),
                 PostgresArray(entries.map(\.1.builderID)), PostgresArray(entries.map(\.1.leaseUntil)),
                 PostgresArray(entries.map(\.1.dispatchCleared)), PostgresArray(entries.map { $0.1.logTail != nil }),
-                PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSentCleared)),
+                PostgresArray(entries.map { $0.1.logTail ?? nil }), PostgresArray(entries.map(\.1.abortSent.rawValue)),
                 PostgresArray(entries.map(\.1.uploadKey))]
     }
 }

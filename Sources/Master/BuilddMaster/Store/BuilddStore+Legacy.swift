@@ -13,6 +13,8 @@ public struct LegacyBuilderSnapshot: Sendable, Equatable {
         public var runningSeconds: Double
         /// launchpad-buildd's name for it, `<TYPE>-<id>`.
         public var cookie: String { LegacyCookie.make(buildType: buildType, buildID: buildID) }
+        /// What the core's ``LegacyPolicy`` needs of it.
+        public var expectation: LegacyExpectation { LegacyExpectation(cookie: cookie, cancelling: cancelling) }
     }
 
     public var id: Int
@@ -24,6 +26,8 @@ public struct LegacyBuilderSnapshot: Sendable, Equatable {
     /// Architecture tags of the arch series its processors build (what `info()` may answer).
     public var archTags: [String]
     public var current: CurrentBuild?
+    /// Faults counted against it while it held no build, not yet forgiven (``BuilderStanding/idleFaults``).
+    public var idleFaults = 0
     /// Whether it takes its processors' shared job queues; if not, its jobs are addressed to it, on its
     /// control queue (``BuilderPlacement/takesSharedQueue(reset:)``).
     public var takesSharedQueue = true
@@ -91,9 +95,10 @@ extension BuilddStore {
                 UPDATE builder SET legacy_master = $1, legacy_lease_until = now() + make_interval(secs => $2)
                  WHERE kind = 'xmlrpc' AND active AND name = ANY ($3::text[])
                    AND (legacy_master = $1 OR legacy_master IS NULL OR legacy_lease_until < now())
-                RETURNING id, name, url, builderok, manual, \(Placement.sqlTakesSharedQueue(builder: "builder")) AS shared
+                RETURNING id, name, url, builderok, manual, idle_faults,
+                          \(Placement.sqlTakesSharedQueue(builder: "builder")) AS shared
             )
-            SELECT o.id, o.name, o.url, o.builderok, o.manual, o.shared,
+            SELECT o.id, o.name, o.url, o.builderok, o.manual, o.shared, o.idle_faults,
                    (SELECT string_agg(p.name, ',' ORDER BY p.name) FROM builder_processor bp
                       JOIN processor p ON p.id = bp.processor_id WHERE bp.builder_id = o.id) AS processors,
                    (SELECT string_agg(DISTINCT das.architecturetag, ',') FROM builder_processor bp
@@ -118,6 +123,7 @@ extension BuilddStore {
                 processors: (row["processors"] ?? "").split(separator: ",").map(String.init),
                 archTags: (row["tags"] ?? "").split(separator: ",").map(String.init), current: current)
             snapshot.takesSharedQueue = try row.bool("shared")
+            snapshot.idleFaults = try row.int("idle_faults")
             return snapshot
         }
     }
@@ -146,35 +152,23 @@ extension BuilddStore {
 
     /// Counts a fault of a legacy builder that held no build (Launchpad's threshold disables it) and
     /// shows the reason in its failnotes. Returns whether the builder is now failed.
+    /// The ledger's ``BuilderStanding/countIdleFault(_:)``, stored whole with the builder.
     @discardableResult
     public func countLegacyBuilderFault(builderID: Int, reason: String) async throws -> Bool {
-        try await updateStanding(id: builderID) { standing in
-            let broken = standing.countFailure(reason)
-            standing.notes = reason
-            return broken
-        }
+        try await updateStanding(id: builderID) { $0.countIdleFault(reason) }
     }
 
     /// Shows the reason of a legacy builder's last fault without counting it again (the build's
     /// failure counting already did).
     public func noteLegacyFault(builderID: Int, reason: String) async throws {
-        try await database.query("UPDATE builder SET failnotes = $2 WHERE id = $1", [builderID, reason])
+        try await updateStanding(id: builderID) { $0.notes = reason }
     }
 
-    /// A legacy builder that answered well after faults: its fault notes go, and so do the `faults` counted
-    /// while it held no build (Launchpad's threshold is for failures in a row). Failures counted against
-    /// builds stay until a good build resets them.
-    public func forgiveLegacyFaults(builderID: Int, faults: Int) async throws {
-        try await updateStanding(id: builderID) { $0.forgive(faults: faults) }
-    }
-
-    /// A legacy builder cleaned itself (`clean` answered): it is idle, and so CLEAN unless the master resets
-    /// it (``BuilderReset/whenIdle(_:)``, whose condition ``BuilderReset/sqlResets(builder:)`` states).
-    public func markBuilderClean(builderID: Int) async throws {
-        try await database.query("""
-            UPDATE builder b SET clean_status = '\(CleanStatus.clean.rawValue)'
-             WHERE b.id = $1 AND NOT \(BuilderReset.sqlResets(builder: "b"))
-            """, [builderID])
+    /// A legacy builder that answered well after faults: the ledger's ``BuilderStanding/forgiveIdleFaults()``
+    /// on its stored standing (whoever counted the faults, this master before a restart or another before a
+    /// takeover).
+    public func forgiveLegacyFaults(builderID: Int) async throws {
+        try await updateStanding(id: builderID) { $0.forgiveIdleFaults() }
     }
 
     /// Everything `build()` needs for one build.

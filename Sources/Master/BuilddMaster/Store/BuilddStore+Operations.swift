@@ -68,14 +68,17 @@ extension BuilddStore {
     static func updateStanding<T>(name: String?, id: Int?, on connection: PostgresConnection,
                                   _ change: (inout BuilderStanding, String) -> T) throws -> T {
         guard let row = try connection.query("""
-            SELECT id, name, failure_count, builderok, failnotes FROM builder WHERE name = $1 OR id = $2 FOR UPDATE
+            SELECT id, name, failure_count, builderok, failnotes, idle_faults FROM builder WHERE name = $1 OR id = $2
+               FOR UPDATE
             """, [name, id]).first
         else { throw StoreError(.notFound, "no builder named '\(name ?? id.map(String.init) ?? "")'") }
         var standing = BuilderStanding(failures: try row.int("failure_count"), ok: try row.bool("builderok"),
                                        notes: row["failnotes"])
+        standing.idleFaults = try row.int("idle_faults")
         let result = change(&standing, try row.string("name"))
-        try connection.execute("UPDATE builder SET failure_count = $2, builderok = $3, failnotes = $4 WHERE id = $1",
-                               [try row.int("id"), standing.failures, standing.ok, standing.notes])
+        try connection.execute("""
+            UPDATE builder SET failure_count = $2, builderok = $3, failnotes = $4, idle_faults = $5 WHERE id = $1
+            """, [try row.int("id"), standing.failures, standing.ok, standing.notes, standing.idleFaults])
         return result
     }
 
@@ -151,34 +154,43 @@ extension BuilddStore {
 
     /// Cancelling builds whose builder should be told (again) to abort: not told yet, or not for
     /// ``BuildLifecycle/abortResendSeconds``.
+    /// The query only picks candidates (``abortDueCondition``, checked against the core by a test); the core
+    /// decides and marks each as told (``LifecycleCore/abortsDue()``).
     public func abortsDue() async throws -> [(buildID: Int64, attempt: Int32, builder: String)] {
-        try await database.query("""
-            UPDATE buildqueue q SET abort_sent_at = now() FROM build b, builder bl
-             WHERE b.id = q.build_id AND bl.id = q.builder_id AND q.state = 'CANCELLING'
-               AND (q.abort_sent_at IS NULL OR q.abort_sent_at < now() - interval '\(BuildLifecycle.abortResendSeconds) seconds')
-            RETURNING q.build_id, b.attempt, bl.name
-            """).rows.map { (try $0.int64("build_id"), Int32(try $0.int("attempt")), try $0.string("name")) }
+        try await database.transaction { connection in
+            let due = try connection.query("""
+                SELECT q.build_id, q.builder_id FROM buildqueue q WHERE \(Self.abortDueCondition)
+                 ORDER BY q.build_id LIMIT 500
+                """).rows
+            guard !due.isEmpty else { return [] }
+            var core = try Self.loadCore(builderNames: [], builderIDs: due.compactMap { $0["builder_id"].flatMap(Int.init) },
+                                         buildIDs: try due.map { try $0.int64("build_id") }, filesOf: [],
+                                         leaseSeconds: 0, on: connection)
+            let aborts = core.abortsDue()
+            try Self.write(core, on: connection)
+            return aborts
+        }
     }
+
+    /// Cancelling entries whose builder was not told to abort yet, or not for
+    /// ``BuildLifecycle/abortResendSeconds``, on `buildqueue q`: ``BuildLifecycle/abortDue(now:lastSent:)`` as SQL.
+    static let abortDueCondition = """
+        q.state = 'CANCELLING' AND (q.abort_sent_at IS NULL
+            OR q.abort_sent_at < now() - interval '\(BuildLifecycle.abortResendSeconds) seconds')
+        """
 
     /// Queues a failed or cancelled build again with a fresh score and failure count.
     public func retry(_ buildID: Int64, actor: String? = nil) async throws {
         try await database.transaction { connection in
-            guard let row = try connection.query("""
-                SELECT processor_id, urgency, pocket, component, archive_purpose FROM build WHERE id = $1
-                """, [buildID]).first
-            else { throw StoreError(.notFound, "no build \(buildID)") }
-            let score = Scoring.score(
-                urgency: Urgency(rawValue: try row.string("urgency")) ?? .medium,
-                pocket: Pocket(rawValue: try row.string("pocket")) ?? .release,
-                component: Component(rawValue: try row.string("component")) ?? .main,
-                archive: ArchivePurpose(rawValue: try row.string("archive_purpose")) ?? .primary)
             var core = try Self.loadCore(builderNames: [], builderIDs: [], buildIDs: [buildID], filesOf: [],
                                          leaseSeconds: 0, on: connection)
-            switch core.retry(buildID, processor: try row.int("processor_id"), score: score, by: actor) {
+            switch core.retry(buildID, by: actor) {
             case .queued:
                 try Self.write(core, on: connection)
             case .notFound:
                 throw StoreError(.notFound, "no build \(buildID)")
+            case .unscored:
+                throw StoreError(.invalid, "build \(buildID) has no score to queue it with")
             case .notRetryable(let status):
                 throw StoreError(.conflict, "build \(buildID) is \(status.rawValue): only FAILEDTOBUILD, "
                                  + "MANUALDEPWAIT, CHROOTWAIT, FAILEDTOUPLOAD and CANCELLED builds can be retried")
@@ -191,20 +203,18 @@ extension BuilddStore {
     @discardableResult
     public func rescore(_ buildID: Int64, score: Int?, actor: String? = nil) async throws -> Int {
         try await database.transaction { connection in
-            guard let row = try connection.query("""
-                UPDATE buildqueue q SET manual = ($2::integer IS NOT NULL),
-                       lastscore = coalesce($2::integer, basescore + \(Scoring.ageScoreSQL(queuedColumn: "date_queued")))
-                  FROM build b WHERE q.build_id = $1 AND b.id = q.build_id
-                RETURNING q.lastscore, b.status, b.attempt
-                """, [buildID, score]).first else {
-                throw StoreError(.conflict, "build \(buildID) is not in the queue: only waiting or running builds have a score")
+            var core = try Self.loadCore(builderNames: [], builderIDs: [], buildIDs: [buildID], filesOf: [],
+                                         leaseSeconds: 0, on: connection)
+            switch core.rescore(buildID, to: score, by: actor) {
+            case .scored(let now):
+                try Self.write(core, on: connection)
+                return now
+            case .notFound:
+                throw StoreError(.notFound, "no build \(buildID)")
+            case .notQueued(let status):
+                throw StoreError(.conflict, "build \(buildID) is \(status.rawValue), not in the queue: only waiting or "
+                                 + "running builds have a score")
             }
-            let now = try row.int("lastscore")
-            try connection.execute("""
-                INSERT INTO build_event (build_id, status, attempt, builder, message, actor) VALUES ($1, $2, $3, NULL, $4, $5)
-                """, [buildID, try row.string("status"), try row.int("attempt"),
-                      score == nil ? "score back to the computed \(now)" : "rescored to \(now)", actor])
-            return now
         }
     }
 
