@@ -22,7 +22,7 @@ public enum AttemptCredential {
     public static func judge(requested: Int32, current: Int32, state: QueueRecord.State?, declared: String?,
                              presented: String) -> Verdict {
         guard requested == current, let state else { return .refused }
-        guard state == .running || state == .cancelling else { return state == .dispatched ? .notAcceptedYet : .refused }
+        guard state.holdsBuilder else { return state == .dispatched ? .notAcceptedYet : .refused }
         guard let declared, constantTimeEquals(Array(declared.utf8), Array(presented.utf8)) else { return .refused }
         return .admitted
     }

@@ -78,7 +78,7 @@ public enum BuilderAvailability: String, Sendable, CaseIterable {
     public static func sqlCondition(alias b: String = "b", silence: String = "$1", now: String = "now()") -> String {
         """
         \(b).active AND \(b).builderok AND NOT EXISTS (SELECT 1 FROM buildqueue r WHERE r.builder_id = \(b).id \
-        AND r.state IN ('RUNNING', 'CANCELLING')) AND NOT \(b).manual \
+        AND \(QueueRecord.State.sqlHolds("r.state"))) AND NOT \(b).manual \
         AND \(b).last_seen > \(now) - make_interval(secs => \(silence)) AND \(b).agent_state = 'IDLE' \
         AND \(b).clean_status = '\(CleanStatus.clean.rawValue)'
         """

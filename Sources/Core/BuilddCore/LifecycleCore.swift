@@ -58,8 +58,17 @@ public struct BuilderRecord: Equatable, Sendable {
 
 /// A build's entry in the queue (it has one while it needs or holds a builder).
 public struct QueueRecord: Equatable, Sendable {
-    public enum State: String, Sendable {
+    public enum State: String, Sendable, CaseIterable {
         case waiting = "WAITING", dispatched = "DISPATCHED", running = "RUNNING", cancelling = "CANCELLING"
+
+        /// Whether an entry in this state holds its builder (accepted, and not yet ended): the one definition
+        /// of "holds a build", which ``sqlHolds(_:)`` states for queries.
+        public var holdsBuilder: Bool { self == .running || self == .cancelling }
+
+        /// ``holdsBuilder`` as SQL over a `state` column, generated from it.
+        public static func sqlHolds(_ column: String) -> String {
+            "\(column) IN (" + allCases.filter(\.holdsBuilder).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+        }
     }
 
     /// A column the core either leaves, sets to the batch's time, or empties.

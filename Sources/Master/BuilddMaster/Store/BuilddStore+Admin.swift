@@ -149,7 +149,7 @@ extension BuilddStore {
             }
             let id = try row.int("id")
             if let running = try connection.query("""
-                SELECT build_id FROM buildqueue WHERE builder_id = $1 AND state IN ('RUNNING', 'CANCELLING')
+                SELECT build_id FROM buildqueue WHERE builder_id = $1 AND \(QueueRecord.State.sqlHolds("state"))
                 """, [id]).first {
                 throw StoreError(.conflict, "builder '\(name)' is running build \(try running.int64("build_id")): "
                                  + "disable it and wait, or cancel the build")

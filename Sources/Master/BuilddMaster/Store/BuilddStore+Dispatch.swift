@@ -235,5 +235,5 @@ extension BuilddStore {
 
     /// The queue entries whose lease (running) or abort deadline (cancelling) ran out, on `buildqueue q`:
     /// the rule of ``BuildLifecycle/tick(now:acceptTimeout:)`` for those states, as SQL.
-    static let leaseExpiredCondition = "q.state IN ('RUNNING', 'CANCELLING') AND q.lease_expires < now()"
+    static let leaseExpiredCondition = "\(QueueRecord.State.sqlHolds("q.state")) AND q.lease_expires < now()"
 }

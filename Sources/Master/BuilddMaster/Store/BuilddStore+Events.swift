@@ -108,7 +108,8 @@ extension BuilddStore {
                   FROM buildqueue
                  WHERE build_id = ANY (ARRAY(
                         SELECT unnest($1::bigint[]) UNION
-                        SELECT build_id FROM buildqueue WHERE builder_id = ANY ($2::int[]) AND state IN ('RUNNING', 'CANCELLING')))
+                        SELECT build_id FROM buildqueue WHERE builder_id = ANY ($2::int[])
+                           AND \(QueueRecord.State.sqlHolds("state"))))
                  ORDER BY build_id FOR UPDATE)
             SELECT b.id, b.attempt, b.status, b.builder_id AS build_builder, b.failure_count, b.failnotes, b.result,
                    b.log_name, b.log_sha256, extract(epoch FROM b.date_started) AS started,
@@ -229,7 +230,7 @@ extension BuilddStore {
                       PostgresArray(enqueued.map(\.1.score))])
         }
         let queued = builds.filter { $0.queue != nil && $0.enqueued == nil }
-        let holding: (BuildRecord) -> Bool = { $0.queue?.state == .running || $0.queue?.state == .cancelling }
+        let holding: (BuildRecord) -> Bool = { $0.queue?.state.holdsBuilder == true }
         let releasing = queued.filter { !holding($0) }
         if !releasing.isEmpty {
             try connection.execute("WITH \(Self.queueUpdate(parameter: 1)) SELECT 1", Self.queueParameters(releasing))

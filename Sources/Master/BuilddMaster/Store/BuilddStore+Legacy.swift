@@ -106,7 +106,7 @@ extension BuilddStore {
                    q.build_id, q.state, b.attempt, b.build_type,
                    extract(epoch FROM now() - coalesce(b.date_started, now())) AS running_for
               FROM owned o
-              LEFT JOIN buildqueue q ON q.builder_id = o.id AND q.state IN ('RUNNING', 'CANCELLING')
+              LEFT JOIN buildqueue q ON q.builder_id = o.id AND \(QueueRecord.State.sqlHolds("q.state"))
               LEFT JOIN build b ON b.id = q.build_id
              ORDER BY o.id
             """, [master, leaseSeconds, mine])

@@ -118,7 +118,7 @@ public final class BuilddStore: Sendable {
                    (SELECT count(*) FROM buildqueue q WHERE q.processor_id = p.id AND q.state = 'WAITING') AS waiting,
                    (SELECT count(*) FROM buildqueue q WHERE q.processor_id = p.id AND q.state = 'DISPATCHED') AS dispatched,
                    (SELECT count(*) FROM buildqueue q WHERE q.processor_id = p.id
-                        AND q.state IN ('RUNNING', 'CANCELLING')) AS running,
+                        AND \(QueueRecord.State.sqlHolds("q.state"))) AS running,
                    (SELECT count(*) FROM builder_processor bp WHERE bp.processor_id = p.id) AS builders,
                    (SELECT count(*) FROM builder_processor bp JOIN builder b ON b.id = bp.builder_id
                      WHERE bp.processor_id = p.id AND \(Self.idleBuilderCondition)) AS idle,
@@ -262,7 +262,7 @@ public final class BuilddStore: Sendable {
                    array_to_string(b.restricted_resources, ',') AS restricted, b.clean_status, b.reset_method,
                    b.reset_target, b.reset_protocol, b.reset_timeout
               FROM builder b
-              LEFT JOIN buildqueue q ON q.builder_id = b.id AND q.state IN ('RUNNING', 'CANCELLING')
+              LEFT JOIN buildqueue q ON q.builder_id = b.id AND \(QueueRecord.State.sqlHolds("q.state"))
               LEFT JOIN build cb ON cb.id = q.build_id
              ORDER BY b.name
             """)
