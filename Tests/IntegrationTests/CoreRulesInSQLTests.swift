@@ -387,18 +387,25 @@ import Testing
         for (index, age) in ages.enumerated() {
             let build = try await store.submit(BuildRequest(distribution: "ubuntu", series: "noble", archTag: "amd64",
                                                             sourceName: "s\(index)", sourceVersion: "1.0"))
-            try await store.database.query("""
-                UPDATE buildqueue SET date_queued = now() - make_interval(secs => $2::float8) WHERE build_id = $1
-                """, [build, age])
             builds.append((build, age))
         }
         let manual = builds[builds.count - 1].0
         #expect(try await store.rescore(manual, score: 7) == 7)
-        try await store.refreshAgeScores()
-        let scores = Dictionary(uniqueKeysWithValues: try await store.database.query(
-            "SELECT build_id, basescore, lastscore FROM buildqueue").rows.map {
-            (try $0.int64("build_id"), (base: try $0.int("basescore"), last: try $0.int("lastscore")))
-        })
+        // The ages are set, the store's refresh statement run and the scores read in one transaction, so at one
+        // now() of the database's: no case drifts across a step between the write and the refresh.
+        let aged = builds
+        let scores = try await store.database.transaction { connection in
+            for (build, age) in aged {
+                try connection.execute("""
+                    UPDATE buildqueue SET date_queued = now() - make_interval(secs => $2::float8) WHERE build_id = $1
+                    """, [build, age])
+            }
+            try connection.execute(BuilddStore.ageRefresh, [BuilddStore.youngestAgeBonus])
+            return Dictionary(uniqueKeysWithValues: try connection.query(
+                "SELECT build_id, basescore, lastscore FROM buildqueue").rows.map {
+                (try $0.int64("build_id"), (base: try $0.int("basescore"), last: try $0.int("lastscore")))
+            })
+        }
         for (build, age) in builds where build != manual {
             let score = try #require(scores[build])
             #expect(score.last == score.base + Scoring.ageScore(waited: age), "waited \(age) s")

@@ -223,12 +223,17 @@ extension BuilddStore {
     /// - Returns: how many scores changed.
     @discardableResult
     public func refreshAgeScores() async throws -> Int {
-        let bonus = Scoring.ageScoreSQL(queuedColumn: "date_queued")
-        let youngest = Scoring.ageBonuses.map(\.seconds).min() ?? 0
-        return try await database.query("""
-            UPDATE buildqueue SET lastscore = basescore + \(bonus)
-             WHERE state = 'WAITING' AND NOT manual AND date_queued < now() - make_interval(secs => $1)
-               AND lastscore <> basescore + \(bonus)
-            """, [youngest]).affectedRows
+        try await database.query(Self.ageRefresh, [Self.youngestAgeBonus]).affectedRows
     }
+
+    /// The age refresh's statement (its parameter: ``youngestAgeBonus``), the age bonus generated from the core's
+    /// table (``Scoring/ageScoreSQL(queuedColumn:)``; `CoreRulesInSQLTests` runs it against the core).
+    static let ageRefresh = """
+        UPDATE buildqueue SET lastscore = basescore + \(Scoring.ageScoreSQL(queuedColumn: "date_queued"))
+         WHERE state = 'WAITING' AND NOT manual AND date_queued < now() - make_interval(secs => $1)
+           AND lastscore <> basescore + \(Scoring.ageScoreSQL(queuedColumn: "date_queued"))
+        """
+
+    /// Seconds a build waits before its first age bonus: younger ones are not read by the refresh.
+    static let youngestAgeBonus = Scoring.ageBonuses.map(\.seconds).min() ?? 0
 }
