@@ -141,6 +141,21 @@ import Testing
         #expect(progress.observe(aborting, now: now + 10) == 10, "an aborting builder's tail is not progress")
     }
 
+    /// What the polls saw is noted by the core for XML-RPC builders only, as heard from; an agent is not a
+    /// legacy adapter's to describe.
+    @Test func theStatesPollsSawAreTheCoresToNoteForLegacyBuildersOnly() {
+        let standing = BuilderStanding(failures: 0, ok: true, notes: nil)
+        let legacy = BuilderRecord(id: 1, name: "lp-1", kind: .xmlrpc, brokerUser: nil, active: true, manual: false,
+                                   session: nil, lastSeq: 0, agentState: .idle, cleanStatus: .clean, standing: standing)
+        let agent = BuilderRecord(id: 2, name: "a-1", kind: .agent, brokerUser: "a-1", active: true, manual: false,
+                                  session: nil, lastSeq: 0, agentState: .idle, cleanStatus: .clean, standing: standing)
+        var core = LifecycleCore(builders: [legacy, agent], builds: [], now: 1, leaseSeconds: 30)
+        #expect(core.observedLegacy([(1, .building), (2, .building), (3, .idle)]) == [1])
+        #expect(core.builders[1]?.agentState == .building && core.builders[1]?.seen == true)
+        #expect(core.builders[2]?.agentState == .idle && core.builders[2]?.seen == false)
+        #expect(core.changedBuilders.map(\.id) == [1])
+    }
+
     @Test func anIdleUsableBuilderTakesWorkAndAManualOneWaits() {
         #expect(decide(LegacyStatus(state: .idle), expected: nil) == .takeJob)
         #expect(decide(LegacyStatus(state: .idle), expected: nil, mayTakeWork: false) == .wait)

@@ -618,6 +618,24 @@ public struct LifecycleCore: Sendable {
         return due
     }
 
+    // MARK: Legacy builders
+
+    /// What the legacy adapter's last polls saw its builders say (IDLE, BUILDING, ABORTING): each XML-RPC
+    /// builder's state, and that it was heard from, as an agent's heartbeat notes them, so the dispatch window
+    /// and the pages count legacy builders like agents. A build the database gives it is judged by its
+    /// follower's own reports (``LegacyPolicy``), not here. Returns the builders noted (never an agent).
+    public mutating func observedLegacy(_ states: [(builder: Int, state: AgentState)]) -> [Int] {
+        var noted: [Int] = []
+        for (id, state) in states {
+            guard var builder = builders[id], builder.kind == .xmlrpc else { continue }
+            builder.agentState = state
+            builder.seen = true
+            builders[id] = builder
+            noted.append(id)
+        }
+        return noted
+    }
+
     // MARK: Resets
 
     /// A reset the master is to run now (``BuilderReset``): the builder, the plan and the attempt that

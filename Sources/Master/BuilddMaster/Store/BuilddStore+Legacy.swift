@@ -138,16 +138,19 @@ extension BuilddStore {
         }
     }
 
-    /// Records what the last polls saw (IDLE, BUILDING, ABORTING) in one statement, so the dispatch window
-    /// and `builder list` count legacy builders like agents.
-    public func recordLegacyStates(_ states: [(builderID: Int, state: AgentState)]) async throws {
-        guard !states.isEmpty else { return }
-        let ids = "{" + states.map { String($0.builderID) }.joined(separator: ",") + "}"
-        let values = "{" + states.map { $0.state.rawValue }.joined(separator: ",") + "}"
-        try await database.query("""
-            UPDATE builder b SET agent_state = x.state, last_seen = now()
-              FROM unnest($1::int[], $2::text[]) AS x(id, state) WHERE b.id = x.id
-            """, [ids, values])
+    /// Records what the last polls saw (IDLE, BUILDING, ABORTING), so the dispatch window and `builder list`
+    /// count legacy builders like agents: ``LifecycleCore/observedLegacy(_:)`` on the builders' rows, read and
+    /// locked as an event batch's, written in one statement. Returns the builders noted.
+    @discardableResult
+    public func recordLegacyStates(_ states: [(builderID: Int, state: AgentState)]) async throws -> [Int] {
+        guard !states.isEmpty else { return [] }
+        return try await database.transaction { connection in
+            var core = try Self.loadCore(builderNames: [], builderIDs: states.map(\.builderID), buildIDs: [], filesOf: [],
+                                         leaseSeconds: 0, on: connection)
+            let noted = core.observedLegacy(states.map { ($0.builderID, $0.state) })
+            try Self.write(core, on: connection)
+            return noted
+        }
     }
 
     /// Counts a fault of a legacy builder that held no build (Launchpad's threshold disables it) and
