@@ -110,6 +110,10 @@ import Testing
             #expect(sample(text, #"buildd_queue_depth{processor="amd64"}"#) == 3, "\(text)")
             #expect((sample(text, #"buildd_queue_oldest_wait_seconds{processor="amd64"}"#) ?? -1) >= 0)
             #expect(sample(text, #"buildd_builders{state="offline"}"#) == 1)
+            // Every state has its series from the first scrape, at zero when no builder is in it.
+            for state in BuilderAvailability.allCases where state != .offline {
+                #expect(sample(text, "buildd_builders{state=\"\(state.rawValue)\"}") == 0, "\(state.rawValue)")
+            }
             try farm.startAgent("metrics-agent", processors: ["amd64"], sampleSeconds: 0.2)
             #expect(try await farm.waitForQuiet(timeout: .seconds(60)))
             text = try await metrics(farm)

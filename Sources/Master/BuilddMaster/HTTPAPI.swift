@@ -134,7 +134,8 @@ public struct HTTPAPI: Sendable {
                               artifactStoreFreeBytes: artifacts.freeBytes())
         let processors = try await store.processors()
         var states: [String: Int] = [:]
-        for state in ["idle", "building", "aborting", "manual", "failed", "offline", "removed"] { states[state] = 0 }
+        // Every state has a series, at zero when no builder is in it (DIRTY and CLEANING included).
+        for state in BuilderAvailability.allCases { states[state.rawValue] = 0 }
         for builder in try await store.builders() { states[builder.state(silentAfterSeconds: Self.silence), default: 0] += 1 }
         BuilddMetrics.record(FarmSnapshot(
             processors: processors.map { .init(name: $0.name, waiting: $0.waiting, oldestWaitSeconds: $0.oldestWaitSeconds ?? 0) },
