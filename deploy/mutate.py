@@ -362,7 +362,7 @@ MUTANTS = [
      "Sources/Core/BuilddCore/LifecycleCore.swift",
      "public var mayStartBuilds: Bool { usable && !manual }",
      "public var mayStartBuilds: Bool { usable }",
-     "LifecycleCoreTests"),
+     "LifecycleCoreTests|aBuilderInManualModeIsNeverStartedWhateverItAccepts"),
     ("release-attempt", "releasing an unpublished claim applies only to the attempt it names",
      "Sources/Core/BuilddCore/BuildLifecycle.swift",
      "guard case .dispatched(let current, _) = state, current == attempt else { return .ignore(\"not this claim\") }",
