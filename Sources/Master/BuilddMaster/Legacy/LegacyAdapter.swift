@@ -14,7 +14,7 @@ public struct LegacyAdapterConfiguration: Sendable {
     public var limits = LegacyCallLimits()
     public var deadlines = LegacyPolicy.Deadlines()
     /// The clock the followers judge progress by (seconds; only differences count). Tests inject their own.
-    public var clock: @Sendable () -> Double = { legacyMonotonicSeconds() }
+    public var clock: @Sendable () -> Double = { (ContinuousClock.now - legacyClockOrigin).inSeconds }
     /// How long this master's claim on a legacy builder lasts without renewal; another master takes the
     /// builder over after that. Default 10 s.
     public var ownershipSeconds = 10
@@ -590,9 +590,6 @@ enum LegacyBuildArguments {
     }
 }
 
-/// Seconds on the monotonic clock: the legacy followers' default clock.
-@Sendable func legacyMonotonicSeconds() -> Double {
-    var spec = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &spec)
-    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
-}
+/// The origin of the legacy followers' default clock (``LegacyAdapterConfiguration/clock``): seconds since it on
+/// the continuous clock.
+private let legacyClockOrigin = ContinuousClock.now

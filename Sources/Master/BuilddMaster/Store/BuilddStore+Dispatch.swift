@@ -195,17 +195,9 @@ extension BuilddStore {
     /// against the core by a test); ``LifecycleCore/reclaimExpiredClaims(acceptTimeout:)`` decides, on rows
     /// read and locked as an event batch's are. Returns the build ids.
     public func expireClaims(olderThanSeconds timeout: Int) async throws -> [Int64] {
-        try await database.transaction { connection in
-            let due = try connection.query("""
-                SELECT q.build_id FROM buildqueue q WHERE \(Self.claimExpiredCondition) ORDER BY q.build_id LIMIT 500
-                """, [timeout]).rows.map { try $0.int64("build_id") }
-            guard !due.isEmpty else { return [] }
-            var core = try Self.loadCore(builderNames: [], builderIDs: [], buildIDs: due, filesOf: [], leaseSeconds: 0,
-                                         on: connection)
-            let reclaimed = core.reclaimExpiredClaims(acceptTimeout: Double(timeout))
-            try Self.write(core, on: connection)
-            return reclaimed
-        }
+        try await decide(over: """
+            SELECT q.build_id FROM buildqueue q WHERE \(Self.claimExpiredCondition) ORDER BY q.build_id LIMIT 500
+            """, [timeout]) { $0.reclaimExpiredClaims(acceptTimeout: Double(timeout)) }
     }
 
     /// Running builds whose lease ran out (their agent went silent) are failures: counted and requeued.
@@ -214,18 +206,27 @@ extension BuilddStore {
     /// each build is judged by the ``LifecycleCore`` (``BuildLifecycle/tick(now:acceptTimeout:)``); the
     /// query only picks candidates (``leaseExpiredCondition``, checked against the core by a test).
     public func expireLeases() async throws -> [(buildID: Int64, attempt: Int, builder: String)] {
+        try await decide(over: """
+            SELECT q.build_id, q.builder_id FROM buildqueue q WHERE \(Self.leaseExpiredCondition)
+             ORDER BY q.lease_expires LIMIT 100
+            """) { $0.expireLeases().map { ($0.buildID, Int($0.attempt), $0.builder) } }
+    }
+
+    /// A watchdog pass of the core's: `query` picks candidates (column `build_id`, and `builder_id` where the
+    /// pass needs the builder), their rows are read and locked as an event batch's, `decide` runs the core
+    /// over them, and what it decided is written, all in one transaction. The query decides nothing: the core
+    /// judges each row again as it is once locked.
+    func decide<T: Sendable>(over query: String, _ parameters: [Int] = [],
+                             _ decide: @escaping @Sendable (inout LifecycleCore) -> [T]) async throws -> [T] {
         try await database.transaction { connection in
-            let due = try connection.query("""
-                SELECT q.build_id, q.builder_id FROM buildqueue q WHERE \(Self.leaseExpiredCondition)
-                 ORDER BY q.lease_expires LIMIT 100
-                """).rows
+            let due = try connection.query(query, parameters).rows
             guard !due.isEmpty else { return [] }
             var core = try Self.loadCore(builderNames: [], builderIDs: due.compactMap { $0["builder_id"].flatMap(Int.init) },
                                          buildIDs: try due.map { try $0.int64("build_id") }, filesOf: [],
                                          leaseSeconds: 0, on: connection)
-            let expired = core.expireLeases()
+            let decided = decide(&core)
             try Self.write(core, on: connection)
-            return expired.map { ($0.buildID, Int($0.attempt), $0.builder) }
+            return decided
         }
     }
 

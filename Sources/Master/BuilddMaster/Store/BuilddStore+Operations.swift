@@ -157,19 +157,10 @@ extension BuilddStore {
     /// The query only picks candidates (``abortDueCondition``, checked against the core by a test); the core
     /// decides and marks each as told (``LifecycleCore/abortsDue()``).
     public func abortsDue() async throws -> [(buildID: Int64, attempt: Int32, builder: String)] {
-        try await database.transaction { connection in
-            let due = try connection.query("""
-                SELECT q.build_id, q.builder_id FROM buildqueue q WHERE \(Self.abortDueCondition)
-                 ORDER BY q.build_id LIMIT 500
-                """).rows
-            guard !due.isEmpty else { return [] }
-            var core = try Self.loadCore(builderNames: [], builderIDs: due.compactMap { $0["builder_id"].flatMap(Int.init) },
-                                         buildIDs: try due.map { try $0.int64("build_id") }, filesOf: [],
-                                         leaseSeconds: 0, on: connection)
-            let aborts = core.abortsDue()
-            try Self.write(core, on: connection)
-            return aborts
-        }
+        try await decide(over: """
+            SELECT q.build_id, q.builder_id FROM buildqueue q WHERE \(Self.abortDueCondition)
+             ORDER BY q.build_id LIMIT 500
+            """) { $0.abortsDue() }
     }
 
     /// Cancelling entries whose builder was not told to abort yet, or not for
