@@ -94,6 +94,57 @@ final class HeadlessBrowser: TestResource, @unchecked Sendable {
         return (ok, last)
     }
 
+    /// Loads `url` in this tab and waits until it has loaded.
+    func navigate(_ url: String) async throws {
+        _ = try await evaluate("window.__loaded = false")
+        _ = try await command("Page.navigate", ["url": url])
+        let loaded = try await eventually(timeout: .seconds(20), interval: .milliseconds(100)) {
+            (try? await self.evaluate("document.readyState === 'complete' && window.__loaded !== false")) as? Bool == true
+        }
+        if !loaded { throw SimpleHTTPClient.Failure(description: "\(url) did not load") }
+    }
+
+    /// Draws the page as a device `width` CSS pixels wide would (a phone: 390).
+    func setViewport(width: Int, height: Int, mobile: Bool) async throws {
+        _ = try await command("Emulation.setDeviceMetricsOverride",
+                              ["width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile])
+    }
+
+    /// Turns the page's scripts off (or on again), as for a reader without JavaScript; it holds for the
+    /// next page loaded.
+    func setJavaScript(enabled: Bool) async throws {
+        _ = try await command("Emulation.setScriptExecutionDisabled", ["value": !enabled])
+    }
+
+    /// Presses a key as a keyboard would (`Tab`, `Enter`), with `shift` held when asked.
+    func press(_ key: String, shift: Bool = false) async throws {
+        let codes = ["Tab": 9, "Enter": 13, "Escape": 27]
+        for type in ["keyDown", "keyUp"] {
+            var parameters: [String: Any] = ["type": type, "key": key, "code": key,
+                                             "windowsVirtualKeyCode": codes[key] ?? 0, "modifiers": shift ? 8 : 0]
+            if key == "Enter" && type == "keyDown" { parameters["text"] = "\r" }
+            _ = try await command("Input.dispatchKeyEvent", parameters)
+        }
+    }
+
+    /// Runs axe-core (`BUILDD_AXE_JS`, which `deploy/localfarm test` fetches) on the page and returns its
+    /// violations, one line each: rule, impact, and the first elements it names.
+    func accessibilityViolations() async throws -> [String] {
+        guard let path = ProcessInfo.processInfo.environment["BUILDD_AXE_JS"],
+              let script = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw SimpleHTTPClient.Failure(description: "BUILDD_AXE_JS names no axe-core script: `deploy/localfarm test` fetches it")
+        }
+        _ = try await evaluate(script + "\n;true")
+        let answer = try await evaluate("""
+            axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v =>
+              v.id + ' (' + v.impact + '): ' + v.help + ' at ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')))
+            """)
+        guard let lines = answer as? [String] else {
+            throw SimpleHTTPClient.Failure(description: "axe-core gave no result: \(String(describing: answer))")
+        }
+        return lines
+    }
+
     /// A PNG of the page as it is drawn.
     func screenshot() async throws -> Data {
         let answer = try await command("Page.captureScreenshot", ["format": "png"])

@@ -72,6 +72,26 @@ public enum BuilderAvailability: String, Sendable, CaseIterable {
     /// Whether a builder in this state may be given a job.
     public var takesWork: Bool { self == .idle }
 
+    /// How the utilisation plot counts a builder in this state.
+    public enum Utilisation: String, Sendable, CaseIterable {
+        /// Holds a build.
+        case busy
+        /// Could work and holds nothing: idle, waiting for or under its reset, or kept for manual work.
+        case idle
+        /// Of no use until someone looks: marked broken, or not heard from.
+        case failed
+    }
+
+    /// This state's place in the utilisation plot; nil for a removed builder (it is not counted).
+    public var utilisation: Utilisation? {
+        switch self {
+        case .building, .aborting: .busy
+        case .idle, .manual, .dirty, .cleaning: .idle
+        case .failed, .offline: .failed
+        case .removed: nil
+        }
+    }
+
     /// The same rule as ``of(_:silentAfterSeconds:)`` for `takesWork`, as a SQL condition on the builder
     /// row `alias` (columns of the `builder` table; running builds in `buildqueue`), with the silence limit
     /// in seconds in the parameter `silence` and the time as `now`.

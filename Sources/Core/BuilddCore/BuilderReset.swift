@@ -177,6 +177,32 @@ public enum BuilderReset {
         }
     }
 
+    /// What an operator's request to reset a builder now (the builder page's "Reset") comes to.
+    public enum RequestDecision: Equatable, Sendable {
+        /// It is DIRTY now: the next pass starts its reset (once it is usable and not in manual mode).
+        case markDirty
+        /// Nothing to change: its reset is already due, under way, or comes after the build it holds.
+        case already(String)
+        /// It cannot be reset.
+        case refused(String)
+    }
+
+    /// An operator asks for a reset of a builder now. Only a builder the master resets can be (the others
+    /// clean themselves after each build); one that holds a build is reset after it anyway.
+    public static func requested(_ facts: ResetFacts) -> RequestDecision {
+        guard facts.plan.resets(virtualized: facts.virtualized) else {
+            return .refused(facts.virtualized
+                ? "this builder has no reset set (builder set-reset NAME): it cleans itself after each build"
+                : "only virtualized builders are reset; this one is not virtualized")
+        }
+        if facts.holdsBuild { return .already("it holds a build: its reset starts when that build ends") }
+        switch facts.clean {
+        case .dirty: return .already("its reset is already due")
+        case .cleaning: return .already("its reset is under way")
+        case .clean: return .markDirty
+        }
+    }
+
     /// Whoever reset the builder says it is done (`builder clean NAME`): it is CLEAN if its reset was
     /// under way or due; nil when there is nothing to complete.
     public static func completed(_ clean: CleanStatus) -> CleanStatus? {

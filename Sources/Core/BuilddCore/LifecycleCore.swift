@@ -717,6 +717,30 @@ public struct LifecycleCore: Sendable {
         return .applied("\(name) is CLEAN")
     }
 
+    /// Whether the batch holds a builder named `name`.
+    public func knows(builder name: String) -> Bool { builderIDs[name] != nil }
+
+    /// An operator asks for `name` to be reset now (``BuilderReset/requested(_:)``): DIRTY, so the next pass
+    /// starts its reset, with a line in its history naming the operator. Refused (`.rejected`) when it cannot
+    /// be reset; `.ignored` when nothing had to change.
+    public mutating func requestReset(builder name: String, by actor: String?) -> EventOutcome {
+        guard let id = builderIDs[name], var builder = builders[id] else { return .rejected("unknown builder \(name)") }
+        let holds = builds.values.contains { $0.isHeld(by: id) }
+        switch BuilderReset.requested(builder.resetFacts(holdsBuild: holds)) {
+        case .refused(let why):
+            return .rejected(why)
+        case .already(let why):
+            return .ignored(why)
+        case .markDirty:
+            builder.cleanStatus = .dirty
+            builder.resetDeadline = nil
+            builders[id] = builder
+            resetHistory.append(BuilderHistoryEntry(builder: name, kind: .reset, actor: actor,
+                                                    reason: "requested: DIRTY until its reset ends"))
+            return .applied("\(name) is DIRTY: its reset starts with the next pass")
+        }
+    }
+
     private mutating func resetFailed(_ builder: inout BuilderRecord, reason: String) {
         _ = builder.standing.countFailure(reason)
         builder.cleanStatus = .dirty

@@ -8,7 +8,7 @@ import Logging
 /// before it does anything, and reads only what ``Access/visibleArchives(to:)`` allows the caller.
 extension HTTPAPI {
     /// The cookie the sign-in form sets: the pages send it with every read of the API.
-    static let sessionCookie = "buildd_token"
+    public static let sessionCookie = "buildd_token"
 
     /// The caller of a request: its `Authorization: Bearer` token, or for a read its sign-in cookie; no
     /// token is the anonymous caller. A token that is wrong, removed or expired is refused (403), never
@@ -63,22 +63,21 @@ extension HTTPAPI {
     /// The sign-in form for the pages (`serve --anonymous-read off`): it sets the token as an HttpOnly
     /// cookie, sent with the pages' reads and never readable by their scripts.
     func addSignInRoutes(to router: Router<BasicRequestContext>) {
-        router.get("/signin") { _, _ in Self.signInPage(message: nil) }
+        router.get("/signin") { request, _ in
+            Self.signInPage(message: nil, next: request.uri.queryParameters["next"].map(String.init))
+        }
         router.post("/signin") { request, _ in
             let body = try await request.body.collect(upTo: 4096)
-            let form = String(buffer: body)
-            let token = form.split(separator: "&").compactMap { pair -> String? in
-                let parts = pair.split(separator: "=", maxSplits: 1)
-                guard parts.count == 2, parts[0] == "token" else { return nil }
-                return String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
-            }.first ?? ""
+            let form = FormFields(String(buffer: body))
+            let token = form["token"] ?? ""
+            let next = Self.localPath(form["next"]) ?? "/builders"
             guard case .valid = try await self.store.authorizeAPI(token: token) else {
                 BuilddMetrics.httpRefused(route: "signin", reason: "token_refused")
-                return Self.signInPage(message: "That token was refused.", status: .forbidden)
+                return Self.signInPage(message: "That token was refused.", next: next, status: .forbidden)
             }
             let secure = self.secureCookies ? "; Secure" : ""
             return Response(status: .seeOther, headers: [
-                .location: "/builders",
+                .location: next,
                 .setCookie: "\(Self.sessionCookie)=\(token); Path=/; HttpOnly; SameSite=Strict\(secure)",
             ])
         }
@@ -89,24 +88,25 @@ extension HTTPAPI {
         }
     }
 
-    static func signInPage(message: String?, status: HTTPResponse.Status = .ok) -> Response {
-        let note = message.map { "<p class=\"failnotes\" role=\"alert\">\($0)</p>" } ?? ""
-        let html = """
-            <!doctype html>
-            <html lang="en">
-            <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>Sign in - buildd</title><style>\(style)</style></head>
-            <body><header><a class="brand" href="/builders">buildd</a></header>
-            <main><h2>Sign in</h2>\(note)
-            <form method="post" action="/signin">
+    /// `path` when it is a path on this master (never another site: `//host` and `/\\host` are refused).
+    static func localPath(_ path: String?) -> String? {
+        guard let path, path.hasPrefix("/"), !path.hasPrefix("//"), !path.hasPrefix("/\\"),
+              !path.contains(where: { $0.isNewline }) else { return nil }
+        return path
+    }
+
+    static func signInPage(message: String?, next: String?, status: HTTPResponse.Status = .ok) -> Response {
+        let note = message.map { Page.message($0, kind: "error") } ?? ""
+        let body = """
+            <h1>Sign in</h1>\(note)
+            <form class="action" method="post" action="/signin">
             <label for="token">API token</label>
             <input id="token" name="token" type="password" autocomplete="current-password" required>
-            <button type="submit">Sign in</button>
+            <input type="hidden" name="next" value="\(Page.esc(localPath(next) ?? "/builders"))">
+            <div class="actions"><button type="submit" class="primary">Sign in</button></div>
             </form>
-            <p class="muted">A token is made with <code>buildd-master token add NAME --role viewer</code>.</p>
-            </main></body></html>
+            <p class="muted">A token is made with <code>buildd-master token add NAME --role viewer</code> (operators: <code>--role operator</code>).</p>
             """
-        return Response(status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                        body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
+        return Page.response(title: "Sign in", section: .none, viewer: .anonymous, body: body, status: status)
     }
 }

@@ -108,6 +108,13 @@ extension HTTPAPI {
             }
             return Self.json(["name": name, "builderok": "false"])
         }
+        // An operator asks for a reset now: the builder is DIRTY and the next pass resets it (BuilderReset.requested).
+        router.post("/v1/builders/:name/reset") { request, context in
+            let caller = try await self.authorize(request, .changeBuilder)
+            let name = try context.parameters.require("name")
+            let outcome = try await Self.mapped { try await self.store.requestReset(builder: name, actor: Self.actor(caller)) }
+            return Self.json(["name": name, "outcome": "\(outcome)"])
+        }
         // The end of an asynchronous reset (protocol 2.0), said by whatever reset the builder: it is CLEAN.
         router.post("/v1/builders/:name/clean") { request, context in
             let caller = try await self.authorize(request, .changeBuilder)

@@ -150,46 +150,77 @@ extension HTTPAPI {
         }
     }
 
+    /// The builds a list asks for (`/v1/builds` and the builds page): filters, order and cursor, and the page's
+    /// size. An empty value is no filter (what a page's form sends for a field left blank). 400 names the field.
+    struct BuildsQuery {
+        var filter = BuilddStore.BuildFilter()
+        var start: BuilddStore.PageStart = .newest(before: nil)
+        var limit = 100
+
+        init(_ parameters: [String: String], defaultLimit: Int = 100) throws {
+            func value(_ name: String) -> String? {
+                guard let text = parameters[name]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+                return text
+            }
+            for text in (value("status") ?? "").split(separator: ",") {
+                guard let status = BuildStatus(rawValue: text.uppercased()) else {
+                    throw HTTPError(.badRequest, message: "status: unknown status \(text)")
+                }
+                filter.statuses.append(status)
+            }
+            filter.processor = value("processor")
+            filter.source = value("source")
+            filter.builder = value("builder")
+            if let archive = value("archive") {
+                guard let purpose = ArchivePurpose(rawValue: archive) else {
+                    throw HTTPError(.badRequest, message: "archive: one of \(ArchivePurpose.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                filter.archive = purpose
+            }
+            for field in ["since", "until"] {
+                guard let text = value(field) else { continue }
+                guard let date = Self.time(text) else {
+                    throw HTTPError(.badRequest, message: "\(field): an ISO 8601 time with its zone, like 2026-12-05T10:00:00Z (or 2026-12-05T10:00, taken as UTC)")
+                }
+                let iso = ISO8601DateFormatter().string(from: date)
+                if field == "since" { filter.since = iso } else { filter.until = iso }
+            }
+            limit = value("limit").flatMap { Int($0) } ?? defaultLimit
+            guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
+            let order = value("order") ?? "newest"
+            guard order == "newest" || order == "oldest" else {
+                throw HTTPError(.badRequest, message: "order: newest or oldest")
+            }
+            start = order == "newest" ? .newest(before: nil) : .oldest(after: nil)
+            if let cursor = value("cursor") {
+                guard let parsed = HTTPAPI.pageStart(cursor: cursor) else {
+                    throw HTTPError(.badRequest, message: "cursor: not one this API gave (use X-Next-Cursor as it came)")
+                }
+                start = parsed
+            }
+        }
+
+        /// ISO 8601 with a zone, or a form's `datetime-local` value (no zone: UTC).
+        static func time(_ text: String) -> Date? {
+            if let date = ISO8601DateFormatter().date(from: text) { return date }
+            let local = DateFormatter()
+            local.locale = Locale(identifier: "en_US_POSIX")
+            local.timeZone = TimeZone(identifier: "UTC")
+            for format in ["yyyy-MM-dd'T'HH:mm", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd"] {
+                local.dateFormat = format
+                if let date = local.date(from: text) { return date }
+            }
+            return nil
+        }
+    }
+
     /// `GET /v1/builds` with filters and a cursor: the page as a list (as before), the next page's cursor in
     /// `X-Next-Cursor` and in a `Link: <...>; rel="next"` header.
     func listBuilds(_ request: Request) async throws -> Response {
         let caller = try await authorize(request, .read)
         let query = request.uri.queryParameters
-        var filter = BuilddStore.BuildFilter()
-        for text in (query["status"].map(String.init) ?? "").split(separator: ",") {
-            guard let status = BuildStatus(rawValue: text.uppercased()) else {
-                throw HTTPError(.badRequest, message: "status: unknown status \(text)")
-            }
-            filter.statuses.append(status)
-        }
-        filter.processor = query["processor"].map(String.init)
-        filter.source = query["source"].map(String.init)
-        filter.builder = query["builder"].map(String.init)
-        if let archive = query["archive"] {
-            guard let purpose = ArchivePurpose(rawValue: String(archive)) else {
-                throw HTTPError(.badRequest, message: "archive: one of \(ArchivePurpose.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            filter.archive = purpose
-        }
-        if let since = query["since"] {
-            guard let date = ISO8601DateFormatter().date(from: String(since)) else {
-                throw HTTPError(.badRequest, message: "since: an ISO 8601 time with its zone, like 2026-12-05T10:00:00Z")
-            }
-            filter.since = ISO8601DateFormatter().string(from: date)
-        }
-        let limit = query["limit"].flatMap { Int($0) } ?? 100
-        guard (1...10_000).contains(limit) else { throw HTTPError(.badRequest, message: "limit must be 1-10000") }
-        let order = query["order"].map(String.init) ?? "newest"
-        guard order == "newest" || order == "oldest" else {
-            throw HTTPError(.badRequest, message: "order: newest or oldest")
-        }
-        var start: BuilddStore.PageStart = order == "newest" ? .newest(before: nil) : .oldest(after: nil)
-        if let cursor = query["cursor"] {
-            guard let parsed = Self.pageStart(cursor: String(cursor)) else {
-                throw HTTPError(.badRequest, message: "cursor: not one this API gave (use X-Next-Cursor as it came)")
-            }
-            start = parsed
-        }
+        let parsed = try BuildsQuery(Dictionary(query.map { (String($0.key), String($0.value)) }, uniquingKeysWith: { first, _ in first }))
+        let (filter, start, limit) = (parsed.filter, parsed.start, parsed.limit)
         let page = try await store.buildPage(filter, start: start, limit: limit, visible: Access.visibleArchives(to: caller.role))
         var response = Self.json(page.builds)
         if let next = page.next {

@@ -39,6 +39,8 @@ public struct HTTPAPI: Sendable {
     let secureCookies: Bool
     /// Refused requests per route and reason (``NoiseRule``).
     let refusals = RefusalLog()
+    /// How often the masters sample the farm for the plots (`serve --sample-interval`).
+    let samplePeriod: Duration
 
     public static let checksumHeader = HTTPField.Name("X-Checksum-Sha256")!
 
@@ -46,7 +48,8 @@ public struct HTTPAPI: Sendable {
     public init(store: BuilddStore, artifacts: ArtifactStore, broker: AMQPClient?, maxArtifactBytes: Int64,
                 metrics: PrometheusCollectorRegistry? = nil, logger: Logger = Logger(label: "buildd.http"),
                 anonymousRead: Bool = true, secureCookies: Bool = false, intake: StatusShardIntake? = nil,
-                maxUploadBytes: Int64? = nil) {
+                maxUploadBytes: Int64? = nil, samplePeriod: Duration = .seconds(60)) {
+        self.samplePeriod = samplePeriod
         self.maxUploadBytes = maxUploadBytes ?? maxArtifactBytes
         self.intake = intake
         self.anonymousRead = anonymousRead
@@ -84,6 +87,7 @@ public struct HTTPAPI: Sendable {
         addSubmitRoutes(to: router)
         addLogRoutes(to: router)
         addPageRoutes(to: router)
+        addOperatorPageRoutes(to: router)
         addSignInRoutes(to: router)
         router.get("/metrics") { request, _ in
             try await self.authorize(request, .read)

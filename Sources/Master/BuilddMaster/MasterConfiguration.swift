@@ -35,6 +35,8 @@ public struct MasterConfiguration: Sendable {
     public var tick: Duration = .seconds(1)
     /// How often the dep-wait pass reads the archives' indexes (``DepWaitRetrier``).
     public var depWaitInterval: Duration = .seconds(300)
+    /// How often the masters sample the farm for the plots (``FarmSampler``).
+    public var sampleInterval: Duration = .seconds(60)
     /// `x-queue-type` of the queues this master declares: `classic`, or `quorum` on a cluster.
     public var queueType: String = "classic"
     /// Database connections of this master. Default 8.

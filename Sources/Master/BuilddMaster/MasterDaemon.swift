@@ -40,7 +40,8 @@ public final class MasterDaemon: Service {
         let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
                           metrics: metrics, logger: apiLogger, anonymousRead: configuration.anonymousRead,
                           secureCookies: configuration.tls != nil || configuration.artifactBaseURL.hasPrefix("https://"),
-                          intake: intake, maxUploadBytes: configuration.maxUploadBytes)
+                          intake: intake, maxUploadBytes: configuration.maxUploadBytes,
+                          samplePeriod: configuration.sampleInterval)
         var httpLogger = logger
         httpLogger.logLevel = .warning
         let app = Application(
@@ -136,6 +137,7 @@ public final class MasterCore: Service {
         let depWaits = DepWaitRetrier(store: store, interval: configuration.depWaitInterval, logger: logger)
         let publisher = EventPublisher(store: store, broker: broker, name: configuration.name,
                                        buildLeaseSeconds: configuration.leaseSeconds, logger: logger)
+        let sampler = FarmSampler(store: store, interval: configuration.sampleInterval, logger: logger)
         let webhooks = WebhookDeliverer(store: store, name: configuration.name, buildLeaseSeconds: configuration.leaseSeconds,
                                         giveUpAfter: configuration.webhookGiveUpSeconds, logger: logger)
         await cancelWhenGracefulShutdown {
@@ -147,6 +149,7 @@ public final class MasterCore: Service {
                 group.addTask { await consumer.resumeWhenTheDatabaseAnswers() }
                 group.addTask { await watchdog.run() }
                 group.addTask { await depWaits.run() }
+                group.addTask { await sampler.run() }
                 group.addTask { await self.legacy.run() }
                 group.addTask {
                     for await _ in listener.notifications { dispatcher.wake.signal() }

@@ -205,7 +205,7 @@ struct ArchSeriesName {
 struct BuilderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "builder", abstract: "Manage builders.",
-        subcommands: [Add.self, Set.self, SetReset.self, Clean.self, List.self, Show.self, History.self, Enable.self,
+        subcommands: [Add.self, Set.self, SetReset.self, Reset.self, Clean.self, List.self, Show.self, History.self, Enable.self,
                       Disable.self, Manual.self, Remove.self])
 
     struct SetReset: AsyncParsableCommand {
@@ -269,6 +269,24 @@ struct BuilderCommand: AsyncParsableCommand {
             let outcome = try await withStore(connection) { try await $0.resetCompleted(builder: name, actor: cliActor()) }
             if case .ignored(let why) = outcome { return print(why) }
             print("builder \(name) is CLEAN")
+        }
+    }
+
+    struct Reset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Ask for a builder's reset now: it is DIRTY, and the master's next pass resets it.",
+            discussion: "Only for a builder the master resets (builder set-reset). A builder that holds a build is reset after it.")
+        @Argument(help: "Builder name.") var name: String
+        @OptionGroup var remote: MasterOptions
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            if let client = try remote.client() {
+                let answer = try await withMaster { try await client.json("POST", try builderPath(name, "reset"), as: [String: String].self) }
+                return print("builder \(name): \(answer["outcome"] ?? "reset requested")")
+            }
+            let outcome = try await withStore(connection) { try await $0.requestReset(builder: name, actor: cliActor()) }
+            print("builder \(name): \(outcome)")
         }
     }
 

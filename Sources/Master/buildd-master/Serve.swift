@@ -39,6 +39,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a published job may wait to be accepted.") var acceptTimeout = 30
     @Option(help: "Seconds between dep-wait passes: MANUALDEPWAIT builds are retried once their archives' Packages indexes satisfy what they miss.")
     var depWaitInterval = 300
+    @Option(help: "Seconds between two samples of the farm for the plots (queue, waits, builders, builds ended); the first master to come takes each.")
+    var sampleInterval = 60
     @Option(help: "How long a webhook may fail (retried with backoff) before it is disabled: e.g. 24h, 90m, 30s.")
     var webhookGiveUp = "24h"
     @Option(help: "Jobs published per processor beyond its idle builders.") var lookahead = 1
@@ -67,6 +69,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard acceptTimeout >= 2 else { throw ValidationError("--accept-timeout must be at least 2 seconds") }
         guard depWaitInterval >= 1 else { throw ValidationError("--dep-wait-interval must be at least 1 second") }
+        guard (1...3600).contains(sampleInterval) else { throw ValidationError("--sample-interval must be 1-3600 seconds") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard (1...64).contains(databaseConnections) else { throw ValidationError("--database-connections must be 1-64") }
         guard (1...32).contains(eventLanes) else { throw ValidationError("--event-lanes must be 1-32") }
@@ -120,6 +123,7 @@ struct Serve: AsyncParsableCommand {
         configuration.webhookGiveUpSeconds = Double(Self.seconds(webhookGiveUp) ?? 86400)
         configuration.acceptTimeoutSeconds = acceptTimeout
         configuration.depWaitInterval = .seconds(depWaitInterval)
+        configuration.sampleInterval = .seconds(sampleInterval)
         configuration.lookahead = lookahead
         configuration.queueType = try queueType.resolved()
         configuration.name = name

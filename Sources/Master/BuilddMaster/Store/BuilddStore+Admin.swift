@@ -168,9 +168,8 @@ extension BuilddStore {
         }
         let recentBuilds = try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
-             WHERE b.id IN (SELECT DISTINCT e.build_id FROM build_event e WHERE e.builder = $1
-                             ORDER BY e.build_id DESC LIMIT $2) AND \(Self.visibleArchiveCondition(parameter: 3))
-             ORDER BY b.id DESC
+             WHERE b.builder_id = (SELECT id FROM builder WHERE name = $1) AND \(Self.visibleArchiveCondition(parameter: 3))
+             ORDER BY b.id DESC LIMIT $2
             """, [name, recent, Self.archiveNames(visible)]).rows.map(Self.buildSummary)
         return (summary, recentBuilds)
     }

@@ -48,6 +48,24 @@ extension BuilddStore {
         }
     }
 
+    /// An operator asks for `builder` to be reset now (``LifecycleCore/requestReset(builder:by:)``). Returns what
+    /// the core said: applied (DIRTY, the next pass starts the reset) or ignored (nothing had to change); a
+    /// builder that cannot be reset is `.invalid` with the core's reason.
+    @discardableResult
+    public func requestReset(builder: String, actor: String?) async throws -> EventOutcome {
+        try await database.transaction { connection in
+            var core = try Self.loadCore(builderNames: [builder], builderIDs: [], buildIDs: [], filesOf: [],
+                                         leaseSeconds: 0, on: connection)
+            let outcome = core.requestReset(builder: builder, by: actor)
+            if case .rejected(let why) = outcome {
+                guard core.knows(builder: builder) else { throw StoreError(.notFound, "no builder named '\(builder)'") }
+                throw StoreError(.invalid, why)
+            }
+            try Self.write(core, on: connection)
+            return outcome
+        }
+    }
+
     /// Sets how a builder is reset (`builder set NAME --reset-command ...`); recorded in its history.
     public func setBuilderReset(_ name: String, _ plan: ResetPlan, actor: String?) async throws {
         try await database.transaction { connection in

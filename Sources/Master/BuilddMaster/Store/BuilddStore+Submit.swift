@@ -82,15 +82,49 @@ extension BuilddStore {
         public var archive: ArchivePurpose?
         /// Builds created at or after this time (ISO 8601, or anything PostgreSQL reads as a timestamptz).
         public var since: String?
+        /// Builds created before this time.
+        public var until: String?
 
         public init(statuses: [BuildStatus] = [], processor: String? = nil, source: String? = nil, builder: String? = nil,
-                    archive: ArchivePurpose? = nil, since: String? = nil) {
+                    archive: ArchivePurpose? = nil, since: String? = nil, until: String? = nil) {
             self.statuses = statuses
             self.processor = processor
             self.source = source
             self.builder = builder
             self.archive = archive
             self.since = since
+            self.until = until
+        }
+
+        /// The WHERE conditions of the filters that are set, with their parameters from `$first` on. Only the
+        /// filters in use are in the statement, so PostgreSQL plans each shape for what it asks (a status or a
+        /// source walks its own index in id order) instead of one generic plan for all of them.
+        func conditions(from first: Int) -> (sql: [String], parameters: [(any PostgresBindable)?]) {
+            var sql: [String] = []
+            var parameters: [(any PostgresBindable)?] = []
+            func add(_ condition: (Int) -> String, _ value: any PostgresBindable) {
+                parameters.append(value)
+                sql.append(condition(first + parameters.count - 1))
+            }
+            if !statuses.isEmpty { add({ "b.status = ANY($\($0)::text[])" }, PostgresArray(statuses.map(\.rawValue))) }
+            if let processor { add({ "b.processor_id = (SELECT id FROM processor WHERE name = $\($0))" }, processor) }
+            if let source { add({ "b.source_name = $\($0)" }, source) }
+            if let builder { add({ "b.builder_id = (SELECT id FROM builder WHERE name = $\($0))" }, builder) }
+            if let archive { add({ "b.archive_purpose = $\($0)" }, archive.rawValue) }
+            // A time bound also bounds the ids (they grow with creation time), so a page walks the primary key from
+            // the bound instead of reading every build beyond it. The id bound is taken five minutes past the time
+            // bound: a build whose submit was in flight across the bound (created before it, given its id after a
+            // build created after it) is still inside, unless its transaction lasted five minutes, which the
+            // masters' session timeouts do not allow.
+            if let since {
+                add({ "b.date_created >= $\($0)::timestamptz" }, since)
+                sql.append("b.id > coalesce((SELECT id FROM build WHERE date_created < $\(first + parameters.count - 1)::timestamptz - interval '5 minutes' ORDER BY date_created DESC, id DESC LIMIT 1), 0)")
+            }
+            if let until {
+                add({ "b.date_created < $\($0)::timestamptz" }, until)
+                sql.append("b.id < coalesce((SELECT id FROM build WHERE date_created >= $\(first + parameters.count - 1)::timestamptz + interval '5 minutes' ORDER BY date_created, id LIMIT 1), 9223372036854775807)")
+            }
+            return (sql, parameters)
         }
     }
 
@@ -113,22 +147,16 @@ extension BuilddStore {
                           visible: [ArchivePurpose] = ArchivePurpose.allCases) async throws -> BuildPage {
         let (boundCondition, order, bound): (String, String, Int64?)
         switch start {
-        case .newest(let before): (boundCondition, order, bound) = ("($9::bigint IS NULL OR b.id < $9)", "DESC", before)
-        case .oldest(let after): (boundCondition, order, bound) = ("($9::bigint IS NULL OR b.id > $9)", "ASC", after)
+        case .newest(let before): (boundCondition, order, bound) = ("($3::bigint IS NULL OR b.id < $3)", "DESC", before)
+        case .oldest(let after): (boundCondition, order, bound) = ("($3::bigint IS NULL OR b.id > $3)", "ASC", after)
         }
-        let statusList = filter.statuses.map(\.rawValue).joined(separator: ",")
+        let (conditions, parameters) = filter.conditions(from: 4)
         let rows = try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
-             WHERE ($1 = '' OR b.status = ANY(string_to_array($1, ',')))
-               AND ($2::text IS NULL OR p.name = $2)
-               AND ($3::text IS NULL OR b.source_name = $3)
-               AND ($4::text IS NULL OR bl.name = $4)
-               AND ($5::text IS NULL OR b.archive_purpose = $5)
-               AND ($6::timestamptz IS NULL OR b.date_created >= $6::timestamptz)
-               AND \(Self.visibleArchiveCondition(parameter: 7)) AND \(boundCondition)
-             ORDER BY b.id \(order) LIMIT $8
-            """, [statusList, filter.processor, filter.source, filter.builder, filter.archive?.rawValue, filter.since,
-                  Self.archiveNames(visible), limit + 1, bound]).rows.map(Self.buildSummary)
+             WHERE \(Self.visibleArchiveCondition(parameter: 1)) AND \(boundCondition)
+             \(conditions.map { "AND " + $0 }.joined(separator: " "))
+             ORDER BY b.id \(order) LIMIT $2
+            """, [Self.archiveNames(visible), limit + 1, bound] + parameters).rows.map(Self.buildSummary)
         let page = Array(rows.prefix(limit))
         guard rows.count > limit, let last = page.last else { return BuildPage(builds: page, next: nil) }
         switch start {
