@@ -179,8 +179,9 @@ import Testing
                 try await browser.navigate(base + "/builds")
                 try await browser.press("Tab")
                 #expect(try await browser.evaluate("document.activeElement.textContent") as? String == "Skip to content")
+                // (each date and time field has a stop for each of its parts)
                 var reached: [String] = []
-                for _ in 0..<20 {
+                for _ in 0..<40 {
                     try await browser.press("Tab")
                     if let name = try await browser.evaluate("document.activeElement.name || document.activeElement.textContent") as? String {
                         reached.append(name)
@@ -241,7 +242,8 @@ import Testing
                 let (back, backText) = try await browser.waitForText(["Builder op-a", "ops (operator)", "Disable..."])
                 #expect(back, "\(backText)")
                 try await Self.checkQuality(browser, "/builders/op-a as an operator")
-                try await Self.screenshot(browser, "builder")
+                #expect(try await browser.evaluate("document.getElementById('action-reset') === null") as? Bool == true,
+                        "no Reset for a builder that cleans itself")
                 // Disable, with its confirmation and a reason.
                 _ = try await browser.evaluate("document.getElementById('action-disable').click(); true")
                 let (asked, askedText) = try await browser.waitForText(["Disable: op-a?", "gets no more work"])
@@ -300,13 +302,18 @@ import Testing
                 // The API still takes no cookie for a change.
                 let api = try await AccessTests.send(farm, "POST", "/v1/builders/op-a/manual", cookie: cookie, body: #"{"manual": true}"#)
                 #expect(api.status == 401, "the API refuses the cookie for a change: \(api.status)")
+                try await browser.navigate(base + "/builders/op-b")
+                #expect(try await browser.waitForText(["#\(built[0]) after-0 1.0", "History"]).0)
+                try await Self.checkQuality(browser, "/builders/op-b with its builds")
+                try await Self.screenshot(browser, "builder")
                 // A viewer signed in sees no actions and cannot open a confirmation.
                 let viewer = try await HeadlessBrowser(url: base + "/signin")
                 try await closing(viewer) {
+                    #expect(try await viewer.waitForText(["API token"]).0)
                     _ = try await viewer.evaluate("""
                         document.getElementById('token').value = '\(viewerToken)'; document.querySelector('form.action').submit(); true
                         """)
-                    _ = try await viewer.waitForText(["eve (viewer)"])
+                    #expect(try await viewer.waitForText(["eve (viewer)"]).0, "the viewer signed in")
                     try await viewer.navigate(base + "/builders/op-a")
                     #expect(try await viewer.text().contains("needs an operator's token"))
                     try await viewer.navigate(base + "/builders/op-a/confirm/disable")

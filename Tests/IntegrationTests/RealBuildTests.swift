@@ -112,6 +112,23 @@ import Testing
             #expect(try await store.builds(statuses: [], processor: nil, limit: 10).count == 3)
 
             try Self.startRealAgent(farm, "real-1")
+            // hello's page in a browser while dpkg-buildpackage runs: the log grows on the page, which follows it to
+            // the build's end and then shows the .deb (the operator's pages on a real build).
+            #expect(try await eventually(timeout: .seconds(120)) { try await store.build(helloID).build.status == .building })
+            let page = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builds/\(helloID)")
+            try await closing(page) {
+                #expect(try await page.waitForText(["Build #\(helloID): hello 2.10-3", "BUILDING"]).0)
+                func lines() async throws -> Int {
+                    (try await page.evaluate("document.getElementById('log').textContent.split('\\n').length") as? Int) ?? -1
+                }
+                let first = try await lines()
+                #expect(try await eventually(timeout: .seconds(120)) { try await lines() > first + 20 },
+                        "the real build's log grew on the page (from \(first) lines)")
+                let (ended, text) = try await page.waitForText(["FULLYBUILT", "hello_2.10-3_amd64.deb",
+                                                                "The build has ended: this is its whole log."], timeout: .seconds(300))
+                #expect(ended, "the page followed hello to its end:\n\(text.suffix(2000))")
+                #expect(text.contains("dpkg-buildpackage"), "the page shows the real build's log")
+            }
             let quiet = try await farm.waitForQuiet(timeout: .seconds(480))
             #expect(quiet, "builds still active; agent log:\n\(farm.log("real-1"))")
 
@@ -152,6 +169,11 @@ import Testing
             #expect(waiting.build.status == .manualDepWait, "\(waiting.history)")
             #expect(waiting.history.contains { ($0.message ?? "").contains("missing dependencies: buildd-no-such-package (>= 1.0)") },
                     "the missing relation is recorded: \(waiting.history)")
+            let depPage = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builds/\(waiting.build.id)")
+            try await closing(depPage) {
+                let (shown, text) = try await depPage.waitForText(["MANUALDEPWAIT", "Missing", "buildd-no-such-package (>= 1.0)"])
+                #expect(shown, "the dep-wait build's page names what it misses:\n\(text)")
+            }
 
             // A chroot that does not unpack is the root's failure, not the package's: CHROOTWAIT, with the
             // reason in the log.

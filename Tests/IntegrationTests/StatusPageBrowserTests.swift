@@ -48,20 +48,20 @@ import Testing
                 if let directory = ProcessInfo.processInfo.environment["BUILDD_SCREENSHOT_DIR"] {
                     try await browser.screenshot().write(to: URL(fileURLWithPath: directory + "/status-builders.png"))
                 }
-                // The running build's own page: its status, and its live log tail as text under a heading.
+                // The running build's own page: its status, and its log so far as text under a heading.
                 let running = try await HeadlessBrowser(url: farm.masterURLs[0] + "/builds/\(building)")
                 try await closing(running) {
                     let (shown, text) = try await running.waitForText(
-                        ["Build #\(building): hello-slow 2.10-3 on ubuntu/noble/amd64", "BUILDING", "Log tail",
+                        ["Build #\(building): hello-slow 2.10-3 on ubuntu/noble/amd64", "BUILDING", "Log",
                          "sample-build: building hello-slow 2.10-3"])
                     #expect(shown, "the running build's page showed:\n\(text)")
                     #expect(!text.contains("[object "), "no stray object text on a running build's page:\n\(text)")
-                    let tail = try await running.evaluate("document.getElementById('logtail')?.innerText ?? ''") as? String
-                    #expect(tail?.contains("sample-build: building hello-slow 2.10-3") == true,
-                            "the log tail is a <pre> of its own: \(tail ?? "nil")")
+                    let log = try await running.evaluate("document.getElementById('log')?.innerText ?? ''") as? String
+                    #expect(log?.contains("sample-build: building hello-slow 2.10-3") == true,
+                            "the log is a <pre> of its own: \(log ?? "nil")")
                     let heading = try await running.evaluate(
-                        "document.getElementById('logtail')?.previousElementSibling?.textContent ?? ''") as? String
-                    #expect(heading == "Log tail")
+                        "document.getElementById('log-heading')?.textContent ?? ''") as? String
+                    #expect(heading == "Log attempt 1")
                 }
                 // Mark this page load, end the build, and watch the page catch up by itself.
                 _ = try await browser.evaluate("window.__sameLoad = 'yes'")
@@ -96,10 +96,11 @@ import Testing
                     ["Build #\(built): hello 2.10-3 on ubuntu/noble/amd64", "FULLYBUILT", "BUILDING", "page-agent"] + files)
                 #expect(shown, "\(text)")
                 #expect(!text.contains("[object "), "no stray object text on a finished build's page:\n\(text)")
-                // Finished: its full log is a file to download, and no stale tail stays on the page.
+                // Finished: its full log is a file to download, and shown whole, followed no more.
                 let logName = detail.files.first { $0.kind == "log" }?.name
                 #expect(logName != nil && text.contains(logName!))
-                #expect(!text.contains("Log tail"), "a finished build shows no live log tail:\n\(text)")
+                #expect(text.contains("The build has ended: this is its whole log."), "\(text)")
+                #expect(try await page.evaluate("document.getElementById('log').dataset.follow") as? String == "false")
             }
         }
     }

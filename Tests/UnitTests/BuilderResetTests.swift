@@ -51,6 +51,36 @@ import Testing
         }
     }
 
+    /// An operator's "reset now": a CLEAN builder the master resets becomes DIRTY, and the next pass starts its
+    /// reset; one already due, under way or holding a build changes nothing; one that cleans itself or is not
+    /// virtualized is refused with the reason.
+    @Test func anOperatorsResetRequestMakesAResetBuilderDirtyAndNothingElse() {
+        var core = LifecycleCore(builders: [Self.builder(Self.revert)], builds: [], now: 100, leaseSeconds: 30)
+        #expect(core.requestReset(builder: "vm1", by: "ops") == .applied("vm1 is DIRTY: its reset starts with the next pass"))
+        #expect(core.builders[1]?.cleanStatus == .dirty)
+        #expect(core.builderHistory.last == BuilderHistoryEntry(builder: "vm1", kind: .reset, actor: "ops",
+                                                                reason: "requested: DIRTY until its reset ends"))
+        let orders = core.resetPass()
+        #expect(orders.map(\.builder) == ["vm1"], "the next pass starts the reset")
+        #expect(core.requestReset(builder: "vm1", by: "ops") == .ignored("its reset is under way"))
+        var due = LifecycleCore(builders: [Self.builder(Self.revert, clean: .dirty)], builds: [], now: 100, leaseSeconds: 30)
+        #expect(due.requestReset(builder: "vm1", by: "ops") == .ignored("its reset is already due"))
+        for (plan, virtualized) in [(ResetPlan.none, true), (Self.revert, false)] {
+            var core = LifecycleCore(builders: [Self.builder(plan, virtualized: virtualized)], builds: [], now: 100, leaseSeconds: 30)
+            guard case .rejected(let why) = core.requestReset(builder: "vm1", by: "ops") else {
+                Issue.record("\(plan.description) virtualized \(virtualized) was not refused"); continue
+            }
+            #expect(why.contains(virtualized ? "no reset set" : "not virtualized"), "\(why)")
+            #expect(core.builders[1]?.cleanStatus == .clean && core.builderHistory.isEmpty, "a refusal changes nothing")
+        }
+        #expect(BuilderReset.requested(ResetFacts(clean: .clean, plan: Self.revert, virtualized: true, usable: true, manual: false,
+                                                  holdsBuild: true, deadline: nil))
+                == .already("it holds a build: its reset starts when that build ends"))
+        var unknown = LifecycleCore(builders: [], builds: [], now: 100, leaseSeconds: 30)
+        #expect(unknown.requestReset(builder: "vm9", by: nil) == .rejected("unknown builder vm9"))
+        #expect(!unknown.knows(builder: "vm9") && core.knows(builder: "vm1"))
+    }
+
     /// A DIRTY builder refuses a job whatever route it took; the build stays where it was.
     @Test func aDirtyBuilderMayNotAcceptAJob() {
         var core = LifecycleCore(builders: [Self.builder(Self.revert, clean: .dirty)],

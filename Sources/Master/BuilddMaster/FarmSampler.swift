@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 
 /// Samples the farm for the operator's plots every `interval` (``BuilddStore/recordSample(minimumGap:)``). Every
@@ -19,7 +20,15 @@ public final class FarmSampler: Sendable {
         while !Task.isCancelled {
             do {
                 // A little under the interval, so masters a moment apart do not both skip a period.
-                try await store.recordSample(minimumGap: seconds * 0.9)
+                let clock = ContinuousClock()
+                let started = clock.now
+                let rows = try await store.recordSample(minimumGap: seconds * 0.9)
+                if rows > 0 {
+                    let elapsed = clock.now - started
+                    let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                    logger.info("farm sample taken", metadata: ["sample.rows": "\(rows)",
+                                                                "sample.ms": "\(String(format: "%.1f", ms))"])
+                }
             } catch {
                 logger.warning("farm sample failed", metadata: ["error": "\(error)"])
             }

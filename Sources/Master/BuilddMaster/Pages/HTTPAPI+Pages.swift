@@ -307,7 +307,10 @@ extension HTTPAPI {
         }
         body += "<h2>Actions</h2>"
         if Access.allows(caller.role, .changeBuilder, anonymousRead: anonymousRead), viewer.signedIn {
-            let offered: [BuilderAction] = [builder.builderok ? .disable : .enable, builder.manual ? .automatic : .manual, .reset]
+            // Reset is offered for a builder the master resets; the others clean themselves after each build.
+            let resets = summary.reset?.resets(virtualized: builder.placement?.virtualized ?? true) ?? false
+            let offered: [BuilderAction] = [builder.builderok ? .disable : .enable, builder.manual ? .automatic : .manual]
+                + (resets ? [.reset] : [])
             body += "<div class=\"actions\">" + offered.map {
                 "<a href=\"/builders/\(Page.segment(builder.name))/confirm/\($0.rawValue)\" id=\"action-\($0.rawValue)\">\($0.label)...</a>"
             }.joined() + "</div>"

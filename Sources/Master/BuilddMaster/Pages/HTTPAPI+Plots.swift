@@ -45,11 +45,14 @@ extension HTTPAPI {
                 SVGPlot.Series(name: name, color: color, points: buckets.map { ($0.start, value($0)) })
             }
             let id = "p\(index)"
+            // Waits in the unit that reads best: seconds, minutes or hours.
+            let longest = buckets.map(\.oldestWaitSeconds).max() ?? 0
+            let waitUnit: (name: String, seconds: Double) = longest < 120 ? ("s", 1) : longest < 7_200 ? ("min", 60) : ("h", 3_600)
             let plots = [
                 SVGPlot(id: "\(id)-queue", title: "\(processor): builds waiting", unit: "builds", xStart: start, xEnd: end,
                         series: [line("waiting", "#0b57d0") { Double($0.waiting) }]),
-                SVGPlot(id: "\(id)-wait", title: "\(processor): oldest wait", unit: "min", xStart: start, xEnd: end,
-                        series: [line("oldest wait", "#a04000") { $0.oldestWaitSeconds / 60 }]),
+                SVGPlot(id: "\(id)-wait", title: "\(processor): oldest wait", unit: waitUnit.name, xStart: start, xEnd: end,
+                        series: [line("oldest wait", "#a04000") { $0.oldestWaitSeconds / waitUnit.seconds }]),
                 SVGPlot(id: "\(id)-ended", title: "\(processor): builds ended per hour", unit: "builds", xStart: start,
                         xEnd: end, series: Self.endedSeries.map { series in
                             SVGPlot.Series(name: series.name, color: series.color, points: ended.keys.sorted().map { hour in

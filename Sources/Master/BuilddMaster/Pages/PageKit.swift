@@ -142,7 +142,7 @@ enum Page {
         main{padding:8px 16px 32px;max-width:1200px}
         h1{font-size:21px;margin:16px 0 8px}h2{margin:22px 0 6px;font-size:17px}
         .scroll{overflow-x:auto;max-width:100%}
-        table{border-collapse:collapse;width:100%;background:#fff}
+        table{border-collapse:collapse;width:100%;background:#fff}caption{text-align:left;padding:4px 0}
         th,td{border-bottom:1px solid #d9d9d9;padding:5px 8px;text-align:left;vertical-align:top}
         th{background:#efefef;font-weight:600}td{overflow-wrap:anywhere}
         .muted{color:#5f5f5f}.failnotes,.error{color:#b3261e}.note{color:#1d5e20}

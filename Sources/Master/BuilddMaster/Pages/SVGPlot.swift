@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A time-series plot drawn as SVG on the master: axes with their ticks and labels, lines or stacked bars,
 /// and a legend. No script and no font from anywhere: the text uses the reader's own sans-serif. Each
@@ -67,17 +70,23 @@ struct SVGPlot {
         return (step, ticks)
     }
 
-    static func label(_ value: Double) -> String {
-        if value == value.rounded() { return String(Int(value)) }
-        return String(format: value < 10 ? "%.1f" : "%.0f", value)
+    /// A tick's label: as many decimals as the step needs (0.05 steps: two), none for whole numbers.
+    static func label(_ value: Double, step: Double = 1) -> String {
+        if value == value.rounded() && step >= 1 { return String(Int(value)) }
+        let decimals = step >= 1 ? (value < 10 ? 1 : 0) : min(6, Int(-floor(log10(step))))
+        return String(format: "%.\(decimals)f", value)
     }
 
+    static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// `HH:mm` (UTC), or `MMM d` for steps of a day or more: worked out from the seconds, not with a
+    /// DateFormatter (a plot has hundreds of labels, and making formatters cost most of a week's plot).
     static func timeLabel(_ epoch: Double, step: Double) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = step >= 86_400 ? "MMM d" : "HH:mm"
-        return formatter.string(from: Date(timeIntervalSince1970: epoch))
+        var seconds = time_t(epoch)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        if step >= 86_400 { return "\(months[Int(parts.tm_mon)]) \(parts.tm_mday)" }
+        return String(format: "%02d:%02d", parts.tm_hour, parts.tm_min)
     }
 
     func x(_ time: Double) -> Double { Self.left + (time - xStart) / max(xEnd - xStart, 1) * plotWidth }
@@ -102,7 +111,7 @@ struct SVGPlot {
         while value <= top + step / 2 {
             let position = Self.number(y(value, top: top))
             svg += "<line class=\"grid\" x1=\"\(Self.left)\" x2=\"\(Self.width - Self.right)\" y1=\"\(position)\" y2=\"\(position)\"/>"
-                + "<text x=\"\(Self.left - 6)\" y=\"\(position)\" text-anchor=\"end\" dominant-baseline=\"middle\">\(Self.label(value))</text>"
+                + "<text x=\"\(Self.left - 6)\" y=\"\(position)\" text-anchor=\"end\" dominant-baseline=\"middle\">\(Self.label(value, step: step))</text>"
             value += step
         }
         svg += "<text class=\"unit\" x=\"4\" y=\"\(Self.top - 2)\" dominant-baseline=\"hanging\">\(Page.esc(unit))</text>"

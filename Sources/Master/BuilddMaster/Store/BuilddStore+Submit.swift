@@ -84,6 +84,11 @@ extension BuilddStore {
         public var since: String?
         /// Builds created before this time.
         public var until: String?
+        /// The ids of `processor` and `builder`, looked up before the page is read (-1: no such name). The page's
+        /// statement then compares ids the planner knows, and picks the builder's own index for a builder with few
+        /// builds: with a subquery in their place it walked the whole primary key for a builder that had none.
+        var processorID: Int?
+        var builderID: Int?
 
         public init(statuses: [BuildStatus] = [], processor: String? = nil, source: String? = nil, builder: String? = nil,
                     archive: ArchivePurpose? = nil, since: String? = nil, until: String? = nil) {
@@ -99,6 +104,16 @@ extension BuilddStore {
         /// The WHERE conditions of the filters that are set, with their parameters from `$first` on. Only the
         /// filters in use are in the statement, so PostgreSQL plans each shape for what it asks (a status or a
         /// source walks its own index in id order) instead of one generic plan for all of them.
+        /// The column a page is ordered by before the id, when one filter fixes it: the page then walks that
+        /// filter's own index (`build_by_builder`, `build_by_source`, `build_by_status`) from the newest of its
+        /// builds, and ends at once when it has none, instead of reading the primary key past every other build.
+        var leadingColumn: String? {
+            if builder != nil { return "b.builder_id" }
+            if source != nil { return "b.source_name" }
+            if statuses.count == 1 { return "b.status" }
+            return nil
+        }
+
         func conditions(from first: Int) -> (sql: [String], parameters: [(any PostgresBindable)?]) {
             var sql: [String] = []
             var parameters: [(any PostgresBindable)?] = []
@@ -106,16 +121,18 @@ extension BuilddStore {
                 parameters.append(value)
                 sql.append(condition(first + parameters.count - 1))
             }
-            if !statuses.isEmpty { add({ "b.status = ANY($\($0)::text[])" }, PostgresArray(statuses.map(\.rawValue))) }
-            if let processor { add({ "b.processor_id = (SELECT id FROM processor WHERE name = $\($0))" }, processor) }
+            if statuses.count == 1 { add({ "b.status = $\($0)" }, statuses[0].rawValue) }
+            if statuses.count > 1 { add({ "b.status = ANY($\($0)::text[])" }, PostgresArray(statuses.map(\.rawValue))) }
+            if let processor { add({ "b.processor_id = $\($0)" }, processorID ?? -1) }
             if let source { add({ "b.source_name = $\($0)" }, source) }
-            if let builder { add({ "b.builder_id = (SELECT id FROM builder WHERE name = $\($0))" }, builder) }
+            if builder != nil { add({ "b.builder_id = $\($0)" }, builderID ?? -1) }
             if let archive { add({ "b.archive_purpose = $\($0)" }, archive.rawValue) }
-            // A time bound also bounds the ids (they grow with creation time), so a page walks the primary key from
-            // the bound instead of reading every build beyond it. The id bound is taken five minutes past the time
-            // bound: a build whose submit was in flight across the bound (created before it, given its id after a
-            // build created after it) is still inside, unless its transaction lasted five minutes, which the
-            // masters' session timeouts do not allow.
+            // A time bound also bounds the ids, so a page walks the primary key from the bound instead of reading
+            // every build beyond it (an `until` a month back read 970,000 builds: 190 ms). The farm gives ids in
+            // creation order: a build's id comes from a sequence when its row is written, its `date_created` is its
+            // submit's start, and a submit is one short transaction. The id bound is taken five minutes beyond
+            // the time bound, so a build whose submit was in flight across the bound is still inside unless the
+            // submit took five minutes, which the masters' session timeouts do not allow.
             if let since {
                 add({ "b.date_created >= $\($0)::timestamptz" }, since)
                 sql.append("b.id > coalesce((SELECT id FROM build WHERE date_created < $\(first + parameters.count - 1)::timestamptz - interval '5 minutes' ORDER BY date_created DESC, id DESC LIMIT 1), 0)")
@@ -150,12 +167,19 @@ extension BuilddStore {
         case .newest(let before): (boundCondition, order, bound) = ("($3::bigint IS NULL OR b.id < $3)", "DESC", before)
         case .oldest(let after): (boundCondition, order, bound) = ("($3::bigint IS NULL OR b.id > $3)", "ASC", after)
         }
+        var filter = filter
+        if let name = filter.processor {
+            filter.processorID = try await database.query("SELECT id FROM processor WHERE name = $1", [name]).first.map { try $0.int("id") } ?? -1
+        }
+        if let name = filter.builder {
+            filter.builderID = try await database.query("SELECT id FROM builder WHERE name = $1", [name]).first.map { try $0.int("id") } ?? -1
+        }
         let (conditions, parameters) = filter.conditions(from: 4)
         let rows = try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
              WHERE \(Self.visibleArchiveCondition(parameter: 1)) AND \(boundCondition)
              \(conditions.map { "AND " + $0 }.joined(separator: " "))
-             ORDER BY b.id \(order) LIMIT $2
+             ORDER BY \(filter.leadingColumn.map { "\($0) \(order), " } ?? "")b.id \(order) LIMIT $2
             """, [Self.archiveNames(visible), limit + 1, bound] + parameters).rows.map(Self.buildSummary)
         let page = Array(rows.prefix(limit))
         guard rows.count > limit, let last = page.last else { return BuildPage(builds: page, next: nil) }
