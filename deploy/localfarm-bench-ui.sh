@@ -1,7 +1,7 @@
 # Sourced by deploy/localfarm: the `bench-ui` command, the operator's pages over a large history.
 # Fills a fresh database with BUILDS builds (default 1,000,000) made over the last 30 days on four processors
 # and 40 builders (three history lines each: submitted, started, ended; a few thousand still waiting) and a week
-# of per-minute farm samples, then asks one master (release build) for the builds page with each filter, a deep
+# of per-minute farm samples (b-7 has built nothing: the case a filter's index must serve fast), then asks one master (release build) for the builds page with each filter, a deep
 # page, a build, a builder, and each plot range, REQUESTS times each (default 20), over HTTP with curl. Prints
 # p50 / p95 / max per page in milliseconds, marks any p95 at or over 200 ms, and times the master's own sampler
 # (the statement every master runs once a minute) on that history. Writes the table to .localfarm/bench/ui.txt.
@@ -101,12 +101,14 @@ SQL
         "/builds?status=CANCELLED&processor=s390x"
         "/builds?source=pkg-42"
         "/builds?builder=b-7"
+        "/builds?builder=b-6"
         "/builds?archive=private"
         "/builds?since=$since&until=$until"
         "/builds?until=$since&status=MANUALDEPWAIT"
         "/builds?cursor=n$middle"
         "/builds/$middle"
         "/builders/b-7"
+        "/builders/b-6"
         "/plots?range=24h"
         "/plots?range=7d"
     )

@@ -239,7 +239,11 @@ import Testing
             // Health stays open for load balancers: it says only ok or what is down.
             #expect(try await Self.send(farm, "GET", "/healthz").status == 200)
             let page = try await Self.send(farm, "GET", "/builders")
-            #expect(page.status == 303 && page.headers["location"] == "/signin", "\(page.status) \(page.headers)")
+            #expect(page.status == 303 && page.headers["location"] == "/signin?next=/builders", "\(page.status) \(page.headers)")
+            for path in ["/builds", "/builds/\(build)", "/plots", "/queue/amd64"] {
+                let closed = try await Self.send(farm, "GET", path)
+                #expect(closed.status == 303 && closed.headers["location"] == "/signin?next=\(path)", "GET \(path): \(closed.status)")
+            }
             #expect(try await Self.send(farm, "POST", "/signin", body: "token=bdt_wrong").status == 403)
             let signedIn = try await Self.send(farm, "POST", "/signin",
                                                body: "token=" + viewer.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)
@@ -247,8 +251,12 @@ import Testing
             let cookie = try #require(signedIn.headers["set-cookie"]?.split(separator: ";").first.map(String.init))
             #expect(signedIn.headers["set-cookie"]?.contains("HttpOnly") == true)
             #expect(try await Self.send(farm, "GET", "/builders", cookie: cookie).status == 200)
+            for path in ["/builds", "/builds/\(build)", "/plots"] {
+                let open = try await Self.send(farm, "GET", path, cookie: cookie)
+                #expect(open.status == 200 && open.text.contains("reader (viewer)"), "GET \(path) signed in: \(open.status)")
+            }
             let stale = try await Self.send(farm, "GET", "/builders", cookie: "buildd_token=bdt_removed")
-            #expect(stale.status == 303 && stale.headers["location"] == "/signin", "a stale cookie signs in again")
+            #expect(stale.status == 303 && stale.headers["location"] == "/signin?next=/builders", "a stale cookie signs in again")
             #expect(try await Self.send(farm, "GET", "/v1/builds/\(build)", cookie: cookie).status == 200)
             // The cookie is for reading: a change needs the header, so another site cannot make a browser do it.
             let operatorToken = try await farm.store.addToken(name: "ops", role: .operator)

@@ -118,12 +118,12 @@ extension HTTPAPI {
         if page.builds.isEmpty {
             body += "<p class=\"muted\" id=\"no-builds\">No builds match.</p>"
         } else {
-            body += "<div class=\"scroll\"><table class=\"builds wide\"><caption class=\"muted\">\(page.builds.count) builds, newest first</caption>"
-                + "<thead><tr><th scope=\"col\">Build</th><th scope=\"col\">Status</th><th scope=\"col\">Arch series</th>"
+            body += "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Builds\"><table class=\"builds wide\"><caption class=\"muted\">\(page.builds.count) builds, newest first</caption>"
+                + "<thead><tr><th scope=\"col\">Build</th><th scope=\"col\">Status</th><th scope=\"col\" class=\"opt\">Arch series</th>"
                 + "<th scope=\"col\">Builder</th><th scope=\"col\" class=\"opt\">Created</th><th scope=\"col\" class=\"opt\">Finished</th></tr></thead><tbody>"
             for build in page.builds {
                 body += "<tr class=\"build\" data-id=\"\(build.id)\"><td><a href=\"/builds/\(build.id)\">#\(build.id) \(Page.esc(build.source)) \(Page.esc(build.version))</a></td>"
-                    + "<td>\(Page.badge(build.status.rawValue, "b-"))</td><td>\(Page.esc(build.archSeries))</td>"
+                    + "<td>\(Page.badge(build.status.rawValue, "b-"))</td><td class=\"opt\">\(Page.esc(build.archSeries))</td>"
                     + "<td>\(build.builder.map { "<a href=\"/builders/\(Page.segment($0))\">\(Page.esc($0))</a>" } ?? "-")</td>"
                     + "<td class=\"opt\">\(Page.time(build.dateCreated))</td><td class=\"opt\">\(Page.time(build.dateFinished))</td></tr>"
             }
@@ -177,7 +177,7 @@ extension HTTPAPI {
         if let why = detail.waitingBecause { facts.append(("Waiting because", Page.esc(why))) }
         var body = "<h1>Build #\(build.id): \(Page.esc(build.source)) \(Page.esc(build.version)) on \(Page.esc(build.archSeries))</h1>"
         body += "<dl class=\"facts\">" + facts.map { "<dt>\($0.0)</dt><dd>\($0.1)</dd>" }.joined() + "</dl>"
-        body += "<h2 id=\"history-heading\">History</h2><div class=\"scroll\"><table class=\"history wide\" aria-labelledby=\"history-heading\"><thead><tr>"
+        body += "<h2 id=\"history-heading\">History</h2><div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"History\"><table class=\"history wide\" aria-labelledby=\"history-heading\"><thead><tr>"
             + "<th scope=\"col\">When</th><th scope=\"col\">Status</th><th scope=\"col\">Attempt</th><th scope=\"col\">Builder</th>"
             + "<th scope=\"col\">By</th><th scope=\"col\" class=\"opt\">Note</th></tr></thead><tbody>"
         for line in detail.history {
@@ -189,7 +189,7 @@ extension HTTPAPI {
         if detail.files.isEmpty {
             body += "<p class=\"muted\">None yet.</p>"
         } else {
-            body += "<div class=\"scroll\"><table class=\"files wide\" aria-labelledby=\"files-heading\"><thead><tr><th scope=\"col\">File</th><th scope=\"col\">Kind</th>"
+            body += "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Files\"><table class=\"files wide\" aria-labelledby=\"files-heading\"><thead><tr><th scope=\"col\">File</th><th scope=\"col\">Kind</th>"
                 + "<th scope=\"col\">Attempt</th><th scope=\"col\">Size</th><th scope=\"col\" class=\"opt\">SHA-256</th></tr></thead><tbody>"
             for file in detail.files {
                 body += "<tr><td><a href=\"/v1/builds/\(build.id)/files/\(Page.segment(file.name))\">\(Page.esc(file.name))</a></td>"
@@ -323,7 +323,7 @@ extension HTTPAPI {
         if recent.isEmpty {
             body += "<p class=\"muted\">None.</p>"
         } else {
-            body += "<div class=\"scroll\"><table class=\"recent wide\" aria-labelledby=\"recent-heading\"><thead><tr><th scope=\"col\">Build</th><th scope=\"col\">Status</th>"
+            body += "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Latest builds\"><table class=\"recent wide\" aria-labelledby=\"recent-heading\"><thead><tr><th scope=\"col\">Build</th><th scope=\"col\">Status</th>"
                 + "<th scope=\"col\" class=\"opt\">Started</th><th scope=\"col\" class=\"opt\">Finished</th></tr></thead><tbody>"
             for build in recent {
                 body += "<tr><td><a href=\"/builds/\(build.id)\">#\(build.id) \(Page.esc(build.source)) \(Page.esc(build.version))</a></td>"
@@ -335,7 +335,7 @@ extension HTTPAPI {
         body += "<h2 id=\"history-heading\">History</h2>"
         if let history {
             if history.isEmpty { body += "<p class=\"muted\">Nothing yet.</p>" } else {
-                body += "<div class=\"scroll\"><table class=\"builder-history wide\" aria-labelledby=\"history-heading\"><thead><tr><th scope=\"col\">When</th><th scope=\"col\">What</th>"
+                body += "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Builder history\"><table class=\"builder-history wide\" aria-labelledby=\"history-heading\"><thead><tr><th scope=\"col\">When</th><th scope=\"col\">What</th>"
                     + "<th scope=\"col\">By</th><th scope=\"col\">Why</th></tr></thead><tbody>"
                 for line in history {
                     body += "<tr><td>\(Page.time(line.at))</td><td>\(Page.esc(line.kind))</td><td>\(Page.esc(line.actor ?? "farm"))</td><td>\(Page.esc(line.reason ?? ""))</td></tr>"

@@ -146,7 +146,7 @@ enum Page {
         th,td{border-bottom:1px solid #d9d9d9;padding:5px 8px;text-align:left;vertical-align:top}
         th{background:#efefef;font-weight:600}td{overflow-wrap:anywhere}
         .muted{color:#5f5f5f}.failnotes,.error{color:#b3261e}.note{color:#1d5e20}
-        .badge{display:inline-block;padding:0 6px;border-radius:3px;font-size:13px;color:#fff;background:#5f5f5f}
+        .badge{display:inline-block;padding:0 6px;border-radius:3px;font-size:13px;color:#fff;background:#5f5f5f;white-space:nowrap;overflow-wrap:normal}
         .s-idle{background:#1d6b22}.s-building{background:#0b57d0}.s-aborting,.s-manual{background:#a04000}
         .s-failed{background:#b3261e}.s-dirty,.s-cleaning{background:#6a1b9a}.s-offline,.s-removed{background:#5f5f5f}
         .b-FULLYBUILT{background:#1d6b22}.b-BUILDING,.b-GATHERING{background:#0b57d0}.b-NEEDSBUILD{background:#5f5f5f}
