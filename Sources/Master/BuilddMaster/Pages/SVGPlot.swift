@@ -31,7 +31,7 @@ struct SVGPlot {
     var kind: Kind = .lines
 
     static let width = 600.0, height = 230.0
-    static let left = 52.0, right = 12.0, top = 12.0, bottom = 30.0
+    static let left = 52.0, right = 12.0, top = 24.0, bottom = 30.0
 
     var plotWidth: Double { Self.width - Self.left - Self.right }
     var plotHeight: Double { Self.height - Self.top - Self.bottom }
@@ -114,7 +114,7 @@ struct SVGPlot {
                 + "<text x=\"\(Self.left - 6)\" y=\"\(position)\" text-anchor=\"end\" dominant-baseline=\"middle\">\(Self.label(value, step: step))</text>"
             value += step
         }
-        svg += "<text class=\"unit\" x=\"4\" y=\"\(Self.top - 2)\" dominant-baseline=\"hanging\">\(Page.esc(unit))</text>"
+        svg += "<text class=\"unit\" x=\"4\" y=\"4\" dominant-baseline=\"hanging\">\(Page.esc(unit))</text>"
             + "<path d=\"M\(Self.left) \(Self.top)V\(Self.top + plotHeight)\"/></g>"
         // The x axis: a tick and a UTC time at each step.
         svg += "<g class=\"axis x\"><path d=\"M\(Self.left) \(Self.top + plotHeight)H\(Self.width - Self.right)\"/>"
