@@ -16,6 +16,18 @@ import Testing
         #expect(Page.query([("source", "a&b c"), ("status", ""), ("builder", nil)]) == "?source=a%26b%20c")
     }
 
+    @Test func aPageRunsOnlyItsOwnScriptAndCannotBeFramed() throws {
+        let response = Page.response(title: "t", section: .none, viewer: .anonymous, body: "<p>x</p>", script: "1")
+        let policy = try #require(response.headers[.init("Content-Security-Policy")!])
+        let nonce = try #require(policy.range(of: "script-src 'nonce-").map { String(policy[$0.upperBound...].prefix(32)) })
+        #expect(nonce.count == 32 && nonce.allSatisfy(\.isHexDigit), "\(policy)")
+        #expect(!policy.contains("script-src 'self'") && !policy.contains("'unsafe-eval'"), "no script but the nonce's: \(policy)")
+        #expect(policy.contains("frame-ancestors 'none'") && policy.contains("form-action 'self'"))
+        #expect(response.headers[.init("X-Frame-Options")!] == "DENY")
+        let other = Page.response(title: "t", section: .none, viewer: .anonymous, body: "", script: "1")
+        #expect(other.headers[.init("Content-Security-Policy")!] != policy, "a new nonce for every page")
+    }
+
     @Test func theFormTokenIsTheSessionsAndNoOtherOne() {
         let token = FormToken.make(sessionToken: "bdt_one")
         #expect(token.count == 64 && token == FormToken.make(sessionToken: "bdt_one"), "every master computes the same token")
