@@ -17,18 +17,10 @@ extension HTTPAPI {
         }
     }
 
-    /// A page, or the way to the sign-in form when reading needs a token and the request has none. The
-    /// page itself holds nothing: its script reads the API, which checks the token (the cookie) again.
-    func pageOrSignIn(_ request: Request, _ page: (Page.Viewer) -> Response) async throws -> Response {
-        let signIn = Response(status: .seeOther, headers: [.location: "/signin" + Page.query([("next", request.uri.path)])])
-        let caller: Caller
-        do {
-            caller = try await self.caller(request, route: "page")
-        } catch where Self.bearer(request) == nil {
-            return signIn  // a sign-in cookie whose token was removed or expired: sign in again
-        }
-        guard Access.allows(caller.role, .read, anonymousRead: anonymousRead) else { return signIn }
-        return page(Page.Viewer(name: caller.name, role: caller.role))
+    /// A page, or the way to the sign-in form when reading needs a token and the request has none (``pageFor``).
+    /// The page itself holds nothing: its script reads the API, which checks the token (the cookie) again.
+    func pageOrSignIn(_ request: Request, _ page: @escaping (Page.Viewer) -> Response) async throws -> Response {
+        try await pageFor(request) { _, viewer in page(viewer) }
     }
 
     static func page(title: String, viewer: Page.Viewer, script: String) -> Response {
