@@ -70,6 +70,24 @@ import Testing
             let history = try await farm.cli("builder", "history", "vm-1")
             #expect(history.output.contains("started: command (protocol 1.1, deadline 60 s)")
                     && !history.output.contains("sleep 2"), "the history names the reset, not its command: \(history)")
+
+            // An operator asks for a reset now (the builder page's Reset, here through the CLI): DIRTY, then the
+            // next pass runs the reset a third time and it ends CLEAN; asked again meanwhile, nothing changes.
+            #expect(try await eventually(timeout: .seconds(30)) {
+                try await store.builders().first { $0.name == "vm-1" }?.cleanStatus == "CLEAN"
+            })
+            let asked = try await farm.cli("builder", "reset", "vm-1")
+            #expect(asked.status == 0 && asked.output.contains("DIRTY: its reset starts with the next pass"), "\(asked)")
+            let again = try await farm.cli("builder", "reset", "vm-1")
+            #expect(again.status == 0 && (again.output.contains("already due") || again.output.contains("under way")), "\(again)")
+            #expect(try await eventually(timeout: .seconds(30)) {
+                (try? String(contentsOfFile: resets, encoding: .utf8))?.split(separator: "\n").last == "vm-1 3"
+            }, "the requested reset ran: \((try? String(contentsOfFile: resets, encoding: .utf8)) ?? "no resets")")
+            #expect(try await eventually(timeout: .seconds(30)) {
+                try await store.builders().first { $0.name == "vm-1" }?.cleanStatus == "CLEAN"
+            })
+            let requested = try await farm.cli("builder", "history", "vm-1")
+            #expect(requested.output.contains("requested: DIRTY until its reset ends"), "\(requested)")
         }
     }
 
