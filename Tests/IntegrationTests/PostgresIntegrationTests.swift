@@ -73,6 +73,24 @@ import Testing
         #expect(try await db.query("SELECT extra FROM p WHERE name = $1", ["after alter"]).first?.int("extra") == 7)
     }
 
+    /// A statement run with `prepare: false` is planned for its values each time and kept nowhere; the others are
+    /// prepared once per connection.
+    @Test func anUnpreparedStatementIsPlannedForItsValuesAndNotKept() async throws {
+        let database = try await TestDatabase.create()
+        defer { Task { await database.drop() } }
+        let db = PostgresDatabase(url: database.url, connections: 1)
+        defer { db.shutdown() }
+        try await db.query("CREATE TABLE q (id serial PRIMARY KEY, owner integer)")
+        try await db.query("INSERT INTO q (owner) SELECT i % 3 FROM generate_series(1, 30) i")
+        for _ in 0..<7 {
+            #expect(try await db.query("SELECT count(*) AS n FROM q WHERE owner = $1", [1], prepare: false).first?.int("n") == 10)
+        }
+        #expect(try await db.query("SELECT count(*) AS n FROM q WHERE id > $1", [0]).first?.int("n") == 30)
+        let kept = try await db.query("SELECT statement FROM pg_prepared_statements").rows.map { try $0.string("statement") }
+        #expect(kept.contains { $0.contains("id > $1") }, "the ordinary statement is prepared: \(kept)")
+        #expect(!kept.contains { $0.contains("owner = $1") }, "the unprepared one is not: \(kept)")
+    }
+
     @Test func transactionsRollBackWhenTheBodyThrows() async throws {
         let database = try await TestDatabase.create()
         defer { Task { await database.drop() } }

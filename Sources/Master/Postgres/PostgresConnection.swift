@@ -144,14 +144,18 @@ public final class PostgresConnection: ReconnectableResource {
         return String(cString: text).trimmingTrailingNewlines()
     }
 
-    /// Runs one statement with parameters ($1, $2, ...); values are never spliced into the SQL.
+    /// Runs one statement with parameters ($1, $2, ...); values are never spliced into the SQL. With `prepare`
+    /// false the statement is planned for these values and not kept: for statements whose best plan depends on
+    /// the values (a page's filters: a builder with no builds wants its own index, one with many the primary
+    /// key), where a prepared statement's generic plan would serve every value one way, and whose many shapes
+    /// would fill the cache the farm's own statements live in.
     @discardableResult
-    public func query(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) throws -> PostgresResult {
+    public func query(_ sql: String, _ parameters: [(any PostgresBindable)?] = [], prepare: Bool = true) throws -> PostgresResult {
         guard let handle else { throw PostgresError(.connection, message: "connection is closed") }
         let texts = parameters.map { $0?.postgresText }
         var cStrings: [UnsafeMutablePointer<CChar>?] = texts.map { $0.flatMap { strdup($0) } }
         defer { cStrings.forEach { free($0) } }
-        let statement = try preparedStatement(for: sql, handle: handle)
+        let statement = prepare ? try preparedStatement(for: sql, handle: handle) : nil
         let result: OpaquePointer? = cStrings.withUnsafeMutableBufferPointer { buffer in
             buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) {
                 if let statement {

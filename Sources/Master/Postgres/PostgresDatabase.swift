@@ -45,10 +45,11 @@ public final class PostgresDatabase: Sendable {
         try await withConnection { try $0.transaction(body) }
     }
 
-    /// Runs one statement.
+    /// Runs one statement (``PostgresConnection/query(_:_:prepare:)``).
     @discardableResult
-    public func query(_ sql: String, _ parameters: [(any PostgresBindable)?] = []) async throws -> PostgresResult {
-        try await withConnection { try $0.query(sql, parameters) }
+    public func query(_ sql: String, _ parameters: [(any PostgresBindable)?] = [], prepare: Bool = true) async throws
+        -> PostgresResult {
+        try await withConnection { try $0.query(sql, parameters, prepare: prepare) }
     }
 
     /// Closes every connection.

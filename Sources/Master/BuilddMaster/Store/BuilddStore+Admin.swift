@@ -166,14 +166,14 @@ extension BuilddStore {
         guard let summary = try await builders().first(where: { $0.name == name }) else {
             throw StoreError(.notFound, "no builder named '\(name)'")
         }
-        // By the builder's id, known when the statement is planned: its own index then serves a builder with few
+        // By the builder's id, planned with its value (not prepared): its own index then serves a builder with few
         // builds as fast as one with many.
         let id = try await database.query("SELECT id FROM builder WHERE name = $1", [name]).first.map { try $0.int("id") } ?? -1
         let recentBuilds = try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
              WHERE b.builder_id = $1 AND \(Self.visibleArchiveCondition(parameter: 3))
              ORDER BY b.id DESC LIMIT $2
-            """, [id, recent, Self.archiveNames(visible)]).rows.map(Self.buildSummary)
+            """, [id, recent, Self.archiveNames(visible)], prepare: false).rows.map(Self.buildSummary)
         return (summary, recentBuilds)
     }
 }

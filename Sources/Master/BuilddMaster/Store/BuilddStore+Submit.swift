@@ -180,7 +180,7 @@ extension BuilddStore {
              WHERE \(Self.visibleArchiveCondition(parameter: 1)) AND \(boundCondition)
              \(conditions.map { "AND " + $0 }.joined(separator: " "))
              ORDER BY \(filter.leadingColumn.map { "\($0) \(order), " } ?? "")b.id \(order) LIMIT $2
-            """, [Self.archiveNames(visible), limit + 1, bound] + parameters).rows.map(Self.buildSummary)
+            """, [Self.archiveNames(visible), limit + 1, bound] + parameters, prepare: false).rows.map(Self.buildSummary)
         let page = Array(rows.prefix(limit))
         guard rows.count > limit, let last = page.last else { return BuildPage(builds: page, next: nil) }
         switch start {
