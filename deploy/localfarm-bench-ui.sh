@@ -2,12 +2,13 @@
 # Fills a fresh database with BUILDS builds (default 1,000,000) made over the last 30 days on four processors
 # and 40 builders (three history lines each: submitted, started, ended; a few thousand still waiting) and a week
 # of per-minute farm samples (b-7 has built nothing: the case a filter's index must serve fast), then asks one master (release build) for the builds page with each filter, a deep
-# page, a build, a builder, and each plot range, REQUESTS times each (default 20), over HTTP with curl. Prints
+# page, a build, a builder, and each plot range, REQUESTS times each (default 50: more than five on each of the
+# master's eight connections, where PostgreSQL may switch a prepared statement to its generic plan), over HTTP with curl. Prints
 # p50 / p95 / max per page in milliseconds, marks any p95 at or over 200 ms, and times the master's own sampler
 # (the statement every master runs once a minute) on that history. Writes the table to .localfarm/bench/ui.txt.
 
 cmd_bench_ui() {
-    local builds="${1:-1000000}" requests="${2:-20}"
+    local builds="${1:-1000000}" requests="${2:-50}"
     trap down EXIT
     services
     cd "$ROOT"
