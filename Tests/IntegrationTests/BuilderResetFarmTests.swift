@@ -71,15 +71,20 @@ import Testing
             #expect(history.output.contains("started: command (protocol 1.1, deadline 60 s)")
                     && !history.output.contains("sleep 2"), "the history names the reset, not its command: \(history)")
 
-            // An operator asks for a reset now (the builder page's Reset, here through the CLI): DIRTY, then the
-            // next pass runs the reset a third time and it ends CLEAN; asked again meanwhile, nothing changes.
+            // An operator asks for a reset now (the builder page's Reset, here through the CLI): DIRTY. In manual
+            // mode no pass starts it, so asking again changes nothing; back in automatic mode the next pass runs the
+            // reset a third time and it ends CLEAN.
             #expect(try await eventually(timeout: .seconds(30)) {
                 try await store.builders().first { $0.name == "vm-1" }?.cleanStatus == "CLEAN"
             })
+            #expect(try await farm.cli("builder", "manual", "vm-1", "on").status == 0)
             let asked = try await farm.cli("builder", "reset", "vm-1")
-            #expect(asked.status == 0 && asked.output.contains("DIRTY: its reset starts with the next pass"), "\(asked)")
+            #expect(asked.status == 0 && asked.output.contains("vm-1 is DIRTY: its reset starts with the next pass"), "\(asked)")
             let again = try await farm.cli("builder", "reset", "vm-1")
-            #expect(again.status == 0 && (again.output.contains("already due") || again.output.contains("under way")), "\(again)")
+            #expect(again.status == 0 && again.output.contains("its reset is already due"), "\(again)")
+            try await Task.sleep(for: .seconds(2))
+            #expect(try await store.builders().first { $0.name == "vm-1" }?.cleanStatus == "DIRTY", "no reset in manual mode")
+            #expect(try await farm.cli("builder", "manual", "vm-1", "off").status == 0)
             #expect(try await eventually(timeout: .seconds(30)) {
                 (try? String(contentsOfFile: resets, encoding: .utf8))?.split(separator: "\n").last == "vm-1 3"
             }, "the requested reset ran: \((try? String(contentsOfFile: resets, encoding: .utf8)) ?? "no resets")")

@@ -285,8 +285,10 @@ struct BuilderCommand: AsyncParsableCommand {
                 let answer = try await withMaster { try await client.json("POST", try builderPath(name, "reset"), as: [String: String].self) }
                 return print("builder \(name): \(answer["outcome"] ?? "reset requested")")
             }
-            let outcome = try await withStore(connection) { try await $0.requestReset(builder: name, actor: cliActor()) }
-            print("builder \(name): \(outcome)")
+            switch try await withStore(connection, { try await $0.requestReset(builder: name, actor: cliActor()) }) {
+            case .applied(let what), .ignored(let what): print("builder \(name): \(what)")
+            case let other: print("builder \(name): \(other)")
+            }
         }
     }
 

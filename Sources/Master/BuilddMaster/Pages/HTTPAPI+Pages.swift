@@ -118,7 +118,8 @@ extension HTTPAPI {
         if page.builds.isEmpty {
             body += "<p class=\"muted\" id=\"no-builds\">No builds match.</p>"
         } else {
-            body += "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Builds\"><table class=\"builds wide\"><caption class=\"muted\">\(page.builds.count) builds, newest first</caption>"
+            let order = parameters["order"] == "oldest" ? "oldest first" : "newest first"
+            body += "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Builds\"><table class=\"builds wide\"><caption class=\"muted\">\(page.builds.count) builds, \(order)</caption>"
                 + "<thead><tr><th scope=\"col\">Build</th><th scope=\"col\">Status</th><th scope=\"col\" class=\"opt\">Arch series</th>"
                 + "<th scope=\"col\">Builder</th><th scope=\"col\" class=\"opt\">Created</th><th scope=\"col\" class=\"opt\">Finished</th></tr></thead><tbody>"
             for build in page.builds {
@@ -135,7 +136,8 @@ extension HTTPAPI {
         }
         if let next = page.next {
             let pairs = parameters.filter { $0.key != "cursor" }.sorted { $0.key < $1.key }.map { ($0.key, Optional($0.value)) }
-            pager.append("<a rel=\"next\" href=\"/builds\(Page.query(pairs + [("cursor", Self.cursor(next))]))\">Older builds</a>")
+            let label = parameters["order"] == "oldest" ? "Newer builds" : "Older builds"
+            pager.append("<a rel=\"next\" href=\"/builds\(Page.query(pairs + [("cursor", Self.cursor(next))]))\">\(label)</a>")
         }
         if !pager.isEmpty { body += "<nav class=\"pager\" aria-label=\"Pages\">\(pager.joined())</nav>" }
         return Page.response(title: "Builds", section: .builds, viewer: viewer, body: body,
