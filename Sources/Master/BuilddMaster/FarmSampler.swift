@@ -1,3 +1,4 @@
+import BuilddShared
 import Foundation
 import Logging
 
@@ -14,18 +15,15 @@ public final class FarmSampler: Sendable {
         self.logger = logger
     }
 
-    var seconds: Double { Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18 }
-
     public func run() async {
         while !Task.isCancelled {
             do {
                 // A little under the interval, so masters a moment apart do not both skip a period.
                 let clock = ContinuousClock()
                 let started = clock.now
-                let rows = try await store.recordSample(minimumGap: seconds * 0.9)
+                let rows = try await store.recordSample(minimumGap: interval.inSeconds * 0.9)
                 if rows > 0 {
-                    let elapsed = clock.now - started
-                    let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                    let ms = (clock.now - started).inSeconds * 1000
                     logger.info("farm sample taken", metadata: ["sample.rows": "\(rows)",
                                                                 "sample.ms": "\(String(format: "%.1f", ms))"])
                 }

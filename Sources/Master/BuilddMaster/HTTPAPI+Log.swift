@@ -122,6 +122,13 @@ extension HTTPAPI {
         } catch let error as StoreError where error.code == .notFound {
             throw HTTPError(.notFound, message: error.message)
         }
+        return logSource(detail, attempt: wanted)
+    }
+
+    /// Where the log of `detail`'s attempt `wanted` (nil: its current one) is read from, for a caller that has
+    /// read the build already (the build's page).
+    func logSource(_ detail: BuildDetail, attempt wanted: Int32?) -> LogSource {
+        let buildID = detail.build.id
         let current = Int32(detail.build.attempt)
         let attempt = wanted ?? current
         let over = attempt < current || !detail.build.status.isActive

@@ -62,17 +62,13 @@ extension HTTPAPI {
         guard Access.allows(caller.role, .read, anonymousRead: anonymousRead) else { return signIn }
         let viewer = Page.Viewer(name: caller.name, role: caller.role)
         do {
-            return try await draw(caller, viewer)
+            // Store errors as the API answers them (``HTTPAPI/mapped(_:)``: not found 404, conflicts 409, invalid 400).
+            return try await Self.mapped { try await draw(caller, viewer) }
         } catch let error as HTTPError {
             let title = error.status == .notFound ? "Not found" : "Cannot show this"
             return Page.response(title: title, section: .none, viewer: viewer,
                                  body: "<h1>\(title)</h1>" + Page.message(error.body ?? "\(error.status)", kind: "error"),
                                  status: error.status)
-        } catch let error as StoreError {
-            let status: HTTPResponse.Status = error.code == .notFound ? .notFound : .badRequest
-            return Page.response(title: "Not found", section: .none, viewer: viewer,
-                                 body: "<h1>\(status == .notFound ? "Not found" : "Cannot show this")</h1>"
-                                    + Page.message(error.message, kind: "error"), status: status)
         }
     }
 
@@ -156,7 +152,7 @@ extension HTTPAPI {
         }
         let build = detail.build
         let offset = request.uri.queryParameters["offset"].flatMap { Int64($0) }.map { max(0, $0) } ?? 0
-        let source = try await logSource(id, visible: visible, attempt: nil)
+        let source = logSource(detail, attempt: nil)
         let bytes = source.path.flatMap { ArtifactStore.readBytes($0, from: offset, limit: Self.logPageBytes) } ?? []
         let logEnd = offset + Int64(bytes.count)
         let more = bytes.count == Self.logPageBytes

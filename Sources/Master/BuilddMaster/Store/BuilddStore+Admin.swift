@@ -168,7 +168,7 @@ extension BuilddStore {
         }
         // By the builder's id, planned with its value (not prepared): its own index then serves a builder with few
         // builds as fast as one with many.
-        let id = try await database.query("SELECT id FROM builder WHERE name = $1", [name]).first.map { try $0.int("id") } ?? -1
+        let id = try await id(of: .builder, named: name)
         let recentBuilds = try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
              WHERE b.builder_id = $1 AND \(Self.visibleArchiveCondition(parameter: 3))

@@ -101,9 +101,6 @@ extension BuilddStore {
             self.until = until
         }
 
-        /// The WHERE conditions of the filters that are set, with their parameters from `$first` on. Only the
-        /// filters in use are in the statement, so PostgreSQL plans each shape for what it asks (a status or a
-        /// source walks its own index in id order) instead of one generic plan for all of them.
         /// The column a page is ordered by before the id, when one filter fixes it: the page then walks that
         /// filter's own index (`build_by_builder`, `build_by_source`, `build_by_status`) from the newest of its
         /// builds, and ends at once when it has none, instead of reading the primary key past every other build.
@@ -114,6 +111,9 @@ extension BuilddStore {
             return nil
         }
 
+        /// The WHERE conditions of the filters that are set, with their parameters from `$first` on. Only the
+        /// filters in use are in the statement, so PostgreSQL plans each shape for what it asks (a status or a
+        /// source walks its own index in id order) instead of one generic plan for all of them.
         func conditions(from first: Int) -> (sql: [String], parameters: [(any PostgresBindable)?]) {
             var sql: [String] = []
             var parameters: [(any PostgresBindable)?] = []
@@ -145,6 +145,14 @@ extension BuilddStore {
         }
     }
 
+    /// Tables whose rows a page's filter names.
+    enum NamedTable: String { case builder, processor }
+
+    /// The id of the row of `table` named `name`, or -1 when there is none (a filter that matches nothing).
+    func id(of table: NamedTable, named name: String) async throws -> Int {
+        try await database.query("SELECT id FROM \(table.rawValue) WHERE name = $1", [name]).first.map { try $0.int("id") } ?? -1
+    }
+
     /// The order of a page, and where it starts: newest first below `before`, or oldest first above `after`.
     public enum PageStart: Sendable, Equatable {
         case newest(before: Int64?)
@@ -168,12 +176,8 @@ extension BuilddStore {
         case .oldest(let after): (boundCondition, order, bound) = ("($3::bigint IS NULL OR b.id > $3)", "ASC", after)
         }
         var filter = filter
-        if let name = filter.processor {
-            filter.processorID = try await database.query("SELECT id FROM processor WHERE name = $1", [name]).first.map { try $0.int("id") } ?? -1
-        }
-        if let name = filter.builder {
-            filter.builderID = try await database.query("SELECT id FROM builder WHERE name = $1", [name]).first.map { try $0.int("id") } ?? -1
-        }
+        if let name = filter.processor { filter.processorID = try await id(of: .processor, named: name) }
+        if let name = filter.builder { filter.builderID = try await id(of: .builder, named: name) }
         let (conditions, parameters) = filter.conditions(from: 4)
         let rows = try await database.query("""
             SELECT \(Self.buildSummaryColumns) FROM \(Self.buildSummaryJoins)
