@@ -26,8 +26,6 @@ enum Page {
         return out
     }
 
-    static func esc(_ value: some CustomStringConvertible) -> String { esc(value.description) }
-
     /// A path segment (a builder's or processor's name) for a link.
     static func segment(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#")))
@@ -116,13 +114,6 @@ enum Page {
             return esc(String(trimmed[..<dot])) + " UTC"
         }
         return esc(trimmed)
-    }
-
-    static func duration(_ seconds: Double) -> String {
-        let s = Int(seconds.rounded())
-        if s < 60 { return "\(s) s" }
-        if s < 3600 { return "\(s / 60) min \(s % 60) s" }
-        return "\(s / 3600) h \(s % 3600 / 60) min"
     }
 
     static func message(_ text: String, kind: String = "note") -> String {

@@ -7,24 +7,6 @@ import Postgres
 /// these rows (a week of minutes is 10,080 rows a processor), so what it costs does not grow with the number
 /// of builds the farm ever ran.
 extension BuilddStore {
-    /// One processor's sample.
-    public struct FarmSample: Sendable, Equatable {
-        /// Epoch seconds.
-        public var at: Double
-        public var processor: String
-        public var waiting: Int
-        public var oldestWaitSeconds: Double
-        public var busy: Int
-        public var idle: Int
-        public var failed: Int
-        /// Builds that ended since the previous sample, by final status.
-        public var ended: [String: Int]
-        /// Dispatch latency (a build's last NEEDSBUILD line to its BUILDING line) of the builds that started
-        /// since the previous sample, in seconds; nil when none started.
-        public var dispatchP50: Double?
-        public var dispatchP99: Double?
-    }
-
     /// How long samples are kept: the longest plot range (7 days) and a day to spare.
     public static let sampleRetentionSeconds = 8 * 86_400
 
@@ -38,13 +20,17 @@ extension BuilddStore {
         let busyStates = PostgresArray(BuilderAvailability.allCases.filter { $0.utilisation == .busy }.map(\.rawValue))
         let failedStates = PostgresArray(BuilderAvailability.allCases.filter { $0.utilisation == .failed }.map(\.rawValue))
         let idleStates = PostgresArray(BuilderAvailability.allCases.filter { $0.utilisation == .idle }.map(\.rawValue))
+        // Most masters find the sample taken: they stop here, before reading every builder.
+        if let age = try await database.query("SELECT extract(epoch FROM now() - max(at)) AS age FROM farm_sample")
+            .first?.optionalDouble("age"), age < minimumGap { return 0 }
         let builders = try await self.builders()
         let states = builders.map { (processors: $0.processors, state: $0.state(silentAfterSeconds: Double(Self.agentSilenceSeconds))) }
         // One (state, processor) pair per builder and processor it serves.
         let pairStates = PostgresArray(states.flatMap { entry in entry.processors.map { _ in entry.state } })
         let pairProcessors = PostgresArray(states.flatMap(\.processors))
         return try await database.transaction { connection in
-            // One sampler at a time across masters (the key spells "farmsamp").
+            // One sampler at a time across masters (the key spells "farmsamp"); under the lock, the gap is checked
+            // again (another master may have sampled since the check above).
             try connection.execute("SELECT pg_advisory_xact_lock(7021802119616749936)")
             let last = try connection.query("""
                 SELECT extract(epoch FROM max(at)) AS last, extract(epoch FROM now()) AS now FROM farm_sample
@@ -92,27 +78,6 @@ extension BuilddStore {
             try connection.execute("DELETE FROM farm_sample WHERE at < now() - make_interval(secs => $1)",
                                    [Self.sampleRetentionSeconds])
             return written
-        }
-    }
-
-    /// The samples of the last `seconds`, oldest first, and the database's now (epoch seconds).
-    public func samples(lastSeconds seconds: Int) async throws -> (samples: [FarmSample], now: Double) {
-        try await database.withConnection { connection in
-            let now = try connection.query("SELECT extract(epoch FROM now()) AS now").first?.double("now") ?? 0
-            let rows = try connection.query("""
-                SELECT extract(epoch FROM at) AS at, processor, waiting, oldest_wait_seconds, busy, idle, failed,
-                       ended::text AS ended, dispatch_p50, dispatch_p99
-                  FROM farm_sample WHERE at > now() - make_interval(secs => $1) ORDER BY at, processor
-                """, [seconds]).rows
-            let samples = try rows.map { row in
-                let ended = (try? JSONDecoder().decode([String: Int].self, from: Data(try row.string("ended").utf8))) ?? [:]
-                return FarmSample(at: try row.double("at"), processor: try row.string("processor"),
-                                  waiting: try row.int("waiting"), oldestWaitSeconds: try row.double("oldest_wait_seconds"),
-                                  busy: try row.int("busy"), idle: try row.int("idle"), failed: try row.int("failed"),
-                                  ended: ended, dispatchP50: row.optionalDouble("dispatch_p50"),
-                                  dispatchP99: row.optionalDouble("dispatch_p99"))
-            }
-            return (samples, now)
         }
     }
 }
