@@ -37,19 +37,9 @@ extension BuilddStore {
                 """).first
             let now = try last?.double("now") ?? 0
             if let previous = last?.optionalDouble("last"), now - previous < minimumGap { return 0 }
-            // The window: the history lines after the last ones counted, in the order the outbox publishes them
-            // ((xid, id), schema 8), up to the oldest transaction still running. A line whose transaction began
-            // before this sample and commits after it has an xid at or above that horizon: it is counted by the next
-            // sample, never skipped (a window by time lost such lines, since their time is when they were written).
-            guard let cursor = try connection.query("""
-                SELECT cursor_xid::text AS xid, cursor_id, pg_snapshot_xmin(pg_current_snapshot())::text AS horizon
-                  FROM farm_sample_cursor WHERE id = 1 FOR UPDATE
-                """).first else { throw StoreError(.invalid, "farm_sample_cursor has no row (schema 15)") }
-            let (fromXID, fromID, horizon) = (try cursor.string("xid"), try cursor.int64("cursor_id"), try cursor.string("horizon"))
-            func window(_ xid: Int, _ id: Int, _ horizon: Int) -> String {
-                "e.xid IS NOT NULL AND (e.xid, e.id) > ($\(xid)::xid8, $\(id)::bigint) AND e.xid < $\(horizon)::xid8"
-            }
-            let inWindow = window(1, 8, 9)
+            // The window: since the previous sample, at most the retention (a farm that sampled nothing for longer
+            // counts from there).
+            let since = max(last?.optionalDouble("last") ?? (now - minimumGap), now - Double(Self.sampleRetentionSeconds))
             let written = try connection.execute("""
                 WITH states AS (
                     SELECT * FROM unnest($5::text[], $6::text[]) AS s(state, processor)
@@ -57,7 +47,7 @@ extension BuilddStore {
                     SELECT p.name AS processor, jsonb_object_agg(x.status, x.n) AS ended
                       FROM (SELECT b.processor_id, e.status, count(*) AS n
                               FROM build_event e JOIN build b ON b.id = e.build_id
-                             WHERE \(inWindow) AND e.status = ANY($2::text[])
+                             WHERE e.at > to_timestamp($1) AND e.at <= now() AND e.status = ANY($2::text[])
                              GROUP BY b.processor_id, e.status) x
                       JOIN processor p ON p.id = x.processor_id GROUP BY p.name
                 ), started AS (
@@ -69,7 +59,7 @@ extension BuilddStore {
                               CROSS JOIN LATERAL (SELECT n.at FROM build_event n
                                                    WHERE n.build_id = e.build_id AND n.id < e.id AND n.status = 'NEEDSBUILD'
                                                    ORDER BY n.id DESC LIMIT 1) q
-                             WHERE \(inWindow) AND e.status = 'BUILDING') w
+                             WHERE e.at > to_timestamp($1) AND e.at <= now() AND e.status = 'BUILDING') w
                       JOIN processor p ON p.id = w.processor_id GROUP BY p.name
                 )
                 INSERT INTO farm_sample (at, processor, waiting, oldest_wait_seconds, busy, idle, failed, ended,
@@ -84,12 +74,7 @@ extension BuilddStore {
                        coalesce(ended.ended, '{}'), started.p50, started.p99
                   FROM processor p LEFT JOIN ended ON ended.processor = p.name
                   LEFT JOIN started ON started.processor = p.name
-                """, [fromXID, finals, busyStates, failedStates, pairStates, pairProcessors, idleStates, fromID, horizon])
-            try connection.execute("""
-                UPDATE farm_sample_cursor c SET cursor_xid = l.xid, cursor_id = l.id
-                  FROM (SELECT e.xid, e.id FROM build_event e WHERE \(window(1, 2, 3)) ORDER BY e.xid DESC, e.id DESC LIMIT 1) l
-                 WHERE c.id = 1
-                """, [fromXID, fromID, horizon])
+                """, [since, finals, busyStates, failedStates, pairStates, pairProcessors, idleStates])
             try connection.execute("DELETE FROM farm_sample WHERE at < now() - make_interval(secs => $1)",
                                    [Self.sampleRetentionSeconds])
             return written

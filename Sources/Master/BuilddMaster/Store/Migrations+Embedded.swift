@@ -560,16 +560,8 @@ CREATE TABLE farm_sample (
 );
 CREATE INDEX farm_sample_by_at ON farm_sample (at);
 
--- Where the sampler has counted the builds' history up to, in the outbox's order (xid, id; schema 8): each sample
--- counts the lines after it whose transactions have all ended, so a line committed late is counted by the next
--- sample, never skipped. It starts at the history's end: a farm that upgrades is not counted from its first build.
-CREATE TABLE farm_sample_cursor (
-    id          integer PRIMARY KEY CHECK (id = 1),
-    cursor_xid  xid8 NOT NULL,
-    cursor_id   bigint NOT NULL
-);
-INSERT INTO farm_sample_cursor (id, cursor_xid, cursor_id)
-SELECT 1, coalesce(max(xid), '0'::xid8), coalesce((SELECT max(id) FROM build_event), 0) FROM build_event;
+-- The sampler counts what ended and started in its window from the builds' histories by time.
+CREATE INDEX build_event_by_at ON build_event (at);
 
 -- The builds page's time range: a bound on creation time, and the ids it maps to.
 CREATE INDEX build_by_created ON build (date_created);
