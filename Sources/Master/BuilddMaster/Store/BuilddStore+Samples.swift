@@ -40,6 +40,9 @@ extension BuilddStore {
             // The window: since the previous sample, at most the retention (a farm that sampled nothing for longer
             // counts from there).
             let since = max(last?.optionalDouble("last") ?? (now - minimumGap), now - Double(Self.sampleRetentionSeconds))
+            // Each window ends 5 s before its sample and begins 5 s before the previous one: a history line carries
+            // the time it was written, and the transaction that wrote it may commit a moment later; a window that
+            // ended at the sample's own time lost such lines for good (a fresh-clone run lost a MANUALDEPWAIT).
             let written = try connection.execute("""
                 WITH states AS (
                     SELECT * FROM unnest($5::text[], $6::text[]) AS s(state, processor)
@@ -47,7 +50,7 @@ extension BuilddStore {
                     SELECT p.name AS processor, jsonb_object_agg(x.status, x.n) AS ended
                       FROM (SELECT b.processor_id, e.status, count(*) AS n
                               FROM build_event e JOIN build b ON b.id = e.build_id
-                             WHERE e.at > to_timestamp($1) AND e.at <= now() AND e.status = ANY($2::text[])
+                             WHERE e.at > to_timestamp($1) - interval '5 seconds' AND e.at <= now() - interval '5 seconds' AND e.status = ANY($2::text[])
                              GROUP BY b.processor_id, e.status) x
                       JOIN processor p ON p.id = x.processor_id GROUP BY p.name
                 ), started AS (
@@ -59,7 +62,7 @@ extension BuilddStore {
                               CROSS JOIN LATERAL (SELECT n.at FROM build_event n
                                                    WHERE n.build_id = e.build_id AND n.id < e.id AND n.status = 'NEEDSBUILD'
                                                    ORDER BY n.id DESC LIMIT 1) q
-                             WHERE e.at > to_timestamp($1) AND e.at <= now() AND e.status = 'BUILDING') w
+                             WHERE e.at > to_timestamp($1) - interval '5 seconds' AND e.at <= now() - interval '5 seconds' AND e.status = 'BUILDING') w
                       JOIN processor p ON p.id = w.processor_id GROUP BY p.name
                 )
                 INSERT INTO farm_sample (at, processor, waiting, oldest_wait_seconds, busy, idle, failed, ended,
