@@ -91,6 +91,13 @@ import Testing
             try await checkInvariants(store, builds: expected.count)
             try await checkDispatchOrder(store, processors: expected.mapValues { ($0.processor, $0.score) })
 
+            // Each agent's hello announced its release and capabilities, which the builder keeps for operators
+            // following a rolling upgrade.
+            for builder in try await store.builders() {
+                #expect(builder.agentRelease == BuilddRelease.version, "\(builder.name)")
+                #expect(builder.agentCapabilities == BuilddRelease.agentCapabilities, "\(builder.name)")
+            }
+
             let statuses = await farm.stopAll()
             for (name, status) in statuses { #expect(status == 0, "\(name) did not stop cleanly on SIGTERM") }
         }

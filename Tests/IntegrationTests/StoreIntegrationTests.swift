@@ -345,9 +345,32 @@ import Testing
         defer { store.shutdown() }
         #expect(try await store.migrate() == Migrations.all.map(\.version))
         #expect(try await store.migrate() == [])
-        try await store.requireCurrentSchema()
-        try await store.database.query("INSERT INTO schema_version (version, name) VALUES (999, 'from the future')")
+        #expect(try await store.requireCurrentSchema() == .current)
+        // Each migration records what serves it and the release that applied it.
+        let own = try await store.database.query("SELECT servable_from, release FROM schema_version WHERE version = $1",
+                                                 [Migrations.latestVersion]).first
+        #expect(try own?.int("servable_from") == Migrations.all.last!.servableFrom)
+        #expect(own?["release"] == BuilddRelease.version)
+        // The next release's expand-only change: this master serves it, and `migrate` leaves it as it is.
+        let next = Migrations.latestVersion + 1
+        try await store.database.query("""
+            INSERT INTO schema_version (version, name, servable_from, release) VALUES ($1, 'expand', $2, '9.8.0')
+            """, [next, Migrations.latestVersion])
+        #expect(try await store.requireCurrentSchema() == .newerServable(database: next))
+        #expect(try await store.migrate() == [])
+        // A contraction after it: refused, naming the schema and release that serve it.
+        try await store.database.query("""
+            INSERT INTO schema_version (version, name, servable_from, release) VALUES ($1, 'contract', $1, '9.9.0')
+            """, [next + 1])
         await #expect(throws: Migrations.SchemaTooNewError.self) { try await store.migrate() }
+        do {
+            try await store.requireCurrentSchema()
+            Issue.record("a schema this master cannot serve was accepted")
+        } catch let error as Migrations.SchemaTooNewError {
+            #expect("\(error)".contains("served by masters of schema \(next + 1) and later (buildd 9.9.0 and later)"))
+        }
+        // A schema from before the rows said what serves them is refused.
+        try await store.database.query("INSERT INTO schema_version (version, name) VALUES (999, 'from the future')")
         await #expect(throws: Migrations.SchemaTooNewError.self) { try await store.requireCurrentSchema() }
     }
 

@@ -29,4 +29,31 @@ import Testing
         }
         #expect(Migrations.latestVersion == Migrations.all.count)
     }
+
+    /// Expand and contract: a migration names the oldest schema whose masters serve it; a master serves its own
+    /// schema and a newer one whose every change since is servable from its own, and refuses the rest naming
+    /// the schema that serves it.
+    @Test func aMasterServesANewerSchemaOnlyWhenEveryChangeSinceIsServableFromItsOwn() throws {
+        #expect(Migration(version: 17, name: "x", sql: "-- about\n-- servable-from: 16\nALTER TABLE t ADD c int;").servableFrom == 16)
+        #expect(Migration(version: 17, name: "x", sql: "ALTER TABLE t DROP c;").servableFrom == 17)
+        // A line that names a later schema than its own, or garbage, is the default.
+        #expect(Migration(version: 17, name: "x", sql: "-- servable-from: 18\n").servableFrom == 17)
+        #expect(Migration(version: 17, name: "x", sql: "-- servable-from: soon\n").servableFrom == 17)
+        #expect(try Migrations.verdict(binary: 16, database: 16, servableFrom: 16) == .current)
+        #expect(try Migrations.verdict(binary: 16, database: 18, servableFrom: 16) == .newerServable(database: 18))
+        #expect(throws: Migrations.SchemaTooNewError.self) {
+            try Migrations.verdict(binary: 16, database: 18, servableFrom: 17)
+        }
+        #expect(throws: Migrations.SchemaOutdatedError.self) {
+            try Migrations.verdict(binary: 16, database: 15, servableFrom: 15)
+        }
+        let error = Migrations.SchemaTooNewError(databaseVersion: 18, binaryVersion: 16, servableFrom: 17,
+                                                 servableRelease: "1.2.0")
+        #expect("\(error)".contains("served by masters of schema 17 and later (buildd 1.2.0 and later)"))
+        // Every shipped migration from the one that records servability on says what serves it, and none
+        // claims an older schema than the one before it.
+        for migration in Migrations.all {
+            #expect(migration.servableFrom >= migration.version - 1, "\(migration.name)")
+        }
+    }
 }

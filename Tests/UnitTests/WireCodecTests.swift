@@ -69,9 +69,40 @@ import Testing
     }
 
     @Test func otherVersionsAreRefused() {
-        #expect(throws: WireError(.unsupportedVersion, "version 2, this build speaks 1")) {
+        #expect(throws: WireError(.unsupportedVersion, "version 2, this build (\(BuilddRelease.version)) reads 1-1")) {
             try decode(#"{"v":2,"kind":"hello"}"#)
         }
+        #expect(throws: WireError(.unsupportedVersion, "version 0, this build (\(BuilddRelease.version)) reads 1-1")) {
+            try decode(#"{"v":0,"kind":"hello"}"#)
+        }
+    }
+
+    /// Rolling upgrades: a reader takes a message of a newer release that added fields it does not know, and
+    /// a hello from a release that announced nothing; a hello that announces gives the master its release and
+    /// capabilities, and a hostile announcement is refused.
+    @Test func unknownFieldsAreIgnoredAndHelloAnnouncesReleaseAndCapabilities() throws {
+        let newer = #"{"v":1,"kind":"hello","builder":"b1","session":"s","seq":1,"state":"IDLE","#
+            + #""release":"1.1.0","capabilities":["one-shot","reset"],"shiny_new_field":{"x":[1,2]}}"#
+        let event = try decode(newer)
+        let report = try event.report(user: "b1")
+        #expect(report.announcement == AgentAnnouncement(release: "1.1.0", capabilities: ["one-shot", "reset"]))
+        let older = try decode(#"{"v":1,"kind":"hello","builder":"b1","session":"s","seq":1,"state":"IDLE"}"#)
+        #expect(try older.report(user: "b1").announcement == nil)
+        // Only hello announces: a heartbeat's fields of the kind are not read as an announcement.
+        let beat = try decode(#"{"v":1,"kind":"heartbeat","builder":"b1","session":"s","seq":2,"state":"IDLE","release":"1.1.0"}"#)
+        #expect(try beat.report(user: "b1").announcement == nil)
+        #expect(throws: WireError(.invalidField, "release")) {
+            try decode(#"{"v":1,"kind":"hello","builder":"b1","session":"s","seq":1,"state":"IDLE","release":"1 0"}"#)
+        }
+        #expect(throws: WireError(.invalidField, "capabilities (at most 64 names)")) {
+            try decode(#"{"v":1,"kind":"hello","builder":"b1","session":"s","seq":1,"state":"IDLE","release":"1","capabilities":["../x"]}"#)
+        }
+        // What this build's agents send is what this build reads.
+        var hello = AgentEvent(kind: .hello, builder: "b1", session: "s", seq: 1, state: .idle)
+        hello.release = BuilddRelease.version
+        hello.capabilities = BuilddRelease.agentCapabilities
+        #expect(try WireCodec.decodeEvent(WireCodec.encode(hello)).report(user: "b1").announcement
+                == AgentAnnouncement(release: BuilddRelease.version, capabilities: BuilddRelease.agentCapabilities))
     }
 
     @Test func oversizedMessagesAreRefusedBeforeParsing() {

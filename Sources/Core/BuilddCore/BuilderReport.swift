@@ -61,6 +61,9 @@ public struct BuilderReport: Equatable, Sendable {
     /// Free text from the builder (why it failed).
     public var message: String?
     public var sender: Sender
+    /// `hello` only: the release and capabilities the agent announced (nil: an agent of a release that
+    /// announced none, or a legacy builder).
+    public var announcement: AgentAnnouncement?
 
     public init(builder: String, session: String, seq: Int64, event: Event, message: String? = nil,
                 sender: Sender) {
@@ -70,6 +73,18 @@ public struct BuilderReport: Equatable, Sendable {
         self.event = event
         self.message = message
         self.sender = sender
+    }
+}
+
+/// What an agent says of itself in `hello`: its release and what it understands beyond the first release's
+/// messages. Masters record it per builder, for operators following a rolling upgrade.
+public struct AgentAnnouncement: Equatable, Sendable {
+    public var release: String
+    public var capabilities: [String]
+
+    public init(release: String, capabilities: [String]) {
+        self.release = release
+        self.capabilities = capabilities
     }
 }
 

@@ -25,6 +25,8 @@ public struct BuilderRecord: Equatable, Sendable {
     public var resetAttempt: Int = 0
     /// Heard from in this batch: its `last_seen` becomes the batch's time.
     public var seen = false
+    /// Announced in a `hello` of this batch: its agent's release and capabilities (nil: unchanged).
+    public var announced: AgentAnnouncement?
 
     public init(id: Int, name: String, kind: BuilderKind, brokerUser: String?, active: Bool, manual: Bool,
                 session: String?, lastSeq: Int64, agentState: AgentState?, cleanStatus: CleanStatus,
@@ -417,6 +419,7 @@ public struct LifecycleCore: Sendable {
         switch report.event {
         case .hello(let state, _), .heartbeat(let state, _, _):
             builder.agentState = state
+            if case .hello = report.event, let announcement = report.announcement { builder.announced = announcement }
             if state == .idle { builder.cleanStatus = BuilderReset.whenIdle(builder.resetFacts(holdsBuild: false)) }
         case .finished:
             // A finished build leaves the builder idle (its work folder is gone), whatever became of the

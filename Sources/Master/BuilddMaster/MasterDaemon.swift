@@ -32,7 +32,10 @@ public final class MasterDaemon: Service {
         let store = BuilddStore(url: configuration.databaseURL, connections: configuration.databaseConnections,
                                 applicationName: "buildd-master \(configuration.name)",
                                 settings: BuilddStore.masterSessionSettings(leaseSeconds: configuration.leaseSeconds))
-        try await store.requireCurrentSchema()
+        if case .newerServable(let version) = try await store.requireCurrentSchema() {
+            logger.notice("serving a newer schema", metadata: [
+                "schema": "\(version)", "own_schema": "\(Migrations.latestVersion)", "release": "\(BuilddRelease.version)"])
+        }
         let artifacts = try ArtifactStore(root: configuration.artifactDirectory)
         let broker = try makeBroker()
         var apiLogger = logger

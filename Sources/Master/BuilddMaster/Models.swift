@@ -106,9 +106,14 @@ public struct BuilderSummary: Codable, Sendable, Equatable {
     public var reset: ResetPlan? = nil
     /// `none`, `command` or `url`.
     public var resetMethod: String?
+    /// The release and capabilities its agent announced in its last `hello` (nil: none yet, an agent from
+    /// before releases, or a legacy builder).
+    public var agentRelease: String?
+    public var agentCapabilities: [String]?
 
     enum CodingKeys: String, CodingKey {
         case name, kind, url, processors, builderok, failnotes, manual, active, placement
+        case agentRelease = "agent_release", agentCapabilities = "agent_capabilities"
         case cleanStatus = "clean_status", resetMethod = "reset_method"
         case failureCount = "failure_count", agentState = "agent_state", lastSeen = "last_seen"
         case secondsSinceSeen = "seconds_since_seen", currentBuild = "current_build"

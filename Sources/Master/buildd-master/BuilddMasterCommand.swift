@@ -17,6 +17,7 @@ struct BuilddMasterCommand: AsyncParsableCommand {
             BUILDD_ARTIFACTS (the shared artifact store), and for serve only BUILDD_PUBLIC_URL, BUILDD_TLS_CERTIFICATE and
             BUILDD_TLS_KEY (its HTTPS listener) and BUILDD_ANONYMOUS_READ (on or off).
             """,
+        version: BuilddRelease.version,
         subcommands: [Migrate.self, Serve.self, WebhookCommand.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, ArchiveCommand.self, BuilderCommand.self,
                       BuildCommand.self, Status.self, TokenCommand.self])
 }
@@ -104,7 +105,11 @@ func withStore<T>(_ options: ConnectionOptions, _ body: (BuilddStore) async thro
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create or upgrade the database schema (idempotent).",
-        discussion: "Refuses a database whose schema is newer than this binary.")
+        discussion: """
+            A database a newer release migrated is left as it is when its changes since this binary's schema are \
+            expand-only (each migration records the oldest schema that serves it); any other newer schema is \
+            refused, naming the release that serves it.
+            """)
 
     @OptionGroup var connection: ConnectionOptions
 
@@ -113,8 +118,14 @@ struct Migrate: AsyncParsableCommand {
             let applied = try await store.migrate { migration in
                 print("applying migration \(migration.version) \(migration.name)")
             }
-            print(applied.isEmpty ? "schema is up to date (version \(Migrations.latestVersion))"
-                  : "schema migrated to version \(Migrations.latestVersion)")
+            if !applied.isEmpty {
+                print("schema migrated to version \(Migrations.latestVersion)")
+            } else if case .newerServable(let version) = try await store.requireCurrentSchema() {
+                print("schema is at version \(version), newer than this binary's (\(Migrations.latestVersion)) "
+                      + "and served by it: left as it is")
+            } else {
+                print("schema is up to date (version \(Migrations.latestVersion))")
+            }
         }
     }
 }
@@ -254,9 +265,9 @@ func printProcessors(_ processors: [ProcessorSummary]) {
 }
 
 func printBuilders(_ builders: [BuilderSummary]) {
-    printTable(["BUILDER", "KIND", "PROCESSORS", "OK", "MODE", "STATE", "BUILD", "FAILURES", "NOTES"], builders.map {
+    printTable(["BUILDER", "KIND", "PROCESSORS", "OK", "MODE", "STATE", "RELEASE", "BUILD", "FAILURES", "NOTES"], builders.map {
         [$0.name, $0.kind, $0.processors.joined(separator: ","), $0.builderok ? "yes" : "NO",
-         $0.manual ? "manual" : ($0.active ? "auto" : "inactive"), $0.agentState ?? "-",
+         $0.manual ? "manual" : ($0.active ? "auto" : "inactive"), $0.agentState ?? "-", $0.agentRelease ?? "-",
          $0.currentBuild.map { "\($0)" } ?? "-", "\($0.failureCount)", $0.failnotes ?? ""]
     })
 }

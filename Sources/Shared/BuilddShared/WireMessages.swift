@@ -4,8 +4,15 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The version of the JSON messages this build speaks. A message with another `v` is refused.
+/// The version of the JSON messages this build writes: the lowest that carries what it says, so that a reader
+/// of an older release takes it. Releases add optional fields (which readers of older releases ignore, as
+/// every reader here ignores fields it does not know) and announce what they understand in `hello`'s
+/// capabilities; `v` changes only for a message older readers must not take, and then the older version is
+/// still written to any builder that announced no newer one.
 public let wireVersion = 1
+
+/// The versions this build reads. A message with any other `v` is refused with `unsupported_version`.
+public let readableWireVersions: ClosedRange<Int> = 1...1
 
 /// Largest message either side accepts, in bytes.
 public let maxMessageBytes = 256 * 1024
@@ -130,9 +137,14 @@ public struct AgentEvent: Codable, Sendable, Equatable {
     /// `reset` only: the reset attempt it ran, and whether it succeeded.
     public var resetAttempt: Int?
     public var resetOK: Bool?
+    /// `hello` only (release 1.0.0 and later): the agent's release and its capabilities
+    /// (``BuilddRelease/agentCapabilities``). Masters of any release read a hello without them.
+    public var release: String?
+    public var capabilities: [String]?
 
     enum CodingKeys: String, CodingKey {
-        case v, kind, builder, session, seq, state, attempt, result, files, log, processors, message
+        case v, kind, builder, session, seq, state, attempt, result, files, log, processors, message, release
+        case capabilities
         case buildID = "build_id", logTail = "log_tail", uploadKeySHA256 = "upload_key_sha256"
         case resetAttempt = "reset_attempt", resetOK = "reset_ok"
     }
@@ -232,8 +244,9 @@ public enum WireCodec {
             throw WireError(.malformed, "not a JSON object")
         }
         guard let version else { throw WireError(.malformed, "missing field v") }
-        guard version == wireVersion else {
-            throw WireError(.unsupportedVersion, "version \(version), this build speaks \(wireVersion)")
+        guard readableWireVersions.contains(version) else {
+            throw WireError(.unsupportedVersion, "version \(version), this build (\(BuilddRelease.version)) reads "
+                + "\(readableWireVersions.lowerBound)-\(readableWireVersions.upperBound)")
         }
         do {
             return try JSONDecoder().decode(T.self, from: data)
@@ -276,6 +289,14 @@ public enum WireCodec {
         case .reset:
             guard let attempt = event.resetAttempt, attempt > 0, event.resetOK != nil else {
                 throw WireError(.invalidField, "reset needs reset_attempt and reset_ok")
+            }
+        }
+        if let release = event.release, !Naming.isValidVersion(release) || release.utf8.count > 64 {
+            throw WireError(.invalidField, "release")
+        }
+        if let capabilities = event.capabilities {
+            guard capabilities.count <= 64, capabilities.allSatisfy(Naming.isValidName) else {
+                throw WireError(.invalidField, "capabilities (at most 64 names)")
             }
         }
         if let tail = event.logTail, tail.utf8.count > 16 * 1024 {
@@ -391,6 +412,11 @@ extension AgentEvent {
             }
             typed = .reset(attempt: resetAttempt, ok: resetOK)
         }
-        return BuilderReport(builder: builder, session: session, seq: seq, event: typed, message: message, sender: sender)
+        var report = BuilderReport(builder: builder, session: session, seq: seq, event: typed, message: message,
+                                   sender: sender)
+        if kind == .hello, let release {
+            report.announcement = AgentAnnouncement(release: release, capabilities: capabilities ?? [])
+        }
+        return report
     }
 }

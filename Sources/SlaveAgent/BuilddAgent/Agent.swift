@@ -936,6 +936,10 @@ public final class Agent: Sendable {
                                    message: message.map { String($0.prefix(1000)) }, uploadKeySHA256: uploadKeySHA256)
             event.resetAttempt = resetAttempt
             event.resetOK = resetOK
+            if kind == .hello {
+                event.release = BuilddRelease.version
+                event.capabilities = BuilddRelease.agentCapabilities
+            }
             return (BrokerTopology.statusRoutingKey(builder: name, event: kind.rawValue), WireCodec.encode(event),
                     MessageProperties(userID: user, type: kind.rawValue,
                                       headers: [BrokerTopology.builderHeader: .string(name)]))

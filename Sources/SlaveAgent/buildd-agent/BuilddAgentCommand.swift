@@ -30,6 +30,7 @@ struct BuilddAgentCommand: AsyncParsableCommand {
             GIVENBACK: wrap sbuild to translate): 0 OK, 1 or 2 PACKAGEFAIL, 3 DEPFAIL, 4 CHROOTFAIL, anything else \
             (a signal, 127 for a missing command) BUILDERFAIL.
             """,
+        version: BuilddRelease.version,
         subcommands: [Run.self, CheckConfig.self],
         defaultSubcommand: Run.self)
 }

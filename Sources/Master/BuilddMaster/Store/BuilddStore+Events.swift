@@ -246,10 +246,12 @@ extension BuilddStore {
                 UPDATE builder b SET agent_session = x.session, last_seq = x.seq,
                        last_seen = CASE WHEN x.seen THEN now() ELSE b.last_seen END, agent_state = x.state,
                        clean_status = x.clean, failure_count = x.failures, builderok = x.ok, failnotes = x.notes,
-                       idle_faults = x.idle_faults
+                       idle_faults = x.idle_faults, agent_release = coalesce(x.release, b.agent_release),
+                       agent_capabilities = CASE WHEN x.release IS NULL THEN b.agent_capabilities
+                                                 ELSE string_to_array(x.capabilities, ',') END
                   FROM unnest($1::int[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[], $7::int[],
-                              $8::bool[], $9::text[], $35::int[])
-                       AS x(id, session, seq, seen, state, clean, failures, ok, notes, idle_faults)
+                              $8::bool[], $9::text[], $35::int[], $36::text[], $37::text[])
+                       AS x(id, session, seq, seen, state, clean, failures, ok, notes, idle_faults, release, capabilities)
                  WHERE b.id = x.id),
             builds AS (
                 UPDATE build b SET status = x.status, builder_id = x.builder, failure_count = x.failures,
@@ -282,7 +284,9 @@ extension BuilddStore {
                   PostgresArray(history.map(\.build)), PostgresArray(history.map(\.status.rawValue)),
                   PostgresArray(history.map(\.attempt)), PostgresArray(history.map(\.builder)),
                   PostgresArray(history.map(\.message)), PostgresArray(history.map(\.actor))]
-                + Self.queueParameters(taking) + [PostgresArray(builders.map(\.standing.idleFaults))])
+                + Self.queueParameters(taking) + [PostgresArray(builders.map(\.standing.idleFaults)),
+                                                  PostgresArray(builders.map(\.announced?.release)),
+                                                  PostgresArray(builders.map { $0.announced?.capabilities.joined(separator: ",") })])
         try Self.recordBuilderHistory(core.builderHistory, on: connection)
         try Self.writeResets(core, on: connection)
         let rescored = core.rescored

@@ -69,7 +69,9 @@ public final class BuilddStore: Sendable {
             """).first?.bool("writable") ?? false
     }
 
-    public func requireCurrentSchema() async throws {
+    /// Throws unless this binary can serve the database's schema (``Migrations/standing(_:)``).
+    @discardableResult
+    public func requireCurrentSchema() async throws -> Migrations.Standing {
         try await database.withConnection { try Migrations.requireCurrent($0) }
     }
 
@@ -260,7 +262,8 @@ public final class BuilddStore: Sendable {
                    q.build_id AS current_build, q.logtail, cb.source_name || ' ' || cb.source_version AS current_title,
                    cb.archive_purpose AS current_archive, b.virtualized, array_to_string(b.open_resources, ',') AS open,
                    array_to_string(b.restricted_resources, ',') AS restricted, b.clean_status, b.reset_method,
-                   b.reset_target, b.reset_protocol, b.reset_timeout
+                   b.reset_target, b.reset_protocol, b.reset_timeout, b.agent_release,
+                   array_to_string(b.agent_capabilities, ',') AS agent_capabilities
               FROM builder b
               LEFT JOIN buildqueue q ON q.builder_id = b.id AND \(QueueRecord.State.sqlHolds("q.state"))
               LEFT JOIN build cb ON cb.id = q.build_id
@@ -280,6 +283,8 @@ public final class BuilddStore: Sendable {
             summary.cleanStatus = try Self.cleanStatus(row).rawValue
             summary.reset = try Self.resetPlan(row)
             summary.resetMethod = summary.reset?.method.rawValue
+            summary.agentRelease = row["agent_release"]
+            summary.agentCapabilities = row["agent_capabilities"].map { $0.split(separator: ",").map(String.init) }
             return summary
         }
     }
