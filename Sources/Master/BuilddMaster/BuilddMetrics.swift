@@ -1,3 +1,4 @@
+import Synchronization
 import BuilddShared
 import Metrics
 
@@ -59,11 +60,41 @@ public enum BuilddMetrics {
         if let artifactStoreFreeBytes { Gauge(label: "buildd_artifact_store_free_bytes").record(artifactStoreFreeBytes) }
     }
 
+    /// A build machine's enrolment, by outcome: `enrolled`, `join_token_refused`, `join_token_expired`,
+    /// `join_token_used`, `invalid`, `broker_failed`.
+    public static func enrolment(outcome: String) {
+        Counter(label: "buildd_enrolments_total", dimensions: [("outcome", outcome)]).increment()
+    }
+
     public static func legacyPoll() { Counter(label: "buildd_legacy_polls_total").increment() }
 
     /// A legacy builder's fault, by kind: `fault`, `timeout`, `refused`, `http`, `malformed`, `other`.
     public static func legacyFault(_ kind: String) {
         Counter(label: "buildd_legacy_faults_total", dimensions: [("kind", kind)]).increment()
+    }
+
+    /// The label sets of `buildd_builders_short` last recorded, so that a group whose builds all started
+    /// drops to zero instead of keeping its last value.
+    private static let shortLabels = Mutex<Set<[String]>>([])
+
+    /// `buildd_builders_short{processor, constraints}`: per processor and constraint set, how many more idle
+    /// builders it would take to start every waiting build now (``BuilderDemand/shortfall(waiting:idle:)``):
+    /// what an autoscaler starts machines for.
+    public static func record(shortfall: [BuilderShortfall]) {
+        var seen = Set<[String]>()
+        for group in shortfall {
+            let labels = [group.processor, BuilderDemand.label(group.requirements)]
+            seen.insert(labels)
+            Gauge(label: "buildd_builders_short", dimensions: [("processor", labels[0]), ("constraints", labels[1])])
+                .record(group.short)
+        }
+        let gone = shortLabels.withLock { previous -> Set<[String]> in
+            defer { previous = seen }
+            return previous.subtracting(seen)
+        }
+        for labels in gone {
+            Gauge(label: "buildd_builders_short", dimensions: [("processor", labels[0]), ("constraints", labels[1])]).record(0)
+        }
     }
 
     /// Queue and builder gauges, from one snapshot of the database.

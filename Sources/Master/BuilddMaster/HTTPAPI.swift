@@ -41,6 +41,8 @@ public struct HTTPAPI: Sendable {
     let refusals = RefusalLog()
     /// How often the masters sample the farm for the plots (`serve --sample-interval`).
     let samplePeriod: Duration
+    /// Whether and how this master enrols build machines (`POST /v1/enrol`); nil: it does not.
+    public var enrolment: EnrolmentSettings?
 
     public static let checksumHeader = HTTPField.Name("X-Checksum-Sha256")!
 
@@ -84,6 +86,7 @@ public struct HTTPAPI: Sendable {
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         addJSONRoutes(to: router)
+        addEnrolRoute(to: router)
         addSubmitRoutes(to: router)
         addLogRoutes(to: router)
         addPageRoutes(to: router)
@@ -140,7 +143,12 @@ public struct HTTPAPI: Sendable {
         var states: [String: Int] = [:]
         // Every state has a series, at zero when no builder is in it (DIRTY and CLEANING included).
         for state in BuilderAvailability.allCases { states[state.rawValue] = 0 }
-        for builder in try await store.builders() { states[builder.state(silentAfterSeconds: Self.silence), default: 0] += 1 }
+        let builders = try await store.builders()
+        for builder in builders { states[builder.state(silentAfterSeconds: Self.silence), default: 0] += 1 }
+        let idle = builders.filter { $0.availability(silentAfterSeconds: Self.silence).takesWork }.map {
+            BuilderDemand.Idle(processors: Set($0.processors), placement: $0.placement ?? .plain)
+        }
+        BuilddMetrics.record(shortfall: BuilderDemand.shortfall(waiting: try await store.waitingDemand(), idle: idle))
         BuilddMetrics.record(FarmSnapshot(
             processors: processors.map { .init(name: $0.name, waiting: $0.waiting, oldestWaitSeconds: $0.oldestWaitSeconds ?? 0) },
             builderStates: states))

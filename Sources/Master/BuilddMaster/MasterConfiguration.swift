@@ -46,6 +46,11 @@ public struct MasterConfiguration: Sendable {
     public var eventLanes: Int = 4
     /// Most events one lane applies in one transaction. Default 64.
     public var eventBatch: Int = 64
+    /// The broker's management API with a user that may create users (`http://admin:password@host:15672`):
+    /// set, this master enrols build machines that present a join token (`POST /v1/enrol`).
+    public var brokerManagementURL: String?
+    /// Every master's URL, as enrolled machines list them under [master] url (default: this master's).
+    public var enrolMasterURLs: [String]?
     /// This master's name in logs and broker connection names. Default the host name.
     public var name: String = "master"
     /// How legacy (launchpad-buildd) builders are followed.

@@ -40,11 +40,18 @@ public final class MasterDaemon: Service {
         let broker = try makeBroker()
         var apiLogger = logger
         apiLogger[metadataKey: "component"] = "http"
-        let api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
+        var api = HTTPAPI(store: store, artifacts: artifacts, broker: broker, maxArtifactBytes: configuration.maxArtifactBytes,
                           metrics: metrics, logger: apiLogger, anonymousRead: configuration.anonymousRead,
                           secureCookies: configuration.tls != nil || configuration.artifactBaseURL.hasPrefix("https://"),
                           intake: intake, maxUploadBytes: configuration.maxUploadBytes,
                           samplePeriod: configuration.sampleInterval)
+        if let management = configuration.brokerManagementURL {
+            let vhost = try AMQPConfiguration(url: configuration.brokerURL).vhost
+            api.enrolment = EnrolmentSettings(
+                management: BrokerManagement(url: management, vhost: vhost), brokerURL: configuration.brokerURL,
+                queueType: configuration.queueType,
+                masterURLs: configuration.enrolMasterURLs ?? [configuration.artifactBaseURL])
+        }
         var httpLogger = logger
         httpLogger.logLevel = .warning
         let app = Application(

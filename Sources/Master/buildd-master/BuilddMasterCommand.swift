@@ -192,18 +192,35 @@ struct TokenCommand: AsyncParsableCommand {
                 Roles, each with everything of those before it: viewer (reads private builds), submitter (submits \
                 builds), operator (cancels, retries, rescores; enables, disables and sets builders to manual), \
                 admin (manages tokens).
+
+                --role enrol makes a join token instead: good once, for at most a week (--expires is required), \
+                with which one new build machine of the --processor(s) enrols itself (`buildd-agent enrol \
+                --master URL --join-token T`): its builder, and its own broker user with only its own queues. \
+                It is no API token: no other route takes it.
                 """)
         @Argument(help: "A name for the token, e.g. the person or tool using it.") var name: String
-        @Option(help: "viewer, submitter, operator or admin.") var role: String
-        @Option(help: "How long it is good for: e.g. 90d, 12h, 30m, 3600s (default: until removed).")
+        @Option(help: "viewer, submitter, operator, admin, or enrol (a join token for one build machine).")
+        var role: String
+        @Option(help: "How long it is good for: e.g. 90d, 12h, 30m, 3600s (default: until removed; a join token: required, at most 7d).")
         var expires: String?
+        @Option(name: .customLong("processor"), help: "--role enrol: a processor the machine will build for (repeatable).")
+        var processors: [String] = []
         @OptionGroup var connection: ConnectionOptions
 
         func validate() throws {
-            guard Role(rawValue: role) != nil else {
-                throw ValidationError("--role must be one of \(Role.allCases.map(\.rawValue).joined(separator: ", "))")
+            guard Role(rawValue: role) != nil || role == "enrol" else {
+                throw ValidationError("--role must be one of \((Role.allCases.map(\.rawValue) + ["enrol"]).joined(separator: ", "))")
             }
             if let expires { _ = try Self.seconds(expires) }
+            if role == "enrol" {
+                guard let expires else { throw ValidationError("a join token (--role enrol) needs --expires, e.g. 1h") }
+                guard try Self.seconds(expires) <= JoinToken.maxLifetimeSeconds else {
+                    throw ValidationError("a join token is good for at most 7d")
+                }
+                guard !processors.isEmpty else { throw ValidationError("a join token (--role enrol) needs --processor") }
+            } else if !processors.isEmpty {
+                throw ValidationError("--processor goes with --role enrol only")
+            }
         }
 
         /// Seconds of a duration like `90d`, `12h`, `30m` or `45s` (a bare number is seconds).
@@ -219,6 +236,13 @@ struct TokenCommand: AsyncParsableCommand {
 
         func run() async throws {
             let seconds = try expires.map(Self.seconds)
+            if role == "enrol", let seconds {
+                print(try await withStore(connection) {
+                    try await $0.addJoinToken(name: name, processors: processors, expiresInSeconds: seconds,
+                                              createdBy: cliActor())
+                })
+                return
+            }
             print(try await withStore(connection) {
                 try await $0.addToken(name: name, role: Role(rawValue: role)!, expiresInSeconds: seconds,
                                       createdBy: cliActor())
@@ -231,13 +255,24 @@ struct TokenCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
+        struct Listing: Encodable {
+            let tokens: [APIToken]
+            let joinTokens: [JoinTokenSummary]
+            enum CodingKeys: String, CodingKey { case tokens, joinTokens = "join_tokens" }
+        }
+
         func run() async throws {
-            let tokens = try await withStore(connection) { try await $0.tokens() }
-            if output.json { return printJSON(tokens) }
+            let (tokens, joins) = try await withStore(connection) { (try await $0.tokens(), try await $0.joinTokens()) }
+            if output.json { return printJSON(Listing(tokens: tokens, joinTokens: joins)) }
             printTable(["TOKEN", "ROLE", "CREATED", "LAST USED", "EXPIRES"], tokens.map {
                 [$0.name, $0.role.rawValue, $0.createdAt, $0.lastUsed ?? "never",
                  $0.expired ? "EXPIRED \($0.expiresAt ?? "")" : ($0.expiresAt ?? "never")]
+            } + joins.map {
+                ["\($0.name) (\($0.processors.joined(separator: ",")))", "enrol", $0.createdAt,
+                 $0.usedBy.map { "enrolled \($0) \(joinsUsedAt($0))" } ?? "never",
+                 $0.state == "expired" ? "EXPIRED \($0.expiresAt)" : $0.expiresAt]
             })
+            func joinsUsedAt(_ builder: String) -> String { joins.first { $0.usedBy == builder }?.usedAt ?? "" }
         }
     }
 
@@ -247,7 +282,10 @@ struct TokenCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            try await withStore(connection) { try await $0.removeToken(name: name) }
+            try await withStore(connection) { store in
+                if try await store.removeJoinToken(name: name) { return }
+                try await store.removeToken(name: name)
+            }
             print("token \(name) removed")
         }
     }

@@ -31,6 +31,17 @@ struct Serve: AsyncParsableCommand {
         """)
     var publicURL: String?
     @OptionGroup var artifactStore: ArtifactOptions
+    @Option(help: """
+        The broker's management API as http(s)://ADMIN:PASSWORD@HOST:15672, with a user that may create users \
+        on the vhost: build machines then enrol themselves with join tokens (POST /v1/enrol; default: \
+        $BUILDD_BROKER_MANAGEMENT_URL, which belongs in master.env - never on a command line).
+        """)
+    var brokerManagementURL: String?
+    @Option(help: """
+        Every master's URL, comma-separated, as enrolled machines list them under [master] url (default: \
+        $BUILDD_ENROL_MASTER_URLS, else this master's public URL).
+        """)
+    var enrolMasterURLs: String?
     @Option(help: "Seconds a heartbeat keeps a build's lease.") var lease = 30
     @Option(help: "Largest file (result, log) an upload may bring, in bytes (default 4 GiB).")
     var maxArtifactBytes: Int64 = 4 << 30
@@ -118,6 +129,9 @@ struct Serve: AsyncParsableCommand {
         configuration.anonymousRead = try anonymousReading()
         configuration.artifactDirectory = try artifactStore.directory(mustExist: false)
         configuration.leaseSeconds = lease
+        configuration.brokerManagementURL = try brokerManagementURL ?? MasterSettings.value("BUILDD_BROKER_MANAGEMENT_URL")
+        configuration.enrolMasterURLs = try (enrolMasterURLs ?? MasterSettings.value("BUILDD_ENROL_MASTER_URLS"))
+            .map { $0.split(separator: ",").map { $0.trimmed(" ") }.filter { !$0.isEmpty } }
         configuration.maxArtifactBytes = maxArtifactBytes
         configuration.maxUploadBytes = maxUpload
         configuration.webhookGiveUpSeconds = Double(Self.seconds(webhookGiveUp) ?? 86400)

@@ -57,7 +57,11 @@ public final class Agent: Sendable {
     /// Grace between SIGTERM and SIGKILL when a build is aborted.
     public static let abortGrace: Duration = .seconds(10)
 
-    public init(configuration: AgentConfiguration, logger: Logger) throws {
+    /// Take one job, report it, and stop (`run --one-shot`): for a machine an autoscaler made for one build.
+    public let oneShot: Bool
+
+    public init(configuration: AgentConfiguration, logger: Logger, oneShot: Bool = false) throws {
+        self.oneShot = oneShot
         self.configuration = configuration
         self.logger = logger
         for warning in configuration.warnings { logger.warning("insecure setting", metadata: ["warning": "\(warning)"]) }
@@ -458,11 +462,14 @@ public final class Agent: Sendable {
     /// The build was reported: forget it on disk and in memory, then take the next job or stop.
     private func buildDone() async {
         stateFile.remove()
+        let oneShot = self.oneShot
         let stopping = box.state.withLock { state -> Bool in
             state.current = nil
+            if oneShot { state.stopping = true }
             return state.stopping
         }
         if stopping {
+            if oneShot { logger.info("one-shot: the build was reported; stopping") }
             await client.shutdown()
         } else {
             await startConsumingJobs()

@@ -31,7 +31,7 @@ struct BuilddAgentCommand: AsyncParsableCommand {
             (a signal, 127 for a missing command) BUILDERFAIL.
             """,
         version: BuilddRelease.version,
-        subcommands: [Run.self, CheckConfig.self],
+        subcommands: [Run.self, CheckConfig.self, Enrol.self],
         defaultSubcommand: Run.self)
 }
 
@@ -53,6 +53,11 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var config: ConfigOption
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+    @Flag(help: """
+        Take one job, build it, report it and exit 0: for machines an autoscaler starts for one build (with \
+        `enrol`, from a join token). Exits 0 without a build on SIGTERM.
+        """)
+    var oneShot = false
 
     func run() async throws {
         StructuredLogHandler.bootstrap(level: Logger.Level(rawValue: logLevel) ?? .info)
@@ -65,7 +70,7 @@ struct Run: AsyncParsableCommand {
         }
         var logger = Logger(label: "buildd.agent")
         logger[metadataKey: "builder.name"] = "\(configuration.name)"
-        let agent = try Agent(configuration: configuration, logger: logger)
+        let agent = try Agent(configuration: configuration, logger: logger, oneShot: oneShot)
         // The first SIGTERM or SIGINT stops the agent within a bounded time (`stop_timeout` once the running
         // build is given back); a second one stops it at once. Either way an undelivered result stays in the
         // state file, and the agent delivers it when it starts again.

@@ -207,29 +207,38 @@ public final class BuilddStore: Sendable {
         guard !processors.isEmpty else { throw StoreError(.invalid, "a builder needs at least one processor") }
         for processor in processors { try Self.requireName(processor, "processor") }
         try await database.transaction { connection in
-            let row: PostgresRow?
-            do {
-                row = try connection.query("""
-                    INSERT INTO builder (name, kind, url, broker_user, virtualized, open_resources, restricted_resources)
-                    VALUES ($1, $2, $3, $4, $5, $6::text[], $7::text[]) RETURNING id
-                    """, [name, url == nil ? "agent" : "xmlrpc", url, brokerUser, placement.virtualized,
-                          PostgresArray(placement.openResources.sorted()),
-                          PostgresArray(placement.restrictedResources.sorted())]).first
-            } catch let error as PostgresError where error.isUniqueViolation {
-                throw StoreError(.alreadyExists, "builder '\(name)' already exists")
-            } catch let error as PostgresError where error.isCheckViolation {
-                throw StoreError(.invalid, "invalid builder: \(error.message)")
-            }
-            let builderID = try row!.int("id")
-            for processor in processors {
-                let added = try connection.execute("""
-                    INSERT INTO builder_processor (builder_id, processor_id) SELECT $1, id FROM processor WHERE name = $2
-                    """, [builderID, processor])
-                if added == 0 {
-                    throw StoreError(.notFound, "unknown processor '\(processor)': add it with `processor add`")
-                }
+            try Self.insertBuilder(name: name, processors: processors, url: url, brokerUser: brokerUser,
+                                   placement: placement, on: connection)
+        }
+    }
+
+    /// Inserts a builder and its processors, inside the caller's transaction; returns its id.
+    @discardableResult
+    static func insertBuilder(name: String, processors: [String], url: String?, brokerUser: String?,
+                              placement: BuilderPlacement, on connection: PostgresConnection) throws -> Int {
+        let row: PostgresRow?
+        do {
+            row = try connection.query("""
+                INSERT INTO builder (name, kind, url, broker_user, virtualized, open_resources, restricted_resources)
+                VALUES ($1, $2, $3, $4, $5, $6::text[], $7::text[]) RETURNING id
+                """, [name, url == nil ? "agent" : "xmlrpc", url, brokerUser, placement.virtualized,
+                      PostgresArray(placement.openResources.sorted()),
+                      PostgresArray(placement.restrictedResources.sorted())]).first
+        } catch let error as PostgresError where error.isUniqueViolation {
+            throw StoreError(.alreadyExists, "builder '\(name)' already exists")
+        } catch let error as PostgresError where error.isCheckViolation {
+            throw StoreError(.invalid, "invalid builder: \(error.message)")
+        }
+        let builderID = try row!.int("id")
+        for processor in processors {
+            let added = try connection.execute("""
+                INSERT INTO builder_processor (builder_id, processor_id) SELECT $1, id FROM processor WHERE name = $2
+                """, [builderID, processor])
+            if added == 0 {
+                throw StoreError(.notFound, "unknown processor '\(processor)': add it with `processor add`")
             }
         }
+        return builderID
     }
 
     /// Changes what a builder offers builds (``Placement``); recorded in its history. A builder whose jobs

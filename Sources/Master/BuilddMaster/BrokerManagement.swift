@@ -1,0 +1,53 @@
+import AMQP
+import BuilddShared
+import Foundation
+
+/// The RabbitMQ management API, for the one thing masters do with it: make an enrolling machine's broker
+/// user with exactly ``AgentPermissions`` (what `deploy/rabbitmq/enrol-agent` does by hand). Blocking: it
+/// runs inside the enrolment's transaction, so a broker that refuses leaves nothing enrolled.
+public struct BrokerManagement: Sendable {
+    /// `http(s)://ADMIN:PASSWORD@host:15672`: a management user that may create users and set permissions
+    /// on the farm's vhost (the tag `administrator`). It lives in master.env, never on a command line.
+    public let url: String
+    public let vhost: String
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(url: String, vhost: String) {
+        self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
+        self.vhost = vhost
+    }
+
+    /// Creates (or replaces) the user `name` with `password` and the permissions of a build machine of
+    /// `processors` on the vhost.
+    public func createAgentUser(name: String, password: String, processors: [String]) throws {
+        let permissions = AgentPermissions(builder: name, processors: processors)
+        let vhostPath = ServiceURL.percentEncode(vhost)
+        let user = ServiceURL.percentEncode(name)
+        try put("/api/users/\(user)", ["password": password, "tags": ""])
+        try put("/api/permissions/\(vhostPath)/\(user)",
+                ["configure": permissions.configure, "write": permissions.write, "read": permissions.read])
+        try put("/api/topic-permissions/\(vhostPath)/\(user)",
+                ["exchange": permissions.topicExchange, "write": permissions.topicWrite, "read": permissions.topicRead])
+    }
+
+    func put(_ path: String, _ fields: [String: String]) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let body = try encoder.encode(fields)
+        let response: SimpleHTTPClient.Response
+        do {
+            response = try SimpleHTTPClient.send(method: "PUT", url: url + path,
+                                                 headers: ["content-type": "application/json"],
+                                                 body: .bytes(Array(body)), timeoutSeconds: 10)
+        } catch {
+            throw Failure(description: "the broker's management API did not answer: \(error)")
+        }
+        guard (200..<300).contains(response.status) else {
+            throw Failure(description: "the broker's management API answered \(response.status) to PUT "
+                + "\(path.split(separator: "/").prefix(3).joined(separator: "/")): \(response.text.prefix(200))")
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import BuilddShared
+import Postgres
+
+/// Join tokens, and build machines enrolling with them (``JoinToken``).
+extension BuilddStore {
+    /// Makes a join token good once, for `expiresInSeconds`, for machines of `processors`; returns it (shown
+    /// once: only its SHA-256 is kept).
+    public func addJoinToken(name: String, processors: [String], expiresInSeconds: Int, createdBy: String?)
+        async throws -> String {
+        try Self.requireName(name, "token")
+        guard !processors.isEmpty else { throw StoreError(.invalid, "a join token needs --processor (one or more)") }
+        for processor in processors { try Self.requireName(processor, "processor") }
+        guard (1...JoinToken.maxLifetimeSeconds).contains(expiresInSeconds) else {
+            throw StoreError(.invalid, "a join token is good for at most \(JoinToken.maxLifetimeSeconds / 86400) days")
+        }
+        let token = "bdj_" + randomHexToken(bytes: 24)
+        try await database.transaction { connection in
+            // One name space for API and join tokens: `token remove NAME` must mean one thing.
+            if try connection.query("SELECT 1 FROM api_token WHERE name = $1", [name]).first != nil {
+                throw StoreError(.alreadyExists, "token '\(name)' already exists")
+            }
+            let known = try connection.query("SELECT name FROM processor WHERE name = ANY ($1::text[])",
+                                             [PostgresArray(processors)]).rows.map { try $0.string("name") }
+            if let unknown = processors.first(where: { !known.contains($0) }) {
+                throw StoreError(.notFound, "unknown processor '\(unknown)': add it with `processor add`")
+            }
+            do {
+                try connection.execute("""
+                    INSERT INTO join_token (name, token_sha256, processors, expires_at, created_by)
+                    VALUES ($1, $2, $3::text[], now() + make_interval(secs => $4::integer), $5)
+                    """, [name, SHA256.hex(of: token), PostgresArray(processors.sorted()), expiresInSeconds, createdBy])
+            } catch let error as PostgresError where error.isUniqueViolation {
+                throw StoreError(.alreadyExists, "token '\(name)' already exists")
+            }
+        }
+        return token
+    }
+
+    public func joinTokens() async throws -> [JoinTokenSummary] {
+        try await database.query("""
+            SELECT name, array_to_string(processors, ',') AS processors, created_by, \(iso("created_at")) AS created_at,
+                   \(iso("expires_at")) AS expires_at, extract(epoch FROM expires_at) AS expires, used_by,
+                   \(iso("used_at")) AS used_at, extract(epoch FROM now()) AS now
+              FROM join_token ORDER BY name
+            """).rows.map {
+            let verdict = JoinToken.judge(expiresAt: try $0.double("expires"), usedBy: $0["used_by"], now: try $0.double("now"))
+            return JoinTokenSummary(name: try $0.string("name"),
+                                    processors: try $0.string("processors").split(separator: ",").map(String.init),
+                                    createdAt: try $0.string("created_at"), createdBy: $0["created_by"],
+                                    expiresAt: try $0.string("expires_at"), usedBy: $0["used_by"], usedAt: $0["used_at"],
+                                    state: verdict == .valid ? "valid" : verdict == .expired ? "expired" : "used")
+        }
+    }
+
+    /// Removes a join token; false when there is none of that name.
+    public func removeJoinToken(name: String) async throws -> Bool {
+        try await database.query("DELETE FROM join_token WHERE name = $1", [name]).affectedRows > 0
+    }
+
+    /// What presenting a join token came to, when it did not enrol anything.
+    public enum EnrolmentRefusal: Error, Equatable, Sendable, CustomStringConvertible {
+        /// No such token (never made, removed, or not a join token).
+        case unknownToken
+        case refused(JoinToken.Verdict)
+
+        public var description: String {
+            switch self {
+            case .unknownToken: "join token refused"
+            case .refused(let verdict): verdict.description
+            }
+        }
+    }
+
+    /// Enrols a build machine as builder `name` with the join token `token`: checks the token
+    /// (``JoinToken/judge(expiresAt:usedBy:now:)``), adds the builder (plain placement, its own broker user
+    /// named like it) with the token's processors (or those asked, when the token has them all), spends the
+    /// token, and calls `makeBrokerUser` with the builder's name and processors, all in one transaction: when
+    /// the broker user cannot be made, nothing is enrolled and the token stays good. Returns the processors.
+    public func enrol(token: String, name: String, processors asked: [String]?,
+                      makeBrokerUser: @escaping @Sendable (_ name: String, _ processors: [String]) throws -> Void)
+        async throws -> [String] {
+        try Self.requireName(name, "builder")
+        for processor in asked ?? [] { try Self.requireName(processor, "processor") }
+        let digest = SHA256.hex(of: token)
+        return try await database.transaction { connection in
+            guard let row = try connection.query("""
+                SELECT name, array_to_string(processors, ',') AS processors, extract(epoch FROM expires_at) AS expires,
+                       used_by, extract(epoch FROM now()) AS now
+                  FROM join_token WHERE token_sha256 = $1 FOR UPDATE
+                """, [digest]).first else { throw EnrolmentRefusal.unknownToken }
+            let verdict = JoinToken.judge(expiresAt: try row.double("expires"), usedBy: row["used_by"],
+                                          now: try row.double("now"))
+            guard verdict == .valid else { throw EnrolmentRefusal.refused(verdict) }
+            let allowed = try row.string("processors").split(separator: ",").map(String.init)
+            let processors = asked.flatMap { $0.isEmpty ? nil : $0 } ?? allowed
+            if let problem = JoinToken.processorsProblem(asked: processors, allowed: allowed) {
+                throw StoreError(.invalid, problem)
+            }
+            try Self.insertBuilder(name: name, processors: processors, url: nil, brokerUser: name, placement: .plain,
+                                   on: connection)
+            let tokenName = try row.string("name")
+            try connection.execute("UPDATE join_token SET used_at = now(), used_by = $2 WHERE token_sha256 = $1",
+                                   [digest, name])
+            try connection.execute("""
+                INSERT INTO builder_event (builder, kind, actor, reason) VALUES ($1, 'added', $2, $3)
+                """, [name, "join-token:\(tokenName)", "enrolled itself for \(processors.joined(separator: ", "))"])
+            try makeBrokerUser(name, processors)
+            return processors
+        }
+    }
+}
+
+extension BuilddStore {
+    /// The waiting builds per processor and set of requirements (``BuilderDemand/Waiting``).
+    public func waitingDemand() async throws -> [BuilderDemand.Waiting] {
+        try await database.query("""
+            SELECT p.name, q.virtualized, array_to_string(q.constraints, ',') AS constraints, count(*) AS waiting
+              FROM buildqueue q JOIN processor p ON p.id = q.processor_id
+             WHERE q.state = 'WAITING'
+             GROUP BY p.name, q.virtualized, q.constraints
+            """).rows.map {
+            BuilderDemand.Waiting(
+                processor: try $0.string("name"),
+                requirements: BuildRequirements(virtualized: try $0.bool("virtualized"),
+                                                constraints: Set((try $0.string("constraints")).split(separator: ",").map(String.init))),
+                count: try $0.int("waiting"))
+        }
+    }
+}
+
+/// A join token as `token list` shows it (never the token).
+public struct JoinTokenSummary: Codable, Sendable, Equatable {
+    public var name: String
+    public var processors: [String]
+    public var createdAt: String
+    public var createdBy: String?
+    public var expiresAt: String
+    /// The builder it enrolled, and when.
+    public var usedBy: String?
+    public var usedAt: String?
+    /// `valid`, `expired` or `used`.
+    public var state: String
+
+    enum CodingKeys: String, CodingKey {
+        case name, processors, state
+        case createdAt = "created_at", createdBy = "created_by", expiresAt = "expires_at", usedBy = "used_by"
+        case usedAt = "used_at"
+    }
+}
