@@ -148,6 +148,8 @@ def main():
         ("POST", "/v1/builders/%s/reset" % builder, t["viewer"], None, 403),
         ("POST", "/v1/builders/no-such-builder/reset", t["operator"], None, 404),
         ("POST", "/v1/builders/%s/manual" % builder, t["operator"], {"manual": "yes"}, 400),
+        ("POST", "/v1/enrol", None, {"name": "new-box"}, 401),
+        ("POST", "/v1/enrol", "bdj_" + "0" * 48, {"name": "new-box"}, 503),
         ("GET", "/v1/builds?limit=1", None, None, 200), ("GET", "/v1/builds?status=NOPE", None, None, 400),
         ("GET", "/v1/builds/%d" % b, None, None, 200), ("GET", "/v1/builds/999999", None, None, 404),
         ("GET", "/v1/builds/%d/files/%s" % (b, fx["log"]), None, None, 200),
