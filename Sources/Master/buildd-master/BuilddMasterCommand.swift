@@ -15,10 +15,12 @@ struct BuilddMasterCommand: AsyncParsableCommand {
             command run by hand on a master uses what the master uses: BUILDD_DATABASE_URL (a libpq URL),
             BUILDD_BROKER_URL (amqp://user:password@host:port/vhost), BUILDD_QUEUE_TYPE (classic or quorum),
             BUILDD_ARTIFACTS (the shared artifact store), and for serve only BUILDD_PUBLIC_URL, BUILDD_TLS_CERTIFICATE and
-            BUILDD_TLS_KEY (its HTTPS listener) and BUILDD_ANONYMOUS_READ (on or off).
+            BUILDD_TLS_KEY (its HTTPS listener), BUILDD_ANONYMOUS_READ (on or off), and for enrolling build machines \
+            with join tokens BUILDD_BROKER_MANAGEMENT_URL (the broker's management API, with a user that may create \
+            users) and BUILDD_ENROL_MASTER_URLS (every master, as enrolled machines list them).
             """,
         version: BuilddRelease.version,
-        subcommands: [Migrate.self, Serve.self, WebhookCommand.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, ArchiveCommand.self, BuilderCommand.self,
+        subcommands: [Migrate.self, Serve.self, CheckConfig.self, WebhookCommand.self, Scan.self, ProcessorCommand.self, ArchSeriesCommand.self, ArchiveCommand.self, BuilderCommand.self,
                       BuildCommand.self, Status.self, TokenCommand.self])
 }
 
