@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the deploy guide's files as installed in a scratch root, before a farm is started from them.
+"""Checks the deploy guide's files as the packages installed them in a root, before a farm is started from them.
 
     guide_check.py ROOT CHECKOUT
 
@@ -74,8 +74,8 @@ def check_command(line, where):
 
 
 # 1. The units, as systemd reads them.
-units = sorted(os.path.join(root, "etc/systemd/system", f) for f in os.listdir(os.path.join(root, "etc/systemd/system"))
-               if f.startswith("buildd-") and f.endswith(".service"))
+unit_dir = os.path.join(root, "lib/systemd/system")
+units = sorted(os.path.join(unit_dir, f) for f in os.listdir(unit_dir) if f.startswith("buildd-") and f.endswith(".service"))
 check(len(units) == 2, f"two units installed ({', '.join(os.path.basename(u) for u in units)})")
 verify = run(["systemd-analyze", "verify", "--root=" + root] + units)
 said = (verify.stdout + verify.stderr).strip()
