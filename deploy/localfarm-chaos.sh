@@ -16,9 +16,15 @@ chaos_sql() { PGOPTIONS="-c client_min_messages=warning" psql -qAt -h 127.0.0.1 
 
 chaos_fault() { echo "$(date +%s.%N) $*" >> "$CHAOS/faults.log"; }
 
+# chaos_bin PROCESS: the binaries PROCESS runs: the checkout's, or in a mixed run (`deploy/localfarm mixed`)
+# the previous release's until PROCESS was upgraded.
+chaos_bin() {
+    if [ -n "${CHAOS_BIN_OLD:-}" ] && [ ! -e "$CHAOS/upgraded/$1" ]; then echo "$CHAOS_BIN_OLD"; else echo "$CHAOS_BIN"; fi
+}
+
 chaos_start_master() {  # chaos_start_master N
     local n=$1 port=$((HTTP_PORT + 10 + $1))
-    start_process "chaos-master-$n" "$CHAOS/master-$n.log" "$CHAOS_BIN/buildd-master" serve --name "chaos-m$n" \
+    start_process "chaos-master-$n" "$CHAOS/master-$n.log" "$(chaos_bin "chaos-master-$n")/buildd-master" serve --name "chaos-m$n" \
         --http-port "$port" --public-url "http://127.0.0.1:$port" --artifacts "$CHAOS/artifacts" \
         --lease 5 --accept-timeout 5
     disown "$!" 2>/dev/null || true  # no "Killed" notices from the shell
@@ -27,7 +33,7 @@ chaos_start_master() {  # chaos_start_master N
 chaos_start_agent() {  # chaos_start_agent NAME
     local name=$1
     ( export CHAOS_DIR=$CHAOS CHAOS_BUILDER=$name
-      start_process "chaos-agent-$name" "$CHAOS/agent-$name.log" "$CHAOS_BIN/buildd-agent" run -c "$CHAOS/$name.conf" )
+      start_process "chaos-agent-$name" "$CHAOS/agent-$name.log" "$(chaos_bin "chaos-agent-$name")/buildd-agent" run -c "$CHAOS/$name.conf" )
 }
 
 chaos_pid() { cat "$STATE/run/$1.pid" 2>/dev/null || true; }
@@ -146,6 +152,30 @@ INSERT INTO build_event (build_id, status, attempt, message) SELECT id, 'NEEDSBU
 SQL
 }
 
+# chaos_upgrade PROCESS: a package upgrade of one machine, as its postinst does it: the new binaries replace
+# the old and the daemon restarts (SIGTERM: an agent gives its running build back). The first master to be
+# upgraded first runs the new release's `migrate` (its unit's ExecStartPre), while the old masters serve on.
+chaos_upgrade() {
+    local process=$1 pid
+    if [[ $process == chaos-master-* ]] && [ ! -e "$CHAOS/upgraded/migrated" ]; then
+        if "$CHAOS_BIN/buildd-master" migrate >> "$CHAOS/upgrades.log" 2>&1; then
+            chaos_fault "upgrade: migrate to the new schema with the old masters running"
+            touch "$CHAOS/upgraded/migrated"
+        else
+            chaos_fault "FAILED upgrade: the new release's migrate failed"
+        fi
+    fi
+    pid=$(chaos_pid "$process")
+    if chaos_alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; chaos_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true; fi
+    touch "$CHAOS/upgraded/$process"
+    case "$process" in
+        chaos-master-*) chaos_start_master "${process#chaos-master-}" ;;
+        chaos-agent-*) chaos_start_agent "${process#chaos-agent-}" ;;
+    esac
+    chaos_fault "upgrade $process to $("$CHAOS_BIN/buildd-master" --version)"
+    log "mixed run: upgraded $process"
+}
+
 cmd_chaos() {
     local builds=${1:-10000} minutes=${2:-60} agents=${BUILDD_CHAOS_AGENTS:-8}
     trap down EXIT
@@ -153,8 +183,8 @@ cmd_chaos() {
     cd "$ROOT"
     build_farm_binaries
     CHAOS_BIN=$FARM_BIN
-    CHAOS=$STATE/chaos
-    rm -rf "$CHAOS" && mkdir -p "$CHAOS/locks" "$CHAOS/artifacts" "$CHAOS/work"
+    CHAOS=${CHAOS:-$STATE/chaos}
+    rm -rf "$CHAOS" && mkdir -p "$CHAOS/locks" "$CHAOS/artifacts" "$CHAOS/work" "$CHAOS/upgraded"
     : > "$CHAOS/journal"
     # The build command runs as the build user (nobody): it journals and takes its builder's lock here.
     chmod 0777 "$CHAOS/locks" && chmod 0666 "$CHAOS/journal"
@@ -163,7 +193,9 @@ cmd_chaos() {
     fresh_target buildd_chaos buildd-chaos
     export BUILDD_DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/buildd_chaos"
     export BUILDD_BROKER_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/buildd-chaos"
-    local master="$CHAOS_BIN/buildd-master"
+    # The farm is made by the binaries its masters start with (a mixed run's: the previous release's).
+    local master
+    master="$(chaos_bin setup)/buildd-master"
     "$master" migrate >/dev/null
     local urls="" n
     for n in 1 2 3; do urls="$urls${urls:+,}http://127.0.0.1:$((HTTP_PORT + 10 + n))"; done
@@ -205,11 +237,26 @@ CONF
     deadline=$((start + minutes * 60))
     next_master=$((start + 3)); next_agent=$((start + 4)); next_broker=$((start + 8)); next_pg=$((start + 18))
     chaos_fault "start $builds builds"
+    local upgrades=() next_upgrade=$((start + 1000000000)) upgraded=0
+    if [ -n "${CHAOS_BIN_OLD:-}" ]; then
+        # One machine at a time, masters and agents in turn, as docs/deploy.md's section 8 says.
+        for i in $(seq 0 $(( ${#names[@]} > 3 ? ${#names[@]} - 1 : 2 ))); do
+            [ "$i" -lt 3 ] && upgrades+=("chaos-master-$((i + 1))")
+            [ "$i" -lt "${#names[@]}" ] && upgrades+=("chaos-agent-${names[$i]}")
+        done
+        next_upgrade=$((start + ${CHAOS_UPGRADE_EVERY:-4}))
+        log "mixed run: ${#upgrades[@]} machines start on $("$CHAOS_BIN_OLD/buildd-master" --version) and are upgraded to $("$CHAOS_BIN/buildd-master" --version), one every ${CHAOS_UPGRADE_EVERY:-4} s"
+    fi
     log "faults begin: masters SIGKILLed every 3-6 s, agents mid-build every 4-8 s, broker and database restarts"
     while true; do
         now=$(date +%s)
         done=$(chaos_sql -c "SELECT count(*) FROM build WHERE source_name = 'chaos' AND status IN ('FULLYBUILT', 'FAILEDTOBUILD')" 2>/dev/null || echo "$done")
-        [ "$done" -ge "$builds" ] && break
+        [ "$done" -ge "$builds" ] && [ "$upgraded" -ge "${#upgrades[@]}" ] && break
+        if [ "$now" -ge "$next_upgrade" ] && [ "$upgraded" -lt "${#upgrades[@]}" ]; then
+            chaos_upgrade "${upgrades[$upgraded]}"
+            upgraded=$((upgraded + 1))
+            next_upgrade=$((now + ${CHAOS_UPGRADE_EVERY:-4}))
+        fi
         if [ "$now" -ge "$deadline" ]; then log "time is up with $done of $builds builds ended"; break; fi
         if [ "$now" -ge "$next_master" ]; then
             n=$((RANDOM % 3 + 1))
@@ -248,6 +295,11 @@ CONF
         sleep 0.5
     done
     chaos_fault "end"
+    if [ -n "${CHAOS_BIN_OLD:-}" ]; then
+        chaos_sql -c "SELECT coalesce(agent_release, 'none') || ' ' || count(*) FROM builder GROUP BY 1 ORDER BY 1" \
+            | sed 's/^/mixed run: agents that said hello last with release /' | tee -a "$CHAOS/upgrades.log" >&2
+        [ "$upgraded" -ge "${#upgrades[@]}" ] || { log "error: only $upgraded of ${#upgrades[@]} machines were upgraded in time"; stop_processes; return 1; }
+    fi
     log "faults over after $(( $(date +%s) - start )) s; stopping the farm and checking"
     stop_processes
     python3 "$ROOT/deploy/bench/chaos_check.py" --dir "$CHAOS" --builds "$builds" \
