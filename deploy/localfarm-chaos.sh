@@ -164,6 +164,23 @@ chaos_upgrade() {
         else
             chaos_fault "FAILED upgrade: the new release's migrate failed"
         fi
+        # An old master that starts now meets the new schema: it must serve it.
+        local old=3 port tries=0
+        [ "$process" != chaos-master-3 ] || old=2
+        pid=$(chaos_pid "chaos-master-$old")
+        if chaos_alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; chaos_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true; fi
+        chaos_start_master "$old"
+        port=$((HTTP_PORT + 10 + old))
+        until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
+            tries=$((tries + 1))
+            [ $tries -lt 100 ] || break
+            sleep 0.2
+        done
+        if [ $tries -lt 100 ] && grep -q '"serving a newer schema"\|serving a newer schema' "$CHAOS/master-$old.log"; then
+            chaos_fault "upgrade: an old master restarted on the new schema serves it (chaos-m$old)"
+        else
+            chaos_fault "FAILED upgrade: an old master restarted on the new schema did not serve it (chaos-m$old)"
+        fi
     fi
     pid=$(chaos_pid "$process")
     if chaos_alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; chaos_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true; fi
@@ -296,7 +313,7 @@ CONF
     done
     chaos_fault "end"
     if [ -n "${CHAOS_BIN_OLD:-}" ]; then
-        chaos_sql -c "SELECT coalesce(agent_release, 'none') || ' ' || count(*) FROM builder GROUP BY 1 ORDER BY 1" \
+        chaos_sql -c "SELECT coalesce(agent_release, 'none') || ' ' || count(*) FROM builder GROUP BY agent_release ORDER BY 1" \
             | sed 's/^/mixed run: agents that said hello last with release /' | tee -a "$CHAOS/upgrades.log" >&2
         [ "$upgraded" -ge "${#upgrades[@]}" ] || { log "error: only $upgraded of ${#upgrades[@]} machines were upgraded in time"; stop_processes; return 1; }
     fi
