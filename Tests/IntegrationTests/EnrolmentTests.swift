@@ -74,6 +74,14 @@ import Testing
             #expect(late.status == 77 && late.error.contains("expired"), "\(late)")
             let guess = try await enrol("guess-1", "bdj_" + String(repeating: "0", count: 48))
             #expect(guess.status == 77 && guess.error.contains("join token refused"), "\(guess)")
+            // `token list` shows who each join token enrolled, never a token.
+            let listed = try await farm.cli("token", "list", "--json")
+            let rows = try #require(try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [[String: Any]])
+            let rack4 = rows.first { $0["name"] as? String == "rack-4" }
+            #expect(rack4?["role"] as? String == "enrol" && rack4?["state"] as? String == "used"
+                    && rack4?["used_by"] as? String == "enrolled-1", "\(listed.output)")
+            #expect(rows.first { $0["name"] as? String == "rack-5" }?["state"] as? String == "expired")
+            #expect(!listed.output.contains(token), "a join token is listed")
             let names = try await farm.store.builders().map(\.name)
             #expect(!names.contains("enrolled-2") && !names.contains("late-1") && !names.contains("guess-1"))
             for name in ["enrolled-2", "late-1", "guess-1"] {

@@ -257,15 +257,22 @@ struct TokenCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 
-        struct Listing: Encodable {
-            let tokens: [APIToken]
-            let joinTokens: [JoinTokenSummary]
-            enum CodingKeys: String, CodingKey { case tokens, joinTokens = "join_tokens" }
+        /// One entry of `--json`: an API token as before, or a join token (role `enrol`).
+        enum Entry: Encodable {
+            case api(APIToken)
+            case join(JoinTokenSummary)
+
+            func encode(to encoder: any Encoder) throws {
+                switch self {
+                case .api(let token): try token.encode(to: encoder)
+                case .join(let token): try token.encode(to: encoder)
+                }
+            }
         }
 
         func run() async throws {
             let (tokens, joins) = try await withStore(connection) { (try await $0.tokens(), try await $0.joinTokens()) }
-            if output.json { return printJSON(Listing(tokens: tokens, joinTokens: joins)) }
+            if output.json { return printJSON(tokens.map(Entry.api) + joins.map(Entry.join)) }
             printTable(["TOKEN", "ROLE", "CREATED", "LAST USED", "EXPIRES"], tokens.map {
                 [$0.name, $0.role.rawValue, $0.createdAt, $0.lastUsed ?? "never",
                  $0.expired ? "EXPIRED \($0.expiresAt ?? "")" : ($0.expiresAt ?? "never")]

@@ -140,9 +140,11 @@ public struct JoinTokenSummary: Codable, Sendable, Equatable {
     public var usedAt: String?
     /// `valid`, `expired` or `used`.
     public var state: String
+    /// Always `enrol`: `token list --json` lists join tokens beside API tokens.
+    public var role = "enrol"
 
     enum CodingKeys: String, CodingKey {
-        case name, processors, state
+        case name, processors, state, role
         case createdAt = "created_at", createdBy = "created_by", expiresAt = "expires_at", usedBy = "used_by"
         case usedAt = "used_at"
     }
