@@ -15,17 +15,38 @@ public struct BrokerManagement: Sendable {
         public let description: String
     }
 
+    /// The broker has a user of that name already (the masters' own, the enrolling user, another machine's
+    /// made by hand): an enrolment never takes it over.
+    public struct UserExists: Error, CustomStringConvertible {
+        public let name: String
+        public var description: String {
+            "the broker has a user named \(name) already: enrol this machine under another name (--name)"
+        }
+    }
+
     public init(url: String, vhost: String) {
         self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
         self.vhost = vhost
     }
 
-    /// Creates (or replaces) the user `name` with `password` and the permissions of a build machine of
-    /// `processors` on the vhost.
+    /// Creates the user `name` with `password` and the permissions of a build machine of `processors` on the
+    /// vhost. Refuses (``UserExists``) when the broker has such a user already: an enrolling machine names
+    /// itself, and must not be able to reset the password or rights of a user it does not own.
     public func createAgentUser(name: String, password: String, processors: [String]) throws {
         let permissions = AgentPermissions(builder: name, processors: processors)
         let vhostPath = ServiceURL.percentEncode(vhost)
         let user = ServiceURL.percentEncode(name)
+        let existing: SimpleHTTPClient.Response
+        do {
+            existing = try SimpleHTTPClient.send(method: "GET", url: url + "/api/users/\(user)", timeoutSeconds: 10)
+        } catch {
+            throw Failure(description: "the broker's management API did not answer: \(error)")
+        }
+        switch existing.status {
+        case 404: break
+        case 200: throw UserExists(name: name)
+        default: throw Failure(description: "the broker's management API answered \(existing.status) to GET /api/users")
+        }
         try put("/api/users/\(user)", ["password": password, "tags": ""])
         try put("/api/permissions/\(vhostPath)/\(user)",
                 ["configure": permissions.configure, "write": permissions.write, "read": permissions.read])

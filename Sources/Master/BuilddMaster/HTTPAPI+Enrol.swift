@@ -57,6 +57,9 @@ extension HTTPAPI {
                 BuilddMetrics.enrolment(outcome: reason)
                 throw self.refuse(.forbidden, route: "enrol", reason: reason, refusal.description,
                                   about.merging(["builder": "\(body.name)"]) { $1 })
+            } catch let exists as BrokerManagement.UserExists {
+                BuilddMetrics.enrolment(outcome: "invalid")
+                throw HTTPError(.conflict, message: "\(exists); nothing was enrolled and the join token is still good")
             } catch let failure as BrokerManagement.Failure {
                 BuilddMetrics.enrolment(outcome: "broker_failed")
                 self.logger.error("enrolment failed: nothing enrolled", metadata: ["builder": "\(body.name)",
