@@ -48,10 +48,16 @@ public struct BrokerManagement: Sendable {
         default: throw Failure(description: "the broker's management API answered \(existing.status) to GET /api/users")
         }
         try put("/api/users/\(user)", ["password": password, "tags": ""])
-        try put("/api/permissions/\(vhostPath)/\(user)",
-                ["configure": permissions.configure, "write": permissions.write, "read": permissions.read])
-        try put("/api/topic-permissions/\(vhostPath)/\(user)",
-                ["exchange": permissions.topicExchange, "write": permissions.topicWrite, "read": permissions.topicRead])
+        do {
+            try put("/api/permissions/\(vhostPath)/\(user)",
+                    ["configure": permissions.configure, "write": permissions.write, "read": permissions.read])
+            try put("/api/topic-permissions/\(vhostPath)/\(user)",
+                    ["exchange": permissions.topicExchange, "write": permissions.topicWrite, "read": permissions.topicRead])
+        } catch {
+            // Nothing is enrolled (the transaction rolls back): the user made a moment ago goes too.
+            _ = try? SimpleHTTPClient.send(method: "DELETE", url: url + "/api/users/\(user)", timeoutSeconds: 10)
+            throw error
+        }
     }
 
     func put(_ path: String, _ fields: [String: String]) throws {
