@@ -92,6 +92,19 @@ doc_files() {
     install -m 0644 "$ROOT/deploy/debian/$name.README.Debian" "$doc/README.Debian"
 }
 
+# package_common NAME TREE: what both packages hold in the same places: the stripped binary, its unit, the
+# documentation and the manual page.
+package_common() {
+    local name=$1 tree=$2
+    install -d -m 0755 "$tree/usr/bin" "$tree/lib/systemd/system" "$tree/usr/share/man/man8" \
+        "$tree/usr/share/doc/$name/examples"
+    install -m 0755 "$RELEASE_BIN/$name" "$tree/usr/bin/$name"
+    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$tree/usr/bin/$name"
+    install -m 0644 "$ROOT/deploy/systemd/$name.service" "$tree/lib/systemd/system/"
+    doc_files "$name" "$tree"
+    man_page "$name" 8 "$tree/usr/bin/$name" | gzip -9n > "$tree/usr/share/man/man8/$name.8.gz"
+}
+
 cmd_packages() {
     VERSION=""
     OUT=$STATE/packages
@@ -115,33 +128,23 @@ cmd_packages() {
 
     log "assembling buildd-master $VERSION"
     local tree=$work/buildd-master
-    install -d -m 0755 "$tree/usr/bin" "$tree/lib/systemd/system" "$tree/etc/buildd" "$tree/usr/share/man/man8" \
-        "$tree/usr/share/doc/buildd-master/examples"
-    install -m 0755 "$RELEASE_BIN/buildd-master" "$tree/usr/bin/buildd-master"
-    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$tree/usr/bin/buildd-master"
-    install -m 0644 "$ROOT/deploy/systemd/buildd-master.service" "$tree/lib/systemd/system/"
+    package_common buildd-master "$tree"
+    install -d -m 0755 "$tree/etc/buildd"
     # A conffile (placeholders only); the postinst makes it 0640 root:buildd, as it will hold passwords.
     install -m 0644 "$ROOT/deploy/examples/master.env" "$tree/etc/buildd/master.env"
     install -m 0755 "$ROOT/deploy/rabbitmq/add-master-user" "$ROOT/deploy/rabbitmq/enrol-agent" \
         "$ROOT/deploy/rabbitmq/add-event-subscriber" "$tree/usr/share/doc/buildd-master/examples/"
     install -m 0644 "$ROOT/deploy/rabbitmq/definitions.json" "$tree/usr/share/doc/buildd-master/examples/"
-    doc_files buildd-master "$tree"
-    man_page buildd-master 8 "$tree/usr/bin/buildd-master" | gzip -9n > "$tree/usr/share/man/man8/buildd-master.8.gz"
     local master_deb
     master_deb=$(make_package buildd-master "$tree")
 
     log "assembling buildd-agent $VERSION"
     tree=$work/buildd-agent
-    install -d -m 0755 "$tree/usr/bin" "$tree/lib/systemd/system" "$tree/etc/default" "$tree/usr/share/buildd" \
-        "$tree/usr/share/man/man8" "$tree/usr/share/doc/buildd-agent/examples"
-    install -m 0755 "$RELEASE_BIN/buildd-agent" "$tree/usr/bin/buildd-agent"
-    strip --strip-unneeded --remove-section=.comment --remove-section=.note "$tree/usr/bin/buildd-agent"
-    install -m 0644 "$ROOT/deploy/systemd/buildd-agent.service" "$tree/lib/systemd/system/"
+    package_common buildd-agent "$tree"
+    install -d -m 0755 "$tree/etc/default" "$tree/usr/share/buildd"
     install -m 0644 "$ROOT/deploy/debian/buildd-agent.default" "$tree/etc/default/buildd-agent"
     install -m 0755 "$ROOT/deploy/examples/binarypackage" "$ROOT/deploy/examples/sample-build" "$tree/usr/share/buildd/"
     install -m 0644 "$ROOT/deploy/examples/agent.conf" "$tree/usr/share/doc/buildd-agent/examples/"
-    doc_files buildd-agent "$tree"
-    man_page buildd-agent 8 "$tree/usr/bin/buildd-agent" | gzip -9n > "$tree/usr/share/man/man8/buildd-agent.8.gz"
     local agent_deb
     agent_deb=$(make_package buildd-agent "$tree")
 

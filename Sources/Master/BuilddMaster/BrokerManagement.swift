@@ -25,7 +25,7 @@ public struct BrokerManagement: Sendable {
     }
 
     public init(url: String, vhost: String) {
-        self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
+        self.url = url.trimmed("/")
         self.vhost = vhost
     }
 
@@ -36,12 +36,7 @@ public struct BrokerManagement: Sendable {
         let permissions = AgentPermissions(builder: name, processors: processors)
         let vhostPath = ServiceURL.percentEncode(vhost)
         let user = ServiceURL.percentEncode(name)
-        let existing: SimpleHTTPClient.Response
-        do {
-            existing = try SimpleHTTPClient.send(method: "GET", url: url + "/api/users/\(user)", timeoutSeconds: 10)
-        } catch {
-            throw Failure(description: "the broker's management API did not answer: \(error)")
-        }
+        let existing = try call("GET", "/api/users/\(user)")
         switch existing.status {
         case 404: break
         case 200: throw UserExists(name: name)
@@ -55,26 +50,30 @@ public struct BrokerManagement: Sendable {
                     ["exchange": permissions.topicExchange, "write": permissions.topicWrite, "read": permissions.topicRead])
         } catch {
             // Nothing is enrolled (the transaction rolls back): the user made a moment ago goes too.
-            _ = try? SimpleHTTPClient.send(method: "DELETE", url: url + "/api/users/\(user)", timeoutSeconds: 10)
+            _ = try? call("DELETE", "/api/users/\(user)")
             throw error
         }
     }
 
+    /// A PUT of `fields` as JSON that must succeed (2xx).
     func put(_ path: String, _ fields: [String: String]) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        let body = try encoder.encode(fields)
-        let response: SimpleHTTPClient.Response
-        do {
-            response = try SimpleHTTPClient.send(method: "PUT", url: url + path,
-                                                 headers: ["content-type": "application/json"],
-                                                 body: .bytes(Array(body)), timeoutSeconds: 10)
-        } catch {
-            throw Failure(description: "the broker's management API did not answer: \(error)")
-        }
+        let response = try call("PUT", path, body: Array(try encoder.encode(fields)))
         guard (200..<300).contains(response.status) else {
             throw Failure(description: "the broker's management API answered \(response.status) to PUT "
                 + "\(path.split(separator: "/").prefix(3).joined(separator: "/")): \(response.text.prefix(200))")
+        }
+    }
+
+    /// One request to the management API; a broker that does not answer is a ``Failure``.
+    func call(_ method: String, _ path: String, body: [UInt8]? = nil) throws -> SimpleHTTPClient.Response {
+        do {
+            return try SimpleHTTPClient.send(method: method, url: url + path,
+                                             headers: body == nil ? [:] : ["content-type": "application/json"],
+                                             body: body.map { .bytes($0) } ?? .none, timeoutSeconds: 10)
+        } catch {
+            throw Failure(description: "the broker's management API did not answer: \(error)")
         }
     }
 }

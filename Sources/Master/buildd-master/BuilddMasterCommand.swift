@@ -276,12 +276,11 @@ struct TokenCommand: AsyncParsableCommand {
             printTable(["TOKEN", "ROLE", "CREATED", "LAST USED", "EXPIRES"], tokens.map {
                 [$0.name, $0.role.rawValue, $0.createdAt, $0.lastUsed ?? "never",
                  $0.expired ? "EXPIRED \($0.expiresAt ?? "")" : ($0.expiresAt ?? "never")]
-            } + joins.map {
-                ["\($0.name) (\($0.processors.joined(separator: ",")))", "enrol", $0.createdAt,
-                 $0.usedBy.map { "enrolled \($0) \(joinsUsedAt($0))" } ?? "never",
-                 $0.state == "expired" ? "EXPIRED \($0.expiresAt)" : $0.expiresAt]
+            } + joins.map { join in
+                ["\(join.name) (\(join.processors.joined(separator: ",")))", "enrol", join.createdAt,
+                 join.usedBy.map { "enrolled \($0) \(join.usedAt ?? "")" } ?? "never",
+                 join.state == "expired" ? "EXPIRED \(join.expiresAt)" : join.expiresAt]
             })
-            func joinsUsedAt(_ builder: String) -> String { joins.first { $0.usedBy == builder }?.usedAt ?? "" }
         }
     }
 

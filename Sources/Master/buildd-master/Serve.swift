@@ -97,8 +97,14 @@ struct Serve: AsyncParsableCommand {
 
     /// The certificate and key, both or neither.
     func tls() throws -> (certificate: String, key: String)? {
-        let certificate = try tlsCertificate ?? MasterSettings.value("BUILDD_TLS_CERTIFICATE")
-        let key = try tlsKey ?? MasterSettings.value("BUILDD_TLS_KEY")
+        try Self.tls(certificate: tlsCertificate, key: tlsKey)
+    }
+
+    /// The HTTPS certificate and key from the flags given, else the settings; both or neither, each readable
+    /// (`serve`, and `check-config` without flags).
+    static func tls(certificate certificateFlag: String?, key keyFlag: String?) throws -> (certificate: String, key: String)? {
+        let certificate = try certificateFlag ?? MasterSettings.value("BUILDD_TLS_CERTIFICATE")
+        let key = try keyFlag ?? MasterSettings.value("BUILDD_TLS_KEY")
         switch (certificate, key) {
         case (nil, nil): return nil
         case (let certificate?, let key?):

@@ -100,7 +100,7 @@ struct Enrol: AsyncParsableCommand {
             let response: SimpleHTTPClient.Response
             do {
                 response = try SimpleHTTPClient.send(
-                    method: "POST", url: url.trimmingSuffix("/") + "/v1/enrol",
+                    method: "POST", url: url.trimmed("/") + "/v1/enrol",
                     headers: ["authorization": "Bearer \(token)", "content-type": "application/json"],
                     body: .bytes(request), timeoutSeconds: 30, trust: trust)
             } catch {
@@ -207,13 +207,5 @@ struct Enrol: AsyncParsableCommand {
             unlink(temporary)
             throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
-    }
-}
-
-extension String {
-    func trimmingSuffix(_ suffix: String) -> String {
-        var text = self
-        while text.hasSuffix(suffix) { text.removeLast(suffix.count) }
-        return text
     }
 }
