@@ -112,7 +112,11 @@ import Testing
                 try await browser.navigate(base + "/builds?limit=2")
                 let firstPage = try await rows()
                 _ = try await browser.evaluate("document.querySelector('a[rel=next]').click(); true")
-                #expect(try await eventually(timeout: .seconds(10)) { try await rows() != firstPage }, "the next page")
+                // While the next page loads the table is briefly empty: wait for its rows, not just for a change.
+                #expect(try await eventually(timeout: .seconds(10)) {
+                    let now = try await rows()
+                    return now.count == 2 && now != firstPage
+                }, "the next page")
                 let secondPage = try await rows()
                 #expect(firstPage.count == 2 && secondPage.count == 2 && Set(firstPage).isDisjoint(with: secondPage)
                         && firstPage.compactMap { Int64($0) }.min()! > secondPage.compactMap { Int64($0) }.max()!,
