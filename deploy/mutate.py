@@ -41,6 +41,13 @@ MUTANTS = [
      '"^buildd\\\\.(\\((queues + [own]).joined(separator: "|")))$"',
      '"^buildd\\\\.(jobs\\\\..*|\\((queues + [own]).joined(separator: "|")))$"',
      "EnrolmentRuleTests|EnrolmentTests"),
+    ("join-token-api-admin", "only an admin token makes join tokens over the API",
+     "Sources/Master/BuilddMaster/HTTPAPI+Enrol.swift",
+     "let caller = try await self.authorize(request, .manageTokens)\n"
+     "            let body = try await Self.body(request, as: JoinTokenRequest.self,",
+     "let caller = try await self.authorize(request, .changeBuilder)\n"
+     "            let body = try await Self.body(request, as: JoinTokenRequest.self,",
+     "JoinTokenAPITests"),
     ("schema-servable", "a master refuses a newer schema unless every change since its own is servable from it",
      "Sources/Master/BuilddMaster/Store/Migrations.swift",
      "guard servableFrom <= binary else {",

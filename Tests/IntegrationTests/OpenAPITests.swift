@@ -23,7 +23,7 @@ import Testing
             #expect(try await eventually(timeout: .seconds(60)) { try await store.build(built).build.status == .fullyBuilt })
             let log = try #require(try await store.build(built).files.first { $0.kind == "log" }?.name)
             var tokens: [String: String] = [:]
-            for role in [Role.viewer, .submitter, .operator] {
+            for role in [Role.viewer, .submitter, .operator, .admin] {
                 tokens[role.rawValue] = try await store.addToken(name: "spec-\(role.rawValue)", role: role)
             }
             let upload = farm.directory + "/specpkg_1.0.tar.xz"

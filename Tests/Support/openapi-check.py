@@ -128,6 +128,7 @@ def main():
     b, w, builder, processor = fx["build"], fx["waiting"], fx["builder"], fx["processor"]
     submit = {"archseries": fx["archseries"], "source": "specpkg", "version": "1.0",
               "files": [{"name": upload_name, "sha256": upload, "size": len(upload_bytes)}]}
+    join = {"name": "spec-join", "processors": [processor], "expires_in": 3600}
     tries = [
         ("GET", "/v1/status", None, None, 200), ("GET", "/v1/status?finished=true", t["viewer"], None, 200),
         ("GET", "/v1/status", "bdt_not_a_token", None, 403),
@@ -150,6 +151,20 @@ def main():
         ("POST", "/v1/builders/%s/manual" % builder, t["operator"], {"manual": "yes"}, 400),
         ("POST", "/v1/enrol", None, {"name": "new-box"}, 401),
         ("POST", "/v1/enrol", "bdj_" + "0" * 48, {"name": "new-box"}, 503),
+        # Join tokens: admin only; made once by name, listed without secrets, taken back.
+        ("POST", "/v1/join-tokens", None, join, 401),
+        ("POST", "/v1/join-tokens", t["operator"], join, 403),
+        ("POST", "/v1/join-tokens", t["admin"], join, 201),
+        ("POST", "/v1/join-tokens", t["admin"], join, 409),
+        ("POST", "/v1/join-tokens", t["admin"], dict(join, name="spec-join-long", expires_in=8 * 86400), 400),
+        ("POST", "/v1/join-tokens", t["admin"], dict(join, name="spec-join-none", processors=[]), 400),
+        ("POST", "/v1/join-tokens", t["admin"], dict(join, name="spec-join-mips", processors=["mips"]), 404),
+        ("GET", "/v1/join-tokens", t["admin"], None, 200),
+        ("GET", "/v1/join-tokens", t["operator"], None, 403),
+        ("GET", "/v1/join-tokens", None, None, 401),
+        ("DELETE", "/v1/join-tokens/spec-join", t["operator"], None, 403),
+        ("DELETE", "/v1/join-tokens/spec-join", t["admin"], None, 204),
+        ("DELETE", "/v1/join-tokens/spec-join", t["admin"], None, 404),
         ("GET", "/v1/builds?limit=1", None, None, 200), ("GET", "/v1/builds?status=NOPE", None, None, 400),
         ("GET", "/v1/builds/%d" % b, None, None, 200), ("GET", "/v1/builds/999999", None, None, 404),
         ("GET", "/v1/builds/%d/files/%s" % (b, fx["log"]), None, None, 200),

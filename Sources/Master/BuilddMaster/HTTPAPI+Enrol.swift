@@ -79,3 +79,65 @@ extension HTTPAPI {
         }
     }
 }
+
+extension HTTPAPI {
+    /// Join tokens over the API, for whatever starts build machines (an autoscaler) and holds an admin token:
+    /// `POST /v1/join-tokens` makes one and answers its secret once, `GET` lists them without secrets, and
+    /// `DELETE /v1/join-tokens/{name}` takes one back. The same rules as `token add --role enrol`: the store
+    /// checks the name, the processors and the lifetime (``JoinToken/maxLifetimeSeconds``).
+    func addJoinTokenRoutes(to router: Router<BasicRequestContext>) {
+        router.post("/v1/join-tokens") { request, _ in
+            let caller = try await self.authorize(request, .manageTokens)
+            let body = try await Self.body(request, as: JoinTokenRequest.self,
+                                           example: #"{"name": "autoscale-42", "processors": ["amd64"], "expires_in": 3600}"#)
+            let token = try await Self.mapped {
+                try await self.store.addJoinToken(name: body.name, processors: body.processors,
+                                                  expiresInSeconds: body.expiresIn, createdBy: Self.actor(caller))
+            }
+            let made = try await self.store.joinTokens().first { $0.name == body.name }
+            self.logger.notice("join token made", metadata: [
+                "token.name": "\(body.name)", "processors": "\(body.processors.joined(separator: ","))",
+                "actor": "\(Self.actor(caller) ?? "-")"])
+            return Self.json(JoinTokenGrant(name: body.name, token: token, processors: made?.processors ?? body.processors.sorted(),
+                                            expiresAt: made?.expiresAt), status: .created)
+        }
+        router.get("/v1/join-tokens") { request, _ in
+            try await self.authorize(request, .manageTokens)
+            return Self.json(try await self.store.joinTokens())
+        }
+        router.delete("/v1/join-tokens/:name") { request, context in
+            let caller = try await self.authorize(request, .manageTokens)
+            let name = try context.parameters.require("name")
+            guard try await self.store.removeJoinToken(name: name) else {
+                throw HTTPError(.notFound, message: "no join token '\(name)'")
+            }
+            self.logger.notice("join token removed", metadata: ["token.name": "\(name)", "actor": "\(Self.actor(caller) ?? "-")"])
+            return Response(status: .noContent)
+        }
+    }
+}
+
+struct JoinTokenRequest: Decodable {
+    let name: String
+    let processors: [String]
+    /// Seconds the token is good for, at most ``JoinToken/maxLifetimeSeconds``.
+    let expiresIn: Int
+
+    enum CodingKeys: String, CodingKey {
+        case name, processors
+        case expiresIn = "expires_in"
+    }
+}
+
+/// A join token as made: the only answer that ever holds its secret.
+struct JoinTokenGrant: Encodable {
+    let name: String
+    let token: String
+    let processors: [String]
+    let expiresAt: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, token, processors
+        case expiresAt = "expires_at"
+    }
+}

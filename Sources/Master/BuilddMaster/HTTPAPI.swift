@@ -87,6 +87,7 @@ public struct HTTPAPI: Sendable {
         let router = Router()
         addJSONRoutes(to: router)
         addEnrolRoute(to: router)
+        addJoinTokenRoutes(to: router)
         addSubmitRoutes(to: router)
         addLogRoutes(to: router)
         addPageRoutes(to: router)
