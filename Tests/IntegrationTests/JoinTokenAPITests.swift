@@ -7,12 +7,6 @@ import Testing
 /// make, list or take one back; the token it answers enrols a machine over HTTPS exactly once, under the
 /// admin token's name; a token taken back enrols nothing. Each refusal is tried and changes nothing.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct JoinTokenAPITests {
-    struct Answer {
-        let status: Int
-        let text: String
-        var json: Any? { try? JSONSerialization.jsonObject(with: Data(text.utf8)) }
-    }
-
     @Test func anAdminTokenMakesJoinTokensThatEnrolOnceAndNothingElseMay() async throws {
         let farm = try await FarmHarness.make(tls: true)
         defer { Task { await OperationsTests.deleteUsers(["scaled-1", "scaled-2", "scaled-3"]) } }
@@ -24,16 +18,9 @@ import Testing
             let master = farm.masterURLs[0]
             let admin = try await farm.store.addToken(name: "autoscaler", role: .admin)
             let operatorToken = try await farm.store.addToken(name: "ops", role: .operator)
-            func send(_ method: String, _ path: String, token: String?, _ body: String? = nil) async throws -> Answer {
-                var headers: [String: String] = [:]
-                if let token { headers["Authorization"] = "Bearer \(token)" }
-                if body != nil { headers["Content-Type"] = "application/json" }
-                let sent = headers, trust = farm.trust
-                let response = try await runBlocking {
-                    try SimpleHTTPClient.send(method: method, url: master + path, headers: sent,
-                                              body: body.map { .bytes(Array($0.utf8)) } ?? .none, timeoutSeconds: 10, trust: trust)
-                }
-                return Answer(status: response.status, text: response.text)
+            func send(_ method: String, _ path: String, token: String?, _ body: String? = nil) async throws
+                -> AccessTests.Answer {
+                try await AccessTests.send(farm, method, path, token: token, body: body)
             }
             func joinTokenNames() async throws -> [String] { try await farm.store.joinTokens().map(\.name) }
             let request = #"{"name": "scale-1", "processors": ["amd64"], "expires_in": 600}"#
