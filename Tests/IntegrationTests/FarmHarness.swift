@@ -1,6 +1,7 @@
 import BuilddMasterKit
 import BuilddShared
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -93,22 +94,40 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     var masterURLs: [String] { masters.map { "\(tls == nil ? "http" : "https")://127.0.0.1:\($0.port)" } }
     var artifactRoot: String { directory + "/artifacts" }
 
+    /// A port a test's own server (a private broker, an archive, a master) may listen on: free when asked,
+    /// and below the kernel's ephemeral range, so that no outgoing connection of this busy machine can take it
+    /// before the server binds it (a port the kernel chose for bind(0) and we closed again can be handed to the
+    /// next connect(): a private broker then failed with eaddrinuse). Handed out in turn within this process.
     static func freePort() throws -> Int {
+        let ephemeralLow = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+        let low = max(1024, ephemeralLow - 12_000), span = ephemeralLow - low
+        for _ in 0..<span {
+            let port = low + portCursor.withLock { cursor -> Int in
+                cursor = (cursor + 1) % span
+                return cursor
+            }
+            if canListen(port) { return port }
+        }
+        throw SimpleHTTPClient.Failure(description: "no free port below \(ephemeralLow)")
+    }
+
+    /// Where ``freePort()`` goes on from: a random start, so that two test processes seldom ask for the same.
+    private static let portCursor = Mutex<Int>(Int.random(in: 0..<10_000))
+
+    private static func canListen(_ port: Int) -> Bool {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
         defer { Glibc.close(descriptor) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                guard bind(descriptor, pointer, length) == 0 else { return -1 }
-                return getsockname(descriptor, pointer, &length)
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
             }
         }
-        guard bound == 0 else { throw SimpleHTTPClient.Failure(description: "no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     func spawn(_ executable: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws -> Process {
