@@ -94,7 +94,8 @@ extension HTTPAPI {
                 try await self.store.addJoinToken(name: body.name, processors: body.processors,
                                                   expiresInSeconds: body.expiresIn, createdBy: Self.actor(caller))
             }
-            let made = try await self.store.joinTokens().first { $0.name == body.name }
+            // The token is made: a failed read of its expiry must not lose the only answer that holds it.
+            let made = (try? await self.store.joinTokens())?.first { $0.name == body.name }
             self.logger.notice("join token made", metadata: [
                 "token.name": "\(body.name)", "processors": "\(body.processors.joined(separator: ","))",
                 "actor": "\(Self.actor(caller) ?? "-")"])
