@@ -90,17 +90,15 @@ extension HTTPAPI {
             let caller = try await self.authorize(request, .manageTokens)
             let body = try await Self.body(request, as: JoinTokenRequest.self,
                                            example: #"{"name": "autoscale-42", "processors": ["amd64"], "expires_in": 3600}"#)
-            let token = try await Self.mapped {
+            let made = try await Self.mapped {
                 try await self.store.addJoinToken(name: body.name, processors: body.processors,
                                                   expiresInSeconds: body.expiresIn, createdBy: Self.actor(caller))
             }
-            // The token is made: a failed read of its expiry must not lose the only answer that holds it.
-            let made = (try? await self.store.joinTokens())?.first { $0.name == body.name }
             self.logger.notice("join token made", metadata: [
                 "token.name": "\(body.name)", "processors": "\(body.processors.joined(separator: ","))",
                 "actor": "\(Self.actor(caller) ?? "-")"])
-            return Self.json(JoinTokenGrant(name: body.name, token: token, processors: made?.processors ?? body.processors.sorted(),
-                                            expiresAt: made?.expiresAt), status: .created)
+            return Self.json(JoinTokenGrant(name: body.name, token: made.token, processors: made.processors,
+                                            expiresAt: made.expiresAt), status: .created)
         }
         router.get("/v1/join-tokens") { request, _ in
             try await self.authorize(request, .manageTokens)
@@ -135,7 +133,7 @@ struct JoinTokenGrant: Encodable {
     let name: String
     let token: String
     let processors: [String]
-    let expiresAt: String?
+    let expiresAt: String
 
     enum CodingKeys: String, CodingKey {
         case name, token, processors

@@ -242,7 +242,7 @@ struct TokenCommand: AsyncParsableCommand {
                 print(try await withStore(connection) {
                     try await $0.addJoinToken(name: name, processors: processors, expiresInSeconds: seconds,
                                               createdBy: cliActor())
-                })
+                }.token)
                 return
             }
             print(try await withStore(connection) {

@@ -3,10 +3,10 @@ import Postgres
 
 /// Join tokens, and build machines enrolling with them (``JoinToken``).
 extension BuilddStore {
-    /// Makes a join token good once, for `expiresInSeconds`, for machines of `processors`; returns it (shown
-    /// once: only its SHA-256 is kept).
+    /// Makes a join token good once, for `expiresInSeconds`, for machines of `processors`; returns it with
+    /// what was stored (the token is shown once: only its SHA-256 is kept).
     public func addJoinToken(name: String, processors: [String], expiresInSeconds: Int, createdBy: String?)
-        async throws -> String {
+        async throws -> MadeJoinToken {
         try Self.requireName(name, "token")
         guard !processors.isEmpty else { throw StoreError(.invalid, "a join token needs --processor (one or more)") }
         for processor in processors { try Self.requireName(processor, "processor") }
@@ -14,7 +14,7 @@ extension BuilddStore {
             throw StoreError(.invalid, "a join token is good for at most \(JoinToken.maxLifetimeSeconds / 86400) days")
         }
         let token = "bdj_" + randomHexToken(bytes: 24)
-        try await database.transaction { connection in
+        return try await database.transaction { connection in
             // One name space for API and join tokens: `token remove NAME` must mean one thing.
             if try connection.query("SELECT 1 FROM api_token WHERE name = $1", [name]).first != nil {
                 throw StoreError(.alreadyExists, "token '\(name)' already exists")
@@ -25,15 +25,17 @@ extension BuilddStore {
                 throw StoreError(.notFound, "unknown processor '\(unknown)': add it with `processor add`")
             }
             do {
-                try connection.execute("""
+                let stored = try connection.query("""
                     INSERT INTO join_token (name, token_sha256, processors, expires_at, created_by)
                     VALUES ($1, $2, $3::text[], now() + make_interval(secs => $4::integer), $5)
+                    RETURNING \(iso("expires_at")) AS expires_at
                     """, [name, SHA256.hex(of: token), PostgresArray(processors.sorted()), expiresInSeconds, createdBy])
+                return MadeJoinToken(token: token, processors: processors.sorted(),
+                                     expiresAt: try stored.rows[0].string("expires_at"))
             } catch let error as PostgresError where error.isUniqueViolation {
                 throw StoreError(.alreadyExists, "token '\(name)' already exists")
             }
         }
-        return token
     }
 
     public func joinTokens() async throws -> [JoinTokenSummary] {
@@ -129,6 +131,14 @@ extension BuilddStore {
 }
 
 /// A join token as `token list` shows it (never the token).
+/// A join token as ``BuilddStore/addJoinToken(name:processors:expiresInSeconds:createdBy:)`` made it.
+public struct MadeJoinToken: Sendable, Equatable {
+    /// The secret, here and nowhere else.
+    public var token: String
+    public var processors: [String]
+    public var expiresAt: String
+}
+
 public struct JoinTokenSummary: Codable, Sendable, Equatable {
     public var name: String
     public var processors: [String]
