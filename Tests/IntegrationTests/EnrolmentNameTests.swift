@@ -8,12 +8,7 @@ import Testing
 /// the last read of issue 26's change: the first version PUT the user whatever it was.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct EnrolmentNameTests {
     @Test func aMachineCannotEnrolAsABrokerUserThatExists() async throws {
-        let farm = try await FarmHarness.make(tls: true)
-        defer { Task { await OperationsTests.deleteUsers(["rightful-1"]) } }
-        try await closing(farm) {
-            try await farm.store.addNobleProcessors(["amd64"])
-            let management = try TestEnvironment.managementURL
-            try await farm.startMaster(arguments: ["--broker-management-url", management])
+        try await EnrolmentTests.withEnrollingMaster(processors: ["amd64"], users: ["rightful-1"]) { farm, management in
             let ca = try #require(farm.tls?.ca)
             let made = try await farm.cli("token", "add", "rack-9", "--role", "enrol", "--expires", "1h", "--processor", "amd64")
             let token = made.output.trimmingCharacters(in: .whitespacesAndNewlines)

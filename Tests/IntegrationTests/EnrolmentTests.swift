@@ -14,14 +14,23 @@ import Testing
         (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1
     }
 
-    @Test func aMachineEnrolsWithAJoinTokenOnceAndBuildsOneJob() async throws {
+    /// A farm over HTTPS whose master enrols machines through the test broker's management API (its URL is
+    /// `body`'s second argument), with `processors`; the broker users `users` are deleted afterwards.
+    static func withEnrollingMaster(processors: [String], users: [String],
+                                    _ body: (FarmHarness, String) async throws -> Void) async throws {
         let farm = try await FarmHarness.make(tls: true)
-        let users = ["enrolled-1", "enrolled-2", "late-1", "guess-1", "scripted-1"]
         defer { Task { await OperationsTests.deleteUsers(users) } }
         try await closing(farm) {
-            try await farm.store.addNobleProcessors(["amd64", "arm64"])
+            try await farm.store.addNobleProcessors(processors)
             let management = try TestEnvironment.managementURL
             try await farm.startMaster(arguments: ["--broker-management-url", management])
+            try await body(farm, management)
+        }
+    }
+
+    @Test func aMachineEnrolsWithAJoinTokenOnceAndBuildsOneJob() async throws {
+        let users = ["enrolled-1", "enrolled-2", "late-1", "guess-1", "scripted-1"]
+        try await Self.withEnrollingMaster(processors: ["amd64", "arm64"], users: users) { farm, management in
             let ca = try #require(farm.tls?.ca)
             let master = farm.masterURLs[0]
             let agentBinary = try TestEnvironment.binDirectory + "/buildd-agent"

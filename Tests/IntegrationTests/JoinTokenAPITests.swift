@@ -8,12 +8,8 @@ import Testing
 /// admin token's name; a token taken back enrols nothing. Each refusal is tried and changes nothing.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct JoinTokenAPITests {
     @Test func anAdminTokenMakesJoinTokensThatEnrolOnceAndNothingElseMay() async throws {
-        let farm = try await FarmHarness.make(tls: true)
-        defer { Task { await OperationsTests.deleteUsers(["scaled-1", "scaled-2", "scaled-3"]) } }
-        try await closing(farm) {
-            try await farm.store.addNobleProcessors(["amd64", "arm64"])
-            let management = try TestEnvironment.managementURL
-            try await farm.startMaster(arguments: ["--broker-management-url", management])
+        try await EnrolmentTests.withEnrollingMaster(processors: ["amd64", "arm64"],
+                                                     users: ["scaled-1", "scaled-2", "scaled-3"]) { farm, _ in
             let ca = try #require(farm.tls?.ca)
             let master = farm.masterURLs[0]
             let admin = try await farm.store.addToken(name: "autoscaler", role: .admin)
