@@ -26,6 +26,13 @@ import Testing
             let byOperator = try await send("POST", "/v1/join-tokens", token: operatorToken, request)
             #expect(byOperator.status == 403 && byOperator.text.contains("needs admin"), "\(byOperator)")
             #expect(try await send("GET", "/v1/join-tokens", token: operatorToken).status == 403)
+            // Even an admin's malformed body is a clear 400, and one past the API's 64 KiB a 413.
+            let malformed = try await send("POST", "/v1/join-tokens", token: admin, #"{"name": "scale-1", "processors": "amd64"}"#)
+            #expect(malformed.status == 400 && malformed.text.contains("the body must be JSON like"), "\(malformed)")
+            let padding = String(repeating: "x", count: 70_000)
+            let oversized = try await send("POST", "/v1/join-tokens", token: admin,
+                                           #"{"name": "scale-1", "processors": ["amd64"], "expires_in": 600, "pad": "\#(padding)"}"#)
+            #expect(oversized.status == 413, "\(oversized.status) \(oversized.text.prefix(200))")
             #expect(try await joinTokenNames().isEmpty, "a refused request made a join token")
 
             // The admin makes one; the answer holds the secret, the list never does.
