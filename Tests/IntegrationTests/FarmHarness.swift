@@ -267,15 +267,21 @@ final class FarmHarness: @unchecked Sendable, TestResource {
     }
 
     /// Starts a relay (Tests/Support/tcp-relay.py) in front of this farm's PostgreSQL; returns it and the
-    /// database URL through it.
-    func startDatabaseRelay() async throws -> (relay: TCPRelay, url: String) {
-        var target = try #require(URLComponents(string: database.url), "database URL \(database.url)")
+    /// database URL through it. `options` are the relay's (e.g. `--cut-after-commit-of`).
+    func startDatabaseRelay(options: [String] = []) async throws -> (relay: TCPRelay, url: String) {
+        try await startRelay(to: database.url, defaultPort: 5432, options: options)
+    }
+
+    /// Starts a relay (Tests/Support/tcp-relay.py) with `options` (e.g. `--delay 2`: a slow server) in front of
+    /// the service at `url`; returns it and the URL through it.
+    func startRelay(to url: String, defaultPort: Int, options: [String] = []) async throws -> (relay: TCPRelay, url: String) {
+        var target = try #require(URLComponents(string: url), "URL \(url)")
         let host = target.host ?? "127.0.0.1"
-        let port = target.port ?? 5432
+        let port = target.port ?? defaultPort
         let listen = try Self.freePort()
         let log = directory + "/relay-\(listen).log"
-        let process = try startSupportScript("tcp-relay.py", ["\(listen)", host, "\(port)"], log: log)
-        let relay = TCPRelay(process: process)
+        let process = try startSupportScript("tcp-relay.py", options + ["\(listen)", host, "\(port)"], log: log)
+        let relay = TCPRelay(process: process, log: log)
         relays.append(relay)
         let up = try await eventually(timeout: .seconds(15)) {
             ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("listening")
@@ -381,6 +387,9 @@ final class FarmHarness: @unchecked Sendable, TestResource {
 /// partition), and never answers new connections.
 struct TCPRelay {
     let process: Process
+    /// Where it prints what it did.
+    let log: String
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
     func cut() { kill(process.processIdentifier, SIGUSR1) }
     /// Cuts at the next statement a client sends inside a transaction (or in 2 s if none does): the server's
     /// side is left idle in that transaction, holding its locks.

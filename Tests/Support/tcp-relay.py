@@ -1,7 +1,15 @@
 #!/usr/bin/env python3
 """A TCP relay that a test can cut, standing for the network between a master and its database.
 
-    tcp-relay.py LISTEN_PORT TARGET_HOST TARGET_PORT [ORPHAN_SECONDS]
+    tcp-relay.py [--delay SECONDS] [--cut-after-commit-of TEXT HEAL_SECONDS]
+                 LISTEN_PORT TARGET_HOST TARGET_PORT [ORPHAN_SECONDS]
+
+--delay holds what a client sends on each new connection that long before the server gets any of it: a
+slow server (e.g. a broker's management API under load) for a client that opens a connection per request.
+
+--cut-after-commit-of cuts once, as SIGUSR1 does, right after the COMMIT of the first transaction that
+sent TEXT reached the server, and heals HEAL_SECONDS later: the transaction is committed and the client
+never hears so.
 
 Prints "listening" once it accepts connections on 127.0.0.1:LISTEN_PORT.
 
@@ -39,6 +47,8 @@ cut_pending = False  # SIGHUP: cut at the next statement inside a transaction
 pairs = set()     # relayed connections
 held = []         # connections accepted while cut
 orphan_seconds = 20.0
+delay_seconds = 0.0
+commit_watch = None  # (TEXT as bytes, heal seconds) of --cut-after-commit-of, until it fires
 
 
 class Pair:
@@ -47,6 +57,7 @@ class Pair:
         self.upstream = upstream
         self.orphaned_at = None  # when the cut left the server side alone
         self.in_transaction = False  # the client sent BEGIN and not yet COMMIT or ROLLBACK
+        self.watched = False  # this transaction sent the text of --cut-after-commit-of
 
     def cut(self):
         """Resets the client side (its reader closes it) and orphans the server side."""
@@ -61,9 +72,13 @@ class Pair:
 
 
 def client_to_server(pair):
+    delayed = delay_seconds > 0
     try:
         while True:
             data = pair.client.recv(65536)
+            if delayed:
+                time.sleep(delay_seconds)
+                delayed = False
             if not data or pair.orphaned_at is not None:
                 break
             pair.upstream.sendall(data)
@@ -72,6 +87,14 @@ def client_to_server(pair):
             statement_inside = pair.in_transaction and began < 0 and ended < 0
             if began >= 0 or ended >= 0:
                 pair.in_transaction = began > ended
+            if commit_watch and pair.in_transaction and commit_watch[0] in data:
+                pair.watched = True
+            if ended >= 0:
+                fire = pair.watched and commit_watch and data.rfind(b"COMMIT\x00") >= 0
+                pair.watched = False
+                if fire:
+                    cut_after_commit()
+                    break
             if statement_inside and cut_pending:
                 on_cut()  # this statement reaches the server; its answer, and the rest, never reach the client
                 break
@@ -126,6 +149,21 @@ def on_cut(*_):
         pair.cut()
 
 
+def cut_after_commit():
+    """The watched COMMIT is on its way to the server: cut now, heal a while later, and watch no more."""
+    global commit_watch
+    with lock:
+        heal_after = commit_watch[1]
+        commit_watch = None
+    on_cut()
+    print("cut after a watched COMMIT", flush=True)
+
+    def heal_later():
+        time.sleep(heal_after)
+        on_heal()
+    threading.Thread(target=heal_later, daemon=True).start()
+
+
 def on_cut_in_transaction(*_):
     global cut_pending
     with lock:
@@ -155,10 +193,19 @@ def on_heal(*_):
 
 
 def main():
-    global orphan_seconds
-    listen_port, host, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    if len(sys.argv) > 4:
-        orphan_seconds = float(sys.argv[4])
+    global orphan_seconds, delay_seconds
+    arguments = sys.argv[1:]
+    global commit_watch
+    while arguments[:1] in (["--delay"], ["--cut-after-commit-of"]):
+        if arguments[0] == "--delay":
+            delay_seconds = float(arguments[1])
+            arguments = arguments[2:]
+        else:
+            commit_watch = (arguments[1].encode(), float(arguments[2]))
+            arguments = arguments[3:]
+    listen_port, host, port = int(arguments[0]), arguments[1], int(arguments[2])
+    if len(arguments) > 3:
+        orphan_seconds = float(arguments[3])
     # A child of the test runner may inherit a mask that blocks these.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP})
     signal.signal(signal.SIGUSR1, on_cut)

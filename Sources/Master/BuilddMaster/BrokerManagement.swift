@@ -24,6 +24,13 @@ public struct BrokerManagement: Sendable {
         }
     }
 
+    /// The longest one request to the management API waits for an answer.
+    public static let requestTimeoutSeconds = 10
+
+    /// The longest ``createAgentUser(name:password:processors:)`` takes: its four requests, and the delete of
+    /// the user it made when a later one fails.
+    public static let longestAgentUserSeconds = 5 * requestTimeoutSeconds
+
     public init(url: String, vhost: String) {
         self.url = url.trimmed("/")
         self.vhost = vhost
@@ -50,9 +57,15 @@ public struct BrokerManagement: Sendable {
                     ["exchange": permissions.topicExchange, "write": permissions.topicWrite, "read": permissions.topicRead])
         } catch {
             // Nothing is enrolled (the transaction rolls back): the user made a moment ago goes too.
-            _ = try? call("DELETE", "/api/users/\(user)")
+            removeUser(name: name)
             throw error
         }
+    }
+
+    /// Deletes the user `name`, made by an enrolment that did not happen; a broker that does not answer
+    /// leaves it (best effort: it holds no builder, and its password was never given out).
+    public func removeUser(name: String) {
+        _ = try? call("DELETE", "/api/users/\(ServiceURL.percentEncode(name))")
     }
 
     /// A PUT of `fields` as JSON that must succeed (2xx).
@@ -71,7 +84,7 @@ public struct BrokerManagement: Sendable {
         do {
             return try SimpleHTTPClient.send(method: method, url: url + path,
                                              headers: body == nil ? [:] : ["content-type": "application/json"],
-                                             body: body.map { .bytes($0) } ?? .none, timeoutSeconds: 10)
+                                             body: body.map { .bytes($0) } ?? .none, timeoutSeconds: Self.requestTimeoutSeconds)
         } catch {
             throw Failure(description: "the broker's management API did not answer: \(error)")
         }

@@ -44,9 +44,13 @@ extension HTTPAPI {
             let processors: [String]
             do {
                 processors = try await Self.mapped {
-                    try await self.store.enrol(token: token, name: body.name, processors: body.processors) { name, processors in
-                        try settings.management.createAgentUser(name: name, password: password, processors: processors)
-                    }
+                    try await self.store.enrol(
+                        token: token, name: body.name, processors: body.processors,
+                        brokerSeconds: BrokerManagement.longestAgentUserSeconds + 5,
+                        makeBrokerUser: { name, processors in
+                            try settings.management.createAgentUser(name: name, password: password, processors: processors)
+                        },
+                        removeBrokerUser: { settings.management.removeUser(name: $0) })
                 }
             } catch let refusal as BuilddStore.EnrolmentRefusal {
                 let reason = switch refusal {
@@ -68,6 +72,17 @@ extension HTTPAPI {
             } catch let error as HTTPError {
                 BuilddMetrics.enrolment(outcome: "invalid")
                 throw error
+            } catch {
+                // The database failed (a lost link, an ended session, a lock not given in time): the store has
+                // taken back any broker user it made, and the token was not spent.
+                BuilddMetrics.enrolment(outcome: "database_failed")
+                self.logger.error("enrolment failed: nothing enrolled", metadata: ["builder": "\(body.name)",
+                                                                                  "error": "\(error)"])
+                // The error itself is for the log: the caller may hold no valid token.
+                throw HTTPError(.serviceUnavailable, message: """
+                    this master's database failed (its log says how); nothing was enrolled and the join token is \
+                    still good: try again, or another master
+                    """)
             }
             BuilddMetrics.enrolment(outcome: "enrolled")
             self.logger.notice("build machine enrolled", metadata: [

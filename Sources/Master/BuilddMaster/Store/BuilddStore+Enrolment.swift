@@ -1,5 +1,6 @@
 import BuilddShared
 import Postgres
+import Synchronization
 
 /// Join tokens, and build machines enrolling with them (``JoinToken``).
 extension BuilddStore {
@@ -77,37 +78,83 @@ extension BuilddStore {
     /// (``JoinToken/judge(expiresAt:usedBy:now:)``), adds the builder (plain placement, its own broker user
     /// named like it) with the token's processors (or those asked, when the token has them all), spends the
     /// token, and calls `makeBrokerUser` with the builder's name and processors, all in one transaction: when
-    /// the broker user cannot be made, nothing is enrolled and the token stays good. Returns the processors.
-    public func enrol(token: String, name: String, processors asked: [String]?,
-                      makeBrokerUser: @escaping @Sendable (_ name: String, _ processors: [String]) throws -> Void)
+    /// the broker user cannot be made, nothing is enrolled and the token stays good. When the database fails
+    /// after the user was made, `removeBrokerUser` takes it back, unless the token shows the enrolment was
+    /// committed after all. `brokerSeconds` is the longest `makeBrokerUser` may take. Returns the processors.
+    public func enrol(token: String, name: String, processors asked: [String]?, brokerSeconds: Int,
+                      makeBrokerUser: @escaping @Sendable (_ name: String, _ processors: [String]) throws -> Void,
+                      removeBrokerUser: @escaping @Sendable (_ name: String) -> Void)
         async throws -> [String] {
         try Self.requireName(name, "builder")
         for processor in asked ?? [] { try Self.requireName(processor, "processor") }
         let digest = SHA256.hex(of: token)
-        return try await database.transaction { connection in
-            guard let row = try connection.query("""
-                SELECT name, array_to_string(processors, ',') AS processors, extract(epoch FROM expires_at) AS expires,
-                       used_by, extract(epoch FROM now()) AS now
-                  FROM join_token WHERE token_sha256 = $1 FOR UPDATE
-                """, [digest]).first else { throw EnrolmentRefusal.unknownToken }
-            let verdict = JoinToken.judge(expiresAt: try row.double("expires"), usedBy: row["used_by"],
-                                          now: try row.double("now"))
-            guard verdict == .valid else { throw EnrolmentRefusal.refused(verdict) }
-            let allowed = try row.string("processors").split(separator: ",").map(String.init)
-            let processors = asked.flatMap { $0.isEmpty ? nil : $0 } ?? allowed
-            if let problem = JoinToken.processorsProblem(asked: processors, allowed: allowed) {
-                throw StoreError(.invalid, problem)
+        let brokerUserMade = Mutex(false)
+        do {
+            return try await database.transaction { connection in
+                // The broker's calls leave this transaction idle for up to `brokerSeconds`: the session's own
+                // limit (a third of the lease, ``masterSessionSettings(leaseSeconds:)``) would end it under a
+                // slow management API, after the user was made. What it holds meanwhile is this token's row
+                // and a builder nobody else sees yet: nothing the event lanes or the dispatcher wait on.
+                try connection.execute("SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+                                       [String(max(1, brokerSeconds) * 1000)])
+                guard let row = try connection.query("""
+                    SELECT name, array_to_string(processors, ',') AS processors, extract(epoch FROM expires_at) AS expires,
+                           used_by, extract(epoch FROM now()) AS now
+                      FROM join_token WHERE token_sha256 = $1 FOR UPDATE
+                    """, [digest]).first else { throw EnrolmentRefusal.unknownToken }
+                let verdict = JoinToken.judge(expiresAt: try row.double("expires"), usedBy: row["used_by"],
+                                              now: try row.double("now"))
+                guard verdict == .valid else { throw EnrolmentRefusal.refused(verdict) }
+                let allowed = try row.string("processors").split(separator: ",").map(String.init)
+                let processors = asked.flatMap { $0.isEmpty ? nil : $0 } ?? allowed
+                if let problem = JoinToken.processorsProblem(asked: processors, allowed: allowed) {
+                    throw StoreError(.invalid, problem)
+                }
+                try Self.insertBuilder(name: name, processors: processors, url: nil, brokerUser: name, placement: .plain,
+                                       on: connection)
+                let tokenName = try row.string("name")
+                try connection.execute("UPDATE join_token SET used_at = now(), used_by = $2 WHERE token_sha256 = $1",
+                                       [digest, name])
+                try connection.execute("""
+                    INSERT INTO builder_event (builder, kind, actor, reason) VALUES ($1, 'added', $2, $3)
+                    """, [name, "join-token:\(tokenName)", "enrolled itself for \(processors.joined(separator: ", "))"])
+                try makeBrokerUser(name, processors)
+                brokerUserMade.withLock { $0 = true }
+                return processors
             }
-            try Self.insertBuilder(name: name, processors: processors, url: nil, brokerUser: name, placement: .plain,
-                                   on: connection)
-            let tokenName = try row.string("name")
-            try connection.execute("UPDATE join_token SET used_at = now(), used_by = $2 WHERE token_sha256 = $1",
-                                   [digest, name])
-            try connection.execute("""
-                INSERT INTO builder_event (builder, kind, actor, reason) VALUES ($1, 'added', $2, $3)
-                """, [name, "join-token:\(tokenName)", "enrolled itself for \(processors.joined(separator: ", "))"])
-            try makeBrokerUser(name, processors)
-            return processors
+        } catch {
+            guard brokerUserMade.withLock({ $0 }) else { throw error }
+            // The database failed after the broker user was made (the session ended, the link went, COMMIT
+            // failed). When the token shows this builder, COMMIT got through and only its answer was lost: the
+            // machine is enrolled. Otherwise nothing is, and the user goes too, so that no credentials outlive
+            // a failed enrolment and the machine may try again under the same name.
+            // The database is asked again for a while (a lost link is usually back in seconds); when it
+            // cannot be asked, the user goes: a builder without its broker user is the lesser fault.
+            if let processors = await committedEnrolment(digest: digest, name: name, within: .seconds(15)) {
+                return processors
+            }
+            removeBrokerUser(name)
+            throw error
+        }
+    }
+
+    /// The processors of builder `name` when the join token `digest` shows it enrolled, nil when it does not
+    /// or the database did not answer within `patience`.
+    private func committedEnrolment(digest: String, name: String, within patience: Duration) async -> [String]? {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            do {
+                guard let row = try await database.query("""
+                    SELECT string_agg(p.name, ',' ORDER BY p.name) AS processors
+                      FROM join_token t JOIN builder b ON b.name = t.used_by
+                      JOIN builder_processor bp ON bp.builder_id = b.id JOIN processor p ON p.id = bp.processor_id
+                     WHERE t.token_sha256 = $1 AND t.used_by = $2 GROUP BY b.id
+                    """, [digest, name]).first else { return nil }
+                return try row.string("processors").split(separator: ",").map(String.init)
+            } catch {
+                guard ContinuousClock.now < deadline else { return nil }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
         }
     }
 }
@@ -130,7 +177,6 @@ extension BuilddStore {
     }
 }
 
-/// A join token as `token list` shows it (never the token).
 /// A join token as ``BuilddStore/addJoinToken(name:processors:expiresInSeconds:createdBy:)`` made it.
 public struct MadeJoinToken: Sendable, Equatable {
     /// The secret, here and nowhere else.
