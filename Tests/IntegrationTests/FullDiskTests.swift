@@ -178,9 +178,21 @@ import Glibc
                     return seen.status == 503 && seen.text.contains("stepped down") && seen.text.contains("53100")
                 }
                 #expect(said, "/healthz says the master stepped down because the database is out of disk: \(seen)")
-                let metrics = try await farm.metricsText()
-                #expect(metrics.contains("buildd_status_shards_stepped_down_total"), "/metrics counts the step-down")
+                func gauge(_ name: String) async throws -> Double? {
+                    try await farm.metricsText().split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                        .flatMap { Double($0.split(separator: " ").last ?? "") }
+                }
+                #expect(try await gauge("buildd_status_shards_stepped_down_total") != nil, "/metrics counts the step-down")
                 #expect(farm.log("disk").contains("No space left on device"), "the master's log says why")
+                // The database answers, and is no standby: the master takes the shards back a second later, and
+                // steps down again a patience (3 s) later. It holds down longer each time (2 s, then 4, ...).
+                var holdDown: Double?
+                let heldDown = try await eventually(timeout: .seconds(60)) {
+                    holdDown = try await gauge("buildd_status_shards_hold_down_seconds")
+                    return (holdDown ?? 0) >= 2
+                }
+                #expect(heldDown, "a second step-down in a row holds down for 2 s or more: \(holdDown.map { "\($0)" } ?? "none")")
+                #expect(farm.log("disk").contains("step_downs_in_a_row=2"), "the log counts the step-downs in a row")
 
                 try await run("DROP TABLE filler", on: url)
                 #expect(try await farm.waitForQuiet(timeout: .seconds(180)), "every build ends once there is room")

@@ -41,6 +41,37 @@ import Testing
         }
     }
 
+    /// A master stepping down over and over (the database answers, and fails every event write) waits longer
+    /// each time before it takes the shards back; one whose last step-down was a lease ago waits a second.
+    @Test func aMasterThatKeepsSteppingDownHoldsDownLongerEachTime() {
+        #expect((1...8).map { StatusShardIntake.holdDown(afterStepDownsInARow: $0) }
+                == [1, 2, 4, 8, 16, 30, 30, 30].map { Duration.seconds($0) })
+        let intake = StatusShardIntake(leaseSeconds: 9)  // patience 3 s: a flap is a step-down within 9 s of resuming
+        let start = ContinuousClock.now
+        var now = start
+        #expect(intake.stepDown(at: now))
+        #expect(!intake.stepDown(at: now), "down already")
+        #expect(intake.holdDown.stepDownsInARow == 1 && intake.holdDown.wait == .seconds(1))
+        #expect(!intake.holdDownIsOver(at: now + .milliseconds(900)) && intake.holdDownIsOver(at: now + .seconds(1)))
+        // Consuming again, and down again 4 s later, three times: 2, then 4, then 8 s.
+        for expected in [2, 4, 8] {
+            now += intake.holdDown.wait
+            #expect(intake.resume(at: now))
+            now += .seconds(4)
+            #expect(intake.stepDown(at: now))
+            #expect(intake.holdDown.wait == .seconds(expected), "after a flap: \(intake.holdDown)")
+            #expect(!intake.holdDownIsOver(at: now + .seconds(expected) - .milliseconds(1)))
+            #expect(intake.holdDownIsOver(at: now + .seconds(expected)))
+        }
+        // Consuming for longer than a lease: the next step-down is a first one again.
+        now += .seconds(8)
+        #expect(intake.resume(at: now))
+        #expect(!intake.resume(at: now), "consuming already")
+        now += .seconds(9)
+        #expect(intake.stepDown(at: now))
+        #expect(intake.holdDown.stepDownsInARow == 1 && intake.holdDown.wait == .seconds(1))
+    }
+
     @Test func aMastersPatienceIsAThirdOfItsLease() {
         #expect(StatusShardIntake(leaseSeconds: 30).patience == .seconds(10))
         #expect(StatusShardIntake(leaseSeconds: 5).patience == .seconds(1))

@@ -44,10 +44,12 @@ public enum BuilddMetrics {
     }
 
     /// This master stepped down from the status shards: it could not apply events (database unreachable or
-    /// refusing writes).
-    public static func steppedDown() {
+    /// refusing writes). `buildd_status_shards_hold_down_seconds`: how long it waits before consuming again
+    /// (``StatusShardIntake/holdDown(afterStepDownsInARow:)``; above 1 s, it is stepping down over and over).
+    public static func steppedDown(holdDown: Duration) {
         Counter(label: "buildd_status_shards_stepped_down_total").increment()
         Gauge(label: "buildd_status_shards_consuming").record(0)
+        Gauge(label: "buildd_status_shards_hold_down_seconds").record(Double(holdDown.components.seconds))
     }
 
     /// This master consumes the status shards (1), or stepped down from them (0).

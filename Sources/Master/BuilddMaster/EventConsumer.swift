@@ -190,9 +190,11 @@ public final class EventConsumer: Sendable {
     private func stepDown(because failure: String) {
         guard intake.stepDown() else { return }
         intake.note(failure: failure)
-        BuilddMetrics.steppedDown()
+        let holdDown = intake.holdDown
+        BuilddMetrics.steppedDown(holdDown: holdDown.wait)
         logger.error("cannot apply events: handing the status shards to the other masters until the database takes writes again",
-                     metadata: ["error": "\(failure)"])
+                     metadata: ["error": "\(failure)", "step_downs_in_a_row": "\(holdDown.stepDownsInARow)",
+                                "hold_down_seconds": "\(holdDown.wait.components.seconds)"])
         broker.reconnect(reason: "stepping down from the status shards (the database does not take writes)")
     }
 
@@ -216,7 +218,7 @@ public final class EventConsumer: Sendable {
     func resumeWhenTheDatabaseAnswers() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
-            guard !intake.isOn else { continue }
+            guard !intake.isOn, intake.holdDownIsOver() else { continue }
             // Answering is not enough: a database that refuses writes cannot take events either.
             guard (try? await store.acceptsWrites()) == true else { continue }
             if intake.resume() {

@@ -167,8 +167,12 @@ public struct HTTPAPI: Sendable {
             problems.append("database: \(error)")
         }
         if let intake, !intake.isOn {
+            let holdDown = intake.holdDown
             problems.append("status shards: stepped down (events cannot be applied: \(intake.whyDown ?? "database unreachable")); "
-                            + "consuming again once the database takes writes")
+                            + "consuming again once the database takes writes"
+                            + (holdDown.stepDownsInARow > 1
+                               ? ", held down \(holdDown.wait.components.seconds) s after \(holdDown.stepDownsInARow) step-downs in a row"
+                               : ""))
         }
         if let broker, broker.currentGeneration == nil { problems.append("broker: not connected") }
         if artifacts.fullness.isFull {

@@ -11,8 +11,22 @@ import Synchronization
 /// its TCP timeout, and a reconnect tries every host of the URL in turn), it makes its broker connection again without consuming (the broker requeues what it had not
 /// acknowledged, and each shard's next consumer, on another master, becomes active), and consumes again,
 /// as a standby behind the masters now active, once the database answers.
+///
+/// A database that answers and still fails the writes events make (out of disk: it takes what fits in its
+/// pages' free space, and fails what needs a new page) would have the master take the shards back a second
+/// after each step-down, and hand them on again a patience later, over and over. So the master holds down:
+/// it consumes again no sooner than ``holdDown(afterStepDownsInARow:)`` after stepping down, a wait that
+/// doubles with each step-down that came within a lease of consuming again.
 public final class StatusShardIntake: Sendable {
     private let on = Mutex(true)
+
+    /// The step-downs in a row, and when this master last stepped down and last consumed again.
+    private struct Downs {
+        var inARow = 0
+        var steppedDownAt: ContinuousClock.Instant?
+        var resumedAt: ContinuousClock.Instant?
+    }
+    private let downs = Mutex(Downs())
 
     /// How long one database call on the event path, or for an upload's admission, may go unanswered:
     /// ``stepDownAfter(leaseSeconds:)``.
@@ -32,11 +46,43 @@ public final class StatusShardIntake: Sendable {
     /// Records why applying events failed.
     func note(failure: String) { lastFailure.withLock { $0 = failure } }
 
-    /// Turns consuming off; false when it was off already.
-    func stepDown() -> Bool { on.withLock { was in defer { was = false }; return was } }
+    /// Turns consuming off; false when it was off already. A step-down within a lease (three patiences) of
+    /// consuming again is one more in a row; a later one starts the count again.
+    public func stepDown(at now: ContinuousClock.Instant = .now) -> Bool {
+        guard on.withLock({ was in defer { was = false }; return was }) else { return false }
+        downs.withLock { downs in
+            let flapped = downs.resumedAt.map { now - $0 < patience * 3 } ?? false
+            downs.inARow = flapped ? downs.inARow + 1 : 1
+            downs.steppedDownAt = now
+        }
+        return true
+    }
 
     /// Turns consuming on again; false when it was on already.
-    func resume() -> Bool { on.withLock { was in defer { was = true }; return !was } }
+    public func resume(at now: ContinuousClock.Instant = .now) -> Bool {
+        guard on.withLock({ was in defer { was = true }; return !was }) else { return false }
+        downs.withLock { $0.resumedAt = now }
+        return true
+    }
+
+    /// The step-downs in a row (``stepDown(at:)``) and the hold-down they give.
+    public var holdDown: (stepDownsInARow: Int, wait: Duration) {
+        downs.withLock { ($0.inARow, Self.holdDown(afterStepDownsInARow: $0.inARow)) }
+    }
+
+    /// Whether the hold-down since the last step-down is over.
+    public func holdDownIsOver(at now: ContinuousClock.Instant = .now) -> Bool {
+        downs.withLock { downs in
+            guard let since = downs.steppedDownAt else { return true }
+            return now - since >= Self.holdDown(afterStepDownsInARow: downs.inARow)
+        }
+    }
+
+    /// How long a master waits after its `count`-th step-down in a row before it consumes again: 1 s (as
+    /// soon as the database answers, for an outage that ends), then 2, 4, 8 and 16 s, and at most 30 s.
+    public static func holdDown(afterStepDownsInARow count: Int) -> Duration {
+        count <= 1 ? .seconds(1) : min(.seconds(30), .seconds(1 << min(count - 1, 5)))
+    }
 
     /// How long applying may fail before the master steps down: a third of the lease, so the shards move
     /// before the builders' leases run out (at least one second, so a blip does not move them).

@@ -102,7 +102,9 @@ struct Enrol: AsyncParsableCommand {
                 response = try SimpleHTTPClient.send(
                     method: "POST", url: url.trimmed("/") + "/v1/enrol",
                     headers: ["authorization": "Bearer \(token)", "content-type": "application/json"],
-                    body: .bytes(request), timeoutSeconds: 30, trust: trust)
+                    // Longer than a master may take: it waits on its broker's management API (up to 50 s) and,
+                    // when its database fails meanwhile, asks it again whether the enrolment went through (15 s).
+                    body: .bytes(request), timeoutSeconds: 90, trust: trust)
             } catch {
                 failures.append("\(url): \(error)")
                 continue

@@ -127,9 +127,9 @@ extension BuilddStore {
             // The database failed after the broker user was made (the session ended, the link went, COMMIT
             // failed). When the token shows this builder, COMMIT got through and only its answer was lost: the
             // machine is enrolled. Otherwise nothing is, and the user goes too, so that no credentials outlive
-            // a failed enrolment and the machine may try again under the same name.
-            // The database is asked again for a while (a lost link is usually back in seconds); when it
-            // cannot be asked, the user goes: a builder without its broker user is the lesser fault.
+            // a failed enrolment and the machine may try again under the same name. The database is asked
+            // for a while (a lost link is often back in seconds); when it cannot be asked, the user goes too:
+            // a builder without its broker user is the lesser fault (no credentials out, the operator sees it).
             if let processors = await committedEnrolment(digest: digest, name: name, within: .seconds(15)) {
                 return processors
             }
