@@ -81,7 +81,6 @@ def client_to_server(pair):
                 delayed = False
             if not data or pair.orphaned_at is not None:
                 break
-            pair.upstream.sendall(data)
             # Statements travel whole in one write (libpq's Parse message carries the SQL text).
             began, ended = data.rfind(b"BEGIN\x00"), max(data.rfind(b"COMMIT\x00"), data.rfind(b"ROLLBACK\x00"))
             statement_inside = pair.in_transaction and began < 0 and ended < 0
@@ -89,15 +88,20 @@ def client_to_server(pair):
                 pair.in_transaction = began > ended
             if commit_watch and pair.in_transaction and commit_watch[0] in data:
                 pair.watched = True
+            watched_commit = False
             if ended >= 0:
-                fire = pair.watched and commit_watch and data.rfind(b"COMMIT\x00") >= 0
+                watched_commit = bool(pair.watched and commit_watch and data.rfind(b"COMMIT\x00") >= 0)
                 pair.watched = False
-                if fire:
+            if watched_commit or (statement_inside and cut_pending):
+                # This statement reaches the server; its answer, and the rest, never reach the client. The cut
+                # comes first, so that the server's answer is dropped instead of racing the cut to the client.
+                if watched_commit:
                     cut_after_commit()
-                    break
-            if statement_inside and cut_pending:
-                on_cut()  # this statement reaches the server; its answer, and the rest, never reach the client
+                else:
+                    on_cut()
+                pair.upstream.sendall(data)
                 break
+            pair.upstream.sendall(data)
     except OSError:
         pass
     with lock:
