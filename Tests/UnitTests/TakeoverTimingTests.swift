@@ -1,4 +1,5 @@
 import BuilddMasterKit
+import Postgres
 import Testing
 
 /// When a master is cut off - from the broker or from the database - another master must take its status
@@ -49,8 +50,8 @@ import Testing
         let intake = StatusShardIntake(leaseSeconds: 9)  // patience 3 s: a flap is a step-down within 9 s of resuming
         let start = ContinuousClock.now
         var now = start
-        #expect(intake.stepDown(at: now))
-        #expect(!intake.stepDown(at: now), "down already")
+        #expect(intake.stepDown(refusedByTheDatabase: true, at: now))
+        #expect(!intake.stepDown(refusedByTheDatabase: true, at: now), "down already")
         #expect(intake.holdDown.stepDownsInARow == 1 && intake.holdDown.wait == .seconds(1))
         #expect(!intake.holdDownIsOver(at: now + .milliseconds(900)) && intake.holdDownIsOver(at: now + .seconds(1)))
         // Consuming again, and down again 4 s later, three times: 2, then 4, then 8 s.
@@ -58,7 +59,7 @@ import Testing
             now += intake.holdDown.wait
             #expect(intake.resume(at: now))
             now += .seconds(4)
-            #expect(intake.stepDown(at: now))
+            #expect(intake.stepDown(refusedByTheDatabase: true, at: now))
             #expect(intake.holdDown.wait == .seconds(expected), "after a flap: \(intake.holdDown)")
             #expect(!intake.holdDownIsOver(at: now + .seconds(expected) - .milliseconds(1)))
             #expect(intake.holdDownIsOver(at: now + .seconds(expected)))
@@ -68,8 +69,28 @@ import Testing
         #expect(intake.resume(at: now))
         #expect(!intake.resume(at: now), "consuming already")
         now += .seconds(9)
-        #expect(intake.stepDown(at: now))
+        #expect(intake.stepDown(refusedByTheDatabase: true, at: now))
         #expect(intake.holdDown.stepDownsInARow == 1 && intake.holdDown.wait == .seconds(1))
+        // Cut off again and again, soon after each heal: each outage is new, and each ends in a second.
+        for _ in 0..<4 {
+            now += .seconds(1)
+            #expect(intake.resume(at: now))
+            now += .seconds(2)
+            #expect(intake.stepDown(refusedByTheDatabase: false, at: now))
+            #expect(intake.holdDown.stepDownsInARow == 1 && intake.holdDown.wait == .seconds(1))
+        }
+    }
+
+    /// What the database answers with (out of disk, say) counts towards holding down; a link that failed or
+    /// a server restarting does not.
+    @Test func onlyTheDatabasesOwnRefusalsCountTowardsHoldingDown() {
+        #expect(EventConsumer.refusedByTheDatabase(PostgresError(.server, sqlState: "53100", message: "could not extend file")))
+        #expect(EventConsumer.refusedByTheDatabase(PostgresError(.server, sqlState: "58030", message: "could not write")))
+        #expect(EventConsumer.refusedByTheDatabase(PostgresError(.server, sqlState: "55P03", message: "lock timeout")))
+        #expect(!EventConsumer.refusedByTheDatabase(PostgresError(.connection, message: "server closed the connection")))
+        #expect(!EventConsumer.refusedByTheDatabase(PostgresError(.server, sqlState: "08006", message: "connection failure")))
+        #expect(!EventConsumer.refusedByTheDatabase(PostgresError(.server, sqlState: "57P01", message: "terminating connection")))
+        #expect(!EventConsumer.refusedByTheDatabase(CancellationError()))
     }
 
     @Test func aMastersPatienceIsAThirdOfItsLease() {

@@ -176,7 +176,7 @@ public final class EventConsumer: Sendable {
                 failingSince = since
                 if ContinuousClock.now - since >= intake.patience,
                    !(error is CancellationError), !(error is WorkerStoppedError) {
-                    stepDown(because: "\(error)")
+                    stepDown(because: "\(error)", refusedByTheDatabase: Self.refusedByTheDatabase(error))
                 }
                 if broker.currentGeneration != item.delivery.generation { return false }  // redelivered on the new connection
                 try? await Task.sleep(for: backoff)
@@ -187,8 +187,8 @@ public final class EventConsumer: Sendable {
     }
 
     /// Hands the status shards to the other masters (once; again only after it resumed).
-    private func stepDown(because failure: String) {
-        guard intake.stepDown() else { return }
+    private func stepDown(because failure: String, refusedByTheDatabase: Bool) {
+        guard intake.stepDown(refusedByTheDatabase: refusedByTheDatabase) else { return }
         intake.note(failure: failure)
         let holdDown = intake.holdDown
         BuilddMetrics.steppedDown(holdDown: holdDown.wait)
@@ -206,7 +206,7 @@ public final class EventConsumer: Sendable {
         let patience = intake.patience
         let watchdog = Task { [weak self] in
             try await Task.sleep(for: patience)
-            self?.stepDown(because: "the database has not answered an apply for \(patience)")
+            self?.stepDown(because: "the database has not answered an apply for \(patience)", refusedByTheDatabase: false)
         }
         defer { watchdog.cancel() }
         return try await apply()
@@ -248,6 +248,14 @@ public final class EventConsumer: Sendable {
             await deadLetter(item.delivery, reason: reason, kind: "not_allowed")
             return (false, false)
         }
+    }
+
+    /// Whether the database itself answered with this failure, its link and its server up: out of disk,
+    /// memory or connections (53), an I/O error (58), a lock not given in time. Not a link that failed (08,
+    /// or no answer at all) nor a server stopping or restarting (57): those end with the outage.
+    public static func refusedByTheDatabase(_ error: any Error) -> Bool {
+        guard let error = error as? PostgresError, error.kind == .server, let state = error.sqlState else { return false }
+        return !["08", "57"].contains(String(state.prefix(2)))
     }
 
     /// Whether applying an event may succeed when tried again: the database failed for a while

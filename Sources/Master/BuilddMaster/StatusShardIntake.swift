@@ -16,7 +16,9 @@ import Synchronization
 /// pages' free space, and fails what needs a new page) would have the master take the shards back a second
 /// after each step-down, and hand them on again a patience later, over and over. So the master holds down:
 /// it consumes again no sooner than ``holdDown(afterStepDownsInARow:)`` after stepping down, a wait that
-/// doubles with each step-down that came within a lease of consuming again.
+/// doubles with each step-down that came within a lease of consuming again and was the database's own
+/// refusal (an error it answered with, not a link that failed: a master cut off again and again, each time
+/// for a new outage, comes back within a second of each heal).
 public final class StatusShardIntake: Sendable {
     private let on = Mutex(true)
 
@@ -47,11 +49,12 @@ public final class StatusShardIntake: Sendable {
     func note(failure: String) { lastFailure.withLock { $0 = failure } }
 
     /// Turns consuming off; false when it was off already. A step-down within a lease (three patiences) of
-    /// consuming again is one more in a row; a later one starts the count again.
-    public func stepDown(at now: ContinuousClock.Instant = .now) -> Bool {
+    /// consuming again, for a failure the database answered with (`refusedByTheDatabase`), is one more in a
+    /// row; any other starts the count again.
+    public func stepDown(refusedByTheDatabase: Bool, at now: ContinuousClock.Instant = .now) -> Bool {
         guard on.withLock({ was in defer { was = false }; return was }) else { return false }
         downs.withLock { downs in
-            let flapped = downs.resumedAt.map { now - $0 < patience * 3 } ?? false
+            let flapped = refusedByTheDatabase && downs.resumedAt.map { now - $0 < patience * 3 } ?? false
             downs.inARow = flapped ? downs.inARow + 1 : 1
             downs.steppedDownAt = now
         }
