@@ -14,6 +14,8 @@ import Testing
     /// seconds, and whose database is reached through a relay a test can cut (with `databaseRelay` options).
     static func withSlowManagement(delay: Double, users: [String], databaseRelay: [String] = [],
                                    _ body: (FarmHarness, String, TCPRelay) async throws -> Void) async throws {
+        // Users are the broker's, not the vhost's: a run killed before its clean-up leaves them for the next.
+        await OperationsTests.deleteUsers(users)
         let farm = try await FarmHarness.make(tls: true)
         defer { Task { await OperationsTests.deleteUsers(users) } }
         try await closing(farm) {
@@ -71,6 +73,7 @@ import Testing
         try await Self.withSlowManagement(delay: 2, users: ["cut-1"]) { farm, management, database in
             let token = try await Self.joinToken(farm, "rack-cut")
             let attempt = Task { try await Self.enrol(farm, "cut-1", token: token) }
+            #expect(try await Self.brokerUserStatus(management, "cut-1") == 404, "no user cut-1 before the enrolment")
             // The user exists once its PUT is through: the transaction is open, with two calls still to make.
             let userMade = try await eventually(timeout: .seconds(30), interval: .milliseconds(50)) {
                 try await Self.brokerUserStatus(management, "cut-1") == 200
@@ -88,7 +91,8 @@ import Testing
             #expect(farm.log("master").contains("enrolment failed: nothing enrolled"))
             #expect(!FileManager.default.fileExists(atPath: farm.directory + "/cut-1.secret"))
             // Nothing is left: no broker user, no builder, and the token unspent.
-            #expect(try await Self.brokerUserStatus(management, "cut-1") == 404, "the broker user outlived the enrolment")
+            #expect(try await Self.brokerUserStatus(management, "cut-1") == 404,
+                    "the broker user outlived the enrolment: \(farm.log("master").suffix(4000))")
             #expect(!(try await farm.store.builders().map(\.name).contains("cut-1")))
             let listed = try await farm.cli("token", "list", "--json")
             let rows = try #require(try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [[String: Any]])

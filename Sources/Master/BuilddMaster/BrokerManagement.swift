@@ -62,10 +62,20 @@ public struct BrokerManagement: Sendable {
         }
     }
 
-    /// Deletes the user `name`, made by an enrolment that did not happen; a broker that does not answer
-    /// leaves it (best effort: it holds no builder, and its password was never given out).
-    public func removeUser(name: String) {
-        _ = try? call("DELETE", "/api/users/\(ServiceURL.percentEncode(name))")
+    /// Deletes the user `name`, made by an enrolment that did not happen. Returns what went wrong when the
+    /// broker did not delete it (it holds no builder, and its password was never given out, but its name is
+    /// taken until an operator removes it).
+    @discardableResult
+    public func removeUser(name: String) -> String? {
+        do {
+            let response = try call("DELETE", "/api/users/\(ServiceURL.percentEncode(name))")
+            guard (200..<300).contains(response.status) || response.status == 404 else {
+                return "the broker's management API answered \(response.status) to DELETE /api/users: \(response.text.prefix(200))"
+            }
+            return nil
+        } catch {
+            return "\(error)"
+        }
     }
 
     /// A PUT of `fields` as JSON that must succeed (2xx).

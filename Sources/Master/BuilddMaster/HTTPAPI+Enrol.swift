@@ -50,7 +50,11 @@ extension HTTPAPI {
                         makeBrokerUser: { name, processors in
                             try settings.management.createAgentUser(name: name, password: password, processors: processors)
                         },
-                        removeBrokerUser: { settings.management.removeUser(name: $0) })
+                        removeBrokerUser: { name in
+                            guard let problem = settings.management.removeUser(name: name) else { return }
+                            self.logger.error("a failed enrolment's broker user is left: delete it on the broker", metadata: [
+                                "builder": "\(name)", "error": "\(problem)"])
+                        })
                 }
             } catch let refusal as BuilddStore.EnrolmentRefusal {
                 let reason = switch refusal {
