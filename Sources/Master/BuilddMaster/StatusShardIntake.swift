@@ -68,7 +68,7 @@ public final class StatusShardIntake: Sendable {
         return true
     }
 
-    /// The step-downs in a row (``stepDown(at:)``) and the hold-down they give.
+    /// The step-downs in a row (``stepDown(refusedByTheDatabase:at:)``) and the hold-down they give.
     public var holdDown: (stepDownsInARow: Int, wait: Duration) {
         downs.withLock { ($0.inARow, Self.holdDown(afterStepDownsInARow: $0.inARow)) }
     }
